@@ -1,0 +1,112 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// CareMesh: separate executables (router, identity, dispatch, alerts, messaging) that exchange
+// protobuf messages over ZeroMQ (MDP/0.2) through a router, plus the `caremesh` CLI.
+// Each service is a library plus a thin `@main`, so tests build it in-process.
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "CareMesh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "router", targets: ["RouterMain"]),
+        .executable(name: "identity", targets: ["IdentityMain"]),
+        .executable(name: "dispatch", targets: ["DispatchMain"]),
+        .executable(name: "alerts", targets: ["AlertsMain"]),
+        .executable(name: "messaging", targets: ["MessagingMain"]),
+        .executable(name: "caremesh", targets: ["CareMeshCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // libzmq from Debian (libzmq3-dev), through a system-library target.
+        .systemLibrary(name: "CZMQ", path: "Shared/CZMQ", providers: [.apt(["libzmq3-dev"])]),
+        // A thin Swift wrapper over libzmq: sockets owned by one thread, frames, polling.
+        .target(name: "ZMQ", dependencies: ["CZMQ"], path: "Shared/ZMQ", swiftSettings: swiftSettings),
+        // Generated protobuf Swift (committed; scripts/generate-protos.sh) and method descriptors.
+        .target(
+            name: "CareMeshContracts",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Shared/Contracts",
+            swiftSettings: swiftSettings
+        ),
+        // The wire protocol, the worker runtime and the client.
+        .target(
+            name: "CareMeshRPC",
+            dependencies: [
+                "ZMQ", "CareMeshContracts",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/RPC",
+            swiftSettings: swiftSettings
+        ),
+        // The MDP/0.2 broker.
+        .target(
+            name: "CareMeshRouter",
+            dependencies: ["CareMeshRPC", "ZMQ", "CareMeshContracts",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Services/Router/Library",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "RouterMain", dependencies: ["CareMeshRouter"],
+                          path: "Services/Router/Main", swiftSettings: swiftSettings),
+        // Domain services: a library each, plus a thin main.
+        .target(name: "IdentityService", dependencies: ["CareMeshRPC"],
+                path: "Services/Identity/Library", swiftSettings: swiftSettings),
+        .executableTarget(name: "IdentityMain", dependencies: ["IdentityService"],
+                          path: "Services/Identity/Main", swiftSettings: swiftSettings),
+        .target(name: "DispatchService", dependencies: ["CareMeshRPC"],
+                path: "Services/Dispatch/Library", swiftSettings: swiftSettings),
+        .executableTarget(name: "DispatchMain", dependencies: ["DispatchService"],
+                          path: "Services/Dispatch/Main", swiftSettings: swiftSettings),
+        .target(name: "AlertsService", dependencies: ["CareMeshRPC"],
+                path: "Services/Alerts/Library", swiftSettings: swiftSettings),
+        .executableTarget(name: "AlertsMain", dependencies: ["AlertsService"],
+                          path: "Services/Alerts/Main", swiftSettings: swiftSettings),
+        .target(name: "MessagingService", dependencies: ["CareMeshRPC"],
+                path: "Services/Messaging/Library", swiftSettings: swiftSettings),
+        .executableTarget(name: "MessagingMain", dependencies: ["MessagingService"],
+                          path: "Services/Messaging/Main", swiftSettings: swiftSettings),
+        // The command line: call, health, up/down/status, bench.
+        .executableTarget(
+            name: "CareMeshCLI",
+            dependencies: [
+                "CareMeshRPC", "CareMeshRouter", "CareMeshContracts", "ZMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Services/CLI",
+            swiftSettings: swiftSettings
+        ),
+        // Test support: free ports, in-process router and workers, child processes.
+        .target(
+            name: "CareMeshTesting",
+            dependencies: ["CareMeshRPC", "CareMeshRouter", "ZMQ"],
+            path: "Shared/Testing",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CareMeshTests",
+            dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "ZMQ",
+                           "IdentityService", "DispatchService", "AlertsService", "MessagingService"],
+            path: "Tests/CareMeshTests",
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,133 @@
+import ArgumentParser
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+import Histogram
+import ZMQ
+
+/// `caremesh bench rpc`: round trips through the router to a no-op method.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks (record results in BENCHMARKS.md).",
+        subcommands: [RPC.self]
+    )
+
+    struct RPC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rpc",
+            abstract: "Round trips through the router to Bench/Echo: p50/p99 (HdrHistogram) and throughput.",
+            discussion: """
+            Without --router, starts its own router and worker processes (release build \
+            recommended: swift build -c release) on --port and --port+1, like the peers' \
+            zmq-c harness: client, router and workers are separate processes.
+            """
+        )
+
+        @Option(help: "Concurrency levels to run (calls in flight on one client socket).")
+        var concurrency: [Int] = [1, 64]
+        @Option(help: "Payload bytes.") var payload = 64
+        @Option(help: "Warm-up seconds.") var warmup = 2.0
+        @Option(help: "Measured seconds.") var duration = 10.0
+        @Option(help: "Worker processes to start.") var workers = 2
+        @Option(help: "Client endpoint port of the router to start.") var port = 27655
+        @Option(help: "Use this running router (with a bench-worker registered) instead.") var router: String?
+
+        func run() async throws {
+            var children: [Process] = []
+            defer {
+                for p in children where p.isRunning { kill(p.processIdentifier, SIGTERM) }
+                for p in children { p.waitUntilExit() }
+            }
+            let endpoint: String
+            if let router {
+                endpoint = router
+            } else {
+                endpoint = "tcp://127.0.0.1:\(port)"
+                let bin = StackLayout.binaries
+                var env = ProcessInfo.processInfo.environment
+                env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] = endpoint
+                env["CAREMESH_ROUTER_WORKER_ENDPOINT"] = "tcp://127.0.0.1:\(port + 1)"
+                env["CAREMESH_LOG_LEVEL"] = "warning"
+                children.append(try spawn(bin.appendingPathComponent("router"), [], env))
+                for _ in 0..<workers {
+                    children.append(try spawn(bin.appendingPathComponent("caremesh"), ["bench-worker"], env))
+                }
+            }
+            var config = ClientConfiguration(endpoint: endpoint)
+            config.defaultTimeout = .seconds(10)
+            let client = RPCClient(configuration: config)
+            defer { client.close() }
+            try await waitForWorkers(client)
+            print("machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount) \(cpuModel())")
+            for c in concurrency {
+                let result = try await measure(client, concurrency: c)
+                print(result)
+            }
+        }
+
+        private func spawn(_ exe: URL, _ args: [String], _ env: [String: String]) throws -> Process {
+            let p = Process()
+            p.executableURL = exe
+            p.arguments = args
+            p.environment = env
+            try p.run()
+            return p
+        }
+
+        private func waitForWorkers(_ client: RPCClient) async throws {
+            let until = Date().addingTimeInterval(30)
+            while Date() < until {
+                if (try? await client.call(BenchMethods.echo, request: .init(), options: .init(timeout: .seconds(1)))) != nil {
+                    try await Task.sleep(for: .milliseconds(500))  // let every worker register
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw ValidationError("no bench worker answered within 30 s")
+        }
+
+        private func measure(_ client: RPCClient, concurrency: Int) async throws -> String {
+            var request = Caremesh_Bench_V1_EchoRequest()
+            request.payload = Data(repeating: 0x61, count: payload)
+            let req = request
+            let start = monotonicNanos()
+            let measureFrom = start + UInt64(warmup * 1e9)
+            let end = measureFrom + UInt64(duration * 1e9)
+            let (histograms, errors) = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
+                for _ in 0..<concurrency {
+                    group.addTask {
+                        var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+                        var errors = 0
+                        while true {
+                            let t0 = monotonicNanos()
+                            if t0 >= end { break }
+                            do {
+                                _ = try await client.call(BenchMethods.echo, request: req)
+                                let t1 = monotonicNanos()
+                                if t0 >= measureFrom && t1 <= end { _ = h.record(t1 - t0) }
+                            } catch {
+                                errors += 1
+                            }
+                        }
+                        return (h, errors)
+                    }
+                }
+                var all = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+                var errors = 0
+                for await (h, e) in group { all.add(h); errors += e }
+                return (all, errors)
+            }
+            let n = histograms.totalCount
+            let rps = Double(n) / duration
+            func us(_ p: Double) -> String { String(format: "%.1f", Double(histograms.valueAtPercentile(p)) / 1000) }
+            return "caremesh rpc: concurrency=\(concurrency) payload=\(payload)B duration_s=\(duration) requests=\(n) "
+                + "rps=\(Int(rps)) p50_us=\(us(50)) p90_us=\(us(90)) p99_us=\(us(99)) p999_us=\(us(99.9)) "
+                + "errors=\(errors)"
+        }
+
+        private func cpuModel() -> String {
+            let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+            return info.split(separator: "\n").first { $0.hasPrefix("model name") }.map(String.init) ?? ""
+        }
+    }
+}

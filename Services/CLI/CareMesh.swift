@@ -1,0 +1,41 @@
+import ArgumentParser
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+
+/// `caremesh`: the command line for people and scripts.
+@main
+struct CareMesh: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "caremesh",
+        abstract: "Run a local CareMesh stack, call any method with JSON, check health, benchmark.",
+        version: CareMeshVersion.current,
+        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Bench.self, BenchWorker.self]
+    )
+}
+
+/// Options every command that talks to the router shares.
+struct RouterOptions: ParsableArguments {
+    @Option(name: .customLong("router"), help: "The router's client endpoint (default: $CAREMESH_ROUTER or tcp://127.0.0.1:5555).")
+    var endpoint: String?
+
+    @Option(help: "Timeout per call, in milliseconds.")
+    var timeoutMs: Int64 = 10_000
+
+    func clientConfiguration() -> ClientConfiguration {
+        var c = ClientConfiguration(environment: ProcessInfo.processInfo.environment)
+        if let endpoint { c.endpoint = endpoint }
+        c.defaultTimeout = .milliseconds(timeoutMs)
+        return c
+    }
+}
+
+/// Exit with the status code's name on stderr.
+struct CallFailed: Error, CustomStringConvertible {
+    let error: RPCError
+    var description: String { "\(error.code.name): \(error.message)" }
+}
+
+func writeError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

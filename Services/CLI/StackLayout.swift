@@ -1,0 +1,37 @@
+import Foundation
+
+/// Where a local stack keeps its state: `$CAREMESH_HOME`, else `.caremesh` in the current
+/// folder. `logs/NAME.log` per process, `run/supervisor.pid` while `up` supervises.
+struct StackLayout {
+    /// The domain services, started after the router.
+    static let services = ["identity", "dispatch", "alerts", "messaging"]
+
+    let home: URL
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        let path = environment["CAREMESH_HOME"] ?? FileManager.default.currentDirectoryPath + "/.caremesh"
+        home = URL(fileURLWithPath: path).standardizedFileURL
+    }
+
+    var logs: URL { home.appendingPathComponent("logs") }
+    var run: URL { home.appendingPathComponent("run") }
+    var supervisorPID: URL { run.appendingPathComponent("supervisor.pid") }
+    func log(_ name: String) -> URL { logs.appendingPathComponent("\(name).log") }
+
+    func prepare() throws {
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+    }
+
+    /// The pid of a running supervisor, if any.
+    func runningSupervisor() -> pid_t? {
+        guard let text = try? String(contentsOf: supervisorPID, encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) == 0 else { return nil }
+        return pid
+    }
+
+    /// The folder holding this executable and its siblings (router, identity, …).
+    static var binaries: URL {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+import ServiceLifecycle
+import UnixSignals
+import ZMQ
+
+/// `caremesh up [--detach]`: the local stack, supervised, until Ctrl-C / SIGTERM / `down`.
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the router and the four services, wait until healthy, and supervise them.",
+        discussion: "State, logs and the supervisor's pid live in $CAREMESH_HOME (default ./.caremesh)."
+    )
+
+    @Flag(help: "Run the supervisor in the background and return once the stack is healthy.")
+    var detach = false
+
+    @Option(help: "Seconds to wait for every service to answer health.")
+    var waitSeconds: Int = 60
+
+    @Flag(help: .hidden) var supervise = false
+
+    func run() async throws {
+        let layout = StackLayout()
+        try layout.prepare()
+        if let pid = layout.runningSupervisor() {
+            writeError("caremesh: a stack is already up (supervisor pid \(pid)); `caremesh down` stops it")
+            throw ExitCode.failure
+        }
+        if detach && !supervise {
+            try await startDetached(layout)
+            return
+        }
+        try "\(getpid())\n".write(to: layout.supervisorPID, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: layout.supervisorPID) }
+        let env = ProcessInfo.processInfo.environment
+        let supervisor = Supervisor(layout: layout, environment: env)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        do {
+            for name in ["router"] + StackLayout.services {
+                progress("starting \(name)")
+                try supervisor.start(name)
+            }
+            try await waitHealthy(seconds: waitSeconds)
+        } catch {
+            supervisor.stopAll()
+            throw error
+        }
+        printEndpoints(layout)
+        for await _ in signals { break }
+        progress("stopping")
+        supervisor.stopAll()
+        progress("stopped")
+    }
+
+    private func startDetached(_ layout: StackLayout) async throws {
+        let me = StackLayout.binaries.appendingPathComponent("caremesh")
+        let log = layout.log("supervisor")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        p.arguments = [me.path, "up", "--supervise", "--wait-seconds", "\(waitSeconds)"]
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        progress("supervisor started in the background (log: \(log.path))")
+        try await waitHealthy(seconds: waitSeconds)
+        printEndpoints(layout)
+    }
+
+    private func waitHealthy(seconds: Int) async throws {
+        let client = RPCClient(configuration: ClientConfiguration(environment: ProcessInfo.processInfo.environment))
+        defer { client.close() }
+        let until = monotonicNanos() + UInt64(seconds) * 1_000_000_000
+        for name in StackLayout.services {
+            progress("waiting for \(name)")
+            while true {
+                if let reply = try? await client.call(HealthMethods.check, service: name, request: .init(),
+                                                      options: .init(timeout: .seconds(1))),
+                   reply.status == .serving {
+                    progress("\(name) SERVING (\(reply.instanceID))")
+                    break
+                }
+                if monotonicNanos() > until {
+                    writeError("caremesh: \(name) did not become healthy in \(seconds) s; see its log")
+                    throw ExitCode(Int32(StatusCode.unavailable.rawValue))
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    private func printEndpoints(_ layout: StackLayout) {
+        let env = ProcessInfo.processInfo.environment
+        print("""
+        CareMesh is up.
+          clients: \(env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] ?? MDP.defaultClientEndpoint)
+          workers: \(env["CAREMESH_ROUTER_WORKER_ENDPOINT"] ?? MDP.defaultWorkerEndpoint)
+          logs:    \(layout.logs.path)/{router,identity,dispatch,alerts,messaging}.log
+          try:     caremesh call identity /caremesh.health.v1.Health/Check '{}'
+          stop:    caremesh down
+        """)
+    }
+}
+
+func progress(_ text: String) {
+    FileHandle.standardOutput.write(Data("caremesh: \(text)\n".utf8))
+}
+
+/// `caremesh down`: stops a stack started by `up`.
+struct Down: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop the stack started by `caremesh up`.")
+
+    @Option(help: "Seconds to wait for a graceful stop.") var waitSeconds: Int = 30
+
+    func run() async throws {
+        let layout = StackLayout()
+        guard let pid = layout.runningSupervisor() else {
+            print("caremesh: no stack is up")
+            return
+        }
+        kill(pid, SIGTERM)
+        let until = Date().addingTimeInterval(TimeInterval(waitSeconds))
+        while kill(pid, 0) == 0 && Date() < until { try await Task.sleep(for: .milliseconds(100)) }
+        if kill(pid, 0) == 0 {
+            writeError("caremesh: the supervisor (pid \(pid)) did not stop in \(waitSeconds) s")
+            throw ExitCode.failure
+        }
+        print("caremesh: stopped")
+    }
+}
+
+/// `caremesh status`: whether a stack is up, and each service's health.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show whether a stack is up and each service's health.")
+
+    @OptionGroup var router: RouterOptions
+
+    func run() async throws {
+        let layout = StackLayout()
+        if let pid = layout.runningSupervisor() {
+            print("supervisor pid \(pid); logs in \(layout.logs.path)")
+        } else {
+            print("no supervisor is running here (\(layout.home.path))")
+        }
+        var health = Health()
+        health.router = router
+        try await health.run()
+    }
+}

@@ -1,0 +1,426 @@
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+
+/// Where a peer is: which of the router's sockets it talks on, and its ROUTER identity.
+public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    public var socket: UInt8
+    public var identity: Data
+
+    public init(socket: UInt8, identity: Data) {
+        self.socket = socket
+        self.identity = identity
+    }
+
+    public var description: String { "\(socket):\(identity.map { String(format: "%02x", $0) }.joined())" }
+}
+
+/// The router's dispatch and liveness logic, with no sockets: events in, actions out.
+///
+/// Workers register with READY (and an optional `WorkerInfo` giving their capacity); each
+/// request goes to the live worker of its service with the most free capacity, or waits in a
+/// bounded per-service queue while its deadline allows. Workers silent for `liveness`
+/// heartbeat intervals are dead, and each caller with a request in flight on them gets
+/// `UNAVAILABLE` at once. The router never resends a request (it may have had effects).
+///
+/// The worker sees a router-chosen 8-byte token in the MDP "client" frame, which it echoes;
+/// so replies are matched without parsing them, and a stale or forged reply is dropped.
+public struct RouterStateMachine: Sendable {
+    /// Tunables with the defaults of WIRE.md.
+    public struct Configuration: Sendable {
+        /// How often the router heartbeats an idle worker (1 s).
+        public var heartbeatIntervalNs: UInt64 = UInt64(MDP.defaultHeartbeatIntervalMs) * 1_000_000
+        /// Silent intervals after which a worker is dead (3).
+        public var liveness: UInt64 = UInt64(MDP.defaultLiveness)
+        /// Requests waiting per service before `RESOURCE_EXHAUSTED` (1 000).
+        public var maxQueuePerService = 1_000
+        /// The deadline given to a request that carries none (30 s).
+        public var defaultTimeoutMs: UInt32 = 30_000
+        /// The longest deadline honoured (5 min).
+        public var maxTimeoutMs: UInt32 = 300_000
+        /// The largest request or reply, all frames together (4 MiB).
+        public var maxMessageSize = MDP.defaultMaxMessageSize
+        /// The retry-after hint sent with a full queue (100 ms).
+        public var queueFullRetryAfterMs: UInt32 = 100
+
+        public init() {}
+    }
+
+    /// What the router is told.
+    public enum Input: Sendable {
+        case fromClient(PeerAddress, MDP.Dialect, service: String, body: [Data])
+        case fromWorker(PeerAddress, MDP.Dialect, MDP.BrokerInbound)
+    }
+
+    /// What the router must send.
+    public enum Action: Sendable, Equatable {
+        /// A PARTIAL or FINAL reply to a client.
+        case toClient(PeerAddress, MDP.Dialect, service: String, final: Bool, body: [Data])
+        /// A command to a worker, with its frames after the command byte.
+        case toWorker(PeerAddress, MDP.Dialect, MDP.WorkerCommand, [Data])
+    }
+
+    /// Counters, for metrics and tests.
+    public struct Stats: Sendable, Equatable {
+        public var requests = 0
+        public var dispatched = 0
+        public var replies = 0
+        public var queueFull = 0
+        public var expiredInQueue = 0
+        public var noWorker = 0
+        public var workersLost = 0
+        public var callsLost = 0
+        public var malformed = 0
+        public var oversized = 0
+        public var staleReplies = 0
+        public var unknownWorkerMessages = 0
+    }
+
+    struct Worker {
+        var peer: PeerAddress
+        var dialect: MDP.Dialect
+        var service: String
+        var instanceID: String
+        var capacity: Int
+        var inFlight: Set<UInt64> = []
+        var expiresAt: UInt64
+        var nextHeartbeatAt: UInt64
+        var draining = false
+
+        var free: Int { draining ? 0 : capacity - inFlight.count }
+    }
+
+    struct Service {
+        var workers: [PeerAddress] = []
+        var queue = FIFO<UInt64>()
+    }
+
+    struct Request {
+        var client: PeerAddress
+        var dialect: MDP.Dialect
+        var service: String
+        var header: RequestHeader
+        var headerFrame: Data?
+        var message: ArraySlice<Data>
+        var deadline: UInt64
+        var worker: PeerAddress?
+    }
+
+    public let configuration: Configuration
+    private(set) public var stats = Stats()
+    private var workers: [PeerAddress: Worker] = [:]
+    private var services: [String: Service] = [:]
+    private var requests: [UInt64: Request] = [:]
+    private var queuedDeadlines = DeadlineHeap()
+    private var nextToken: UInt64 = 1
+    private var nextLivenessCheck: UInt64 = 0
+
+    public init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+    }
+
+    // MARK: - Queries
+
+    /// How many live workers serve `service` (draining ones excluded).
+    public func liveWorkers(of service: String) -> Int {
+        services[service]?.workers.count ?? 0
+    }
+
+    /// Requests waiting in `service`'s queue.
+    public func queued(in service: String) -> Int {
+        services[service]?.queue.elements.count(where: { requests[$0] != nil }) ?? 0
+    }
+
+    /// Requests sent to workers and not yet answered.
+    public var inFlight: Int { workers.values.reduce(0) { $0 + $1.inFlight.count } }
+
+    /// Every registered worker: service, instance, capacity, calls in flight.
+    public var workerSummaries: [(service: String, instanceID: String, capacity: Int, inFlight: Int, draining: Bool)] {
+        workers.values.map { ($0.service, $0.instanceID, $0.capacity, $0.inFlight.count, $0.draining) }
+            .sorted { ($0.service, $0.instanceID) < ($1.service, $1.instanceID) }
+    }
+
+    /// When `tick` next has something to do (a queued deadline or a liveness check).
+    public var nextWakeup: UInt64 {
+        min(queuedDeadlines.next?.deadline ?? .max, workers.isEmpty ? .max : nextLivenessCheck)
+    }
+
+    // MARK: - Events
+
+    /// Handles one inbound message; appends what to send to `actions`.
+    public mutating func handle(_ input: Input, now: UInt64, into actions: inout [Action]) {
+        switch input {
+        case .fromClient(let peer, let dialect, let service, let body):
+            clientRequest(peer, dialect, service: service, body: body, now: now, into: &actions)
+        case .fromWorker(let peer, let dialect, let message):
+            workerMessage(peer, dialect, message, now: now, into: &actions)
+        }
+    }
+
+    /// A message that could not be decoded: count it (the router drops it).
+    public mutating func malformed() { stats.malformed += 1 }
+
+    /// Expires queued requests and dead workers, heartbeats idle workers.
+    public mutating func tick(now: UInt64, into actions: inout [Action]) {
+        while let due = queuedDeadlines.popDue(now: now) {
+            guard let r = requests[due.id], r.worker == nil else { continue }
+            requests[due.id] = nil
+            if liveWorkers(of: r.service) == 0 {
+                stats.noWorker += 1
+                reply(r, .router(.unavailable, "no worker for service '\(r.service)' answered in time",
+                                 reason: "NO_WORKER"), into: &actions)
+            } else {
+                stats.expiredInQueue += 1
+                reply(r, .router(.deadlineExceeded, "the deadline passed while the request was queued",
+                                 reason: "EXPIRED_IN_QUEUE"), into: &actions)
+            }
+        }
+        guard now >= nextLivenessCheck else { return }
+        nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
+        for (peer, w) in workers {
+            if now >= w.expiresAt {
+                stats.workersLost += 1
+                removeWorker(peer, lost: true, into: &actions)
+                actions.append(.toWorker(peer, w.dialect, .disconnect, []))
+            } else if now >= w.nextHeartbeatAt {
+                workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
+                actions.append(.toWorker(peer, w.dialect, .heartbeat, []))
+            }
+        }
+    }
+
+    /// Answers every waiting and in-flight request `UNAVAILABLE` and tells every worker to
+    /// reconnect: what the router does when it stops.
+    public mutating func shutdown(into actions: inout [Action]) {
+        for (peer, w) in workers {
+            removeWorker(peer, lost: true, into: &actions)
+            actions.append(.toWorker(peer, w.dialect, .disconnect, []))
+        }
+        for (_, r) in requests {
+            reply(r, .router(.unavailable, "the router is shutting down", reason: "ROUTER_STOPPING"), into: &actions)
+        }
+        requests.removeAll()
+        services.removeAll()
+    }
+
+    // MARK: - Clients
+
+    private mutating func clientRequest(_ peer: PeerAddress, _ dialect: MDP.Dialect, service: String, body: [Data],
+                                        now: UInt64, into actions: inout [Action]) {
+        if service.hasPrefix("mmi.") {
+            let answer: String
+            if service == "mmi.service" {
+                let asked = body.first.flatMap { String(data: $0, encoding: .utf8) } ?? ""
+                answer = liveWorkers(of: asked) > 0 ? "200" : "404"
+            } else {
+                answer = "501"
+            }
+            actions.append(.toClient(peer, dialect, service: service, final: true, body: [Data(answer.utf8)]))
+            return
+        }
+        stats.requests += 1
+        guard let headerFrame = body.first, var header = try? RequestHeader(serializedBytes: headerFrame) else {
+            stats.malformed += 1
+            let error = RPCError.router(.invalidArgument, "the first body frame is not a CareMesh RequestHeader",
+                                        reason: "MALFORMED_HEADER")
+            actions.append(.toClient(peer, dialect, service: service, final: true,
+                                     body: [ResponseHeader(requestID: 0, error: error).wireBytes(), Data()]))
+            return
+        }
+        var size = 0
+        for f in body { size += f.count }
+        if size > configuration.maxMessageSize {
+            stats.oversized += 1
+            let error = RPCError.router(.resourceExhausted,
+                                        "the request is \(size) bytes; the limit is \(configuration.maxMessageSize)",
+                                        reason: "MESSAGE_TOO_LARGE")
+            actions.append(.toClient(peer, dialect, service: service, final: true,
+                                     body: [ResponseHeader(requestID: header.requestID, error: error).wireBytes(), Data()]))
+            return
+        }
+        var frame: Data? = headerFrame
+        if header.hasCaller { header.clearCaller(); frame = nil }  // only the router says who calls
+        var timeout = header.timeoutMs
+        if timeout == 0 { timeout = configuration.defaultTimeoutMs; frame = nil }
+        if timeout > configuration.maxTimeoutMs { timeout = configuration.maxTimeoutMs; frame = nil }
+        header.timeoutMs = timeout
+        let token = nextToken
+        nextToken += 1
+        let request = Request(client: peer, dialect: dialect, service: service, header: header, headerFrame: frame,
+                              message: body.dropFirst(), deadline: now + UInt64(timeout) * 1_000_000, worker: nil)
+
+        var svc = services[service, default: Service()]
+        if svc.queue.isEmpty, let worker = leastLoaded(svc.workers) {
+            services[service] = svc
+            requests[token] = request
+            dispatch(token, to: worker, now: now, into: &actions)
+            return
+        }
+        if svc.queue.count >= configuration.maxQueuePerService {
+            compact(&svc)
+        }
+        if svc.queue.count >= configuration.maxQueuePerService {
+            services[service] = svc
+            stats.queueFull += 1
+            reply(request, .router(.resourceExhausted, "service '\(service)' has too many requests waiting",
+                                   reason: "QUEUE_FULL", retryAfterMs: configuration.queueFullRetryAfterMs),
+                  into: &actions)
+            return
+        }
+        svc.queue.append(token)
+        services[service] = svc
+        requests[token] = request
+        queuedDeadlines.insert(deadline: request.deadline, id: token)
+    }
+
+    /// Drops tokens of requests that already expired from a queue.
+    private func compact(_ svc: inout Service) {
+        var fresh = FIFO<UInt64>()
+        for t in svc.queue.elements where requests[t] != nil { fresh.append(t) }
+        svc.queue = fresh
+    }
+
+    private func leastLoaded(_ peers: [PeerAddress]) -> PeerAddress? {
+        var best: PeerAddress?
+        var bestFree = 0
+        for p in peers {
+            let free = workers[p]?.free ?? 0
+            if free > bestFree { best = p; bestFree = free }
+        }
+        return best
+    }
+
+    private mutating func dispatch(_ token: UInt64, to peer: PeerAddress, now: UInt64, into actions: inout [Action]) {
+        guard var r = requests[token] else { return }
+        let remainingMs = r.deadline > now ? (r.deadline - now) / 1_000_000 : 0
+        var frame = r.headerFrame
+        if remainingMs < UInt64(r.header.timeoutMs) {
+            // Time was spent here: the worker gets what is left (at least 1 ms).
+            r.header.timeoutMs = UInt32(max(1, remainingMs))
+            frame = nil
+        }
+        let headerFrame = frame ?? r.header.wireBytes()
+        r.worker = peer
+        r.headerFrame = nil
+        requests[token] = r
+        workers[peer]!.inFlight.insert(token)
+        workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
+        stats.dispatched += 1
+        var frames: [Data] = [Self.tokenFrame(token), Data(), headerFrame]
+        frames.append(contentsOf: r.message)
+        actions.append(.toWorker(peer, workers[peer]!.dialect, .request, frames))
+    }
+
+    private mutating func dispatchQueued(_ service: String, now: UInt64, into actions: inout [Action]) {
+        guard var svc = services[service] else { return }
+        while !svc.queue.isEmpty, let worker = leastLoaded(svc.workers) {
+            let token = svc.queue.popFirst()!
+            guard let r = requests[token] else { continue }
+            if r.deadline <= now {
+                requests[token] = nil
+                stats.expiredInQueue += 1
+                reply(r, .router(.deadlineExceeded, "the deadline passed while the request was queued",
+                                 reason: "EXPIRED_IN_QUEUE"), into: &actions)
+                continue
+            }
+            services[service] = svc
+            dispatch(token, to: worker, now: now, into: &actions)
+        }
+        services[service] = svc
+    }
+
+    private func reply(_ r: Request, _ error: RPCError, into actions: inout [Action]) {
+        actions.append(.toClient(r.client, r.dialect, service: r.service, final: true,
+                                 body: [ResponseHeader(requestID: r.header.requestID, error: error).wireBytes(), Data()]))
+    }
+
+    // MARK: - Workers
+
+    private mutating func workerMessage(_ peer: PeerAddress, _ dialect: MDP.Dialect, _ message: MDP.BrokerInbound,
+                                        now: UInt64, into actions: inout [Action]) {
+        let expiry = now + configuration.heartbeatIntervalNs * configuration.liveness
+        if case .workerReady(let service, let extra) = message {
+            if workers[peer] != nil { removeWorker(peer, lost: true, into: &actions) }
+            let info = extra.first.flatMap { try? WorkerInfo(serializedBytes: $0) }
+            let capacity = max(1, Int(info?.capacity ?? 1))
+            workers[peer] = Worker(peer: peer, dialect: dialect, service: service,
+                                   instanceID: info?.instanceID ?? peer.description, capacity: capacity,
+                                   expiresAt: expiry, nextHeartbeatAt: now + configuration.heartbeatIntervalNs)
+            services[service, default: Service()].workers.append(peer)
+            if nextLivenessCheck == 0 || nextLivenessCheck > now + configuration.heartbeatIntervalNs / 4 {
+                nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
+            }
+            dispatchQueued(service, now: now, into: &actions)
+            return
+        }
+        guard workers[peer] != nil else {
+            // Not registered (e.g. it outlived a router restart): tell it to reconnect.
+            stats.unknownWorkerMessages += 1
+            if case .workerDisconnect = message { return }
+            actions.append(.toWorker(peer, dialect, .disconnect, []))
+            return
+        }
+        workers[peer]!.expiresAt = expiry
+        switch message {
+        case .workerHeartbeat, .workerReady, .clientRequest:
+            return
+        case .workerDisconnect:
+            // Stop sending it work, acknowledge, and let what it holds finish (graceful drain).
+            let service = workers[peer]!.service
+            workers[peer]!.draining = true
+            services[service]?.workers.removeAll { $0 == peer }
+            actions.append(.toWorker(peer, dialect, .disconnect, []))
+            if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+        case .workerReply(let final, let client, let body):
+            guard let token = Self.token(client), let r = requests[token], r.worker == peer else {
+                stats.staleReplies += 1
+                return
+            }
+            var out = body
+            var size = 0
+            for f in body { size += f.count }
+            if size > configuration.maxMessageSize {
+                stats.oversized += 1
+                let error = RPCError.router(.resourceExhausted,
+                                            "the reply is \(size) bytes; the limit is \(configuration.maxMessageSize)",
+                                            reason: "MESSAGE_TOO_LARGE")
+                out = [ResponseHeader(requestID: r.header.requestID, error: error).wireBytes(), Data()]
+            }
+            actions.append(.toClient(r.client, r.dialect, service: r.service, final: final, body: out))
+            guard final else { return }
+            stats.replies += 1
+            requests[token] = nil
+            workers[peer]!.inFlight.remove(token)
+            if workers[peer]!.draining {
+                if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+            } else {
+                dispatchQueued(r.service, now: now, into: &actions)
+            }
+        }
+    }
+
+    /// Forgets a worker; with `lost`, each caller it held gets `UNAVAILABLE`.
+    private mutating func removeWorker(_ peer: PeerAddress, lost: Bool, into actions: inout [Action]) {
+        guard let w = workers.removeValue(forKey: peer) else { return }
+        services[w.service]?.workers.removeAll { $0 == peer }
+        for token in w.inFlight {
+            guard let r = requests.removeValue(forKey: token) else { continue }
+            stats.callsLost += 1
+            reply(r, .router(.unavailable, "the worker handling the call was lost; it may or may not have run",
+                             reason: "WORKER_LOST"), into: &actions)
+        }
+    }
+
+    // MARK: - Tokens
+
+    static func tokenFrame(_ token: UInt64) -> Data {
+        withUnsafeBytes(of: token.bigEndian) { Data($0) }
+    }
+
+    static func token(_ frame: Data) -> UInt64? {
+        guard frame.count == 8 else { return nil }
+        var t: UInt64 = 0
+        for b in frame { t = t << 8 | UInt64(b) }
+        return t
+    }
+}

@@ -1,0 +1,263 @@
+import CareMeshContracts
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import SwiftProtobuf
+import ZMQ
+
+/// Calls CareMesh services through the router.
+///
+/// Async, with many calls in flight on one DEALER socket (replies are matched by request id).
+/// Every call has a timeout; a call made inside a handler inherits the handler's deadline and
+/// trace. Calls are retried only when that is safe: the method is idempotent or the call
+/// carries an idempotency key. When the router goes away, calls in flight fail `UNAVAILABLE`
+/// (and are retried if safe) and the socket reconnects by itself.
+///
+/// ```swift
+/// let client = RPCClient(configuration: .init(environment: ProcessInfo.processInfo.environment))
+/// defer { client.close() }
+/// let health = try await client.call(HealthMethods.check, service: "identity", request: .init())
+/// ```
+public final class RPCClient: Service, Sendable {
+    public let configuration: ClientConfiguration
+    private let logger: Logger
+    private let wake = EventSignal()
+    private let state = Mutex(Shared())
+    private let thread: Mutex<IOThread?> = Mutex(nil)
+    private let nextID = Atomic<UInt64>(1)
+
+    typealias Outcome = Result<(ResponseHeader, Data), RPCError>
+
+    struct Pending {
+        var continuation: CheckedContinuation<Outcome, Never>
+        var deadline: UInt64
+        var sent = false
+    }
+
+    struct Shared {
+        var outgoing: [(UInt64, [Data])] = []
+        var pending: [UInt64: Pending] = [:]
+        var timers = DeadlineHeap()
+        var closed = false
+        var connected = false
+    }
+
+    public init(configuration: ClientConfiguration = .init(), logger: Logger = Logger(label: "caremesh.client")) {
+        self.configuration = configuration
+        self.logger = logger
+        let t = IOThread(name: "caremesh-client") { [self] in self.loop() }
+        thread.withLock { $0 = t }
+    }
+
+    deinit { close() }
+
+    /// Fails what is in flight with `CANCELLED` and stops the I/O thread.
+    public func close() {
+        state.withLock { $0.closed = true }
+        wake.signal()
+        thread.withLock { $0 }?.join()
+    }
+
+    /// Runs until graceful shutdown, then closes (for use in a `ServiceGroup`).
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await Task.detached { self.close() }.value
+    }
+
+    // MARK: - Calls
+
+    /// Calls `method` on `service` (default: the method's own service).
+    public func call<Request, Response>(
+        _ method: RPCMethod<Request, Response>, service: String? = nil, request: Request,
+        options: CallOptions = .init()
+    ) async throws(RPCError) -> Response {
+        guard let target = service ?? method.serviceName else {
+            throw RPCError(.invalidArgument, "\(method.path) is served by every worker: name the service")
+        }
+        let body = try await callRaw(service: target, method: method.path, idempotency: method.idempotency,
+                                     message: request.wireBytes(), options: options)
+        do { return try Response(serializedBytes: body) } catch {
+            throw RPCError(.internal, "the reply is not a valid \(Response.protoMessageName)")
+        }
+    }
+
+    /// Calls by name with an encoded message; returns the encoded reply.
+    public func callRaw(service: String, method: String, idempotency: Idempotency = .unknown, message: Data,
+                        options: CallOptions = .init()) async throws(RPCError) -> Data {
+        let parent = RPCContext.current
+        let timeout = (options.timeout ?? configuration.defaultTimeout).nanoseconds
+        var deadline = monotonicNanos() + timeout
+        if let parent { deadline = min(deadline, parent.deadline) }
+        var metadata = parent.map { inherited($0.metadata) } ?? [:]
+        metadata.merge(options.metadata) { _, new in new }
+        metadata["traceparent"] = TraceParent.child(of: options.metadata["traceparent"] ?? parent?.traceparent)
+        if let key = options.idempotencyKey { metadata["idempotency-key"] = key }
+        if message.count > configuration.maxMessageSize {
+            throw RPCError(.resourceExhausted, "the request is \(message.count) bytes; the limit is \(configuration.maxMessageSize)")
+        }
+        let retryable = idempotency.isSafeToRetry || metadata["idempotency-key"] != nil
+        var attempt = 0
+        while true {
+            attempt += 1
+            let now = monotonicNanos()
+            guard now < deadline else {
+                throw RPCError(.deadlineExceeded, "the deadline passed before the call could be sent")
+            }
+            var header = RequestHeader()
+            header.method = method
+            header.requestID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+            header.timeoutMs = UInt32(min(UInt64(UInt32.max), max(1, (deadline - now) / 1_000_000)))
+            header.metadata = metadata
+            let frames = MDP.clientRequest(configuration.dialect, service: service, body: [header.wireBytes(), message])
+            let outcome = await send(id: header.requestID, frames: frames, deadline: deadline)
+            switch outcome {
+            case .success(let (reply, body)):
+                if let error = reply.error { 
+                    guard retryable, attempt < configuration.maxAttempts,
+                          error.code == .unavailable || error.code == .resourceExhausted else { throw error }
+                    let wait = UInt64(error.retryAfterMs ?? 0) * 1_000_000
+                    if !(await backoff(attempt: attempt, atLeast: wait, deadline: deadline)) { throw error }
+                    continue
+                }
+                return body
+            case .failure(let error):
+                guard retryable, attempt < configuration.maxAttempts, error.code == .unavailable,
+                      await backoff(attempt: attempt, atLeast: 0, deadline: deadline) else { throw error }
+            }
+        }
+    }
+
+    /// Metadata a nested call carries on: not the caller's own credentials of the hop.
+    private func inherited(_ metadata: [String: String]) -> [String: String] {
+        var m = metadata
+        m["idempotency-key"] = nil
+        return m
+    }
+
+    /// Sleeps before retry `attempt`; false if the deadline leaves no time for another try.
+    private func backoff(attempt: Int, atLeast: UInt64, deadline: UInt64) async -> Bool {
+        let base = configuration.retryBackoff.nanoseconds << UInt64(attempt - 1)
+        let wait = max(atLeast, UInt64.random(in: base / 2...base))
+        guard monotonicNanos() + wait < deadline else { return false }
+        do { try await Task.sleep(for: .nanoseconds(Int64(wait))) } catch { return false }
+        return true
+    }
+
+    private func send(id: UInt64, frames: [Data], deadline: UInt64) async -> Outcome {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Outcome, Never>) in
+                let closed = state.withLock { s -> Bool in
+                    if s.closed { return true }
+                    s.pending[id] = Pending(continuation: c, deadline: deadline)
+                    s.outgoing.append((id, frames))
+                    s.timers.insert(deadline: deadline, id: id)
+                    return false
+                }
+                if closed { c.resume(returning: .failure(RPCError(.cancelled, "the client is closed"))) }
+                else { wake.signal() }
+            }
+        } onCancel: {
+            let p = state.withLock { $0.pending.removeValue(forKey: id) }
+            p?.continuation.resume(returning: .failure(RPCError(.cancelled, "the call was cancelled")))
+        }
+    }
+
+    // MARK: - The I/O thread
+
+    private func loop() {
+        let socket: ZMQSocket, monitor: ZMQSocket
+        do {
+            socket = try ZMQContext.shared.socket(.dealer)
+            try socket.setOption(ZMQOption.sendHighWaterMark, Int32(100_000))
+            try socket.setOption(ZMQOption.receiveHighWaterMark, Int32(100_000))
+            try socket.setOption(ZMQOption.heartbeatInterval, Int32(1_000))
+            try socket.setOption(ZMQOption.heartbeatTimeout, Int32(3_000))
+            let monitorEndpoint = "inproc://caremesh-client-\(UInt64.random(in: 0...UInt64.max))"
+            try socket.monitor(monitorEndpoint, events: ZMQMonitorEvent.mask)
+            monitor = try ZMQContext.shared.socket(.pair)
+            try monitor.connect(monitorEndpoint)
+            try socket.connect(configuration.endpoint)
+        } catch {
+            logger.error("client could not open its socket", metadata: ["error": "\(error)"])
+            failAll(RPCError(.unavailable, "the client could not open its socket: \(error)"), closing: true)
+            return
+        }
+        var poller = ZMQPoller()
+        poller.add(fd: wake.fd)
+        poller.add(socket)
+        poller.add(monitor)
+        var timeout = 0
+        while true {
+            let readable = poller.pollMask(timeoutMs: timeout)
+            if readable & 1 != 0 { wake.drain() }
+            if readable & 4 != 0 {
+                while let frames = try? monitor.receive() {
+                    switch ZMQMonitorEvent(frames: frames) {
+                    case .connected?:
+                        state.withLock { $0.connected = true }
+                    case .disconnected?:
+                        state.withLock { $0.connected = false }
+                        logger.info("client lost the router; calls in flight fail UNAVAILABLE")
+                        failSent(RPCError(.unavailable, "the connection to the router was lost",
+                                          details: [RPCError.detail(reason: "CONNECTION_LOST", domain: "client")]))
+                    default: break
+                    }
+                }
+            }
+            if readable & 2 != 0 {
+                for _ in 0..<512 {
+                    guard let frames = try? socket.receive() else { break }
+                    guard let reply = MDP.decodeAtClient(frames), reply.final, let first = reply.body.first,
+                          let header = try? ResponseHeader(serializedBytes: first) else { continue }
+                    let body = reply.body.count > 1 ? reply.body[1] : Data()
+                    let p = state.withLock { $0.pending.removeValue(forKey: header.requestID) }
+                    p?.continuation.resume(returning: .success((header, body)))
+                }
+            }
+            let (outgoing, closed, expired, next) = state.withLock { s in
+                let out = s.outgoing
+                s.outgoing.removeAll(keepingCapacity: true)
+                let now = monotonicNanos()
+                var expired: [Pending] = []
+                while let due = s.timers.popDue(now: now) {
+                    if let p = s.pending.removeValue(forKey: due.id) { expired.append(p) }
+                }
+                for (id, _) in out { s.pending[id]?.sent = true }
+                return (out, s.closed, expired, s.timers.next?.deadline)
+            }
+            for p in expired {
+                p.continuation.resume(returning: .failure(RPCError(.deadlineExceeded, "no reply before the deadline")))
+            }
+            if closed { break }
+            for (id, frames) in outgoing {
+                do { try socket.send(frames) } catch {
+                    let p = state.withLock { $0.pending.removeValue(forKey: id) }
+                    p?.continuation.resume(returning: .failure(RPCError(.unavailable, "the router is not reachable (\(error))")))
+                }
+            }
+            let now = monotonicNanos()
+            timeout = next.map { $0 > now ? Int(min(1_000, ($0 - now + 999_999) / 1_000_000)) : 0 } ?? 1_000
+        }
+        failAll(RPCError(.cancelled, "the client was closed"), closing: true)
+        monitor.close()
+        socket.close()
+    }
+
+    private func failSent(_ error: RPCError) {
+        let lost = state.withLock { s -> [Pending] in
+            let ids = s.pending.filter { $0.value.sent }.map(\.key)
+            return ids.compactMap { s.pending.removeValue(forKey: $0) }
+        }
+        for p in lost { p.continuation.resume(returning: .failure(error)) }
+    }
+
+    private func failAll(_ error: RPCError, closing: Bool) {
+        let all = state.withLock { s -> [Pending] in
+            if closing { s.closed = true }
+            defer { s.pending.removeAll() }
+            return Array(s.pending.values)
+        }
+        for p in all { p.continuation.resume(returning: .failure(error)) }
+    }
+}

@@ -1,0 +1,74 @@
+import CZMQ
+import Foundation
+
+/// Waits for several sockets and file descriptors at once (zmq_poll). Like the sockets it
+/// polls, it belongs to one thread.
+public struct ZMQPoller {
+    private var items: [zmq_pollitem_t] = []
+
+    public init() {}
+
+    /// Adds a socket to wait for input on; returns its index in `poll`'s result.
+    @discardableResult
+    public mutating func add(_ socket: ZMQSocket) -> Int {
+        items.append(zmq_pollitem_t(socket: socket.handle, fd: -1, events: Int16(ZMQ_POLLIN), revents: 0))
+        return items.count - 1
+    }
+
+    /// Adds a file descriptor (an `EventSignal`) to wait for input on.
+    @discardableResult
+    public mutating func add(fd: Int32) -> Int {
+        items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0))
+        return items.count - 1
+    }
+
+    /// Waits up to `timeoutMs` (-1: forever) for input; returns which items are readable.
+    public mutating func poll(timeoutMs: Int) -> Set<Int> {
+        let n = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
+        guard n > 0 else { return [] }
+        var ready = Set<Int>()
+        for i in items.indices where items[i].revents & Int16(ZMQ_POLLIN) != 0 { ready.insert(i) }
+        return ready
+    }
+
+    /// Like `poll`, but fills a caller-owned bitmask (bit i = item i readable): no allocation.
+    public mutating func pollMask(timeoutMs: Int) -> UInt64 {
+        let n = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
+        guard n > 0 else { return 0 }
+        var mask: UInt64 = 0
+        for i in items.indices where items[i].revents & Int16(ZMQ_POLLIN) != 0 { mask |= 1 << UInt64(i) }
+        return mask
+    }
+}
+
+/// Wakes a thread blocked in `ZMQPoller.poll` from any thread or task (an eventfd).
+public final class EventSignal: Sendable {
+    public let fd: Int32
+
+    public init() {
+        fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        precondition(fd >= 0, "eventfd failed")
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// Makes the fd readable; cheap and safe to call often.
+    public func signal() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
+    }
+
+    /// Clears the signal (call on the polling thread after waking).
+    public func drain() {
+        var value: UInt64 = 0
+        _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd, $0.baseAddress, 8) }
+    }
+}
+
+/// Monotonic time in nanoseconds (CLOCK_MONOTONIC), the clock of every deadline here.
+@inline(__always)
+public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

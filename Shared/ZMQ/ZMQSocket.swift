@@ -1,0 +1,99 @@
+import CZMQ
+import Foundation
+
+/// A ZeroMQ socket. Not thread-safe: it belongs to the thread that created it, for its whole
+/// life (create it on that thread, close it there). Hence not Sendable.
+public final class ZMQSocket {
+    let handle: UnsafeMutableRawPointer
+    private var closed = false
+
+    init(handle: UnsafeMutableRawPointer) { self.handle = handle }
+
+    deinit { close() }
+
+    /// Closes the socket; pending outgoing messages wait at most `ZMQ_LINGER`.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        zmq_close(handle)
+    }
+
+    public func setOption(_ option: Int32, _ value: Int32) throws(ZMQError) {
+        var v = value
+        guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) == 0 else { throw ZMQError.last }
+    }
+
+    public func setOption(_ option: Int32, int64 value: Int64) throws(ZMQError) {
+        var v = value
+        guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int64>.size) == 0 else { throw ZMQError.last }
+    }
+
+    public func setOption(_ option: Int32, bytes: [UInt8]) throws(ZMQError) {
+        let rc = bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw ZMQError.last }
+    }
+
+    public func bind(_ endpoint: String) throws(ZMQError) {
+        guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError.last }
+    }
+
+    public func connect(_ endpoint: String) throws(ZMQError) {
+        guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError.last }
+    }
+
+    /// The endpoint actually bound (e.g. the port chosen for "tcp://127.0.0.1:*").
+    public var lastEndpoint: String {
+        var buf = [CChar](repeating: 0, count: 256)
+        var len = buf.count
+        zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buf, &len)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Starts a monitor of this socket's connection events on an inproc PAIR endpoint.
+    public func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
+        guard zmq_socket_monitor(handle, endpoint, events) == 0 else { throw ZMQError.last }
+    }
+
+    /// Sends a multipart message. Throws `ZMQError.again` when it would block (`dontWait`),
+    /// `ZMQError.hostUnreachable` for an unknown peer on a ROUTER with ROUTER_MANDATORY.
+    public func send(_ frames: [Data], dontWait: Bool = true) throws(ZMQError) {
+        let base: Int32 = dontWait ? ZMQ_DONTWAIT : 0
+        let last = frames.count - 1
+        for (i, frame) in frames.enumerated() {
+            let flags = i < last ? base | ZMQ_SNDMORE : base
+            let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+            if rc < 0 {
+                let error = ZMQError.last
+                // A failure after the first frame would leave a half message: libzmq only
+                // fails the first frame of a message for these errors, so this is the first.
+                throw error
+            }
+        }
+    }
+
+    /// Receives one whole multipart message, or nil if none is waiting (`dontWait`).
+    public func receive(dontWait: Bool = true) throws(ZMQError) -> [Data]? {
+        var frames: [Data] = []
+        var msg = zmq_msg_t()
+        while true {
+            zmq_msg_init(&msg)
+            let rc = zmq_msg_recv(&msg, handle, dontWait ? ZMQ_DONTWAIT : 0)
+            if rc < 0 {
+                let error = ZMQError.last
+                zmq_msg_close(&msg)
+                if error.errno == EAGAIN && frames.isEmpty { return nil }
+                if error.errno == EINTR && frames.isEmpty { return nil }
+                throw error
+            }
+            let size = zmq_msg_size(&msg)
+            if size == 0 {
+                frames.append(Data())
+            } else {
+                frames.append(Data(bytes: zmq_msg_data(&msg), count: size))
+            }
+            let more = zmq_msg_more(&msg) != 0
+            zmq_msg_close(&msg)
+            if !more { return frames }
+        }
+    }
+}
