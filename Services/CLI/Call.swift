@@ -66,21 +66,26 @@ struct Health: AsyncParsableCommand {
     @OptionGroup var router: RouterOptions
 
     func run() async throws {
-        let names = services.isEmpty ? StackLayout.services : services
-        let client = RPCClient(configuration: router.clientConfiguration())
-        defer { client.close() }
-        var healthy = true
-        for name in names {
-            do {
-                let reply = try await client.call(HealthMethods.check, service: name, request: .init())
-                let status = reply.status == .serving ? "SERVING" : "\(reply.status)"
-                print("\(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(status)  \(reply.instanceID)")
-                if reply.status != .serving { healthy = false }
-            } catch {
-                print("\(name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(error.code.name): \(error.message)")
-                healthy = false
-            }
-        }
-        if !healthy { throw ExitCode(Int32(StatusCode.unavailable.rawValue)) }
+        try await checkHealth(services, router: router)
     }
+}
+
+/// Prints each service's health; exits UNAVAILABLE (14) if any is not SERVING.
+func checkHealth(_ services: [String], router: RouterOptions) async throws {
+    let names = services.isEmpty ? StackLayout.services : services
+    let client = RPCClient(configuration: router.clientConfiguration())
+    defer { client.close() }
+    var healthy = true
+    for name in names {
+        let label = name.padding(toLength: 10, withPad: " ", startingAt: 0)
+        do {
+            let reply = try await client.call(HealthMethods.check, service: name, request: .init())
+            print("\(label) \(reply.status == .serving ? "SERVING" : "\(reply.status)")  \(reply.instanceID)")
+            if reply.status != .serving { healthy = false }
+        } catch {
+            print("\(label) \(error.code.name): \(error.message)")
+            healthy = false
+        }
+    }
+    if !healthy { throw ExitCode(Int32(StatusCode.unavailable.rawValue)) }
 }

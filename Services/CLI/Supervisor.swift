@@ -53,6 +53,7 @@ final class Supervisor: Sendable {
             self.exited(name, status: proc.terminationStatus)
         }
         try p.run()
+        try? "\(p.processIdentifier)\n".write(to: layout.run.appendingPathComponent("\(name).pid"), atomically: true, encoding: .utf8)
         child.process = p
         child.startedAt = Date()
         children.withLock { $0[name] = child }

@@ -146,8 +146,6 @@ struct Status: AsyncParsableCommand {
         } else {
             print("no supervisor is running here (\(layout.home.path))")
         }
-        var health = Health()
-        health.router = router
-        try await health.run()
+        try await checkHealth([], router: router)
     }
 }

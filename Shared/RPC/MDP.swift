@@ -116,6 +116,11 @@ public enum MDP {
     public struct ClientInbound: Sendable, Equatable {
         public var final: Bool
         public var body: [Data]
+
+        public init(final: Bool, body: [Data]) {
+            self.final = final
+            self.body = body
+        }
     }
 
     /// Decodes a reply a client received (either dialect); nil means malformed.

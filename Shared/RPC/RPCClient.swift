@@ -114,8 +114,10 @@ public final class RPCClient: Service, Sendable {
             switch outcome {
             case .success(let (reply, body)):
                 if let error = reply.error { 
-                    guard retryable, attempt < configuration.maxAttempts,
-                          error.code == .unavailable || error.code == .resourceExhausted else { throw error }
+                    // UNAVAILABLE, or RESOURCE_EXHAUSTED that says when to come back (a full
+                    // queue; never an oversized message, which would fail the same way again).
+                    let transient = error.code == .unavailable || (error.code == .resourceExhausted && error.retryAfterMs != nil)
+                    guard retryable, attempt < configuration.maxAttempts, transient else { throw error }
                     let wait = UInt64(error.retryAfterMs ?? 0) * 1_000_000
                     if !(await backoff(attempt: attempt, atLeast: wait, deadline: deadline)) { throw error }
                     continue
@@ -151,7 +153,9 @@ public final class RPCClient: Service, Sendable {
                     if s.closed { return true }
                     s.pending[id] = Pending(continuation: c, deadline: deadline)
                     s.outgoing.append((id, frames))
-                    s.timers.insert(deadline: deadline, id: id)
+                    // A little past the deadline, so that the router's own verdict (UNAVAILABLE for
+                    // a service with no worker, DEADLINE_EXCEEDED in its queue) arrives first.
+                    s.timers.insert(deadline: deadline + Self.localGraceNs, id: id)
                     return false
                 }
                 if closed { c.resume(returning: .failure(RPCError(.cancelled, "the client is closed"))) }
@@ -162,6 +166,9 @@ public final class RPCClient: Service, Sendable {
             p?.continuation.resume(returning: .failure(RPCError(.cancelled, "the call was cancelled")))
         }
     }
+
+    /// How long past a call's deadline the client waits for the router's answer itself.
+    static let localGraceNs: UInt64 = 100_000_000
 
     // MARK: - The I/O thread
 

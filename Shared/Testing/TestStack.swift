@@ -1,0 +1,215 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import Foundation
+import Logging
+import Synchronization
+import ZMQ
+
+/// Test support: an in-process router on ephemeral loopback ports, in-process workers, and
+/// clients pointed at it. Real ZeroMQ sockets; nothing is mocked.
+public enum TestStack {
+    /// A router configuration on `tcp://127.0.0.1:*` with fast heartbeats for tests.
+    public static func routerConfiguration(heartbeatMs: UInt64 = 100, liveness: UInt64 = 3,
+                                           clientEndpoint: String = "tcp://127.0.0.1:*",
+                                           workerEndpoint: String = "tcp://127.0.0.1:*") -> RouterConfiguration {
+        var c = RouterConfiguration()
+        c.clientEndpoint = clientEndpoint
+        c.workerEndpoint = workerEndpoint
+        c.dispatch.heartbeatIntervalNs = heartbeatMs * 1_000_000
+        c.dispatch.liveness = liveness
+        return c
+    }
+
+    /// Starts a router; stop it with `stop()`.
+    public static func startRouter(_ configuration: RouterConfiguration = routerConfiguration()) throws -> Router {
+        let router = Router(configuration: configuration, logger: quietLogger("router"))
+        try router.start()
+        return router
+    }
+
+    /// A worker configuration for `service` at `endpoint` with the router's fast heartbeats.
+    public static func workerConfiguration(_ service: String, endpoint: String, heartbeatMs: UInt64 = 100,
+                                           liveness: UInt64 = 3, capacity: Int = 64) -> WorkerConfiguration {
+        var c = WorkerConfiguration(service: service)
+        c.endpoint = endpoint
+        c.connection.heartbeatIntervalNs = heartbeatMs * 1_000_000
+        c.connection.liveness = liveness
+        c.connection.capacity = capacity
+        c.connection.reconnectInitialNs = 100_000_000
+        c.connection.drainAckTimeoutNs = 300_000_000
+        return c
+    }
+
+    /// Runs `worker` while `body` runs, then shuts it down gracefully and waits for it.
+    public static func withWorkers<T: Sendable>(_ workers: [ServiceWorker],
+                                                _ body: @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in workers { group.addTask { try await w.run() } }
+            do {
+                let result = try await body()
+                for w in workers { w.beginGracefulShutdown() }
+                try await group.waitForAll()
+                return result
+            } catch {
+                for w in workers { w.beginGracefulShutdown() }
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    /// A client of `router` with a short default timeout.
+    public static func client(_ router: Router, timeout: Duration = .seconds(5),
+                              dialect: MDP.Dialect = .delimited) -> RPCClient {
+        var c = ClientConfiguration(endpoint: router.boundEndpoints.client)
+        c.defaultTimeout = timeout
+        c.dialect = dialect
+        return RPCClient(configuration: c, logger: quietLogger("client"))
+    }
+
+    /// Waits until `service` answers health through `client` (workers register asynchronously).
+    public static func waitUntilServing(_ client: RPCClient, _ service: String, within: Duration = .seconds(10)) async throws {
+        let clock = ContinuousClock()
+        let until = clock.now + within
+        while clock.now < until {
+            if let r = try? await client.call(HealthMethods.check, service: service, request: .init(),
+                                              options: .init(timeout: .milliseconds(500))), r.status == .serving { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RPCError(.unavailable, "\(service) did not become healthy in time")
+    }
+
+    /// A logger that only reports warnings (tests stay readable).
+    public static func quietLogger(_ label: String) -> Logger {
+        var l = Logger(label: "test.\(label)")
+        l.logLevel = .warning
+        return l
+    }
+
+    /// The folder of the built executables (router, caremesh, identity, …): beside the test bundle.
+    public static var binaries: URL {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        while dir.path != "/" && !FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("caremesh").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }
+
+    /// The package root (for proto/ and .venv).
+    public static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Starts a child process with output to a temporary log.
+    public static func spawn(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        p.environment = env
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-test-\(executable.lastPathComponent)-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    /// Runs a blocking body on its own thread (raw ZeroMQ sockets in tests), off the task pool.
+    public static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        let box = Mutex<T?>(nil)
+        let thread = IOThread(name: "test-raw") { let v = body(); box.withLock { $0 = v } }
+        await thread.joined()
+        return box.withLock { $0! }
+    }
+}
+
+/// A raw ZeroMQ DEALER for sending hand-made frames in tests. Use inside `TestStack.onThread`.
+public final class RawPeer {
+    public let socket: ZMQSocket
+
+    public init(connect endpoint: String) throws {
+        socket = try ZMQContext.shared.socket(.dealer)
+        try socket.connect(endpoint)
+    }
+
+    public func send(_ frames: [Data]) throws { try socket.send(frames, dontWait: false) }
+
+    /// The next message, or nil after `timeoutMs`.
+    public func receive(timeoutMs: Int) -> [Data]? {
+        var poller = ZMQPoller()
+        poller.add(socket)
+        let until = monotonicNanos() + UInt64(timeoutMs) * 1_000_000
+        while monotonicNanos() < until {
+            if let m = try? socket.receive() { return m }
+            _ = poller.pollMask(timeoutMs: max(1, Int((until - monotonicNanos()) / 1_000_000)))
+        }
+        return try? socket.receive()
+    }
+
+    deinit { socket.close() }
+}
+
+extension TestStack {
+    /// A loopback TCP port that was free a moment ago (bind to 0, read it back, close).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// The Python with majortomo, protobuf and pyzmq that scripts/test.sh installs in .venv
+    /// (or `$CAREMESH_PYTHON`).
+    public static var python: URL {
+        if let p = ProcessInfo.processInfo.environment["CAREMESH_PYTHON"] { return URL(fileURLWithPath: p) }
+        return packageRoot.appendingPathComponent(".venv/bin/python")
+    }
+
+    /// Runs a process to completion; returns its exit status and output.
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                           timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let clock = ContinuousClock()
+        let until = clock.now + timeout
+        // Read while it runs so a full pipe never blocks it.
+        let reader = Task.detached { (out.fileHandleForReading.readDataToEndOfFile(), err.fileHandleForReading.readDataToEndOfFile()) }
+        while p.isRunning && clock.now < until { try await Task.sleep(for: .milliseconds(20)) }
+        if p.isRunning { p.terminate() }
+        let (o, e) = await reader.value
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Waits up to `timeout` for a process to exit.
+    public static func waitForExit(_ p: Process, timeout: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let until = clock.now + timeout
+        while p.isRunning && clock.now < until { try? await Task.sleep(for: .milliseconds(10)) }
+        return !p.isRunning
+    }
+}

@@ -1,0 +1,80 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import CareMeshTesting
+import Foundation
+import Testing
+
+/// The `caremesh` executable, run as a user would.
+@Suite(.timeLimit(.minutes(3)))
+struct CLITests {
+    var caremesh: URL { TestStack.binaries.appendingPathComponent("caremesh") }
+
+    @Test("call: JSON in and out; errors exit non-zero with the code's name")
+    func call() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
+                                   handlers: echoHandlers(Probe(), instance: "cli"), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        let ep = router.boundEndpoints.client
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            let ok = try await TestStack.run(caremesh, ["call", "bench", "/caremesh.bench.v1.Bench/Echo", #"{"payload":"aGk="}"#, "--router", ep])
+            #expect(ok.status == 0, "\(ok.stderr)")
+            #expect(ok.stdout.contains(#""payload":"aGk=""#))
+            #expect(ok.stdout.contains(#""instanceId":"cli""#))
+            let health = try await TestStack.run(caremesh, ["call", "bench", "Health/Check", "--router", ep])
+            #expect(health.stdout.contains("SERVING"))
+            let missing = try await TestStack.run(caremesh, ["call", "nobody", "Health/Check", "{}", "--router", ep, "--timeout-ms", "300"])
+            #expect(missing.status == 14)
+            #expect(missing.stderr.contains("UNAVAILABLE"))
+            let badJSON = try await TestStack.run(caremesh, ["call", "bench", "Bench/Echo", #"{"nope":1}"#, "--router", ep])
+            #expect(badJSON.status == 3)
+            #expect(badJSON.stderr.contains("INVALID_ARGUMENT"))
+            let badMethod = try await TestStack.run(caremesh, ["call", "bench", "Bench/Nope", "{}", "--router", ep])
+            #expect(badMethod.status != 0)
+        }
+    }
+
+    @Test("up --detach / status / health / a crashed child restarted / down")
+    func upStatusDown() async throws {
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-up-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: home) }
+        let port = TestStack.freePort()
+        let env = ["CAREMESH_HOME": home.path,
+                   "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
+                   "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(port + 1)"]
+        let up = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))
+        defer { _ = try? FileManager.default.contentsOfDirectory(atPath: home.path) }
+        #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)")
+        #expect(up.stdout.contains("CareMesh is up"))
+        #expect(up.stdout.contains("identity SERVING"))
+        do {
+            let status = try await TestStack.run(caremesh, ["status"], environment: env)
+            #expect(status.status == 0, "\(status.stdout)")
+            #expect(status.stdout.components(separatedBy: "SERVING").count - 1 == 4)
+            let call = try await TestStack.run(caremesh, ["call", "identity", "/caremesh.health.v1.Health/Check", "{}"], environment: env)
+            #expect(call.stdout.contains(#""status":"SERVING""#))
+
+            // A crashed child comes back.
+            let pidFile = home.appendingPathComponent("run/identity.pid")
+            let pid = try #require(Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            kill(pid, SIGKILL)
+            var back = false
+            for _ in 0..<100 {
+                try await Task.sleep(for: .milliseconds(100))
+                let again = try await TestStack.run(caremesh, ["call", "identity", "Health/Check", "{}", "--timeout-ms", "500"], environment: env)
+                let newPid = Int32((try? String(contentsOf: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "")
+                if again.status == 0 && newPid != pid { back = true; break }
+            }
+            #expect(back, "identity was not restarted")
+        }
+        let down = try await TestStack.run(caremesh, ["down"], environment: env, timeout: .seconds(60))
+        #expect(down.status == 0, "\(down.stderr)")
+        let after = try await TestStack.run(caremesh, ["status"], environment: env)
+        #expect(after.status != 0)
+        #expect(after.stdout.contains("no supervisor"))
+    }
+}

@@ -1,0 +1,397 @@
+import AlertsService
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import CareMeshTesting
+import DispatchService
+import Foundation
+import IdentityService
+import MessagingService
+import Synchronization
+import Testing
+
+typealias EchoRequest = Caremesh_Bench_V1_EchoRequest
+typealias EchoResponse = Caremesh_Bench_V1_EchoResponse
+
+/// Counts what handlers did, for assertions.
+final class Probe: Sendable {
+    let started = Atomic<Int>(0)
+    let cancelled = Atomic<Int>(0)
+    let seen = Mutex<[RPCContext]>([])
+}
+
+/// A bench-like service whose handlers report to a probe.
+func echoHandlers(_ probe: Probe, instance: String = "w") -> RPCHandlers {
+    var h = RPCHandlers()
+    let echo: @Sendable (EchoRequest, RPCContext) async throws -> EchoResponse = { request, context in
+        probe.started.add(1, ordering: .relaxed)
+        probe.seen.withLock { $0.append(context) }
+        if request.delayMs > 0 {
+            do { try await Task.sleep(for: .milliseconds(Int64(request.delayMs))) } catch {
+                probe.cancelled.add(1, ordering: .relaxed)
+                throw error
+            }
+        }
+        var r = EchoResponse()
+        r.payload = request.payload
+        r.instanceID = instance
+        return r
+    }
+    h.register(BenchMethods.echo, echo)
+    h.register(BenchMethods.write, echo)
+    return h
+}
+
+/// The RPCError a call threw (typed throws are not inferred through every `do`).
+func rpcError(_ error: any Error) -> RPCError { error as? RPCError ?? RPCError(.unknown, "\(error)") }
+
+func echo(_ payload: String, delayMs: UInt32 = 0) -> EchoRequest {
+    var r = EchoRequest()
+    r.payload = Data(payload.utf8)
+    r.delayMs = delayMs
+    return r
+}
+
+/// The bus end to end in one process: real router, real sockets on loopback.
+@Suite(.timeLimit(.minutes(1)))
+struct BusTests {
+    @Test("the four services register and answer health through the router")
+    func fourServicesServeHealth() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let env = ["CAREMESH_ROUTER_WORKER_ENDPOINT": router.boundEndpoints.worker, "CAREMESH_HEARTBEAT_MS": "100"]
+        let workers = [IdentityService.makeWorker(environment: env), DispatchService.makeWorker(environment: env),
+                       AlertsService.makeWorker(environment: env), MessagingService.makeWorker(environment: env)]
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers(workers) {
+            for name in ["identity", "dispatch", "alerts", "messaging"] {
+                try await TestStack.waitUntilServing(client, name)
+                let r = try await client.call(HealthMethods.check, service: name, request: .init())
+                #expect(r.status == .serving)
+                #expect(r.instanceID.hasPrefix(name))
+            }
+            var other = Caremesh_Health_V1_HealthCheckRequest()
+            other.service = "nope"
+            #expect(try await client.call(HealthMethods.check, service: "identity", request: other).status == .serviceUnknown)
+        }
+    }
+
+    @Test("many calls in flight on one client socket, spread over workers, each answered with its own reply")
+    func manyInFlight() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let probe = Probe()
+        let ep = router.boundEndpoints.worker
+        let workers = (0..<2).map { i in
+            ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: ep, capacity: 100),
+                          handlers: echoHandlers(probe, instance: "w\(i)"), logger: TestStack.quietLogger("w"))
+        }
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers(workers) {
+            try await TestStack.waitUntilServing(client, "bench")
+            try await Task.sleep(for: .milliseconds(200))  // both registered
+            let start = ContinuousClock.now
+            let instances = try await withThrowingTaskGroup(of: String.self) { group in
+                for i in 0..<200 {
+                    group.addTask {
+                        let r = try await client.call(BenchMethods.echo, request: echo("call \(i)", delayMs: 100))
+                        #expect(r.payload == Data("call \(i)".utf8))
+                        return r.instanceID
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            // 200 calls of 100 ms each, 200 slots: concurrent, not one after another.
+            #expect(ContinuousClock.now - start < .seconds(3))
+            #expect(Set(instances) == ["w0", "w1"])
+        }
+    }
+
+    @Test("an expired deadline is DEADLINE_EXCEEDED and the handler never runs")
+    func expiredDeadlineNeverRuns() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let probe = Probe()
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker, capacity: 1),
+                                   handlers: echoHandlers(probe), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            async let busy = client.call(BenchMethods.echo, request: echo("busy", delayMs: 600))
+            try await Task.sleep(for: .milliseconds(100))
+            let before = probe.started.load(ordering: .relaxed)
+            do {
+                _ = try await client.call(BenchMethods.write, request: echo("late"), options: .init(timeout: .milliseconds(100)))
+                Issue.record("the call should have expired")
+            } catch {
+                #expect(rpcError(error).code == .deadlineExceeded)
+            }
+            _ = try await busy
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(probe.started.load(ordering: .relaxed) == before)
+            #expect(probe.seen.withLock { $0.allSatisfy { $0.method.hasSuffix("Echo") } })
+        }
+    }
+
+    @Test("running work is cancelled at its deadline and the caller gets DEADLINE_EXCEEDED on time")
+    func runningWorkCancelled() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let probe = Probe()
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
+                                   handlers: echoHandlers(probe), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            let start = ContinuousClock.now
+            do {
+                _ = try await client.call(BenchMethods.write, request: echo("slow", delayMs: 5_000),
+                                          options: .init(timeout: .milliseconds(300)))
+                Issue.record("the call should have failed")
+            } catch {
+                #expect(rpcError(error).code == .deadlineExceeded)
+            }
+            #expect(ContinuousClock.now - start < .seconds(2))
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(probe.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+
+    @Test("a service with no worker is UNAVAILABLE by the deadline")
+    func unknownService() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let client = TestStack.client(router)
+        defer { client.close() }
+        let start = ContinuousClock.now
+        do {
+            _ = try await client.call(HealthMethods.check, service: "nobody", request: .init(),
+                                      options: .init(timeout: .milliseconds(400)))
+            Issue.record("should fail")
+        } catch {
+            #expect(rpcError(error).code == .unavailable)
+            #expect(rpcError(error).reason == "NO_WORKER")
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed >= .milliseconds(350) && elapsed < .seconds(2))
+    }
+
+    @Test("a full queue is RESOURCE_EXHAUSTED with a retry-after")
+    func fullQueue() async throws {
+        var config = TestStack.routerConfiguration()
+        config.dispatch.maxQueuePerService = 2
+        let router = try TestStack.startRouter(config)
+        defer { router.stop() }
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker, capacity: 1),
+                                   handlers: echoHandlers(Probe()), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            let codes = await withTaskGroup(of: StatusCode.self) { group in
+                for i in 0..<6 {
+                    group.addTask {
+                        do { _ = try await client.call(BenchMethods.write, request: echo("\(i)", delayMs: 300)); return .ok }
+                        catch { return rpcError(error).code }
+                    }
+                }
+                return await group.reduce(into: [StatusCode]()) { $0.append($1) }
+            }
+            #expect(codes.filter { $0 == .ok }.count == 3)  // 1 running + 2 queued
+            #expect(codes.filter { $0 == .resourceExhausted }.count == 3)
+            #expect(router.stats.queueFull == 3)
+        }
+    }
+
+    @Test("oversized and malformed frames are refused or dropped, and the router keeps serving")
+    func badFrames() async throws {
+        var config = TestStack.routerConfiguration()
+        config.dispatch.maxMessageSize = 64 * 1024
+        let router = try TestStack.startRouter(config)
+        defer { router.stop() }
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
+                                   handlers: echoHandlers(Probe()), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            let endpoint = router.boundEndpoints.client
+            let replies = await TestStack.onThread { () -> Int in
+                guard let raw = try? RawPeer(connect: endpoint) else { return -1 }
+                let garbage: [[Data]] = [
+                    [Data("hello".utf8)],
+                    [Data(), Data("MDPC02".utf8), Data([0x09]), Data("bench".utf8)],
+                    [Data(), Data("MDPW02".utf8), Data([0x04]), Data("x".utf8), Data("y".utf8)],
+                    [Data(repeating: 0, count: 10_000)],
+                ]
+                for g in garbage { try? raw.send(g) }
+                return raw.receive(timeoutMs: 300) == nil ? 0 : 1
+            }
+            #expect(replies == 0)  // dropped, not answered
+            do {
+                _ = try await client.call(BenchMethods.echo, request: echo(String(repeating: "x", count: 100_000)))
+                Issue.record("oversized request should fail")
+            } catch {
+                #expect(rpcError(error).code == .resourceExhausted)
+            }
+            let ok = try await client.call(BenchMethods.echo, request: echo("still here"))
+            #expect(ok.payload == Data("still here".utf8))
+            #expect(router.stats.malformed >= 3)
+            #expect(router.stats.oversized == 1)
+        }
+    }
+
+    @Test("a handler's calls inherit its deadline and its trace")
+    func deadlineAndTracePropagate() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let inner = Probe()
+        let ep = router.boundEndpoints.worker
+        let downstream = ServiceWorker(configuration: TestStack.workerConfiguration("inner", endpoint: ep),
+                                       handlers: echoHandlers(inner), logger: TestStack.quietLogger("w"))
+        let nested = TestStack.client(router, timeout: .seconds(20))
+        defer { nested.close() }
+        var h = RPCHandlers()
+        h.register(BenchMethods.echo) { request, context in
+            try await Task.sleep(for: .milliseconds(200))
+            return try await nested.call(BenchMethods.echo, service: "inner", request: request)
+        }
+        let upstream = ServiceWorker(configuration: TestStack.workerConfiguration("outer", endpoint: ep),
+                                     handlers: h, logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([downstream, upstream]) {
+            try await TestStack.waitUntilServing(client, "inner")
+            try await TestStack.waitUntilServing(client, "outer")
+            let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            _ = try await client.call(BenchMethods.echo, service: "outer", request: echo("x"),
+                                      options: .init(timeout: .milliseconds(2_000), metadata: ["traceparent": trace]))
+            let seen = try #require(inner.seen.withLock { $0.last })
+            // 2 s minus the 200 ms the outer handler spent, not the nested client's 20 s default.
+            #expect(seen.remainingMs < 1_850)
+            #expect(seen.remainingMs > 500)
+            #expect(seen.traceparent.flatMap(TraceParent.traceID) == "0af7651916cd43dd8448eb211c80319c")
+            #expect(seen.traceparent != trace)  // a new span of the same trace
+        }
+    }
+
+    @Test("retries only where safe: reads and keyed writes are retried, plain writes are not")
+    func retriesOnlyWhereSafe() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let attempts = Mutex<[String: Int]>([:])
+        var h = RPCHandlers()
+        let flaky: @Sendable (EchoRequest, RPCContext) async throws -> EchoResponse = { request, context in
+            let key = String(decoding: request.payload, as: UTF8.self)
+            let n = attempts.withLock { $0[key, default: 0] += 1; return $0[key]! }
+            if n == 1 { throw RPCError(.unavailable, "try again") }
+            return EchoResponse()
+        }
+        h.register(BenchMethods.echo, flaky)
+        h.register(BenchMethods.write, flaky)
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
+                                   handlers: h, logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            _ = try await client.call(BenchMethods.echo, request: echo("read"))
+            _ = try await client.call(BenchMethods.write, request: echo("keyed"), options: .init(idempotencyKey: "k1"))
+            do {
+                _ = try await client.call(BenchMethods.write, request: echo("plain"))
+                Issue.record("a write without a key must not be retried")
+            } catch {
+                #expect(rpcError(error).code == .unavailable)
+            }
+            #expect(attempts.withLock { $0 } == ["read": 2, "keyed": 2, "plain": 1])
+        }
+    }
+
+    @Test("unexpected errors are INTERNAL with a correlation id and nothing internal; unknown methods UNIMPLEMENTED")
+    func errorMapping() async throws {
+        struct SecretFailure: Error { let detail = "patient Jane Doe, DOB 1950-01-01" }
+        struct NotFound: RPCErrorConvertible { var rpcError: RPCError { RPCError(.notFound, "no such thing") } }
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        var h = RPCHandlers()
+        h.register(BenchMethods.echo) { _, _ in throw SecretFailure() }
+        h.register(BenchMethods.write) { _, _ in throw NotFound() }
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
+                                   handlers: h, logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            do { _ = try await client.call(BenchMethods.echo, request: echo("x")); Issue.record("should fail") } catch {
+                #expect(rpcError(error).code == .internal)
+                #expect(rpcError(error).correlationID?.isEmpty == false)
+                #expect(!rpcError(error).message.contains("Jane") && !rpcError(error).message.contains("SecretFailure"))
+            }
+            do { _ = try await client.call(BenchMethods.write, request: echo("x")); Issue.record("should fail") } catch {
+                #expect(rpcError(error).code == .notFound)
+                #expect(rpcError(error).message == "no such thing")
+            }
+            do {
+                _ = try await client.callRaw(service: "bench", method: "/caremesh.bench.v1.Bench/Nope", message: Data())
+                Issue.record("should fail")
+            } catch {
+                #expect(rpcError(error).code == .unimplemented)
+            }
+        }
+    }
+
+    @Test("strict 18/MDP workers and clients work through the router as well")
+    func strictDialect() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        var config = TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker)
+        config.dialect = .strict
+        let worker = ServiceWorker(configuration: config, handlers: echoHandlers(Probe()), logger: TestStack.quietLogger("w"))
+        let strict = TestStack.client(router, dialect: .strict)
+        let delimited = TestStack.client(router, dialect: .delimited)
+        defer { strict.close(); delimited.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(strict, "bench")
+            #expect(try await strict.call(BenchMethods.echo, request: echo("s")).payload == Data("s".utf8))
+            #expect(try await delimited.call(BenchMethods.echo, request: echo("d")).payload == Data("d".utf8))
+        }
+    }
+
+    @Test("graceful shutdown under load: no call in flight fails")
+    func gracefulDrainInProcess() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let ep = router.boundEndpoints.worker
+        let leaving = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: ep, capacity: 8),
+                                    handlers: echoHandlers(Probe(), instance: "leaving"), logger: TestStack.quietLogger("w"))
+        let staying = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: ep, capacity: 8),
+                                    handlers: echoHandlers(Probe(), instance: "staying"), logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([staying]) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await leaving.run() }
+                try await TestStack.waitUntilServing(client, "bench")
+                try await Task.sleep(for: .milliseconds(200))
+                let failures = await withTaskGroup(of: Int.self) { calls in
+                    for i in 0..<40 {
+                        calls.addTask {
+                            // Writes: never retried, so a lost call would show.
+                            do { _ = try await client.call(BenchMethods.write, request: echo("\(i)", delayMs: 150)); return 0 }
+                            catch { return 1 }
+                        }
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                    leaving.beginGracefulShutdown()
+                    return await calls.reduce(0, +)
+                }
+                #expect(failures == 0)
+                try await group.waitForAll()
+            }
+        }
+    }
+}

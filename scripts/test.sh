@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test: installs what they need (Debian packages, a Python venv with majortomo),
+# builds once, and runs the whole suite against real ZeroMQ sockets on loopback.
+# Usage (as root on Debian 12 with Swift 6.3 at /opt/swift or on PATH): bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+command -v swift >/dev/null || { echo "swift 6.3 is required (e.g. /opt/swift/usr/bin)" >&2; exit 1; }
+
+need=()
+for pkg in libzmq3-dev python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# An independent MDP/0.2 implementation for the interop tests (majortomo imports six undeclared).
+if ! .venv/bin/python -c 'import majortomo, six, zmq, google.protobuf' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check majortomo six protobuf pyzmq
+fi
+export CAREMESH_PYTHON="$PWD/.venv/bin/python"
+
+swift build --build-tests
+# Serial: the failure tests time liveness windows in milliseconds on a 2-core machine.
+swift test --skip-build --no-parallel
