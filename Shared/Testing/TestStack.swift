@@ -102,14 +102,20 @@ public enum TestStack {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    /// Starts a child process with output to a temporary log.
-    public static func spawn(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+    /// A process for `executable` with this process's environment plus `environment`.
+    static func process(_ executable: URL, _ arguments: [String], environment: [String: String]) -> Process {
         let p = Process()
         p.executableURL = executable
         p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
         p.environment = env
+        return p
+    }
+
+    /// Starts a child process with output to a temporary log.
+    public static func spawn(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+        let p = process(executable, arguments, environment: environment)
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-test-\(executable.lastPathComponent)-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
@@ -183,12 +189,7 @@ extension TestStack {
     /// Runs a process to completion; returns its exit status and output.
     public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
                            timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
-        p.environment = env
+        let p = process(executable, arguments, environment: environment)
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
