@@ -16,7 +16,7 @@ import ZMQ
 ///
 /// ```swift
 /// let client = RPCClient(configuration: .init(environment: ProcessInfo.processInfo.environment))
-/// defer { client.close() }
+/// defer { client.close() }  // the I/O thread runs until closed
 /// let health = try await client.call(HealthMethods.check, service: "identity", request: .init())
 /// ```
 public final class RPCClient: Service, Sendable {
@@ -49,8 +49,6 @@ public final class RPCClient: Service, Sendable {
         let t = IOThread(name: "caremesh-client") { [self] in self.loop() }
         thread.withLock { $0 = t }
     }
-
-    deinit { close() }
 
     /// Fails what is in flight with `CANCELLED` and stops the I/O thread.
     public func close() {

@@ -8,7 +8,7 @@ public struct ZMQPoller {
 
     public init() {}
 
-    /// Adds a socket to wait for input on; returns its index in `poll`'s result.
+    /// Adds a socket to wait for input on; returns its bit index in `pollMask`'s result.
     @discardableResult
     public mutating func add(_ socket: ZMQSocket) -> Int {
         items.append(zmq_pollitem_t(socket: socket.handle, fd: -1, events: Int16(ZMQ_POLLIN), revents: 0))
@@ -22,16 +22,8 @@ public struct ZMQPoller {
         return items.count - 1
     }
 
-    /// Waits up to `timeoutMs` (-1: forever) for input; returns which items are readable.
-    public mutating func poll(timeoutMs: Int) -> Set<Int> {
-        let n = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
-        guard n > 0 else { return [] }
-        var ready = Set<Int>()
-        for i in items.indices where items[i].revents & Int16(ZMQ_POLLIN) != 0 { ready.insert(i) }
-        return ready
-    }
-
-    /// Like `poll`, but fills a caller-owned bitmask (bit i = item i readable): no allocation.
+    /// Waits up to `timeoutMs` (-1: forever) for input; bit i of the result is set when item i
+    /// is readable (no allocation on the hot path).
     public mutating func pollMask(timeoutMs: Int) -> UInt64 {
         let n = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
         guard n > 0 else { return 0 }

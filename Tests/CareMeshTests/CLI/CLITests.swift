@@ -12,15 +12,8 @@ struct CLITests {
 
     @Test("call: JSON in and out; errors exit non-zero with the code's name")
     func call() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
-                                   handlers: echoHandlers(Probe(), instance: "cli"), logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        let ep = router.boundEndpoints.client
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(handlers: echoHandlers(Probe(), instance: "cli")) { router, client in
+            let ep = router.boundEndpoints.client
             let ok = try await TestStack.run(caremesh, ["call", "bench", "/caremesh.bench.v1.Bench/Echo", #"{"payload":"aGk="}"#, "--router", ep])
             #expect(ok.status == 0, "\(ok.stderr)")
             #expect(ok.stdout.contains(#""payload":"aGk=""#))

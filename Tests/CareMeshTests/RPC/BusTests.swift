@@ -42,6 +42,22 @@ func echoHandlers(_ probe: Probe, instance: String = "w") -> RPCHandlers {
     return h
 }
 
+/// A router with one "bench" worker serving `handlers` and a client of it, for `body`.
+func withBenchStack(router configuration: RouterConfiguration = TestStack.routerConfiguration(), capacity: Int = 64,
+                    handlers: RPCHandlers, _ body: @Sendable (Router, RPCClient) async throws -> Void) async throws {
+    let router = try TestStack.startRouter(configuration)
+    defer { router.stop() }
+    let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker,
+                                                                            capacity: capacity),
+                               handlers: handlers, logger: TestStack.quietLogger("w"))
+    let client = TestStack.client(router)
+    defer { client.close() }
+    try await TestStack.withWorkers([worker]) {
+        try await TestStack.waitUntilServing(client, "bench")
+        try await body(router, client)
+    }
+}
+
 /// The RPCError a call threw (typed throws are not inferred through every `do`).
 func rpcError(_ error: any Error) -> RPCError { error as? RPCError ?? RPCError(.unknown, "\(error)") }
 
@@ -111,15 +127,8 @@ struct BusTests {
 
     @Test("an expired deadline is DEADLINE_EXCEEDED and the handler never runs")
     func expiredDeadlineNeverRuns() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
         let probe = Probe()
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker, capacity: 1),
-                                   handlers: echoHandlers(probe), logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(capacity: 1, handlers: echoHandlers(probe)) { router, client in
             async let busy = client.call(BenchMethods.echo, request: echo("busy", delayMs: 600))
             try await Task.sleep(for: .milliseconds(100))
             let before = probe.started.load(ordering: .relaxed)
@@ -136,17 +145,29 @@ struct BusTests {
         }
     }
 
+    @Test("heartbeats never stall behind busy handlers: handlers blocking every pool thread past the liveness window")
+    func heartbeatsDuringBusyHandlers() async throws {
+        var h = RPCHandlers()
+        h.register(BenchMethods.write) { request, _ in
+            usleep(800_000)  // blocks its thread, far past 3 × 100 ms heartbeats
+            var r = EchoResponse()
+            r.payload = request.payload
+            return r
+        }
+        try await withBenchStack(capacity: 2, handlers: h) { router, client in
+            async let a = client.call(BenchMethods.write, request: echo("a"))
+            async let b = client.call(BenchMethods.write, request: echo("b"))
+            let (ra, rb) = try await (a, b)
+            #expect(ra.payload == Data("a".utf8) && rb.payload == Data("b".utf8))
+            #expect(router.stats.workersLost == 0)
+            #expect(router.stats.callsLost == 0)
+        }
+    }
+
     @Test("running work is cancelled at its deadline and the caller gets DEADLINE_EXCEEDED on time")
     func runningWorkCancelled() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
         let probe = Probe()
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
-                                   handlers: echoHandlers(probe), logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(handlers: echoHandlers(probe)) { router, client in
             let start = ContinuousClock.now
             do {
                 _ = try await client.call(BenchMethods.write, request: echo("slow", delayMs: 5_000),
@@ -184,14 +205,7 @@ struct BusTests {
     func fullQueue() async throws {
         var config = TestStack.routerConfiguration()
         config.dispatch.maxQueuePerService = 2
-        let router = try TestStack.startRouter(config)
-        defer { router.stop() }
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker, capacity: 1),
-                                   handlers: echoHandlers(Probe()), logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(router: config, capacity: 1, handlers: echoHandlers(Probe())) { router, client in
             let codes = await withTaskGroup(of: StatusCode.self) { group in
                 for i in 0..<6 {
                     group.addTask {
@@ -211,14 +225,7 @@ struct BusTests {
     func badFrames() async throws {
         var config = TestStack.routerConfiguration()
         config.dispatch.maxMessageSize = 64 * 1024
-        let router = try TestStack.startRouter(config)
-        defer { router.stop() }
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
-                                   handlers: echoHandlers(Probe()), logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(router: config, handlers: echoHandlers(Probe())) { router, client in
             let endpoint = router.boundEndpoints.client
             let replies = await TestStack.onThread { () -> Int in
                 guard let raw = try? RawPeer(connect: endpoint) else { return -1 }
@@ -315,17 +322,10 @@ struct BusTests {
     func errorMapping() async throws {
         struct SecretFailure: Error { let detail = "patient Jane Doe, DOB 1950-01-01" }
         struct NotFound: RPCErrorConvertible { var rpcError: RPCError { RPCError(.notFound, "no such thing") } }
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
         var h = RPCHandlers()
         h.register(BenchMethods.echo) { _, _ in throw SecretFailure() }
         h.register(BenchMethods.write) { _, _ in throw NotFound() }
-        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker),
-                                   handlers: h, logger: TestStack.quietLogger("w"))
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
-            try await TestStack.waitUntilServing(client, "bench")
+        try await withBenchStack(handlers: h) { router, client in
             do { _ = try await client.call(BenchMethods.echo, request: echo("x")); Issue.record("should fail") } catch {
                 #expect(rpcError(error).code == .internal)
                 #expect(rpcError(error).correlationID?.isEmpty == false)
