@@ -58,6 +58,7 @@ let package = Package(
         .target(
             name: "CareMeshRouter",
             dependencies: ["CareMeshRPC", "ZMQ", "CareMeshContracts",
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],

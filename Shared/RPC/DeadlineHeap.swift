@@ -44,6 +44,14 @@ public struct DeadlineHeap: Sendable {
         }
         return top
     }
+
+    /// Drops the entries whose id no longer matters (e.g. answered calls), so that a heap fed
+    /// faster than its deadlines come due stays small. O(n); call it when `count` has grown
+    /// well past the number of live ids, and the cost is amortised to O(1) per insert.
+    public mutating func removeAll(where stale: (UInt64) -> Bool) {
+        items.removeAll { stale($0.id) }
+        items.sort { $0.deadline < $1.deadline }  // a sorted array is a valid min-heap
+    }
 }
 
 /// A FIFO queue with O(1) amortized push and pop (an array with a moving head).

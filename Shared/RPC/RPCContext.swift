@@ -1,5 +1,6 @@
 import CareMeshContracts
 import Foundation
+import Synchronization
 import ZMQ
 
 /// What a handler knows about the call it serves. Bound as a task-local while the handler
@@ -39,11 +40,35 @@ public struct RPCContext: Sendable {
 
 /// W3C `traceparent` helpers: a child span keeps the trace id and gets a new span id.
 public enum TraceParent {
+    /// splitmix64 over an atomic counter seeded once from the system: unique, well mixed ids
+    /// without a getrandom syscall per call (trace ids need not be secret, only unguessable
+    /// enough not to collide).
+    private static let sequence = Atomic<UInt64>(UInt64.random(in: 0...UInt64.max))
+
+    static func random64() -> UInt64 {
+        var z = sequence.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// `count` random bytes as lowercase hex (`count` a multiple of 8).
     static func hex(_ count: Int) -> String {
-        var g = SystemRandomNumberGenerator()
-        var s = ""
-        for _ in 0..<count { s += String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }
-        return s
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: count * 2) { buffer in
+            digits.withUTF8Buffer { d in
+                var i = 0
+                while i < count * 2 {
+                    var word = random64()
+                    for _ in 0..<16 {
+                        buffer[i] = d[Int(word & 0xF)]
+                        word >>= 4
+                        i += 1
+                    }
+                }
+            }
+            return count * 2
+        }
     }
 
     /// A new root: `00-<32 hex trace>-<16 hex span>-01`.

@@ -4,6 +4,7 @@ import SwiftProtobuf
 
 public typealias StatusCode = Caremesh_Rpc_V1_Code
 public typealias RequestHeader = Caremesh_Rpc_V1_RequestHeader
+public typealias RequestHeaderView = Caremesh_Rpc_V1_RequestHeaderView
 public typealias ResponseHeader = Caremesh_Rpc_V1_ResponseHeader
 public typealias ErrorDetail = Caremesh_Rpc_V1_ErrorDetail
 public typealias WorkerInfo = Caremesh_Rpc_V1_WorkerInfo

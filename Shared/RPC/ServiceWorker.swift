@@ -8,9 +8,10 @@ import ZMQ
 /// Serves one MDP service through the router: the runtime under every CareMesh service.
 ///
 /// One I/O thread owns the DEALER socket: it registers, heartbeats whatever the handlers are
-/// doing, reconnects with backoff, and sends replies. Handlers run as child tasks of a
-/// discarding task group, at most `capacity` at once (the router sends no more). Work whose
-/// deadline has passed is not started, and running work is cancelled at its deadline. On
+/// doing, reconnects with backoff, and sends replies. Each request becomes a task started
+/// straight from the I/O thread, at most `capacity` at once (the router sends no more); the
+/// I/O thread keeps their handles and cancels a task when its deadline passes (one heap of
+/// deadlines, no timer task per call). Work whose deadline has passed is not started. On
 /// graceful shutdown (SIGTERM) it sends DISCONNECT, finishes what it holds, then stops.
 /// Every worker also serves `caremesh.health.v1.Health`.
 ///
@@ -34,6 +35,8 @@ public final class ServiceWorker: Service, Sendable {
     }
 
     struct Job: Sendable {
+        /// The I/O thread's handle for the task running it.
+        var key: UInt64
         var generation: Int
         var client: Data
         var header: RequestHeader
@@ -42,6 +45,7 @@ public final class ServiceWorker: Service, Sendable {
     }
 
     struct Reply: Sendable {
+        var key: UInt64
         var generation: Int
         var client: Data
         var frames: [Data]
@@ -50,7 +54,6 @@ public final class ServiceWorker: Service, Sendable {
     struct Outbox: Sendable {
         var replies: [Reply] = []
         var drainRequested = false
-        var handlersDone = false
     }
 
     public init(configuration: WorkerConfiguration, handlers: RPCHandlers = RPCHandlers(),
@@ -84,30 +87,22 @@ public final class ServiceWorker: Service, Sendable {
         wake.signal()
     }
 
+    /// Serves until graceful shutdown (or cancellation), then drains: returns once every
+    /// request taken has been answered.
     public func run() async throws {
-        let (stream, intake) = AsyncStream.makeStream(of: Job.self)
-        let thread = IOThread(name: "caremesh-worker-\(configuration.service)") { [self] in
-            self.loop(intake: intake)
-        }
+        let thread = IOThread(name: "caremesh-worker-\(configuration.service)") { [self] in self.loop() }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                await withDiscardingTaskGroup { group in
-                    for await job in stream {
-                        group.addTask { await self.execute(job) }
-                    }
-                }
+                await thread.joined()
             } onGracefulShutdown: { self.beginGracefulShutdown() }
         } onCancel: { self.beginGracefulShutdown() }
-        outbox.withLock { $0.handlersDone = true }
-        wake.signal()
-        await thread.joined()
     }
 
     // MARK: - Handlers (Swift concurrency)
 
     private func execute(_ job: Job) async {
         let frames = await answer(job)
-        outbox.withLock { $0.replies.append(Reply(generation: job.generation, client: job.client, frames: frames)) }
+        outbox.withLock { $0.replies.append(Reply(key: job.key, generation: job.generation, client: job.client, frames: frames)) }
         wake.signal()
     }
 
@@ -122,26 +117,17 @@ public final class ServiceWorker: Service, Sendable {
         }
         let context = RPCContext(method: job.header.method, requestID: id, deadline: job.deadline,
                                  metadata: job.header.metadata, caller: job.header.hasCaller ? job.header.caller : nil)
-        let outcome: Result<Data, any Error>? = await withTaskGroup(of: Result<Data, any Error>?.self) { group in
-            group.addTask {
-                await RPCContext.$current.withValue(context) {
-                    do { return .success(try await handler(job.message, context)) } catch { return .failure(error) }
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: .nanoseconds(Int64(job.deadline - start)))
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+        // The I/O thread cancels this task when the deadline passes.
+        let outcome: Result<Data, any Error> = await RPCContext.$current.withValue(context) {
+            do { return .success(try await handler(job.message, context)) } catch { return .failure(error) }
+        }
+        if monotonicNanos() >= job.deadline {
+            return Self.errorFrames(id, RPCError(.deadlineExceeded, "the deadline passed while the call ran; it was cancelled"))
         }
         switch outcome {
-        case .none:
-            return Self.errorFrames(id, RPCError(.deadlineExceeded, "the deadline passed while the call ran; it was cancelled"))
-        case .success(let body)?:
+        case .success(let body):
             return [ResponseHeader(requestID: id).wireBytes(), body]
-        case .failure(let error)?:
+        case .failure(let error):
             let mapped = RPCError(mapping: error)
             if mapped.code == .internal, let cid = mapped.correlationID {
                 // The type only: an error's text may carry values (PHI) and stays out of logs.
@@ -160,7 +146,7 @@ public final class ServiceWorker: Service, Sendable {
 
     // MARK: - The I/O thread
 
-    private func loop(intake: AsyncStream<Job>.Continuation) {
+    private func loop() {
         var machine = WorkerStateMachine(configuration: configuration.connection)
         var socket: ZMQSocket?
         var poller = ZMQPoller()
@@ -170,6 +156,9 @@ public final class ServiceWorker: Service, Sendable {
         info.version = configuration.version
         info.capacity = UInt32(configuration.connection.capacity)
         let ready = [Data(configuration.service.utf8), info.wireBytes()]
+        var running: [UInt64: Task<Void, Never>] = [:]
+        var deadlines = DeadlineHeap()
+        var nextKey: UInt64 = 0
 
         func send(_ command: MDP.WorkerCommand, _ rest: [Data] = []) {
             guard let s = socket else { return }
@@ -206,7 +195,7 @@ public final class ServiceWorker: Service, Sendable {
                 case .send(let command):
                     send(command)
                 case .finishIntake:
-                    intake.finish()
+                    break  // `admit` refuses from now on; the loop ends once `running` is empty
                 }
             }
         }
@@ -225,13 +214,19 @@ public final class ServiceWorker: Service, Sendable {
                 logger.info("worker draining", metadata: ["in.flight": "\(machine.inFlight)"])
                 apply(machine.beginDrain(now: monotonicNanos()))
             }
-            for reply in pending.replies where machine.replied(generation: reply.generation, now: monotonicNanos()) {
-                send(.final, [reply.client, Data()] + reply.frames)
+            for reply in pending.replies {
+                running[reply.key] = nil
+                if machine.replied(generation: reply.generation, now: monotonicNanos()) {
+                    send(.final, [reply.client, Data()] + reply.frames)
+                }
             }
-            if pending.handlersDone && pending.replies.isEmpty { break }
+            if machine.intakeFinished && running.isEmpty { break }
             let now = monotonicNanos()
+            while let due = deadlines.popDue(now: now) { running[due.id]?.cancel() }
+            if deadlines.count > 4 * running.count + 1_024 { deadlines.removeAll { running[$0] == nil } }
             apply(machine.tick(now: now))
-            let wakeAt = machine.nextWakeup
+            var wakeAt = machine.nextWakeup
+            if let next = deadlines.next { wakeAt = min(wakeAt, next.deadline) }
             let timeout = Int(min(250, wakeAt > now ? (wakeAt - now + 999_999) / 1_000_000 : 0))
             let readable = poller.pollMask(timeoutMs: timeout)
             if readable & 1 != 0 { wake.drain() }
@@ -244,9 +239,12 @@ public final class ServiceWorker: Service, Sendable {
                 }
                 let now = monotonicNanos()
                 let (admission, actions) = machine.received(message, now: now)
-                if case .request(let client, let body) = message {
-                    admit(admission, client: client, body: body, now: now, generation: machine.generation,
-                          machine: &machine, intake: intake, send: send)
+                if case .request(let client, let body) = message,
+                   let job = admit(admission, client: client, body: body, now: now, key: nextKey,
+                                   generation: machine.generation, machine: &machine, send: send) {
+                    nextKey += 1
+                    running[job.key] = Task { await self.execute(job) }
+                    deadlines.insert(deadline: job.deadline, id: job.key)
                 }
                 apply(actions)
             }
@@ -255,13 +253,13 @@ public final class ServiceWorker: Service, Sendable {
             try? s.setOption(ZMQOption.linger, Int32(2_000))  // let the last replies go out
             s.close()
         }
-        intake.finish()
         logger.info("worker stopped")
     }
 
+    /// The job to start for an arriving request, or nil when it was answered here.
     private func admit(_ admission: WorkerStateMachine.Admission, client: Data, body: [Data], now: UInt64,
-                       generation: Int, machine: inout WorkerStateMachine,
-                       intake: AsyncStream<Job>.Continuation, send: (MDP.WorkerCommand, [Data]) -> Void) {
+                       key: UInt64, generation: Int, machine: inout WorkerStateMachine,
+                       send: (MDP.WorkerCommand, [Data]) -> Void) -> Job? {
         let header = body.first.flatMap { try? RequestHeader(serializedBytes: $0) }
         let id = header?.requestID ?? 0
         func reject(_ error: RPCError) {
@@ -270,26 +268,25 @@ public final class ServiceWorker: Service, Sendable {
         }
         switch admission {
         case .ignore:
-            return
+            return nil
         case .rejectBusy:
             reject(RPCError(.resourceExhausted, "\(configuration.service) is at capacity"))
-            return
+            return nil
         case .accept:
             break
         }
         guard let header else {
             _ = machine.replied(generation: generation, now: now)
             reject(RPCError(.invalidArgument, "the first body frame is not a CareMesh RequestHeader"))
-            return
+            return nil
         }
         if machine.intakeFinished {
             _ = machine.replied(generation: generation, now: now)
             reject(RPCError(.unavailable, "\(configuration.service) is shutting down"))
-            return
+            return nil
         }
         let timeout = header.timeoutMs == 0 ? configuration.defaultTimeoutMs : header.timeoutMs
-        let job = Job(generation: generation, client: client, header: header,
-                      message: body.count > 1 ? body[1] : Data(), deadline: now + UInt64(timeout) * 1_000_000)
-        intake.yield(job)
+        return Job(key: key, generation: generation, client: client, header: header,
+                   message: body.count > 1 ? body[1] : Data(), deadline: now + UInt64(timeout) * 1_000_000)
     }
 }

@@ -1,5 +1,6 @@
 import CZMQ
 import Foundation
+import Synchronization
 
 /// Waits for several sockets and file descriptors at once (zmq_poll). Like the sockets it
 /// polls, it belongs to one thread.
@@ -34,8 +35,13 @@ public struct ZMQPoller {
 }
 
 /// Wakes a thread blocked in `ZMQPoller.poll` from any thread or task (an eventfd).
+///
+/// Signals coalesce: while one is pending (not yet drained) further `signal()` calls are a
+/// single atomic operation, no syscall. The waiting thread must `drain()` before it looks at
+/// the shared state the signal announces, so nothing published after the drain goes unseen.
 public final class EventSignal: Sendable {
     public let fd: Int32
+    private let pending = Atomic<Bool>(false)
 
     public init() {
         fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -46,12 +52,14 @@ public final class EventSignal: Sendable {
 
     /// Makes the fd readable; cheap and safe to call often.
     public func signal() {
+        guard !pending.exchange(true, ordering: .sequentiallyConsistent) else { return }
         var one: UInt64 = 1
         _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }
     }
 
-    /// Clears the signal (call on the polling thread after waking).
+    /// Clears the signal (call on the polling thread after waking, before reading the state).
     public func drain() {
+        pending.store(false, ordering: .sequentiallyConsistent)
         var value: UInt64 = 0
         _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd, $0.baseAddress, 8) }
     }

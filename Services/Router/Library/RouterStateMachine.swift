@@ -1,6 +1,7 @@
 import CareMeshContracts
 import CareMeshRPC
 import Foundation
+import SwiftProtobuf
 
 /// Where a peer is: which of the router's sockets it talks on, and its ROUTER identity.
 public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
@@ -99,8 +100,10 @@ public struct RouterStateMachine: Sendable {
         var client: PeerAddress
         var dialect: MDP.Dialect
         var service: String
-        var header: RequestHeader
-        var headerFrame: Data?
+        var requestID: UInt64
+        var timeoutMs: UInt32
+        /// The header as forwarded (emptied once dispatched).
+        var headerFrame: Data
         var message: ArraySlice<Data>
         var deadline: UInt64
         var worker: PeerAddress?
@@ -219,13 +222,15 @@ public struct RouterStateMachine: Sendable {
             return
         }
         stats.requests += 1
-        guard let headerFrame = body.first, var header = try? RequestHeader(serializedBytes: headerFrame) else {
+        func malformed(_ requestID: UInt64) {
             stats.malformed += 1
             let error = RPCError.router(.invalidArgument, "the first body frame is not a CareMesh RequestHeader",
                                         reason: "MALFORMED_HEADER")
             actions.append(.toClient(peer, dialect, service: service, final: true,
-                                     body: [ResponseHeader(requestID: 0, error: error).wireBytes(), Data()]))
-            return
+                                     body: [ResponseHeader(requestID: requestID, error: error).wireBytes(), Data()]))
+        }
+        guard var frame = body.first, let header = try? RequestHeaderView(serializedBytes: frame, options: Self.viewOptions) else {
+            return malformed(0)
         }
         var size = 0
         for f in body { size += f.count }
@@ -238,16 +243,19 @@ public struct RouterStateMachine: Sendable {
                                      body: [ResponseHeader(requestID: header.requestID, error: error).wireBytes(), Data()]))
             return
         }
-        var frame: Data? = headerFrame
-        if header.hasCaller { header.clearCaller(); frame = nil }  // only the router says who calls
-        var timeout = header.timeoutMs
-        if timeout == 0 { timeout = configuration.defaultTimeoutMs; frame = nil }
-        if timeout > configuration.maxTimeoutMs { timeout = configuration.maxTimeoutMs; frame = nil }
-        header.timeoutMs = timeout
+        if header.hasCaller {
+            // Only the router says who calls (rare: re-encode without the caller's claim).
+            guard var full = try? RequestHeader(serializedBytes: frame) else { return malformed(header.requestID) }
+            full.clearCaller()
+            frame = full.wireBytes()
+        }
+        let timeout = header.timeoutMs == 0 ? configuration.defaultTimeoutMs : min(header.timeoutMs, configuration.maxTimeoutMs)
+        if timeout != header.timeoutMs { frame = Self.setting(timeoutMs: timeout, in: frame) }
         let token = nextToken
         nextToken += 1
-        let request = Request(client: peer, dialect: dialect, service: service, header: header, headerFrame: frame,
-                              message: body.dropFirst(), deadline: now + UInt64(timeout) * 1_000_000, worker: nil)
+        let request = Request(client: peer, dialect: dialect, service: service, requestID: header.requestID,
+                              timeoutMs: timeout, headerFrame: frame, message: body.dropFirst(),
+                              deadline: now + UInt64(timeout) * 1_000_000, worker: nil)
 
         var svc = services[service, default: Service()]
         if svc.queue.isEmpty, let worker = leastLoaded(svc.workers) {
@@ -273,6 +281,25 @@ public struct RouterStateMachine: Sendable {
         queuedDeadlines.insert(deadline: request.deadline, id: token)
     }
 
+    static let viewOptions: BinaryDecodingOptions = {
+        var o = BinaryDecodingOptions()
+        o.discardUnknownFields = true
+        return o
+    }()
+
+    /// `frame` (an encoded RequestHeader) with `timeout_ms` replaced, without re-encoding it:
+    /// protobuf keeps the last value of a scalar field that occurs twice, so appending the
+    /// field is enough.
+    static func setting(timeoutMs: UInt32, in frame: Data) -> Data {
+        var out = frame
+        out.reserveCapacity(frame.count + 6)
+        out.append(0x18)  // field 3, varint
+        var v = timeoutMs
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+        return out
+    }
+
     /// Drops tokens of requests that already expired from a queue.
     private func compact(_ svc: inout Service) {
         var fresh = FIFO<UInt64>()
@@ -293,15 +320,14 @@ public struct RouterStateMachine: Sendable {
     private mutating func dispatch(_ token: UInt64, to peer: PeerAddress, now: UInt64, into actions: inout [Action]) {
         guard var r = requests[token] else { return }
         let remainingMs = r.deadline > now ? (r.deadline - now) / 1_000_000 : 0
-        var frame = r.headerFrame
-        if remainingMs < UInt64(r.header.timeoutMs) {
+        var headerFrame = r.headerFrame
+        if remainingMs < UInt64(r.timeoutMs) {
             // Time was spent here: the worker gets what is left (at least 1 ms).
-            r.header.timeoutMs = UInt32(max(1, remainingMs))
-            frame = nil
+            r.timeoutMs = UInt32(max(1, remainingMs))
+            headerFrame = Self.setting(timeoutMs: r.timeoutMs, in: headerFrame)
         }
-        let headerFrame = frame ?? r.header.wireBytes()
         r.worker = peer
-        r.headerFrame = nil
+        r.headerFrame = Data()
         requests[token] = r
         workers[peer]!.inFlight.insert(token)
         workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
@@ -331,7 +357,7 @@ public struct RouterStateMachine: Sendable {
 
     private func reply(_ r: Request, _ error: RPCError, into actions: inout [Action]) {
         actions.append(.toClient(r.client, r.dialect, service: r.service, final: true,
-                                 body: [ResponseHeader(requestID: r.header.requestID, error: error).wireBytes(), Data()]))
+                                 body: [ResponseHeader(requestID: r.requestID, error: error).wireBytes(), Data()]))
     }
 
     // MARK: - Workers
@@ -384,7 +410,7 @@ public struct RouterStateMachine: Sendable {
                 let error = RPCError.router(.resourceExhausted,
                                             "the reply is \(size) bytes; the limit is \(configuration.maxMessageSize)",
                                             reason: "MESSAGE_TOO_LARGE")
-                out = [ResponseHeader(requestID: r.header.requestID, error: error).wireBytes(), Data()]
+                out = [ResponseHeader(requestID: r.requestID, error: error).wireBytes(), Data()]
             }
             actions.append(.toClient(r.client, r.dialect, service: r.service, final: final, body: out))
             guard final else { return }

@@ -172,6 +172,33 @@ public nonisolated struct Caremesh_Rpc_V1_RequestHeader: Sendable {
   fileprivate var _caller: Caremesh_Rpc_V1_Caller? = nil
 }
 
+/// What the router reads of a RequestHeader: the same field numbers, without the metadata,
+/// which it decodes with unknown fields discarded (the header is forwarded as it came).
+public nonisolated struct Caremesh_Rpc_V1_RequestHeaderView: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: UInt64 = 0
+
+  public var timeoutMs: UInt32 = 0
+
+  public var caller: Caremesh_Rpc_V1_Caller {
+    get {_caller ?? Caremesh_Rpc_V1_Caller()}
+    set {_caller = newValue}
+  }
+  /// Returns true if `caller` has been explicitly set.
+  public var hasCaller: Bool {self._caller != nil}
+  /// Clears the value of `caller`. Subsequent reads from it will return its default value.
+  public mutating func clearCaller() {self._caller = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _caller: Caremesh_Rpc_V1_Caller? = nil
+}
+
 /// One field of a request that was not valid.
 public nonisolated struct Caremesh_Rpc_V1_FieldViolation: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -519,6 +546,50 @@ nonisolated extension Caremesh_Rpc_V1_RequestHeader: SwiftProtobuf.Message, Swif
     if lhs.requestID != rhs.requestID {return false}
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.metadata != rhs.metadata {return false}
+    if lhs._caller != rhs._caller {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Rpc_V1_RequestHeaderView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RequestHeaderView"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}request_id\0\u{3}timeout_ms\0\u{2}\u{2}caller\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 2)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 3)
+    }
+    try { if let v = self._caller {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Rpc_V1_RequestHeaderView, rhs: Caremesh_Rpc_V1_RequestHeaderView) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs._caller != rhs._caller {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -28,6 +28,7 @@ import Testing
         h.method = "/caremesh.bench.v1.Bench/Echo"
         h.requestID = id
         h.timeoutMs = timeoutMs
+        h.metadata = ["traceparent": "t\(id)"]
         if let caller { h.caller.subject = caller; h.caller.roles = ["admin"] }
         return h.wireBytes()
     }
@@ -160,6 +161,19 @@ import Testing
         let second = dispatched(reply(&sm, from: w1, token: first[0].1, now: 300 * ms))
         try #require(second.count == 1)
         #expect(second[0].2.timeoutMs == 700)
+        // The rest of the header goes through untouched whichever way it was rewritten.
+        #expect(first[0].2.metadata == ["traceparent": "t1"] && second[0].2.metadata == ["traceparent": "t2"])
+        #expect(first[0].2.method == "/caremesh.bench.v1.Bench/Echo" && second[0].2.requestID == 2)
+    }
+
+    @Test("the timeout is rewritten in place: the last occurrence of the field wins", arguments: [1, 127, 128, 30_000, UInt32.max])
+    func timeoutPatch(ms: UInt32) throws {
+        var h = RequestHeader()
+        h.requestID = 7
+        h.timeoutMs = 5
+        h.metadata = ["a": "b"]
+        let patched = try RequestHeader(serializedBytes: SM.setting(timeoutMs: ms, in: h.wireBytes()))
+        #expect(patched.timeoutMs == ms && patched.requestID == 7 && patched.metadata == ["a": "b"])
     }
 
     @Test("a dead worker's callers get UNAVAILABLE at once; idle workers are heartbeaten")
