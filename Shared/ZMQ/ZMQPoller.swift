@@ -58,10 +58,14 @@ public final class EventSignal: Sendable {
     }
 
     /// Clears the signal (call on the polling thread after waking, before reading the state).
+    ///
+    /// Read first, clear second: clearing first would let a `signal()` in between write the fd
+    /// and have that write read away here while `pending` stays set, so the next signal would
+    /// skip its write and the thread sleep through it.
     public func drain() {
-        pending.store(false, ordering: .sequentiallyConsistent)
         var value: UInt64 = 0
         _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd, $0.baseAddress, 8) }
+        pending.store(false, ordering: .sequentiallyConsistent)
     }
 }
 
