@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // libzmq from Debian (libzmq3-dev), through a system-library target.
@@ -52,6 +54,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Shared/RPC",
+            swiftSettings: swiftSettings
+        ),
+        // PostgreSQL: the pooled store, migrations, provisioning, the embedded cluster.
+        .target(
+            name: "CareMeshStore",
+            dependencies: ["CareMeshRPC", "CareMeshContracts",
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Shared/Store",
+            exclude: ["Migrations"],
             swiftSettings: swiftSettings
         ),
         // The MDP/0.2 broker.

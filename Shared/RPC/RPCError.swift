@@ -72,6 +72,12 @@ public protocol RPCErrorConvertible: Error {
     var rpcError: RPCError { get }
 }
 
+/// An error that can say what kind it is without saying anything about the data involved
+/// (a SQLSTATE, say): logged beside the correlation id of an `INTERNAL` answer.
+public protocol DiagnosticCode: Error {
+    var diagnosticCode: String { get }
+}
+
 extension RPCError {
     /// Maps anything a handler threw to the status the caller sees. `RPCError` and
     /// `RPCErrorConvertible` pass through; cancellation is `CANCELLED`; everything else is
@@ -95,7 +101,7 @@ extension RPCError {
         return String(g.next() as UInt64, radix: 16)
     }
 
-    static func detail(reason: String, domain: String) -> ErrorDetail {
+    public static func detail(reason: String, domain: String) -> ErrorDetail {
         var d = ErrorDetail()
         d.errorInfo.reason = reason
         d.errorInfo.domain = domain

@@ -131,10 +131,12 @@ public final class ServiceWorker: Service, Sendable {
             let mapped = RPCError(mapping: error)
             if mapped.code == .internal, let cid = mapped.correlationID {
                 // The type only: an error's text may carry values (PHI) and stays out of logs.
-                logger.error("handler failed", metadata: [
+                var metadata: Logger.Metadata = [
                     "rpc.method": "\(job.header.method)", "correlation.id": "\(cid)",
                     "error.type": "\(String(reflecting: type(of: error)))",
-                ])
+                ]
+                if let coded = error as? any DiagnosticCode { metadata["error.code"] = "\(coded.diagnosticCode)" }
+                logger.error("handler failed", metadata: metadata)
             }
             return Self.errorFrames(id, mapped)
         }

@@ -1,0 +1,225 @@
+import _ConnectionPoolModule
+import CareMeshRPC
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// A service's PostgreSQL: postgres-nio's `PostgresClient` pool, run as a `Service`.
+///
+/// - Start-up: `Store.connect` opens one connection first and fails at once with the server's
+///   own reason (wrong password, unknown database, connection refused) instead of the pool's
+///   minute of silent retries.
+/// - Outage: the first connection failure marks the store down; while down every call fails
+///   `UNAVAILABLE` at once, and a probe reconnects every `probeInterval` until the server is
+///   back, then the store heals by itself. A call that waits longer than `acquireTimeout` for
+///   a connection fails `UNAVAILABLE` too, so no call waits on a dead server until its deadline.
+///
+/// ```swift
+/// let store = try await Store.connect(service: "identity", environment: env, logger: logger)
+/// // run `store` in the ServiceGroup, then:
+/// let n = try await store.withConnection { try await $0.query("SELECT 1", logger: logger) }
+/// ```
+public final class Store: Service, Sendable {
+    public let url: DatabaseURL
+    public let client: PostgresClient
+    public let logger: Logger
+    public let acquireTimeout: Duration
+    public let probeInterval: Duration
+    private let down = Mutex<Bool>(false)
+    private let downSignal: AsyncStream<Void>.Continuation
+    private let downSignals: AsyncStream<Void>
+
+    public init(url: DatabaseURL, logger: Logger, maximumConnections: Int = 10,
+                acquireTimeout: Duration = .seconds(2), probeInterval: Duration = .milliseconds(250)) throws(StoreError) {
+        var configuration = try url.clientConfiguration()
+        configuration.options.maximumConnections = maximumConnections
+        configuration.options.connectTimeout = .seconds(5)
+        self.url = url
+        self.logger = logger
+        self.acquireTimeout = acquireTimeout
+        self.probeInterval = probeInterval
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        (downSignals, downSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Checks that `url` answers (one connection, `SELECT 1`), then makes the store.
+    public static func connect(url: DatabaseURL, logger: Logger, maximumConnections: Int = 10) async throws(StoreError) -> Store {
+        try await checkConnectivity(url, logger: logger)
+        return try Store(url: url, logger: logger, maximumConnections: maximumConnections)
+    }
+
+    /// The store of `service` from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`.
+    public static func connect(service: String, environment: [String: String], logger: Logger) async throws(StoreError) -> Store {
+        try await connect(url: DatabaseURL.forService(service, environment: environment), logger: logger)
+    }
+
+    /// One connection and `SELECT 1` within `timeout`; the server's reason if not.
+    public static func checkConnectivity(_ url: DatabaseURL, timeout: Duration = .seconds(5), logger: Logger) async throws(StoreError) {
+        do {
+            try await withSingleConnection(url, timeout: timeout, logger: logger) { c in
+                try await c.query("SELECT 1", logger: logger)
+            }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.cannotConnect("\(url): \(Self.reason(error))")
+        }
+    }
+
+    /// Runs `body` on a fresh connection (not from the pool), closed afterwards; fails with
+    /// `StoreError.cannotConnect` if none is made within `timeout`.
+    public static func withSingleConnection<R: Sendable>(
+        _ url: DatabaseURL, timeout: Duration = .seconds(5), logger: Logger,
+        _ body: @Sendable (PostgresConnection) async throws -> R
+    ) async throws -> R {
+        var configuration = try url.connectionConfiguration()
+        configuration.options.connectTimeout = .milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+        } catch {
+            throw StoreError.cannotConnect("\(url): \(reason(error))")
+        }
+        do {
+            let r = try await body(connection)
+            try? await connection.close()
+            return r
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// The server's message, or the network error: what a person needs to fix it. (The
+    /// server's messages at connect time name the user or database, never row data.)
+    public static func reason(_ error: any Error) -> String {
+        if let e = error as? PSQLError {
+            if let message = e.serverInfo?[.message] {
+                return "\(message) (SQLSTATE \(e.serverInfo?[.sqlState] ?? "?"))"
+            }
+            if let underlying = e.underlying { return "\(underlying)" }
+            return "\(e.code)"
+        }
+        if let e = error as? PostgresTransactionError {
+            return reason(e.closureError ?? e.beginError ?? e.commitError ?? e.rollbackError ?? error)
+        }
+        return "\(error)"
+    }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.client.run() }
+            group.addTask { await self.probe() }
+            try? await gracefulShutdown()
+            downSignal.finish()
+            group.cancelAll()
+        }
+    }
+
+    /// Whether calls are failing fast because the server is down.
+    public var isDown: Bool { down.withLock { $0 } }
+
+    private func markDown(_ error: any Error) {
+        let wasDown = down.withLock { d in defer { d = true }; return d }
+        if !wasDown {
+            logger.warning("database unreachable; answering UNAVAILABLE until it is back",
+                           metadata: ["database": "\(url)", "reason": "\(Self.reason(error))"])
+            downSignal.yield()
+        }
+    }
+
+    /// No connection in time: a full pool, or a server gone with no connection open to notice
+    /// it. One probe tells which.
+    private func checkSoon() {
+        Task {
+            do {
+                try await Self.withSingleConnection(url, timeout: .seconds(1), logger: logger) { c in
+                    try await c.query("SELECT 1", logger: self.logger)
+                }
+            } catch { markDown(error) }
+        }
+    }
+
+    /// While down: reconnect every `probeInterval`; the first success heals the store.
+    private func probe() async {
+        for await _ in downSignals {
+            while down.withLock({ $0 }) && !Task.isCancelled {
+                try? await Task.sleep(for: probeInterval)
+                do {
+                    try await Self.withSingleConnection(url, timeout: .seconds(1), logger: logger) { c in
+                        try await c.query("SELECT 1", logger: self.logger)
+                    }
+                    down.withLock { $0 = false }
+                    logger.info("database reachable again", metadata: ["database": "\(url)"])
+                } catch {}
+            }
+        }
+    }
+
+    // MARK: - Calls
+
+    /// Leases a pooled connection for `body`.
+    public func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await guarded { leased in try await self.client.withConnection { c in leased.set(); return try await body(c) } }
+    }
+
+    /// Runs `body` in a transaction (committed if it returns, rolled back if it throws). The
+    /// error `body` threw is rethrown as it was (not wrapped).
+    public func withTransaction<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await guarded { leased in
+            try await self.client.withConnection { c in
+                leased.set()
+                do {
+                    return try await c.withTransaction(logger: self.logger) { tx in try await body(tx) }
+                } catch let e as PostgresTransactionError {
+                    throw e.closureError ?? e.beginError ?? e.commitError ?? e.rollbackError ?? e
+                }
+            }
+        }
+    }
+
+    /// Runs one statement and collects its rows.
+    @discardableResult
+    public func query(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        try await withConnection { c in
+            var rows: [PostgresRow] = []
+            for try await row in try await c.query(query, logger: self.logger) { rows.append(row) }
+            return rows
+        }
+    }
+
+    /// Fails fast while down; bounds the wait for a connection; notices outages.
+    private func guarded<R: Sendable>(_ operation: @escaping @Sendable (LeaseFlag) async throws -> R) async throws -> R {
+        if isDown { throw StoreError.unavailable("PostgreSQL is not reachable") }
+        let leased = LeaseFlag()
+        do {
+            return try await withThrowingTaskGroup(of: R?.self) { group in
+                group.addTask { try await operation(leased) }
+                group.addTask {
+                    try await Task.sleep(for: self.acquireTimeout)
+                    if !leased.started { throw StoreError.unavailable("no database connection within \(self.acquireTimeout)") }
+                    return nil  // the operation is running: let it finish (or meet its deadline)
+                }
+                while let next = try await group.next() {
+                    if let value = next { group.cancelAll(); return value }
+                }
+                throw CancellationError()
+            }
+        } catch {
+            if let e = error as? PSQLError, e.meansServerDown { markDown(e) }
+            else if error is StoreError { checkSoon() }
+            else if let e = error as? ConnectionPoolError, e == .connectionCreationCircuitBreakerTripped { markDown(error) }
+            throw error
+        }
+    }
+}
+
+/// Set once the pool handed the operation a connection.
+final class LeaseFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var started: Bool { value.load(ordering: .acquiring) }
+
+    func set() { value.store(true, ordering: .releasing) }
+}
