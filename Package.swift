@@ -113,13 +113,14 @@ let package = Package(
         // Test support: free ports, in-process router and workers, child processes.
         .target(
             name: "CareMeshTesting",
-            dependencies: ["CareMeshRPC", "CareMeshRouter", "ZMQ"],
+            dependencies: ["CareMeshRPC", "CareMeshRouter", "CareMeshStore", "ZMQ"],
             path: "Shared/Testing",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CareMeshTests",
-            dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "ZMQ",
+            dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "CareMeshStore", "ZMQ",
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
                            "IdentityService", "DispatchService", "AlertsService", "MessagingService"],
             path: "Tests/CareMeshTests",
             swiftSettings: swiftSettings

@@ -7,7 +7,7 @@ import PostgresNIO
 /// no `DATABASE_URL` is set, and what the tests run.
 ///
 /// Layout of `directory`: `data/` (the cluster, owned by the `postgres` user when we run as
-/// root, since initdb refuses root), `run/` (its unix socket), `postgres.log`, and
+/// root, since initdb refuses root), `run/` (its unix socket), `log/postgres.log`, and
 /// `secrets.json` (0600: the superuser's and each service role's password, made once).
 public struct EmbeddedPostgres: Sendable {
     public let directory: URL
@@ -22,7 +22,8 @@ public struct EmbeddedPostgres: Sendable {
 
     var dataDirectory: URL { directory.appendingPathComponent("data") }
     var socketDirectory: URL { directory.appendingPathComponent("run") }
-    var logFile: URL { directory.appendingPathComponent("postgres.log") }
+    var logDirectory: URL { directory.appendingPathComponent("log") }
+    var logFile: URL { logDirectory.appendingPathComponent("postgres.log") }
     var secretsFile: URL { directory.appendingPathComponent("secrets.json") }
     var portFile: URL { directory.appendingPathComponent("port") }
 
@@ -60,8 +61,10 @@ public struct EmbeddedPostgres: Sendable {
             port = running
         } else {
             port = try choosePort()
-            try fm.createDirectory(at: socketDirectory, withIntermediateDirectories: true)
-            try handToPostgres(socketDirectory)
+            for dir in [socketDirectory, logDirectory] {
+                try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+                try handToPostgres(dir)
+            }
             let bin = try Self.binDirectory()
             try run(bin.appendingPathComponent("pg_ctl").path, [
                 "-D", dataDirectory.path, "-l", logFile.path, "-w", "-t", "60",
@@ -71,7 +74,7 @@ public struct EmbeddedPostgres: Sendable {
         }
         let server = DatabaseURL(host: "127.0.0.1", port: port, username: "postgres", password: secrets.superuser,
                                  database: "postgres", sslMode: .disable)
-        try await createDatabase(databaseName, on: server)
+        try await Provisioner.createDatabase(databaseName, on: server, logger: logger)
         let admin = server.with(database: databaseName)
         try await Provisioner.provision(admin: admin, passwords: secrets.services, logger: logger)
         return admin
@@ -88,21 +91,6 @@ public struct EmbeddedPostgres: Sendable {
     /// Each service's URL (its own role) on the running cluster.
     public func serviceURLs(admin: DatabaseURL) throws -> [String: DatabaseURL] {
         Provisioner.serviceURLs(admin: admin, passwords: try loadOrCreateSecrets().services)
-    }
-
-    /// Makes `name` on the server if it is missing (also used for the tests' fresh databases).
-    public func createDatabase(_ name: String, on server: DatabaseURL) async throws {
-        try await Store.withSingleConnection(server, logger: logger) { c in
-            let rows = try await c.query("SELECT 1 FROM pg_database WHERE datname = \(name)", logger: self.logger)
-            var exists = false
-            for try await _ in rows { exists = true }
-            if !exists {
-                guard name.range(of: "^[a-z_][a-z0-9_]*$", options: .regularExpression) != nil else {
-                    throw StoreError.configuration("'\(name)' is not a plain database name")
-                }
-                try await c.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: self.logger)
-            }
-        }
     }
 
     /// The port of the running postmaster (from `postmaster.pid`), if it runs.
@@ -187,7 +175,9 @@ public struct EmbeddedPostgres: Sendable {
         guard isRoot else { return }
         try run("/bin/chown", ["-R", "postgres:postgres", url.path], asPostgres: false, what: "chown to postgres")
         // The server must be able to reach its folder: every parent needs search permission.
-        let check = try? runCapture("/usr/sbin/runuser", ["-u", "postgres", "--", "test", "-x", url.path])
+        var isDirectory: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory)
+        let check = try? runCapture("/usr/sbin/runuser", ["-u", "postgres", "--", "test", isDirectory.boolValue ? "-x" : "-r", url.path])
         if check?.0 != 0 {
             throw StoreError.configuration("the postgres user cannot reach \(url.path) (a parent folder is not searchable); set CAREMESH_HOME to a folder it can reach")
         }
@@ -207,13 +197,21 @@ public struct EmbeddedPostgres: Sendable {
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
         p.currentDirectoryURL = URL(fileURLWithPath: "/")  // postgres may not read ours
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
+        // Output goes to a file, not a pipe: the server that `pg_ctl start` leaves running
+        // would hold a pipe open and a read to its end would never return.
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-pg-\(UUID().uuidString).out")
+        guard FileManager.default.createFile(atPath: out.path, contents: nil) else {
+            throw StoreError.configuration("cannot write \(out.path)")
+        }
+        defer { try? FileManager.default.removeItem(at: out) }
+        let handle = try FileHandle(forWritingTo: out)
+        defer { try? handle.close() }
+        p.standardOutput = handle
+        p.standardError = handle
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        let data = (try? Data(contentsOf: out)) ?? Data()
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

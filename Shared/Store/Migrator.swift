@@ -193,6 +193,12 @@ public struct Migrator: Sendable {
                     throw StoreError.migration("schema \(schema) does not exist and \(url.username) may not create it: provision the database first (caremesh db provision)")
                 }
             }
+            let may = try await c.query("SELECT has_schema_privilege(current_user, \(schema), 'CREATE')", logger: self.logger)
+            var allowed = false
+            for try await v in may.decode(Bool.self) { allowed = v }
+            guard allowed else {
+                throw StoreError.migration("\(url.username) may not create objects in schema \(schema): connect as the role that owns it")
+            }
             try await c.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema), public"), logger: self.logger)
             try await c.query("""
                 CREATE TABLE IF NOT EXISTS schema_migrations (
