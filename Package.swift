@@ -59,8 +59,9 @@ let package = Package(
         // PostgreSQL: the pooled store, migrations, provisioning, the embedded cluster.
         .target(
             name: "CareMeshStore",
-            dependencies: ["CareMeshRPC", "CareMeshContracts",
+            dependencies: ["CareMeshRPC", "CareMeshContracts", "ZMQ",
                            .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                            .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "Logging", package: "swift-log"),

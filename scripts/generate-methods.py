@@ -68,7 +68,7 @@ def main():
             continue
         # caremesh.<service>.v1: the MDP service name that serves this package's services.
         mdp = f.package.split(".")[1]
-        default_service = "nil" if mdp in ("health", "rpc") else '"%s"' % mdp
+        default_service = "nil" if mdp in ("health", "rpc", "events") else '"%s"' % mdp
         for svc in f.service:
             enum = "%sMethods" % svc.name
             lines.append("/// The methods of `%s.%s` (%s)." % (f.package, svc.name, f.name))

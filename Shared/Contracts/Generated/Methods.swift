@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "97537a0dd248c456"
+public let protoFingerprint = "7fa71225078a9689"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -34,6 +34,17 @@ public enum DispatchMethods {
     public static let serviceName: String? = "dispatch"
     /// Every method above, for registries.
     public static let all: [AnyRPCMethod] = []
+}
+
+/// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
+public enum EventsMethods {
+    /// The MDP service name that serves them (nil: every worker does).
+    public static let serviceName: String? = nil
+    /// `/caremesh.events.v1.Events/Pull`
+    public static let pull = RPCMethod<Caremesh_Events_V1_PullEventsRequest, Caremesh_Events_V1_PullEventsResponse>(
+        path: "/caremesh.events.v1.Events/Pull", serviceName: nil, idempotency: .noSideEffects)
+    /// Every method above, for registries.
+    public static let all: [AnyRPCMethod] = [pull.erased]
 }
 
 /// The methods of `caremesh.health.v1.Health` (caremesh/health/v1/health.proto).
@@ -67,5 +78,6 @@ public enum MessagingMethods {
 public let allRPCMethods: [AnyRPCMethod] = [
     BenchMethods.echo.erased,
     BenchMethods.write.erased,
+    EventsMethods.pull.erased,
     HealthMethods.check.erased,
 ]

@@ -1,0 +1,177 @@
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import SwiftProtobuf
+import Synchronization
+import ZMQ
+
+public typealias Event = Caremesh_Events_V1_Event
+
+/// A schema's outbox: where its events are written (in the caller's transaction) and read
+/// from (`Events.Pull`, a long poll woken by `NOTIFY`).
+///
+/// Ordering: `append` takes a transaction-scoped advisory lock before it draws `seq`, so
+/// emitting transactions hold seq order until they commit: seq order is commit order, and a
+/// reader that saw N never later finds a committed event below N. The lock is held only from
+/// the outbox insert to commit: append events last in a transaction.
+public final class Outbox: Service, Sendable {
+    public let schema: String
+    public let store: Store
+    let changes = ChangeSignal()
+    public var channel: String { "caremesh_outbox_\(schema)" }
+
+    public init(schema: String, store: Store) {
+        self.schema = schema
+        self.store = store
+    }
+
+    static func lockKey(_ schema: String) -> Int64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in "caremesh.outbox.\(schema)".utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: h)
+    }
+
+    /// Appends `message` as an event about `key`, on `connection`, which must be inside the
+    /// transaction that makes the change. Returns the event's id.
+    @discardableResult
+    public static func append(_ message: some SwiftProtobuf.Message, key: String, schema: String,
+                              on connection: PostgresConnection, logger: Logger) async throws -> UUID {
+        let id = UUID()
+        let payload: [UInt8] = try message.serializedBytes()
+        try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey(schema)))", logger: logger)
+        try await connection.query("""
+            INSERT INTO outbox (event_id, type, key, payload)
+            VALUES (\(id), \(type(of: message).protoMessageName), \(key), \(ByteBuffer(bytes: payload)))
+            """, logger: logger)
+        try await connection.query("SELECT pg_notify(\("caremesh_outbox_\(schema)"), '')", logger: logger)
+        return id
+    }
+
+    /// Appends on `connection` (inside the caller's transaction).
+    @discardableResult
+    public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
+        try await Self.append(message, key: key, schema: schema, on: connection, logger: store.logger)
+    }
+
+    /// Events after `after`, at most `limit`.
+    public func read(after: Int64, limit: Int) async throws -> [Event] {
+        try await store.withConnection { c in
+            let rows = try await c.query("""
+                SELECT seq, event_id, type, key, payload, occurred_at FROM outbox
+                WHERE seq > \(after) ORDER BY seq LIMIT \(limit)
+                """, logger: self.store.logger)
+            var out: [Event] = []
+            for try await (seq, id, type, key, payload, at) in rows.decode((Int64, UUID, String, String, ByteBuffer, Date).self) {
+                var e = Event()
+                e.seq = seq
+                e.id = id.uuidString.lowercased()
+                e.type = type
+                e.key = key
+                e.payload = Data(payload.readableBytesView)
+                e.occurredAtUs = Int64((at.timeIntervalSince1970 * 1_000_000).rounded())
+                out.append(e)
+            }
+            return out
+        }
+    }
+
+    /// `Events.Pull`: answers at once when something is newer than `after`; else waits (up to
+    /// `wait_ms`, and never past the call's deadline) for a commit to announce one.
+    public func pull(_ request: Caremesh_Events_V1_PullEventsRequest, context: RPCContext) async throws -> Caremesh_Events_V1_PullEventsResponse {
+        guard request.after >= 0 else { throw RPCError.invalidArgument(field: "after", "must be 0 or a seq from an earlier pull") }
+        let limit = request.limit == 0 ? 100 : Int(request.limit)
+        guard limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "at most 1000") }
+        // Leave time for the answer to travel back before the caller's deadline.
+        let margin: UInt64 = 200_000_000
+        let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000,
+                          context.deadline > margin ? context.deadline - margin : 0)
+        var response = Caremesh_Events_V1_PullEventsResponse()
+        while true {
+            let seen = changes.generation
+            response.events = try await read(after: request.after, limit: limit)
+            let now = monotonicNanos()
+            if !response.events.isEmpty || now >= waitEnd || Task.isCancelled { return response }
+            await changes.wait(after: seen, timeout: .nanoseconds(Int64(waitEnd - now)))
+        }
+    }
+
+    /// The handler to register on the service's worker.
+    public func register(in handlers: inout RPCHandlers) {
+        handlers.register(EventsMethods.pull) { request, context in try await self.pull(request, context: context) }
+    }
+
+    /// Listens for the outbox's NOTIFY on a connection of its own and wakes waiting pulls;
+    /// reconnects after a failure (waking everyone, who then read again).
+    public func run() async throws {
+        let logger = store.logger
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Store.withSingleConnection(self.store.url, timeout: .seconds(2), logger: logger) { c in
+                        try await c.listen(on: self.channel) { notifications in
+                            self.changes.fire()  // anything committed while not listening
+                            for try await _ in notifications { self.changes.fire() }
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    self.changes.fire()
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+    }
+}
+
+/// A generation counter that tasks can wait on: `fire()` wakes every waiter.
+public final class ChangeSignal: Sendable {
+    private struct State {
+        var generation: UInt64 = 0
+        var nextID: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var generation: UInt64 { state.withLock { $0.generation } }
+
+    public func fire() {
+        let waiters = state.withLock { s in
+            s.generation &+= 1
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns once the generation differs from `seen`, or after `timeout`, or on cancellation.
+    public func wait(after seen: UInt64, timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.next(after: seen) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func next(after seen: UInt64) async {
+        let id = state.withLock { s in defer { s.nextID += 1 }; return s.nextID }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    // Checked under the lock: a cancel that ran before we registered is seen here.
+                    if s.generation != seen || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+}
