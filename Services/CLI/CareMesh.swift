@@ -8,9 +8,10 @@ import Foundation
 struct CareMesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "caremesh",
-        abstract: "Run a local CareMesh stack, call any method with JSON, check health, benchmark.",
+        abstract: "Run a local CareMesh stack, call any method with JSON, check health, migrate, benchmark.",
         version: CareMeshVersion.current,
-        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Bench.self, BenchWorker.self]
+        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Migrate.self, DB.self, Bench.self, BenchWorker.self,
+                      EventsProbe.self]
     )
 }
 

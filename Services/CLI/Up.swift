@@ -1,6 +1,7 @@
 import ArgumentParser
 import CareMeshContracts
 import CareMeshRPC
+import CareMeshStore
 import Foundation
 import ServiceLifecycle
 import UnixSignals
@@ -34,9 +35,26 @@ struct Up: AsyncParsableCommand {
         }
         try "\(getpid())\n".write(to: layout.supervisorPID, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: layout.supervisorPID) }
-        let env = ProcessInfo.processInfo.environment
-        let supervisor = Supervisor(layout: layout, environment: env)
+        var env = ProcessInfo.processInfo.environment
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        // No DATABASE_URL: the stack's own PostgreSQL, made once under $CAREMESH_HOME/pg.
+        var cluster: EmbeddedPostgres?
+        if !LocalDatabase.isExternal(env) {
+            let pg = LocalDatabase.cluster(layout)
+            progress(pg.isInitialized ? "starting PostgreSQL" : "creating PostgreSQL in \(pg.directory.path) (once)")
+            let admin = try await pg.start()
+            for (service, url) in try pg.serviceURLs(admin: admin) {
+                env["\(service.uppercased())_DATABASE_URL"] = url.urlString
+            }
+            progress("PostgreSQL on 127.0.0.1:\(admin.port), database \(admin.database)")
+            cluster = pg
+        }
+        defer {
+            if let cluster {
+                do { try cluster.stop() } catch { writeError("caremesh: \(error)") }
+            }
+        }
+        let supervisor = Supervisor(layout: layout, environment: env)
         do {
             for name in ["router"] + StackLayout.services {
                 progress("starting \(name)")
@@ -100,6 +118,8 @@ struct Up: AsyncParsableCommand {
           clients: \(env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] ?? MDP.defaultClientEndpoint)
           workers: \(env["CAREMESH_ROUTER_WORKER_ENDPOINT"] ?? MDP.defaultWorkerEndpoint)
           logs:    \(layout.logs.path)/{router,identity,dispatch,alerts,messaging}.log
+          data:    \(LocalDatabase.isExternal(env) ? "DATABASE_URL" : layout.home.appendingPathComponent("pg").path)
+          schemas: caremesh migrate identity status
           try:     caremesh call identity /caremesh.health.v1.Health/Check '{}'
           stop:    caremesh down
         """)

@@ -88,6 +88,13 @@ public struct EmbeddedPostgres: Sendable {
                 asPostgres: true, what: "stopping PostgreSQL")
     }
 
+    /// The superuser URL of the running cluster's database, or nil if it is not running.
+    public func runningAdminURL() throws -> DatabaseURL? {
+        guard isInitialized, let port = runningPort() else { return nil }
+        return DatabaseURL(host: "127.0.0.1", port: port, username: "postgres", password: try loadOrCreateSecrets().superuser,
+                           database: databaseName, sslMode: .disable)
+    }
+
     /// Each service's URL (its own role) on the running cluster.
     public func serviceURLs(admin: DatabaseURL) throws -> [String: DatabaseURL] {
         Provisioner.serviceURLs(admin: admin, passwords: try loadOrCreateSecrets().services)
@@ -192,26 +199,30 @@ public struct EmbeddedPostgres: Sendable {
         }
     }
 
+    /// Runs a command to completion with its output in a file, by posix_spawn and a blocking
+    /// waitpid (start-up only). Not Foundation's Process: its exit monitor was seen to miss the
+    /// exit of `runuser … pg_ctl start`, whose server lives on, and to wait forever.
     private func runCapture(_ executable: String, _ arguments: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: "/")  // postgres may not read ours
-        // Output goes to a file, not a pipe: the server that `pg_ctl start` leaves running
-        // would hold a pipe open and a read to its end would never return.
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-pg-\(UUID().uuidString).out")
-        guard FileManager.default.createFile(atPath: out.path, contents: nil) else {
-            throw StoreError.configuration("cannot write \(out.path)")
-        }
         defer { try? FileManager.default.removeItem(at: out) }
-        let handle = try FileHandle(forWritingTo: out)
-        defer { try? handle.close() }
-        p.standardOutput = handle
-        p.standardError = handle
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Run from / (postgres may not read our folder), through env(1).
+        let argv = (["/usr/bin/env", "-C", "/", executable] + arguments).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
+        guard rc == 0 else { throw StoreError.configuration("cannot run \(executable): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        let code = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         let data = (try? Data(contentsOf: out)) ?? Data()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (code, String(decoding: data, as: UTF8.self))
     }
+
 }

@@ -70,6 +70,7 @@ public final class Store: Service, Sendable {
 
     /// Runs `body` on a fresh connection (not from the pool), closed afterwards; fails with
     /// `StoreError.cannotConnect` if none is made within `timeout`.
+    @discardableResult
     public static func withSingleConnection<R: Sendable>(
         _ url: DatabaseURL, timeout: Duration = .seconds(5), logger: Logger,
         _ body: @Sendable (PostgresConnection) async throws -> R

@@ -1,6 +1,7 @@
 import CareMeshStore
 import Foundation
 import Logging
+import ServiceLifecycle
 
 /// PostgreSQL for tests, found the way the stack finds it: `CAREMESH_TEST_DATABASE_URL` (a
 /// superuser URL, e.g. the docker-compose server: postgres://postgres:…@127.0.0.1:5432/postgres)
@@ -59,5 +60,27 @@ public struct TestDatabase: Sendable {
         let admin = server.superuser.with(database: name)
         try await Provisioner.provision(admin: admin, passwords: server.passwords, logger: logger)
         return TestDatabase(admin: admin, services: Provisioner.serviceURLs(admin: admin, passwords: server.passwords))
+    }
+}
+
+extension TestStack {
+    /// Runs whole services (store, outbox, jobs, worker) around `body`, then shuts them down
+    /// gracefully as SIGTERM would: workers drain first, the pool last.
+    public static func withHosts<T: Sendable>(_ hosts: [ServiceHost], _ body: @Sendable () async throws -> T) async throws -> T {
+        let group = ServiceGroup(configuration: .init(services: hosts.flatMap(\.services).map { .init(service: $0) },
+                                                      logger: quietLogger("hosts")))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            do {
+                let result = try await body()
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                try? await tasks.waitForAll()
+                throw error
+            }
+        }
     }
 }

@@ -28,6 +28,12 @@ public enum TestStack {
         return router
     }
 
+    /// The environment a service started in a test needs to serve through `router` (its
+    /// worker endpoint and the router's fast heartbeats).
+    public static func workerEnvironment(_ router: Router, heartbeatMs: UInt64 = 100) -> [String: String] {
+        ["CAREMESH_ROUTER_WORKER_ENDPOINT": router.boundEndpoints.worker, "CAREMESH_HEARTBEAT_MS": "\(heartbeatMs)"]
+    }
+
     /// A worker configuration for `service` at `endpoint` with the router's fast heartbeats.
     public static func workerConfiguration(_ service: String, endpoint: String, heartbeatMs: UInt64 = 100,
                                            liveness: UInt64 = 3, capacity: Int = 64) -> WorkerConfiguration {

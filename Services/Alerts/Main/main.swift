@@ -1,7 +1,4 @@
-import CareMeshRPC
+import CareMeshStore
 import AlertsService
-import Logging
 
-ServiceRunner.bootstrapLogging()
-let logger = Logger(label: "caremesh.alerts")
-try await ServiceRunner.run([AlertsService.makeWorker(logger: logger)], logger: logger)
+await ServiceHost.main("alerts") { try await AlertsService.make(logger: $0) }

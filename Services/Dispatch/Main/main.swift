@@ -1,7 +1,4 @@
-import CareMeshRPC
+import CareMeshStore
 import DispatchService
-import Logging
 
-ServiceRunner.bootstrapLogging()
-let logger = Logger(label: "caremesh.dispatch")
-try await ServiceRunner.run([DispatchService.makeWorker(logger: logger)], logger: logger)
+await ServiceHost.main("dispatch") { try await DispatchService.make(logger: $0) }

@@ -1,7 +1,4 @@
-import CareMeshRPC
+import CareMeshStore
 import IdentityService
-import Logging
 
-ServiceRunner.bootstrapLogging()
-let logger = Logger(label: "caremesh.identity")
-try await ServiceRunner.run([IdentityService.makeWorker(logger: logger)], logger: logger)
+await ServiceHost.main("identity") { try await IdentityService.make(logger: $0) }

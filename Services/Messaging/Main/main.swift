@@ -1,7 +1,4 @@
-import CareMeshRPC
+import CareMeshStore
 import MessagingService
-import Logging
 
-ServiceRunner.bootstrapLogging()
-let logger = Logger(label: "caremesh.messaging")
-try await ServiceRunner.run([MessagingService.makeWorker(logger: logger)], logger: logger)
+await ServiceHost.main("messaging") { try await MessagingService.make(logger: $0) }

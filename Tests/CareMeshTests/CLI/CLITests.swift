@@ -44,12 +44,18 @@ struct CLITests {
         #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)")
         #expect(up.stdout.contains("CareMesh is up"))
         #expect(up.stdout.contains("identity SERVING"))
+        var migrationsText = ""
         do {
             let status = try await TestStack.run(caremesh, ["status"], environment: env)
             #expect(status.status == 0, "\(status.stdout)")
             #expect(status.stdout.components(separatedBy: "SERVING").count - 1 == 4)
             let call = try await TestStack.run(caremesh, ["call", "identity", "/caremesh.health.v1.Health/Check", "{}"], environment: env)
             #expect(call.stdout.contains(#""status":"SERVING""#))
+            // Its own PostgreSQL, schemas migrated on start.
+            let migrations = try await TestStack.run(caremesh, ["migrate", "identity", "status"], environment: env)
+            #expect(migrations.status == 0, "\(migrations.stderr)")
+            #expect(migrations.stdout.contains("0003 jobs") && !migrations.stdout.contains("pending"))
+            migrationsText = migrations.stdout
 
             // A crashed child comes back.
             let pidFile = home.appendingPathComponent("run/identity.pid")
@@ -69,5 +75,16 @@ struct CLITests {
         let after = try await TestStack.run(caremesh, ["status"], environment: env)
         #expect(after.status != 0)
         #expect(after.stdout.contains("no supervisor"))
+        #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("pg/data/postmaster.pid").path),
+                "down stops PostgreSQL too")
+
+        // The data survives down/up: the migrations applied the first time are not applied again.
+        let before = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))
+        #expect(before.status == 0, "\(before.stdout)\n\(before.stderr)")
+        let again = try await TestStack.run(caremesh, ["migrate", "identity", "status"], environment: env)
+        #expect(again.stdout.contains("0003 jobs") && !again.stdout.contains("pending"))
+        let firstApplied = migrationsText.split(separator: "\n").filter { $0.contains("applied") }
+        #expect(again.stdout.split(separator: "\n").filter { $0.contains("applied") } == firstApplied)
+        _ = try await TestStack.run(caremesh, ["down"], environment: env, timeout: .seconds(60))
     }
 }

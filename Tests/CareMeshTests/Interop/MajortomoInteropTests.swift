@@ -35,10 +35,13 @@ struct MajortomoInteropTests {
         try requirePython()
         let router = try TestStack.startRouter()
         defer { router.stop() }
-        let worker = IdentityService.makeWorker(environment: ["CAREMESH_ROUTER_WORKER_ENDPOINT": router.boundEndpoints.worker])
+        let db = try await TestDatabase.fresh("majortomo")
+        let host = try await IdentityService.make(
+            environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
+            logger: TestDatabase.logger)
         let client = TestStack.client(router)
         defer { client.close() }
-        try await TestStack.withWorkers([worker]) {
+        try await TestStack.withHosts([host]) {
             try await TestStack.waitUntilServing(client, "identity")
             let reply = try await callWithMajortomo(router.boundEndpoints.client, service: "identity")
             #expect(reply.code == 0)

@@ -75,12 +75,16 @@ struct BusTests {
     func fourServicesServeHealth() async throws {
         let router = try TestStack.startRouter()
         defer { router.stop() }
-        let env = ["CAREMESH_ROUTER_WORKER_ENDPOINT": router.boundEndpoints.worker, "CAREMESH_HEARTBEAT_MS": "100"]
-        let workers = [IdentityService.makeWorker(environment: env), DispatchService.makeWorker(environment: env),
-                       AlertsService.makeWorker(environment: env), MessagingService.makeWorker(environment: env)]
+        let db = try await TestDatabase.fresh("four")
+        let env = db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
+        let logger = TestDatabase.logger
+        let hosts = [try await IdentityService.make(environment: env, logger: logger),
+                     try await DispatchService.make(environment: env, logger: logger),
+                     try await AlertsService.make(environment: env, logger: logger),
+                     try await MessagingService.make(environment: env, logger: logger)]
         let client = TestStack.client(router)
         defer { client.close() }
-        try await TestStack.withWorkers(workers) {
+        try await TestStack.withHosts(hosts) {
             for name in ["identity", "dispatch", "alerts", "messaging"] {
                 try await TestStack.waitUntilServing(client, name)
                 let r = try await client.call(HealthMethods.check, service: name, request: .init())

@@ -1,0 +1,71 @@
+import CareMeshRPC
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Assembles a domain service: its store (from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`,
+/// checked at once), its migrations (the platform's, then its own; applied on start unless
+/// `<SERVICE>_MIGRATE_ON_START` or `CAREMESH_MIGRATE_ON_START` is `false`), its outbox
+/// (served as `Events.Pull`), its job runner, and its worker.
+///
+/// The services are returned in start order; a `ServiceGroup` stops them in reverse: the
+/// worker drains first, then jobs, the outbox listener, and the pool last.
+public struct ServiceHost: Sendable {
+    public let name: String
+    public let store: Store
+    public let outbox: Outbox
+    public let worker: ServiceWorker
+    public let jobs: JobRunner
+
+    public var services: [any Service] { [store, outbox, jobs, worker] }
+
+    public static func make(
+        service name: String, migrations: [Migration], environment: [String: String], logger: Logger,
+        handlers: (Store, Outbox) -> RPCHandlers = { _, _ in RPCHandlers() },
+        jobs: (Store, Outbox) -> [String: JobRunner.Handler] = { _, _ in [:] }
+    ) async throws -> ServiceHost {
+        let url = try DatabaseURL.forService(name, environment: environment)
+        let store = try await Store.connect(url: url, logger: logger)
+        if migrateOnStart(name, environment) {
+            try await Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger).up(url)
+        } else {
+            // Not migrating is not an excuse to run against a schema this build does not match.
+            let migrator = try Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger)
+            let status = try await migrator.status(url)
+            try migrator.verify(status)
+            if let pending = status.first(where: { $0.appliedAt == nil }) {
+                throw StoreError.migration("\(name) has pending migrations (first: \(pending.version) \(pending.name)); run `caremesh migrate \(name) up`")
+            }
+        }
+        let outbox = Outbox(schema: name, store: store)
+        var all = handlers(store, outbox)
+        outbox.register(in: &all)
+        let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),
+                                   handlers: all, logger: logger)
+        let runner = JobRunner(store: store, handlers: jobs(store, outbox), logger: logger)
+        return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner)
+    }
+
+    static func migrateOnStart(_ name: String, _ environment: [String: String]) -> Bool {
+        let value = environment["\(name.uppercased())_MIGRATE_ON_START"] ?? environment["CAREMESH_MIGRATE_ON_START"] ?? "true"
+        return !["false", "0", "no", "off"].contains(value.lowercased())
+    }
+}
+
+extension ServiceHost {
+    /// The body of every service executable: logging from the environment, the host, then
+    /// serving until SIGTERM/SIGINT. A start-up failure (database unreachable, a refused
+    /// migration) is printed with its reason and exits 1.
+    public static func main(_ name: String, _ make: (Logger) async throws -> ServiceHost) async -> Never {
+        ServiceRunner.bootstrapLogging()
+        let logger = Logger(label: "caremesh.\(name)")
+        do {
+            let host = try await make(logger)
+            try await ServiceRunner.run(host.services, logger: logger)
+            exit(0)
+        } catch {
+            FileHandle.standardError.write(Data("\(name): \(error)\n".utf8))
+            exit(1)
+        }
+    }
+}

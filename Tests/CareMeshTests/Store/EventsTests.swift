@@ -1,0 +1,168 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import CareMeshStore
+import CareMeshTesting
+import Foundation
+import IdentityService
+import Logging
+import PostgresNIO
+import Synchronization
+import Testing
+
+@Suite(.serialized) struct EventsTests {
+    let logger = TestDatabase.logger
+
+    func event(_ text: String) -> Caremesh_Health_V1_HealthCheckRequest {
+        var m = Caremesh_Health_V1_HealthCheckRequest()
+        m.service = text
+        return m
+    }
+
+    func pull(_ client: RPCClient, after: Int64, limit: UInt32 = 100, waitMs: UInt32 = 0) async throws -> [Event] {
+        var r = Caremesh_Events_V1_PullEventsRequest()
+        r.after = after
+        r.limit = limit
+        r.waitMs = waitMs
+        return try await client.call(EventsMethods.pull, service: "identity", request: r,
+                                     options: .init(timeout: .milliseconds(Int(waitMs) + 3_000))).events
+    }
+
+    @Test("Events.Pull: in order after a cursor, a long poll woken by the commit, bad input refused")
+    func pullAndLongPoll() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh("pull")
+        let host = try await IdentityService.make(
+            environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
+            logger: logger)
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withHosts([host]) {
+            try await TestStack.waitUntilServing(client, "identity")
+            try await host.store.withTransaction { c in
+                for i in 0..<3 { try await host.outbox.append(event("e\(i)"), key: "k", on: c) }
+            }
+            // Rolled back: never visible.
+            try? await host.store.withTransaction { c in
+                try await host.outbox.append(event("ghost"), key: "k", on: c)
+                throw RPCError(.aborted, "rolled back")
+            }
+            let first = try await pull(client, after: 0)
+            #expect(first.map { try! Caremesh_Health_V1_HealthCheckRequest(serializedBytes: $0.payload).service } == ["e0", "e1", "e2"])
+            #expect(first.map(\.type) == Array(repeating: "caremesh.health.v1.HealthCheckRequest", count: 3))
+            #expect(zip(first, first.dropFirst()).allSatisfy { $0.seq < $1.seq })
+            #expect(try await pull(client, after: first[0].seq, limit: 1).map(\.seq) == [first[1].seq])
+
+            // Nothing new: the poll waits, and a commit wakes it long before wait_ms.
+            let clock = ContinuousClock()
+            let started = clock.now
+            async let waited = pull(client, after: first[2].seq, waitMs: 5_000)
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await host.store.withTransaction { c in try await host.outbox.append(event("late"), key: "k", on: c) }
+            let late = try await waited
+            #expect(late.count == 1 && late[0].seq > first[2].seq)
+            #expect(clock.now - started < .seconds(2))
+
+            // Nothing at all: answers empty after wait_ms, before the deadline.
+            let quiet = clock.now
+            #expect(try await pull(client, after: late[0].seq, waitMs: 400).isEmpty)
+            #expect(clock.now - quiet >= .milliseconds(350))
+
+            await #expect(throws: RPCError.self) { _ = try await pull(client, after: -1) }
+            let big = await #expect(throws: RPCError.self) { _ = try await pull(client, after: 0, limit: 5_000) }
+            #expect(big?.code == .invalidArgument)
+        }
+    }
+
+    @Test("10k events to a consumer killed and restarted at random: each applied once, in order per key", .timeLimit(.minutes(4)))
+    func exchangeUnderKills() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh("exchange")
+        let host = try await IdentityService.make(
+            environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
+            logger: logger)
+        let consumerEnv = db.environment.merging(["CAREMESH_LOG_LEVEL": "error"]) { $1 }
+        let args = ["events-probe", "--source", "identity", "--schema", "dispatch", "--router", router.boundEndpoints.client]
+        let caremesh = TestStack.binaries.appendingPathComponent("caremesh")
+        let total = 10_000, keys = 40
+        let consumer = ProcessSlot(try TestStack.spawn(caremesh, args, environment: consumerEnv))
+        defer { if let p = consumer.replace(with: nil), p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        try await TestStack.withHosts([host]) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var written = 0
+                    while written < total {
+                        let n = min(total - written, Int.random(in: 1...25))
+                        let range = written..<(written + n)
+                        try await host.store.withTransaction { c in
+                            for i in range {
+                                try await host.outbox.append(event("\(i)"), key: "key-\(i % keys)", on: c)
+                            }
+                        }
+                        written += n
+                    }
+                }
+                group.addTask {
+                    for _ in 0..<8 {
+                        try await Task.sleep(for: .milliseconds(Int.random(in: 300...1_200)))
+                        consumer.killAndReplace(with: try TestStack.spawn(caremesh, args, environment: consumerEnv))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // Let the last consumer catch up.
+            let last = try await host.store.query("SELECT max(seq) FROM outbox").first!.decode(Int64.self)
+            var caughtUp = false
+            for _ in 0..<600 {
+                let rows = try? await Store.withSingleConnection(db.url("dispatch"), logger: logger) { c in
+                    try await c.query("SELECT coalesce(max(position), 0) FROM event_cursors WHERE source = 'identity'",
+                                      logger: self.logger).collect()
+                }
+                if let position = try rows?.first?.decode(Int64.self), position >= last { caughtUp = true; break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(caughtUp)
+        }
+        #expect(consumer.kills >= 8)
+        let (count, distinct, outOfOrder, globalOutOfOrder) = try await Store.withSingleConnection(db.url("dispatch"), logger: logger) { c in
+            let rows = try await c.query("""
+                SELECT count(*)::int, count(DISTINCT event_id)::int,
+                       (SELECT count(*)::int FROM (SELECT seq, lag(seq) OVER (PARTITION BY key ORDER BY n) AS prev FROM probe_effects) x WHERE prev > seq),
+                       (SELECT count(*)::int FROM (SELECT seq, lag(seq) OVER (ORDER BY n) AS prev FROM probe_effects) y WHERE prev > seq)
+                FROM probe_effects
+                """, logger: self.logger).collect()
+            return try rows[0].decode((Int, Int, Int, Int).self)
+        }
+        #expect(count == total)
+        #expect(distinct == total)
+        #expect(outOfOrder == 0)
+        #expect(globalOutOfOrder == 0)
+    }
+}
+
+/// The consumer process of the moment, swapped from the killer task.
+final class ProcessSlot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var process: Process?
+    private var killed = 0
+
+    init(_ p: Process) { process = p }
+
+    var kills: Int { lock.withLock { killed } }
+
+    func replace(with p: Process?) -> Process? {
+        lock.withLock { defer { process = p }; return process }
+    }
+
+    /// SIGKILL the current one (no chance to finish anything), then run `fresh`.
+    func killAndReplace(with fresh: Process) {
+        if let old = replace(with: nil) {
+            kill(old.processIdentifier, SIGKILL)
+            old.waitUntilExit()
+            lock.withLock { killed += 1 }
+        }
+        _ = replace(with: fresh)
+    }
+}
