@@ -142,6 +142,16 @@ public final class ServiceWorker: Service, Sendable {
         }
     }
 
+    /// How long a cancelled handler may take to finish before the worker answers for it.
+    static let abandonGraceNs: UInt64 = 1_000_000_000
+
+    /// A handler's task as the I/O thread tracks it.
+    struct Running {
+        var task: Task<Void, Never>
+        var job: Job
+        var cancelled = false
+    }
+
     static func errorFrames(_ id: UInt64, _ error: RPCError) -> [Data] {
         [ResponseHeader(requestID: id, error: error).wireBytes(), Data()]
     }
@@ -158,7 +168,7 @@ public final class ServiceWorker: Service, Sendable {
         info.version = configuration.version
         info.capacity = UInt32(configuration.connection.capacity)
         let ready = [Data(configuration.service.utf8), info.wireBytes()]
-        var running: [UInt64: Task<Void, Never>] = [:]
+        var running: [UInt64: Running] = [:]
         var deadlines = DeadlineHeap()
         var nextKey: UInt64 = 0
 
@@ -217,14 +227,34 @@ public final class ServiceWorker: Service, Sendable {
                 apply(machine.beginDrain(now: monotonicNanos()))
             }
             for reply in pending.replies {
-                running[reply.key] = nil
+                // An abandoned handler's late reply finds no entry: it was answered already.
+                guard running.removeValue(forKey: reply.key) != nil else { continue }
                 if machine.replied(generation: reply.generation, now: monotonicNanos()) {
                     send(.final, [reply.client, Data()] + reply.frames)
                 }
             }
             if machine.intakeFinished && running.isEmpty { break }
             let now = monotonicNanos()
-            while let due = deadlines.popDue(now: now) { running[due.id]?.cancel() }
+            while let due = deadlines.popDue(now: now) {
+                guard var r = running[due.id] else { continue }
+                if !r.cancelled {
+                    // The deadline: cancel, and give the handler a moment to wind down.
+                    r.task.cancel()
+                    r.cancelled = true
+                    running[due.id] = r
+                    deadlines.insert(deadline: now + Self.abandonGraceNs, id: due.id)
+                } else {
+                    // It ignored cancellation (e.g. a library call that cannot be cancelled):
+                    // answer for it, free its slot, and leave the task behind.
+                    running[due.id] = nil
+                    logger.warning("handler ignored cancellation past its deadline; answered DEADLINE_EXCEEDED for it",
+                                   metadata: ["rpc.method": "\(r.job.header.method)"])
+                    if machine.replied(generation: r.job.generation, now: now) {
+                        send(.final, [r.job.client, Data()] + Self.errorFrames(r.job.header.requestID, RPCError(
+                            .deadlineExceeded, "the deadline passed while the call ran; it was cancelled")))
+                    }
+                }
+            }
             if deadlines.count > 4 * running.count + 1_024 { deadlines.removeAll { running[$0] == nil } }
             apply(machine.tick(now: now))
             var wakeAt = machine.nextWakeup
@@ -245,7 +275,7 @@ public final class ServiceWorker: Service, Sendable {
                    let job = admit(admission, client: client, body: body, now: now, key: nextKey,
                                    generation: machine.generation, machine: &machine, send: send) {
                     nextKey += 1
-                    running[job.key] = Task { await self.execute(job) }
+                    running[job.key] = Running(task: Task { await self.execute(job) }, job: job)
                     deadlines.insert(deadline: job.deadline, id: job.key)
                 }
                 apply(actions)

@@ -5,6 +5,7 @@ import Logging
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
+import ZMQ
 
 /// A service's PostgreSQL: postgres-nio's `PostgresClient` pool, run as a `Service`.
 ///
@@ -26,19 +27,23 @@ public final class Store: Service, Sendable {
     public let client: PostgresClient
     public let logger: Logger
     public let acquireTimeout: Duration
+    /// The most any one call may take (a call inside an RPC handler also ends at its deadline).
+    public let operationTimeout: Duration
     public let probeInterval: Duration
     private let down = Mutex<Bool>(false)
     private let downSignal: AsyncStream<Void>.Continuation
     private let downSignals: AsyncStream<Void>
 
     public init(url: DatabaseURL, logger: Logger, maximumConnections: Int = 10,
-                acquireTimeout: Duration = .seconds(2), probeInterval: Duration = .milliseconds(250)) throws(StoreError) {
+                acquireTimeout: Duration = .seconds(2), operationTimeout: Duration = .seconds(60),
+                probeInterval: Duration = .milliseconds(250)) throws(StoreError) {
         var configuration = try url.clientConfiguration()
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectTimeout = .seconds(5)
         self.url = url
         self.logger = logger
         self.acquireTimeout = acquireTimeout
+        self.operationTimeout = operationTimeout
         self.probeInterval = probeInterval
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         (downSignals, downSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -192,29 +197,53 @@ public final class Store: Service, Sendable {
     }
 
     /// Fails fast while down; bounds the wait for a connection; notices outages.
+    /// Fails fast while down; bounds the wait for a connection and the whole operation;
+    /// notices outages.
+    ///
+    /// The operation runs in its own task, and the caller waits for whichever comes first: its
+    /// result, no connection within `acquireTimeout`, or `operationTimeout` (or the RPC's
+    /// deadline, if sooner). postgres-nio 1.33 never completes a query written to a
+    /// connection the server has just closed, and ignores cancellation there (the write's
+    /// failure is dropped), so an operation caught by a server-side disconnect could hang for
+    /// ever: the caller gets UNAVAILABLE instead and the stuck task is left behind, cancelled.
     private func guarded<R: Sendable>(_ operation: @escaping @Sendable (LeaseFlag) async throws -> R) async throws -> R {
         if isDown { throw StoreError.unavailable("PostgreSQL is not reachable") }
         let leased = LeaseFlag()
-        do {
-            return try await withThrowingTaskGroup(of: R?.self) { group in
-                group.addTask { try await operation(leased) }
-                group.addTask {
-                    try await Task.sleep(for: self.acquireTimeout)
-                    if !leased.started { throw StoreError.unavailable("no database connection within \(self.acquireTimeout)") }
-                    return nil  // the operation is running: let it finish (or meet its deadline)
-                }
-                while let next = try await group.next() {
-                    if let value = next { group.cancelAll(); return value }
-                }
-                throw CancellationError()
+        var limit = operationTimeout
+        if let deadline = RPCContext.current?.deadline {
+            let now = monotonicNanos()
+            limit = min(limit, .nanoseconds(Int64(deadline > now ? deadline - now : 0)))
+        }
+        let outcome = FirstOutcome<R>()
+        let work = Task { outcome.settle(await Result(catching: { try await operation(leased) })) }
+        let watchdog = Task {
+            try await Task.sleep(for: min(self.acquireTimeout, limit))
+            if !leased.started {
+                outcome.settle(.failure(StoreError.unavailable("no database connection within \(self.acquireTimeout)")))
+                return
             }
-        } catch {
+            try await Task.sleep(for: limit - min(self.acquireTimeout, limit))
+            outcome.settle(.failure(StoreError.unavailable("the database did not answer within \(limit)")))
+        }
+        let result = await withTaskCancellationHandler {
+            await outcome.value
+        } onCancel: {
+            work.cancel()
+            outcome.settle(.failure(CancellationError()))
+        }
+        watchdog.cancel()
+        work.cancel()  // a no-op when it finished; otherwise it is stuck and abandoned
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error):
             if let e = error as? PSQLError, e.meansServerDown { markDown(e) }
             else if error is StoreError { checkSoon() }
             else if let e = error as? ConnectionPoolError, e == .connectionCreationCircuitBreakerTripped { markDown(error) }
             throw error
         }
     }
+
 }
 
 /// Set once the pool handed the operation a connection.
@@ -223,4 +252,38 @@ final class LeaseFlag: Sendable {
     var started: Bool { value.load(ordering: .acquiring) }
 
     func set() { value.store(true, ordering: .releasing) }
+}
+
+/// The first of several outcomes, awaited once.
+final class FirstOutcome<R: Sendable>: Sendable {
+    private let state = Mutex<(result: Result<R, any Error>?, waiter: CheckedContinuation<Result<R, any Error>, Never>?)>((nil, nil))
+
+    func settle(_ r: Result<R, any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<R, any Error>, Never>? in
+            guard s.result == nil else { return nil }
+            s.result = r
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: r)
+    }
+
+    var value: Result<R, any Error> {
+        get async {
+            await withCheckedContinuation { c in
+                let ready = state.withLock { s -> Result<R, any Error>? in
+                    if let r = s.result { return r }
+                    s.waiter = c
+                    return nil
+                }
+                if let ready { c.resume(returning: ready) }
+            }
+        }
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
 }

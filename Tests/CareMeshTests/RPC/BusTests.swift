@@ -186,6 +186,37 @@ struct BusTests {
         }
     }
 
+    @Test("a handler that ignores cancellation is answered for a second after its deadline, and its slot freed")
+    func abandonedHandler() async throws {
+        var h = RPCHandlers()
+        h.register(BenchMethods.echo) { request, _ in
+            if request.delayMs > 0 {
+                // Not cancellable: what postgres-nio does on a connection closed under it.
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(request.delayMs))) { c.resume() }
+                }
+            }
+            var r = Caremesh_Bench_V1_EchoResponse()
+            r.payload = request.payload
+            return r
+        }
+        try await withBenchStack(capacity: 1, handlers: h) { router, client in
+            let clock = ContinuousClock()
+            let start = clock.now
+            let stuck = await #expect(throws: RPCError.self) {
+                _ = try await client.call(BenchMethods.echo, request: echo("stuck", delayMs: 4_000),
+                                          options: .init(timeout: .milliseconds(300)))
+            }
+            #expect(stuck?.code == .deadlineExceeded)
+            // The worker's own answer (deadline + 1 s), not the client's local timer alone.
+            try await Task.sleep(for: .milliseconds(1_300) - (clock.now - start))
+            // Capacity 1: this is served only because the stuck handler's slot was freed.
+            let next = try await client.call(BenchMethods.echo, request: echo("next"), options: .init(timeout: .seconds(1)))
+            #expect(next.payload == Data("next".utf8))
+            #expect(clock.now - start < .seconds(3))
+        }
+    }
+
     @Test("a service with no worker is UNAVAILABLE by the deadline")
     func unknownService() async throws {
         let router = try TestStack.startRouter()
