@@ -91,6 +91,20 @@ import Testing
         #expect(ra.isEmpty || rb.isEmpty)
     }
 
+    @Test("services migrate on start; told not to, they refuse to start on pending migrations")
+    func migrateOnStart() async throws {
+        let db = try await TestDatabase.fresh("onstart")
+        let env = db.environment.merging(["ALERTS_MIGRATE_ON_START": "false"]) { $1 }
+        let refused = await #expect(throws: StoreError.self) {
+            _ = try await ServiceHost.make(service: "alerts", migrations: [], environment: env, logger: logger)
+        }
+        #expect("\(refused!)".contains("pending"))
+        _ = try await ServiceHost.make(service: "alerts", migrations: [], environment: db.environment, logger: logger)
+        let status = try await Migrator(schema: "alerts", migrations: PlatformMigrations.all, logger: logger).status(db.url("alerts"))
+        #expect(!status.isEmpty && status.allSatisfy { $0.appliedAt != nil })
+        _ = try await ServiceHost.make(service: "alerts", migrations: [], environment: env, logger: logger)  // now up to date
+    }
+
     @Test("a role may not migrate a schema it does not own")
     func otherSchema() async throws {
         let db = try await TestDatabase.fresh("otherschema")
