@@ -56,6 +56,7 @@ struct CLITests {
             #expect(migrations.status == 0, "\(migrations.stderr)")
             #expect(migrations.stdout.contains("0003 jobs") && !migrations.stdout.contains("pending"))
             migrationsText = migrations.stdout
+            try await StackChecks.verify(router: "tcp://127.0.0.1:\(port)")
 
             // A crashed child comes back.
             let pidFile = home.appendingPathComponent("run/identity.pid")
