@@ -43,6 +43,10 @@ public struct RouterStateMachine: Sendable {
         public var maxMessageSize = MDP.defaultMaxMessageSize
         /// The retry-after hint sent with a full queue (100 ms).
         public var queueFullRetryAfterMs: UInt32 = 100
+        /// How long past its deadline a dispatched call may stay unanswered before the router
+        /// answers DEADLINE_EXCEEDED itself (a CareMesh worker answers at deadline + 1 s; a
+        /// plain MDP worker may never). The worker's slot stays taken until it does reply.
+        public var inFlightGraceNs: UInt64 = 2_000_000_000
 
         public init() {}
     }
@@ -74,6 +78,8 @@ public struct RouterStateMachine: Sendable {
         public var malformed = 0
         public var oversized = 0
         public var staleReplies = 0
+        public var expiredInWorker = 0
+        public var lateReplies = 0
         public var unknownWorkerMessages = 0
     }
 
@@ -115,6 +121,8 @@ public struct RouterStateMachine: Sendable {
     private var services: [String: Service] = [:]
     private var requests: [UInt64: Request] = [:]
     private var queuedDeadlines = DeadlineHeap()
+    /// Deadline + grace of each dispatched call (entries of answered calls are skipped).
+    private var inFlightDeadlines = DeadlineHeap()
     private var nextToken: UInt64 = 1
     private var nextLivenessCheck: UInt64 = 0
 
@@ -145,7 +153,8 @@ public struct RouterStateMachine: Sendable {
 
     /// When `tick` next has something to do (a queued deadline or a liveness check).
     public var nextWakeup: UInt64 {
-        min(queuedDeadlines.next?.deadline ?? .max, workers.isEmpty ? .max : nextLivenessCheck)
+        min(queuedDeadlines.next?.deadline ?? .max, inFlightDeadlines.next?.deadline ?? .max,
+            workers.isEmpty ? .max : nextLivenessCheck)
     }
 
     // MARK: - Events
@@ -177,6 +186,15 @@ public struct RouterStateMachine: Sendable {
                 reply(r, .router(.deadlineExceeded, "the deadline passed while the request was queued",
                                  reason: "EXPIRED_IN_QUEUE"), into: &actions)
             }
+        }
+        while let due = inFlightDeadlines.popDue(now: now) {
+            guard let r = requests[due.id], r.worker != nil else { continue }
+            // The caller is answered; the token stays in the worker's in-flight set (its slot
+            // is taken until it replies, late, or is lost).
+            requests[due.id] = nil
+            stats.expiredInWorker += 1
+            reply(r, .router(.deadlineExceeded, "the worker did not answer by the deadline",
+                             reason: "EXPIRED_IN_WORKER"), into: &actions)
         }
         guard now >= nextLivenessCheck else { return }
         nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
@@ -331,6 +349,10 @@ public struct RouterStateMachine: Sendable {
         requests[token] = r
         workers[peer]!.inFlight.insert(token)
         workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
+        inFlightDeadlines.insert(deadline: r.deadline + configuration.inFlightGraceNs, id: token)
+        if inFlightDeadlines.count > 4 * requests.count + 1_024 {
+            inFlightDeadlines.removeAll { requests[$0]?.worker == nil }
+        }
         stats.dispatched += 1
         var frames: [Data] = [Self.tokenFrame(token), Data(), headerFrame]
         frames.append(contentsOf: r.message)
@@ -399,7 +421,18 @@ public struct RouterStateMachine: Sendable {
             if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
         case .workerReply(let final, let client, let body):
             guard let token = Self.token(client), let r = requests[token], r.worker == peer else {
-                stats.staleReplies += 1
+                if final, let token = Self.token(client), workers[peer]?.inFlight.remove(token) != nil {
+                    // The reply to a call the router already answered (EXPIRED_IN_WORKER):
+                    // dropped, and the worker's slot is free again.
+                    stats.lateReplies += 1
+                    if workers[peer]!.draining {
+                        if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+                    } else {
+                        dispatchQueued(workers[peer]!.service, now: now, into: &actions)
+                    }
+                } else {
+                    stats.staleReplies += 1
+                }
                 return
             }
             var out = body

@@ -176,6 +176,36 @@ import Testing
         #expect(patched.timeoutMs == ms && patched.requestID == 7 && patched.metadata == ["a": "b"])
     }
 
+    @Test("a worker that never answers: the caller gets DEADLINE_EXCEEDED after the grace, the slot frees on the late reply")
+    func expiredInWorker() throws {
+        var c = config()
+        c.inFlightGraceNs = 500 * ms
+        var sm = SM(configuration: c)
+        _ = ready(&sm, w1, capacity: 1)
+        let first = dispatched(request(&sm, id: 1, timeoutMs: 1_000))
+        try #require(first.count == 1)
+        #expect(dispatched(request(&sm, id: 2, timeoutMs: 5_000, now: 10 * ms)).isEmpty)  // queued behind it
+        func alive(at t: UInt64) -> [SM.Action] {
+            var actions: [SM.Action] = []
+            sm.handle(.fromWorker(w1, .delimited, .workerHeartbeat), now: t, into: &actions)  // hung, but heartbeating
+            sm.tick(now: t, into: &actions)
+            return actions
+        }
+        var t: UInt64 = 0
+        while t < 1_400 * ms { t += 100 * ms; #expect(answers(alive(at: t)).isEmpty) }
+        let expired = answers(alive(at: 1_500 * ms))
+        #expect(expired.count == 1 && expired.first?.1.requestID == 1)
+        #expect(expired.first?.1.error?.code == .deadlineExceeded)
+        #expect(expired.first?.1.error?.reason == "EXPIRED_IN_WORKER")
+        #expect(sm.stats.expiredInWorker == 1)
+        // Still busy: request 2 waits for the slot, which the late reply frees.
+        let late = reply(&sm, from: w1, token: first[0].1, now: 1_600 * ms)
+        #expect(answers(late).isEmpty, "the late reply is not forwarded")
+        let next = dispatched(late)
+        #expect(next.count == 1 && next.first?.2.requestID == 2)
+        #expect(sm.stats.lateReplies == 1 && sm.stats.staleReplies == 0)
+    }
+
     @Test("a dead worker's callers get UNAVAILABLE at once; idle workers are heartbeaten")
     func workerExpiry() throws {
         var sm = SM(configuration: config())
