@@ -84,7 +84,9 @@ let package = Package(
         .executableTarget(name: "RouterMain", dependencies: ["CareMeshRouter"],
                           path: "Services/Router/Main", swiftSettings: swiftSettings),
         // Domain services: a library each, plus a thin main.
-        .target(name: "IdentityService", dependencies: ["CareMeshRPC", "CareMeshStore"],
+        .target(name: "IdentityService", dependencies: ["CareMeshRPC", "CareMeshStore",
+                                                 .product(name: "Crypto", package: "swift-crypto"),
+                                                 .product(name: "CryptoExtras", package: "swift-crypto")],
                 path: "Services/Identity/Library", swiftSettings: swiftSettings),
         .executableTarget(name: "IdentityMain", dependencies: ["IdentityService", "CareMeshStore"],
                           path: "Services/Identity/Main", swiftSettings: swiftSettings),
