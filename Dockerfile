@@ -14,9 +14,8 @@ COPY Tests Tests
 COPY proto proto
 RUN swift build -c release --static-swift-stdlib \
     --product router --product identity --product dispatch --product alerts --product messaging --product caremesh \
- && mkdir /out && cp "$(swift build -c release --show-bin-path)"/router "$(swift build -c release --show-bin-path)"/identity \
-    "$(swift build -c release --show-bin-path)"/dispatch "$(swift build -c release --show-bin-path)"/alerts \
-    "$(swift build -c release --show-bin-path)"/messaging "$(swift build -c release --show-bin-path)"/caremesh /out/
+ && bin="$(swift build -c release --show-bin-path)" && mkdir /out \
+ && cp "$bin/router" "$bin/identity" "$bin/dispatch" "$bin/alerts" "$bin/messaging" "$bin/caremesh" /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libzmq5 ca-certificates tzdata \

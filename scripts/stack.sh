@@ -6,16 +6,7 @@
 # `caremesh up`, e.g. `bash scripts/stack.sh --detach`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
-command -v swift >/dev/null || { echo "swift 6.3 is required (e.g. /opt/swift/usr/bin)" >&2; exit 1; }
-need=()
-for pkg in libzmq3-dev postgresql postgresql-15-postgis-3; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. scripts/common.sh
+install_missing libzmq3-dev postgresql postgresql-15-postgis-3
 swift build -c release
 exec "$(swift build -c release --show-bin-path)/caremesh" up "$@"

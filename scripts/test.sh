@@ -6,18 +6,8 @@
 # Usage (as root on Debian 12 with Swift 6.3 at /opt/swift or on PATH): bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/opt/swift/usr/bin:$PATH"
-command -v swift >/dev/null || { echo "swift 6.3 is required (e.g. /opt/swift/usr/bin)" >&2; exit 1; }
-
-need=()
-for pkg in libzmq3-dev python3-venv postgresql postgresql-15-postgis-3 docker-compose; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. scripts/common.sh
+install_missing libzmq3-dev python3-venv postgresql postgresql-15-postgis-3 docker-compose
 
 # An independent MDP/0.2 implementation for the interop tests (majortomo imports six undeclared).
 if ! .venv/bin/python -c 'import majortomo, six, zmq, google.protobuf' 2>/dev/null; then

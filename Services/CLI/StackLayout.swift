@@ -1,10 +1,11 @@
+import CareMeshStore
 import Foundation
 
 /// Where a local stack keeps its state: `$CAREMESH_HOME`, else `.caremesh` in the current
 /// folder. `logs/NAME.log` per process, `run/supervisor.pid` while `up` supervises.
 struct StackLayout {
     /// The domain services, started after the router.
-    static let services = ["identity", "dispatch", "alerts", "messaging"]
+    static let services = Provisioner.services
 
     let home: URL
 

@@ -45,11 +45,12 @@ public struct DeadlineHeap: Sendable {
         return top
     }
 
-    /// Drops the entries whose id no longer matters (e.g. answered calls), so that a heap fed
-    /// faster than its deadlines come due stays small. O(n); call it when `count` has grown
-    /// well past the number of live ids, and the cost is amortised to O(1) per insert.
-    public mutating func removeAll(where stale: (UInt64) -> Bool) {
-        items.removeAll { stale($0.id) }
+    /// Drops the entries whose id no longer matters (e.g. answered calls) once they outnumber
+    /// the `live` ones several times over, so that a heap fed faster than its deadlines come
+    /// due stays small. Each sweep is O(n) but comes only every ~n inserts: O(1) amortised.
+    public mutating func prune(live: Int, isLive: (UInt64) -> Bool) {
+        guard items.count > 4 * live + 1_024 else { return }
+        items.removeAll { !isLive($0.id) }
         items.sort { $0.deadline < $1.deadline }  // a sorted array is a valid min-heap
     }
 }

@@ -154,6 +154,7 @@ public final class RPCClient: Service, Sendable {
                     // A little past the deadline, so that the router's own verdict (UNAVAILABLE for
                     // a service with no worker, DEADLINE_EXCEEDED in its queue) arrives first.
                     s.timers.insert(deadline: deadline + Self.localGraceNs, id: id)
+                    s.timers.prune(live: s.pending.count) { s.pending[$0] != nil }
                     return false
                 }
                 if closed { c.resume(returning: .failure(RPCError(.cancelled, "the client is closed"))) }

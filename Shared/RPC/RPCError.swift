@@ -79,6 +79,14 @@ public protocol DiagnosticCode: Error {
 }
 
 extension RPCError {
+    /// What kind of error `error` is, safe to log or store: its diagnostic code (a SQLSTATE,
+    /// say), its status code's name, or its type, never its text (which may carry PHI).
+    public static func loggableKind(of error: any Error) -> String {
+        (error as? any DiagnosticCode)?.diagnosticCode ?? (error as? RPCError)?.code.name ?? String(reflecting: type(of: error))
+    }
+}
+
+extension RPCError {
     /// Maps anything a handler threw to the status the caller sees. `RPCError` and
     /// `RPCErrorConvertible` pass through; cancellation is `CANCELLED`; everything else is
     /// `INTERNAL` with a fresh correlation id (returned so the caller can log the cause with it).

@@ -121,9 +121,7 @@ public final class ServiceWorker: Service, Sendable {
         let outcome: Result<Data, any Error> = await RPCContext.$current.withValue(context) {
             do { return .success(try await handler(job.message, context)) } catch { return .failure(error) }
         }
-        if monotonicNanos() >= job.deadline {
-            return Self.errorFrames(id, RPCError(.deadlineExceeded, "the deadline passed while the call ran; it was cancelled"))
-        }
+        if monotonicNanos() >= job.deadline { return Self.errorFrames(id, Self.cancelledAtDeadline) }
         switch outcome {
         case .success(let body):
             return [ResponseHeader(requestID: id).wireBytes(), body]
@@ -141,6 +139,8 @@ public final class ServiceWorker: Service, Sendable {
             return Self.errorFrames(id, mapped)
         }
     }
+
+    static let cancelledAtDeadline = RPCError(.deadlineExceeded, "the deadline passed while the call ran; it was cancelled")
 
     /// How long a cancelled handler may take to finish before the worker answers for it.
     static let abandonGraceNs: UInt64 = 1_000_000_000
@@ -250,12 +250,11 @@ public final class ServiceWorker: Service, Sendable {
                     logger.warning("handler ignored cancellation past its deadline; answered DEADLINE_EXCEEDED for it",
                                    metadata: ["rpc.method": "\(r.job.header.method)"])
                     if machine.replied(generation: r.job.generation, now: now) {
-                        send(.final, [r.job.client, Data()] + Self.errorFrames(r.job.header.requestID, RPCError(
-                            .deadlineExceeded, "the deadline passed while the call ran; it was cancelled")))
+                        send(.final, [r.job.client, Data()] + Self.errorFrames(r.job.header.requestID, Self.cancelledAtDeadline))
                     }
                 }
             }
-            if deadlines.count > 4 * running.count + 1_024 { deadlines.removeAll { running[$0] == nil } }
+            deadlines.prune(live: running.count) { running[$0] != nil }
             apply(machine.tick(now: now))
             var wakeAt = machine.nextWakeup
             if let next = deadlines.next { wakeAt = min(wakeAt, next.deadline) }

@@ -72,8 +72,7 @@ public struct EmbeddedPostgres: Sendable {
             ], asPostgres: true, what: "starting PostgreSQL (log: \(logFile.path))")
             logger.info("PostgreSQL started", metadata: ["port": "\(port)", "data": "\(dataDirectory.path)"])
         }
-        let server = DatabaseURL(host: "127.0.0.1", port: port, username: "postgres", password: secrets.superuser,
-                                 database: "postgres", sslMode: .disable)
+        let server = superuser(port: port, secrets)
         try await Provisioner.createDatabase(databaseName, on: server, logger: logger)
         let admin = server.with(database: databaseName)
         try await Provisioner.provision(admin: admin, passwords: secrets.services, logger: logger)
@@ -91,13 +90,23 @@ public struct EmbeddedPostgres: Sendable {
     /// The superuser URL of the running cluster's database, or nil if it is not running.
     public func runningAdminURL() throws -> DatabaseURL? {
         guard isInitialized, let port = runningPort() else { return nil }
-        return DatabaseURL(host: "127.0.0.1", port: port, username: "postgres", password: try loadOrCreateSecrets().superuser,
-                           database: databaseName, sslMode: .disable)
+        return superuser(port: port, try loadOrCreateSecrets()).with(database: databaseName)
     }
 
     /// Each service's URL (its own role) on the running cluster.
     public func serviceURLs(admin: DatabaseURL) throws -> [String: DatabaseURL] {
-        Provisioner.serviceURLs(admin: admin, passwords: try loadOrCreateSecrets().services)
+        Provisioner.serviceURLs(admin: admin, passwords: try servicePasswords())
+    }
+
+    /// Each service role's password (made once, kept in `secrets.json`).
+    public func servicePasswords() throws -> [String: String] {
+        try loadOrCreateSecrets().services
+    }
+
+    /// The superuser on loopback, `postgres` database.
+    private func superuser(port: Int, _ secrets: Secrets) -> DatabaseURL {
+        DatabaseURL(host: "127.0.0.1", port: port, username: "postgres", password: secrets.superuser,
+                    database: "postgres", sslMode: .disable)
     }
 
     /// The port of the running postmaster (from `postmaster.pid`), if it runs.

@@ -61,8 +61,7 @@ public struct EventConsumer: Service {
                     let wait = min(30_000, 1_000 << min(failures - 1, 5))
                     logger.warning("event consumer failed; retrying", metadata: [
                         "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)",
-                        "error.type": "\(String(reflecting: type(of: error)))",
-                        "error.code": "\((error as? any DiagnosticCode)?.diagnosticCode ?? (error as? RPCError)?.code.name ?? "-")",
+                        "error.kind": "\(RPCError.loggableKind(of: error))",
                     ])
                     try? await Task.sleep(for: .milliseconds(wait))
                 }
@@ -77,12 +76,10 @@ public struct EventConsumer: Service {
         }
         let source = self.source, handler = self.handler, logger = self.logger
         try await store.withTransaction { c in
-            let inserted = try await c.query("""
+            let fresh = try await c.query("""
                 INSERT INTO applied_events (source, event_id, seq) VALUES (\(source), \(id), \(event.seq))
                 ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger)
-            var fresh = false
-            for try await _ in inserted { fresh = true }
+                """, logger: logger).hasRows()
             if fresh { try await handler(event, c) }
             try await c.query("""
                 INSERT INTO event_cursors (source, position) VALUES (\(source), \(event.seq))

@@ -28,32 +28,20 @@ public final class Outbox: Service, Sendable {
         self.store = store
     }
 
-    static func lockKey(_ schema: String) -> Int64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in "caremesh.outbox.\(schema)".utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return Int64(bitPattern: h)
-    }
-
     /// Appends `message` as an event about `key`, on `connection`, which must be inside the
     /// transaction that makes the change. Returns the event's id.
     @discardableResult
-    public static func append(_ message: some SwiftProtobuf.Message, key: String, schema: String,
-                              on connection: PostgresConnection, logger: Logger) async throws -> UUID {
+    public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
         let id = UUID()
         let payload: [UInt8] = try message.serializedBytes()
-        try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey(schema)))", logger: logger)
+        let logger = store.logger
+        try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("caremesh.outbox.\(schema)")))", logger: logger)
         try await connection.query("""
             INSERT INTO outbox (event_id, type, key, payload)
             VALUES (\(id), \(type(of: message).protoMessageName), \(key), \(ByteBuffer(bytes: payload)))
             """, logger: logger)
-        try await connection.query("SELECT pg_notify(\("caremesh_outbox_\(schema)"), '')", logger: logger)
+        try await connection.query("SELECT pg_notify(\(channel), '')", logger: logger)
         return id
-    }
-
-    /// Appends on `connection` (inside the caller's transaction).
-    @discardableResult
-    public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
-        try await Self.append(message, key: key, schema: schema, on: connection, logger: store.logger)
     }
 
     /// Events after `after`, at most `limit`.

@@ -21,28 +21,22 @@ public enum Jobs {
     @discardableResult
     public static func schedule(_ kind: String, payload: Data = Data(), runAt: Date? = nil, uniqueKey: String? = nil,
                                 maxAttempts: Int = 10, on connection: PostgresConnection, logger: Logger) async throws -> Int64? {
-        let rows = try await connection.query("""
+        try await connection.query("""
             INSERT INTO jobs (kind, payload, run_at, unique_key, max_attempts)
             VALUES (\(kind), \(ByteBuffer(bytes: payload)), coalesce(\(runAt), now()), \(uniqueKey), \(maxAttempts))
             ON CONFLICT (kind, unique_key) WHERE state = 'scheduled' AND unique_key IS NOT NULL DO NOTHING
             RETURNING id
-            """, logger: logger)
-        var id: Int64?
-        for try await v in rows.decode(Int64.self) { id = v }
-        return id
+            """, logger: logger).first(Int64.self)
     }
 
     /// Cancels the scheduled job of `kind` and `uniqueKey` (e.g. a timer made moot); true if
     /// there was one.
     @discardableResult
     public static func cancel(_ kind: String, uniqueKey: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
-        let rows = try await connection.query("""
+        try await connection.query("""
             UPDATE jobs SET state = 'cancelled', finished_at = now()
             WHERE kind = \(kind) AND unique_key = \(uniqueKey) AND state = 'scheduled' RETURNING id
-            """, logger: logger)
-        var found = false
-        for try await _ in rows { found = true }
-        return found
+            """, logger: logger).hasRows()
     }
 }
 
@@ -70,12 +64,17 @@ public struct JobRunner: Service {
     }
 
     public func run() async throws {
+        // A service with no kinds of job has nothing to claim: no polling.
+        guard !handlers.isEmpty else {
+            try? await gracefulShutdown()
+            return
+        }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 var ran = false
                 do { ran = try await runOne() } catch {
                     if !Task.isCancelled {
-                        logger.warning("job runner could not claim; retrying", metadata: ["error.type": "\(type(of: error))"])
+                        logger.warning("job runner could not claim; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
                     }
                 }
                 if !ran { try? await Task.sleep(for: pollInterval) }
@@ -83,45 +82,38 @@ public struct JobRunner: Service {
         }
     }
 
-    struct HandlerFailed: Error {
-        var job: Job
-        var underlying: any Error
-    }
-
     /// Claims and runs one due job; false if none was due.
     @discardableResult
     public func runOne() async throws -> Bool {
         let kinds = Array(handlers.keys)
-        do {
-            return try await store.withTransaction { c in
-                let rows = try await c.query("""
-                    SELECT id, kind, payload, attempts FROM jobs
-                    WHERE state = 'scheduled' AND run_at <= now() AND kind = ANY(\(kinds))
-                    ORDER BY run_at, id
-                    FOR UPDATE SKIP LOCKED
-                    LIMIT 1
-                    """, logger: logger)
-                var claimed: Job?
-                for try await (id, kind, payload, attempts) in rows.decode((Int64, String, ByteBuffer, Int).self) {
-                    claimed = Job(id: id, kind: kind, payload: Data(payload.readableBytesView), attempt: attempts + 1)
-                }
-                guard let job = claimed, let handler = handlers[job.kind] else { return false }
-                // The handler's work and the job's completion commit together; a savepoint lets
-                // a failure roll back the handler's work while this transaction records it.
-                try await c.query("SAVEPOINT job", logger: logger)
-                do {
-                    try await handler(job, c)
-                } catch {
-                    try await c.query("ROLLBACK TO SAVEPOINT job", logger: logger)
-                    try await recordFailure(job, error, on: c)
-                    return true
-                }
-                try await c.query("""
-                    UPDATE jobs SET state = 'done', attempts = attempts + 1, finished_at = now(), last_error = NULL
-                    WHERE id = \(job.id)
-                    """, logger: logger)
+        return try await store.withTransaction { c in
+            let rows = try await c.query("""
+                SELECT id, kind, payload, attempts FROM jobs
+                WHERE state = 'scheduled' AND run_at <= now() AND kind = ANY(\(kinds))
+                ORDER BY run_at, id
+                FOR UPDATE SKIP LOCKED
+                LIMIT 1
+                """, logger: logger)
+            var claimed: Job?
+            for try await (id, kind, payload, attempts) in rows.decode((Int64, String, ByteBuffer, Int).self) {
+                claimed = Job(id: id, kind: kind, payload: Data(payload.readableBytesView), attempt: attempts + 1)
+            }
+            guard let job = claimed, let handler = handlers[job.kind] else { return false }
+            // The handler's work and the job's completion commit together; a savepoint lets
+            // a failure roll back the handler's work while this transaction records it.
+            try await c.query("SAVEPOINT job", logger: logger)
+            do {
+                try await handler(job, c)
+            } catch {
+                try await c.query("ROLLBACK TO SAVEPOINT job", logger: logger)
+                try await recordFailure(job, error, on: c)
                 return true
             }
+            try await c.query("""
+                UPDATE jobs SET state = 'done', attempts = attempts + 1, finished_at = now(), last_error = NULL
+                WHERE id = \(job.id)
+                """, logger: logger)
+            return true
         }
     }
 
@@ -130,16 +122,14 @@ public struct JobRunner: Service {
         let cap = Double(maxBackoff.components.seconds)
         let delay = min(cap, base * pow(2, Double(job.attempt - 1))) * Double.random(in: 0.8...1.2)
         // The error's kind only: its text may carry data (PHI).
-        let what = (error as? any DiagnosticCode)?.diagnosticCode ?? (error as? RPCError)?.code.name ?? String(reflecting: type(of: error))
-        let rows = try await c.query("""
+        let what = RPCError.loggableKind(of: error)
+        let state = try await c.query("""
             UPDATE jobs SET attempts = attempts + 1, last_error = \(what),
                 state = CASE WHEN attempts + 1 >= max_attempts THEN 'failed' ELSE 'scheduled' END,
                 finished_at = CASE WHEN attempts + 1 >= max_attempts THEN now() END,
                 run_at = now() + make_interval(secs => \(delay))
             WHERE id = \(job.id) RETURNING state
-            """, logger: logger)
-        var state = ""
-        for try await s in rows.decode(String.self) { state = s }
+            """, logger: logger).first(String.self)
         logger.warning(state == "failed" ? "job failed for good" : "job failed; will retry", metadata: [
             "job.id": "\(job.id)", "job.kind": "\(job.kind)", "attempt": "\(job.attempt)", "error.kind": "\(what)",
         ])

@@ -28,7 +28,8 @@ public struct Migration: Sendable, Equatable {
 }
 
 extension String {
-    func leftPadded(_ width: Int, with pad: Character = "0") -> String {
+    /// Padded on the left to `width` (zeros by default): "7" → "0007".
+    public func leftPadded(_ width: Int, with pad: Character = "0") -> String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
 }
@@ -72,11 +73,8 @@ public struct Migrator: Sendable {
     }
 
     /// The lock key: the same for every instance migrating this schema.
-    var lockKey: Int64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in "caremesh.migrate.\(schema)".utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return Int64(bitPattern: h)
-    }
+    var lockKey: Int64 { advisoryLockKey("caremesh.migrate.\(schema)") }
+
 
     public func status(_ url: DatabaseURL) async throws -> [Entry] {
         try await locked(url) { c in try await self.entries(c) }
@@ -92,11 +90,10 @@ public struct Migrator: Sendable {
             for m in self.migrations where !entries.contains(where: { $0.version == m.version && $0.appliedAt != nil }) {
                 if let target, m.version > target { break }
                 let started = ContinuousClock.now
+                var ms = 0
                 try await self.transaction(c, "\(m.label) up") {
-                    for statement in SQLScript.statements(m.up) {
-                        try await c.query(PostgresQuery(unsafeSQL: statement), logger: self.logger)
-                    }
-                    let ms = Int((ContinuousClock.now - started) / .milliseconds(1))
+                    try await self.execute(m.up, on: c)
+                    ms = Int((ContinuousClock.now - started) / .milliseconds(1))
                     try await c.query("""
                         INSERT INTO schema_migrations (version, name, checksum, duration_ms)
                         VALUES (\(m.version), \(m.name), \(m.checksum), \(ms))
@@ -104,8 +101,7 @@ public struct Migrator: Sendable {
                 }
                 applied.append(m.version)
                 self.logger.info("migration applied", metadata: [
-                    "schema": "\(self.schema)", "migration": "\(m.label)",
-                    "duration.ms": "\(Int((ContinuousClock.now - started) / .milliseconds(1)))",
+                    "schema": "\(self.schema)", "migration": "\(m.label)", "duration.ms": "\(ms)",
                 ])
             }
             return applied
@@ -123,9 +119,7 @@ public struct Migrator: Sendable {
             for e in applied {
                 guard let m = self.migrations.first(where: { $0.version == e.version }) else { continue }
                 try await self.transaction(c, "\(m.label) down") {
-                    for statement in SQLScript.statements(m.down) {
-                        try await c.query(PostgresQuery(unsafeSQL: statement), logger: self.logger)
-                    }
+                    try await self.execute(m.down, on: c)
                     try await c.query("DELETE FROM schema_migrations WHERE version = \(m.version)", logger: self.logger)
                 }
                 reverted.append(m.version)
@@ -145,7 +139,24 @@ public struct Migrator: Sendable {
         }
     }
 
+    /// Refuses to go on unless every migration is applied and none was edited: what a
+    /// service told not to migrate on start checks instead.
+    public func requireUpToDate(_ url: DatabaseURL) async throws {
+        let entries = try await status(url)
+        try verify(entries)
+        if let pending = entries.first(where: { $0.appliedAt == nil }) {
+            throw StoreError.migration("\(schema) has pending migrations (first: \(pending.version) \(pending.name)); run `caremesh migrate \(schema) up`")
+        }
+    }
+
     // MARK: - Plumbing
+
+    /// A migration file's statements, one by one (the extended protocol takes one at a time).
+    private func execute(_ sql: String, on c: PostgresConnection) async throws {
+        for statement in SQLScript.statements(sql) {
+            try await c.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
+    }
 
     private func entries(_ c: PostgresConnection) async throws -> [Entry] {
         var applied: [Int: (String, String, Date, Int)] = [:]
@@ -183,19 +194,16 @@ public struct Migrator: Sendable {
             try await c.query("SELECT pg_advisory_lock(\(self.lockKey))", logger: self.logger)
             // Creating the schema needs CREATE on the database: a provisioned service role
             // finds its schema there already; a developer's own superuser URL makes it.
-            let exists = try await c.query("SELECT 1 FROM pg_namespace WHERE nspname = \(schema)", logger: self.logger)
-            var found = false
-            for try await _ in exists { found = true }
-            if !found {
+            let exists = try await c.query("SELECT 1 FROM pg_namespace WHERE nspname = \(schema)", logger: self.logger).hasRows()
+            if !exists {
                 do {
                     try await c.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: self.logger)
                 } catch {
                     throw StoreError.migration("schema \(schema) does not exist and \(url.username) may not create it: provision the database first (caremesh db provision)")
                 }
             }
-            let may = try await c.query("SELECT has_schema_privilege(current_user, \(schema), 'CREATE')", logger: self.logger)
-            var allowed = false
-            for try await v in may.decode(Bool.self) { allowed = v }
+            let allowed = try await c.query("SELECT has_schema_privilege(current_user, \(schema), 'CREATE')",
+                                            logger: self.logger).first(Bool.self) ?? false
             guard allowed else {
                 throw StoreError.migration("\(url.username) may not create objects in schema \(schema): connect as the role that owns it")
             }
@@ -208,14 +216,9 @@ public struct Migrator: Sendable {
                     applied_at timestamptz NOT NULL DEFAULT now(),
                     duration_ms integer NOT NULL CHECK (duration_ms >= 0))
                 """, logger: self.logger)
-            do {
-                let r = try await body(c)
-                try await c.query("SELECT pg_advisory_unlock(\(self.lockKey))", logger: self.logger)
-                return r
-            } catch {
-                // Closing the connection releases the lock too.
-                throw error
-            }
+            let r = try await body(c)  // if it throws, closing the connection releases the lock
+            try await c.query("SELECT pg_advisory_unlock(\(self.lockKey))", logger: self.logger)
+            return r
         }
     }
 }

@@ -56,10 +56,7 @@ public enum Provisioner {
     /// Makes `name` on the server if it is missing (also used for the tests' fresh databases).
     public static func createDatabase(_ name: String, on server: DatabaseURL, logger: Logger) async throws {
         try await Store.withSingleConnection(server, logger: logger) { c in
-            let rows = try await c.query("SELECT 1 FROM pg_database WHERE datname = \(name)", logger: logger)
-            var exists = false
-            for try await _ in rows { exists = true }
-            if !exists {
+            if try await !c.query("SELECT 1 FROM pg_database WHERE datname = \(name)", logger: logger).hasRows() {
                 guard name.range(of: "^[a-z_][a-z0-9_]*$", options: .regularExpression) != nil else {
                     throw StoreError.configuration("'\(name)' is not a plain database name")
                 }

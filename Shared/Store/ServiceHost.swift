@@ -26,16 +26,12 @@ public struct ServiceHost: Sendable {
     ) async throws -> ServiceHost {
         let url = try DatabaseURL.forService(name, environment: environment)
         let store = try await Store.connect(url: url, logger: logger)
+        let migrator = try Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger)
         if migrateOnStart(name, environment) {
-            try await Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger).up(url)
+            try await migrator.up(url)
         } else {
             // Not migrating is not an excuse to run against a schema this build does not match.
-            let migrator = try Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger)
-            let status = try await migrator.status(url)
-            try migrator.verify(status)
-            if let pending = status.first(where: { $0.appliedAt == nil }) {
-                throw StoreError.migration("\(name) has pending migrations (first: \(pending.version) \(pending.name)); run `caremesh migrate \(name) up`")
-            }
+            try await migrator.requireUpToDate(url)
         }
         let outbox = Outbox(schema: name, store: store)
         var all = handlers(store, outbox)

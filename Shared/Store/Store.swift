@@ -55,11 +55,6 @@ public final class Store: Service, Sendable {
         return try Store(url: url, logger: logger, maximumConnections: maximumConnections)
     }
 
-    /// The store of `service` from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`.
-    public static func connect(service: String, environment: [String: String], logger: Logger) async throws(StoreError) -> Store {
-        try await connect(url: DatabaseURL.forService(service, environment: environment), logger: logger)
-    }
-
     /// One connection and `SELECT 1` within `timeout`; the server's reason if not.
     public static func checkConnectivity(_ url: DatabaseURL, timeout: Duration = .seconds(5), logger: Logger) async throws(StoreError) {
         do {
@@ -108,9 +103,7 @@ public final class Store: Service, Sendable {
             if let underlying = e.underlying { return "\(underlying)" }
             return "\(e.code)"
         }
-        if let e = error as? PostgresTransactionError {
-            return reason(e.closureError ?? e.beginError ?? e.commitError ?? e.rollbackError ?? error)
-        }
+        if let e = error as? PostgresTransactionError { return reason(e.cause) }
         return "\(error)"
     }
 
@@ -140,11 +133,7 @@ public final class Store: Service, Sendable {
     /// it. One probe tells which.
     private func checkSoon() {
         Task {
-            do {
-                try await Self.withSingleConnection(url, timeout: .seconds(1), logger: logger) { c in
-                    try await c.query("SELECT 1", logger: self.logger)
-                }
-            } catch { markDown(error) }
+            do { try await Self.checkConnectivity(url, timeout: .seconds(1), logger: logger) } catch { markDown(error) }
         }
     }
 
@@ -154,9 +143,7 @@ public final class Store: Service, Sendable {
             while down.withLock({ $0 }) && !Task.isCancelled {
                 try? await Task.sleep(for: probeInterval)
                 do {
-                    try await Self.withSingleConnection(url, timeout: .seconds(1), logger: logger) { c in
-                        try await c.query("SELECT 1", logger: self.logger)
-                    }
+                    try await Self.checkConnectivity(url, timeout: .seconds(1), logger: logger)
                     down.withLock { $0 = false }
                     logger.info("database reachable again", metadata: ["database": "\(url)"])
                 } catch {}
@@ -180,7 +167,7 @@ public final class Store: Service, Sendable {
                 do {
                     return try await c.withTransaction(logger: self.logger) { tx in try await body(tx) }
                 } catch let e as PostgresTransactionError {
-                    throw e.closureError ?? e.beginError ?? e.commitError ?? e.rollbackError ?? e
+                    throw e.cause
                 }
             }
         }
@@ -189,14 +176,9 @@ public final class Store: Service, Sendable {
     /// Runs one statement and collects its rows.
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> [PostgresRow] {
-        try await withConnection { c in
-            var rows: [PostgresRow] = []
-            for try await row in try await c.query(query, logger: self.logger) { rows.append(row) }
-            return rows
-        }
+        try await withConnection { c in try await c.query(query, logger: self.logger).collect() }
     }
 
-    /// Fails fast while down; bounds the wait for a connection; notices outages.
     /// Fails fast while down; bounds the wait for a connection and the whole operation;
     /// notices outages.
     ///

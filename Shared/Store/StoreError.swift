@@ -43,8 +43,8 @@ struct OpaqueStoreFailure: Error {}
 /// a correlation id. Services catch the violations they expect and name the field themselves.
 extension PSQLError: RPCErrorConvertible, DiagnosticCode {
     public var rpcError: RPCError {
-        if Self.isConnectionTrouble(code) {
-            return StoreError.unavailable("the connection to PostgreSQL failed").rpcError
+        if meansServerDown {
+            return StoreError.unavailable("the connection to PostgreSQL failed (\(diagnosticCode))").rpcError
         }
         guard code == .server, let state = serverInfo?[.sqlState] else { return RPCError(mapping: OpaqueStoreFailure()) }
         let constraint = serverInfo?[.constraintName].map { " (\($0))" } ?? ""
@@ -62,8 +62,8 @@ extension PSQLError: RPCErrorConvertible, DiagnosticCode {
         case "57014":
             return RPCError(.deadlineExceeded, "the database query was cancelled at its deadline")
         default:
-            if state.hasPrefix("08") || state.hasPrefix("53") || ["57P01", "57P02", "57P03"].contains(state) {
-                return StoreError.unavailable("PostgreSQL is shutting down or out of resources (\(state))").rpcError
+            if state.hasPrefix("53") {
+                return StoreError.unavailable("PostgreSQL is out of resources (\(state))").rpcError
             }
             if state.hasPrefix("22") { return RPCError(.invalidArgument, "a value is not valid for its column") }
             return RPCError(mapping: OpaqueStoreFailure())
@@ -73,14 +73,12 @@ extension PSQLError: RPCErrorConvertible, DiagnosticCode {
     /// The SQLSTATE (or client-side code): safe to log, carries no values.
     public var diagnosticCode: String { serverInfo?[.sqlState] ?? "\(code)" }
 
-    static func isConnectionTrouble(_ code: Code) -> Bool {
-        [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed,
-         .sslUnsupported, .failedToAddSSLHandler].contains(code)
-    }
-
-    /// Whether the server itself is going away (admin shutdown, crash, connection failure).
+    /// Whether the server is unreachable or going away: a connection that failed or closed,
+    /// or SQLSTATE class 08 (connection exception) or 57P01-03 (shutdown, crash, starting up).
     var meansServerDown: Bool {
-        if Self.isConnectionTrouble(code) { return true }
+        let lost: [Code] = [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown,
+                            .poolClosed, .sslUnsupported, .failedToAddSSLHandler]
+        if lost.contains(code) { return true }
         guard let state = serverInfo?[.sqlState] else { return false }
         return state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state)
     }

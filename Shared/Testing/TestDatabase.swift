@@ -44,7 +44,7 @@ public struct TestDatabase: Sendable {
         }
         let cluster = EmbeddedPostgres(directory: clusterDirectory, databaseName: "postgres", logger: logger)
         let admin = try await cluster.start()
-        return Server(superuser: admin, passwords: Dictionary(uniqueKeysWithValues: try cluster.serviceURLs(admin: admin).map { ($0.key, $0.value.password ?? "") }))
+        return Server(superuser: admin, passwords: try cluster.servicePasswords())
     }
 
     public static var clusterDirectory: URL {

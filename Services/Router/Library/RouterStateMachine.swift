@@ -350,9 +350,7 @@ public struct RouterStateMachine: Sendable {
         workers[peer]!.inFlight.insert(token)
         workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
         inFlightDeadlines.insert(deadline: r.deadline + configuration.inFlightGraceNs, id: token)
-        if inFlightDeadlines.count > 4 * requests.count + 1_024 {
-            inFlightDeadlines.removeAll { requests[$0]?.worker == nil }
-        }
+        inFlightDeadlines.prune(live: requests.count) { requests[$0]?.worker != nil }
         stats.dispatched += 1
         var frames: [Data] = [Self.tokenFrame(token), Data(), headerFrame]
         frames.append(contentsOf: r.message)

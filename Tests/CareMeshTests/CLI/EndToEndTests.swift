@@ -1,5 +1,6 @@
 import CareMeshContracts
 import CareMeshRPC
+import CareMeshStore
 import CareMeshTesting
 import Foundation
 import Testing
@@ -14,7 +15,7 @@ enum StackChecks {
         config.defaultTimeout = .seconds(5)
         let client = RPCClient(configuration: config, logger: TestStack.quietLogger("e2e"))
         defer { client.close() }
-        for service in ["identity", "dispatch", "alerts", "messaging"] {
+        for service in Provisioner.services {
             let health = try await client.call(HealthMethods.check, service: service, request: .init())
             #expect(health.status == .serving, "\(service)")
             var pull = Caremesh_Events_V1_PullEventsRequest()

@@ -2,6 +2,7 @@ import AlertsService
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshRouter
+import CareMeshStore
 import CareMeshTesting
 import DispatchService
 import Foundation
@@ -85,7 +86,7 @@ struct BusTests {
         let client = TestStack.client(router)
         defer { client.close() }
         try await TestStack.withHosts(hosts) {
-            for name in ["identity", "dispatch", "alerts", "messaging"] {
+            for name in Provisioner.services {
                 try await TestStack.waitUntilServing(client, name)
                 let r = try await client.call(HealthMethods.check, service: name, request: .init())
                 #expect(r.status == .serving)

@@ -19,6 +19,12 @@ import Testing
         return m
     }
 
+    /// The producer: identity, serving its outbox through `router`.
+    func identity(_ router: Router, _ db: TestDatabase) async throws -> ServiceHost {
+        try await IdentityService.make(environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
+                                       logger: logger)
+    }
+
     func pull(_ client: RPCClient, after: Int64, limit: UInt32 = 100, waitMs: UInt32 = 0) async throws -> [Event] {
         var r = Caremesh_Events_V1_PullEventsRequest()
         r.after = after
@@ -33,9 +39,7 @@ import Testing
         let router = try TestStack.startRouter()
         defer { router.stop() }
         let db = try await TestDatabase.fresh("pull")
-        let host = try await IdentityService.make(
-            environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
-            logger: logger)
+        let host = try await identity(router, db)
         let client = TestStack.client(router)
         defer { client.close() }
         try await TestStack.withHosts([host]) {
@@ -80,9 +84,7 @@ import Testing
         let router = try TestStack.startRouter()
         defer { router.stop() }
         let db = try await TestDatabase.fresh("exchange")
-        let host = try await IdentityService.make(
-            environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
-            logger: logger)
+        let host = try await identity(router, db)
         let consumerEnv = db.environment.merging(["CAREMESH_LOG_LEVEL": "error"]) { $1 }
         let args = ["events-probe", "--source", "identity", "--schema", "dispatch", "--router", router.boundEndpoints.client]
         let caremesh = TestStack.binaries.appendingPathComponent("caremesh")

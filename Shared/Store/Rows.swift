@@ -1,0 +1,29 @@
+import PostgresNIO
+
+extension PostgresRowSequence {
+    /// Whether the statement returned any row (reads them all).
+    public func hasRows() async throws -> Bool {
+        var any = false
+        for try await _ in self { any = true }
+        return any
+    }
+
+    /// The first row's single column (nil without rows; reads them all).
+    public func first<T: PostgresDecodable & Sendable>(_ type: T.Type) async throws -> T? {
+        var value: T?
+        for try await v in decode(T.self) where value == nil { value = v }
+        return value
+    }
+}
+
+extension PostgresTransactionError {
+    /// What went wrong: the transaction body's own error first.
+    var cause: any Error { closureError ?? beginError ?? commitError ?? rollbackError ?? self }
+}
+
+/// An advisory-lock key for `name`: FNV-1a, the same in every process and build.
+func advisoryLockKey(_ name: String) -> Int64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return Int64(bitPattern: h)
+}
