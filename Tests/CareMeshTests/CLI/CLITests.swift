@@ -52,6 +52,11 @@ struct CLITests {
             let call = try await TestStack.run(caremesh, ["call", "identity", "/caremesh.health.v1.Health/Check", "{}"], environment: env)
             #expect(call.stdout.contains(#""status":"SERVING""#))
             // Its own PostgreSQL, schemas migrated on start.
+            // down N / up through the CLI, on the stack's own database.
+            let down = try await TestStack.run(caremesh, ["migrate", "identity", "down", "1"], environment: env)
+            #expect(down.status == 0 && down.stdout.contains("reverted 3"), "\(down.stdout)\(down.stderr)")
+            let reup = try await TestStack.run(caremesh, ["migrate", "identity", "up"], environment: env)
+            #expect(reup.status == 0 && reup.stdout.contains("applied 3"), "\(reup.stdout)\(reup.stderr)")
             let migrations = try await TestStack.run(caremesh, ["migrate", "identity", "status"], environment: env)
             #expect(migrations.status == 0, "\(migrations.stderr)")
             #expect(migrations.stdout.contains("0003 jobs") && !migrations.stdout.contains("pending"))
