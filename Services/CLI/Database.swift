@@ -8,18 +8,16 @@ import IdentityService
 import Logging
 import MessagingService
 
-/// The migrations of each service: the platform's, then its own.
+/// Each service's own migrations (its migrator adds the platform's before them).
 enum ServiceMigrations {
-    static func all(_ service: String) throws -> [Migration] {
-        let own: [Migration]
+    static func own(_ service: String) throws -> [Migration] {
         switch service {
-        case IdentityService.name: own = IdentityService.migrations
-        case DispatchService.name: own = DispatchService.migrations
-        case AlertsService.name: own = AlertsService.migrations
-        case MessagingService.name: own = MessagingService.migrations
+        case IdentityService.name: IdentityService.migrations
+        case DispatchService.name: DispatchService.migrations
+        case AlertsService.name: AlertsService.migrations
+        case MessagingService.name: MessagingService.migrations
         default: throw ValidationError("unknown service '\(service)': one of \(Provisioner.services.joined(separator: ", "))")
         }
-        return PlatformMigrations.all + own
     }
 }
 
@@ -48,11 +46,7 @@ enum LocalDatabase {
     }
 }
 
-func cliLogger(_ label: String) -> Logger {
-    var l = Logger(label: label)
-    l.logLevel = .warning
-    return l
-}
+func cliLogger(_ label: String) -> Logger { ServiceRunner.quietLogger(label) }
 
 /// `caremesh migrate SERVICE status|up|down N`.
 struct Migrate: AsyncParsableCommand {
@@ -73,7 +67,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let logger = cliLogger("caremesh.migrate")
-        let migrator = try Migrator(schema: service, migrations: try ServiceMigrations.all(service), logger: logger)
+        let migrator = try Migrator.forService(service, own: try ServiceMigrations.own(service), logger: logger)
         let url = try LocalDatabase.url(for: service, layout: StackLayout())
         do {
             switch action {

@@ -22,7 +22,7 @@ struct EventsProbe: AsyncParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let logger = Logger(label: "caremesh.events-probe")
         let url = try DatabaseURL.forService(schema, environment: env)
-        try await Migrator(schema: schema, migrations: PlatformMigrations.all, logger: logger).up(url)
+        try await Migrator.forService(schema, own: [], logger: logger).up(url)
         try await Store.withSingleConnection(url, logger: logger) { c in
             try await c.query("""
                 CREATE TABLE IF NOT EXISTS probe_effects (

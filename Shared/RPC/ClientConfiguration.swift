@@ -52,7 +52,8 @@ public struct CallOptions: Sendable {
 }
 
 extension Duration {
-    var nanoseconds: UInt64 {
+    /// The duration in whole nanoseconds (0 if negative).
+    public var nanoseconds: UInt64 {
         let (s, a) = components
         return s < 0 ? 0 : UInt64(s) * 1_000_000_000 + UInt64(a / 1_000_000_000)
     }

@@ -15,6 +15,13 @@ public enum ServiceRunner {
         }
     }
 
+    /// A logger that reports warnings and worse only (the CLI's own chatter, tests).
+    public static func quietLogger(_ label: String) -> Logger {
+        var l = Logger(label: label)
+        l.logLevel = .warning
+        return l
+    }
+
     public static func run(_ services: [any Service], logger: Logger) async throws {
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },

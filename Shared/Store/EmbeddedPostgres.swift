@@ -158,34 +158,17 @@ public struct EmbeddedPostgres: Sendable {
     /// A free loopback port: the one used before if it is still free, else a new one.
     private func choosePort() throws -> Int {
         if let text = try? String(contentsOf: portFile, encoding: .utf8),
-           let p = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), Self.isFree(p) {
+           let p = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), LoopbackPort.isFree(p) {
             return p
         }
         for _ in 0..<50 {
             let p = Int.random(in: 20_000...40_000)
-            if Self.isFree(p) {
+            if LoopbackPort.isFree(p) {
                 try String(p).write(to: portFile, atomically: true, encoding: .utf8)
                 return p
             }
         }
         throw StoreError.configuration("no free port for PostgreSQL")
-    }
-
-    static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        // As PostgreSQL binds: connections it closed linger in TIME_WAIT on its port after a
-        // stop, and must not make the port look taken (the services keep the URL they got).
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
     }
 
     private var isRoot: Bool { getuid() == 0 }
@@ -238,4 +221,35 @@ public struct EmbeddedPostgres: Sendable {
         return (code, String(decoding: data, as: UTF8.self))
     }
 
+}
+
+/// TCP ports on 127.0.0.1, found by binding a socket and closing it again.
+public enum LoopbackPort {
+    /// Whether `port` can be bound now. With SO_REUSEADDR, as PostgreSQL binds: connections it
+    /// closed linger in TIME_WAIT on its port after a stop, and must not make the port look
+    /// taken (the services keep the URL they got).
+    public static func isFree(_ port: Int) -> Bool { bind(port) != nil }
+
+    /// A port that was free a moment ago (the kernel's choice for port 0).
+    public static func ephemeral() -> Int { bind(0) ?? 0 }
+
+    /// Binds `port` (0: any), returns the port bound, closes the socket.
+    private static func bind(_ port: Int) -> Int? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+            }
+        }
+        return bound ? Int(UInt16(bigEndian: addr.sin_port)) : nil
+    }
 }

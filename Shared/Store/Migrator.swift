@@ -72,9 +72,13 @@ public struct Migrator: Sendable {
         self.logger = logger
     }
 
+    /// A service's migrator: the platform's migrations (outbox, event cursors, jobs), then its own.
+    public static func forService(_ schema: String, own: [Migration], logger: Logger) throws(StoreError) -> Migrator {
+        try Migrator(schema: schema, migrations: PlatformMigrations.all + own, logger: logger)
+    }
+
     /// The lock key: the same for every instance migrating this schema.
     var lockKey: Int64 { advisoryLockKey("caremesh.migrate.\(schema)") }
-
 
     public func status(_ url: DatabaseURL) async throws -> [Entry] {
         try await locked(url) { c in try await self.entries(c) }

@@ -26,7 +26,7 @@ public struct ServiceHost: Sendable {
     ) async throws -> ServiceHost {
         let url = try DatabaseURL.forService(name, environment: environment)
         let store = try await Store.connect(url: url, logger: logger)
-        let migrator = try Migrator(schema: name, migrations: PlatformMigrations.all + migrations, logger: logger)
+        let migrator = try Migrator.forService(name, own: migrations, logger: logger)
         if migrateOnStart(name, environment) {
             try await migrator.up(url)
         } else {

@@ -76,7 +76,7 @@ public final class Store: Service, Sendable {
         _ body: @Sendable (PostgresConnection) async throws -> R
     ) async throws -> R {
         var configuration = try url.connectionConfiguration()
-        configuration.options.connectTimeout = .milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        configuration.options.connectTimeout = .nanoseconds(Int64(timeout.nanoseconds))
         let connection: PostgresConnection
         do {
             connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)

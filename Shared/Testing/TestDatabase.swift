@@ -1,3 +1,4 @@
+import CareMeshRPC
 import CareMeshStore
 import Foundation
 import Logging
@@ -23,11 +24,7 @@ public struct TestDatabase: Sendable {
         return env
     }
 
-    public static let logger: Logger = {
-        var l = Logger(label: "caremesh.test.db")
-        l.logLevel = .warning
-        return l
-    }()
+    public static let logger = ServiceRunner.quietLogger("caremesh.test.db")
 
     /// The server: a superuser URL to its `postgres` database, plus the role passwords.
     struct Server: Sendable {
@@ -67,20 +64,6 @@ extension TestStack {
     /// Runs whole services (store, outbox, jobs, worker) around `body`, then shuts them down
     /// gracefully as SIGTERM would: workers drain first, the pool last.
     public static func withHosts<T: Sendable>(_ hosts: [ServiceHost], _ body: @Sendable () async throws -> T) async throws -> T {
-        let group = ServiceGroup(configuration: .init(services: hosts.flatMap(\.services).map { .init(service: $0) },
-                                                      logger: quietLogger("hosts")))
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            do {
-                let result = try await body()
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
-                return result
-            } catch {
-                await group.triggerGracefulShutdown()
-                try? await tasks.waitForAll()
-                throw error
-            }
-        }
+        try await withServices(hosts.flatMap(\.services), body)
     }
 }

@@ -1,8 +1,10 @@
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshRouter
+import CareMeshStore
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 import ZMQ
 
@@ -47,19 +49,28 @@ public enum TestStack {
         return c
     }
 
-    /// Runs `worker` while `body` runs, then shuts it down gracefully and waits for it.
+    /// Runs `workers` while `body` runs, then shuts them down gracefully and waits for them.
     public static func withWorkers<T: Sendable>(_ workers: [ServiceWorker],
                                                 _ body: @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for w in workers { group.addTask { try await w.run() } }
+        try await withServices(workers, body)
+    }
+
+    /// Runs `services` in a `ServiceGroup` while `body` runs, then shuts them down gracefully
+    /// (in reverse order, as SIGTERM would) and waits for them.
+    public static func withServices<T: Sendable>(_ services: [any Service],
+                                                 _ body: @Sendable () async throws -> T) async throws -> T {
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
+                                                      logger: quietLogger("services")))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
             do {
                 let result = try await body()
-                for w in workers { w.beginGracefulShutdown() }
-                try await group.waitForAll()
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
                 return result
             } catch {
-                for w in workers { w.beginGracefulShutdown() }
-                try? await group.waitForAll()
+                await group.triggerGracefulShutdown()
+                try? await tasks.waitForAll()
                 throw error
             }
         }
@@ -86,12 +97,22 @@ public enum TestStack {
         throw RPCError(.unavailable, "\(service) did not become healthy in time")
     }
 
-    /// A logger that only reports warnings (tests stay readable).
-    public static func quietLogger(_ label: String) -> Logger {
-        var l = Logger(label: "test.\(label)")
-        l.logLevel = .warning
-        return l
+    /// `body`'s result once it stops throwing, retrying every 50 ms up to `timeout` (then
+    /// its last error).
+    public static func eventually<T: Sendable>(timeout: Duration = .seconds(10),
+                                               _ body: () async throws -> T) async throws -> T {
+        let clock = ContinuousClock()
+        let until = clock.now + timeout
+        while true {
+            do { return try await body() } catch {
+                if clock.now >= until { throw error }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
+
+    /// A logger that only reports warnings (tests stay readable).
+    public static func quietLogger(_ label: String) -> Logger { ServiceRunner.quietLogger("test.\(label)") }
 
     /// The folder of the built executables (router, caremesh, identity, …): beside the test bundle.
     public static var binaries: URL {
@@ -168,22 +189,7 @@ public final class RawPeer {
 
 extension TestStack {
     /// A loopback TCP port that was free a moment ago (bind to 0, read it back, close).
-    public static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
+    public static func freePort() -> Int { LoopbackPort.ephemeral() }
 
     /// The Python with majortomo, protobuf and pyzmq that scripts/test.sh installs in .venv
     /// (or `$CAREMESH_PYTHON`).

@@ -250,8 +250,7 @@ public struct RouterStateMachine: Sendable {
         guard var frame = body.first, let header = try? RequestHeaderView(serializedBytes: frame, options: Self.viewOptions) else {
             return malformed(0)
         }
-        var size = 0
-        for f in body { size += f.count }
+        let size = Self.size(of: body)
         if size > configuration.maxMessageSize {
             stats.oversized += 1
             let error = RPCError.router(.resourceExhausted,
@@ -419,23 +418,18 @@ public struct RouterStateMachine: Sendable {
             if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
         case .workerReply(let final, let client, let body):
             guard let token = Self.token(client), let r = requests[token], r.worker == peer else {
-                if final, let token = Self.token(client), workers[peer]?.inFlight.remove(token) != nil {
+                if final, let token = Self.token(client), workers[peer]?.inFlight.contains(token) == true {
                     // The reply to a call the router already answered (EXPIRED_IN_WORKER):
                     // dropped, and the worker's slot is free again.
                     stats.lateReplies += 1
-                    if workers[peer]!.draining {
-                        if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
-                    } else {
-                        dispatchQueued(workers[peer]!.service, now: now, into: &actions)
-                    }
+                    freeSlot(token, of: peer, now: now, into: &actions)
                 } else {
                     stats.staleReplies += 1
                 }
                 return
             }
             var out = body
-            var size = 0
-            for f in body { size += f.count }
+            let size = Self.size(of: body)
             if size > configuration.maxMessageSize {
                 stats.oversized += 1
                 let error = RPCError.router(.resourceExhausted,
@@ -447,13 +441,26 @@ public struct RouterStateMachine: Sendable {
             guard final else { return }
             stats.replies += 1
             requests[token] = nil
-            workers[peer]!.inFlight.remove(token)
-            if workers[peer]!.draining {
-                if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
-            } else {
-                dispatchQueued(r.service, now: now, into: &actions)
-            }
+            freeSlot(token, of: peer, now: now, into: &actions)
         }
+    }
+
+    /// A worker's call `token` is over: a draining worker is forgotten once it holds nothing,
+    /// any other takes the next queued request of its service.
+    private mutating func freeSlot(_ token: UInt64, of peer: PeerAddress, now: UInt64, into actions: inout [Action]) {
+        workers[peer]!.inFlight.remove(token)
+        if workers[peer]!.draining {
+            if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+        } else {
+            dispatchQueued(workers[peer]!.service, now: now, into: &actions)
+        }
+    }
+
+    /// All frames' bytes together (what the message size limit counts).
+    static func size(of frames: [Data]) -> Int {
+        var size = 0
+        for f in frames { size += f.count }
+        return size
     }
 
     /// Forgets a worker; with `lost`, each caller it held gets `UNAVAILABLE`.
