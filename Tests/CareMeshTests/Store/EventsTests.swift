@@ -79,6 +79,43 @@ import Testing
         }
     }
 
+    @Test("a failing handler is retried with backoff and never skipped: nothing behind it is applied first")
+    func failingHandlerHoldsTheLine() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh("retry")
+        let host = try await identity(router, db)
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
+        let store = try await Store.connect(url: db.url("alerts"), logger: logger)
+        let applied = AppliedLog()
+        let consumer = EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, _ in
+            let name = try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service
+            // "b" fails twice (a downstream outage), then goes through.
+            if name == "b" && applied.failOnce(limit: 2) { throw RPCError(.unavailable, "downstream is down") }
+            applied.append(name)
+        }
+        let last = try await TestStack.withHosts([host]) {
+            try await TestStack.waitUntilServing(client, "identity")
+            try await host.store.withTransaction { c in
+                for n in ["a", "b", "c"] { try await host.outbox.append(event(n), key: n, on: c) }
+            }
+            try await TestStack.withServices([store, consumer]) {
+                _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                    if applied.names.count < 3 { throw RPCError(.unavailable, "not yet") }
+                }
+            }
+            return try await pull(client, after: 0).last?.seq
+        }
+        #expect(applied.names == ["a", "b", "c"])
+        #expect(applied.failures == 2)
+        let cursor = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+            try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: logger).first(Int64.self)
+        }
+        #expect(cursor == last)
+    }
+
     @Test("10k events to a consumer killed and restarted at random: each applied once, in order per key", .timeLimit(.minutes(4)))
     func exchangeUnderKills() async throws {
         let router = try TestStack.startRouter()
@@ -166,5 +203,21 @@ final class ProcessSlot: @unchecked Sendable {
             lock.withLock { killed += 1 }
         }
         _ = replace(with: fresh)
+    }
+}
+
+/// What a consumer's handler did, in order (shared with its @Sendable closure).
+final class AppliedLog: Sendable {
+    private let state = Mutex<(names: [String], failures: Int)>(([], 0))
+    var names: [String] { state.withLock { $0.names } }
+    var failures: Int { state.withLock { $0.failures } }
+    func append(_ name: String) { state.withLock { $0.names.append(name) } }
+    /// True (and counted) while fewer than `limit` failures were made.
+    func failOnce(limit: Int) -> Bool {
+        state.withLock { s in
+            guard s.failures < limit else { return false }
+            s.failures += 1
+            return true
+        }
     }
 }
