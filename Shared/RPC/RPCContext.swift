@@ -31,6 +31,18 @@ public struct RPCContext: Sendable {
     /// The caller's idempotency key, if it gave one.
     public var idempotencyKey: String? { metadata["idempotency-key"] }
 
+    /// How long before the deadline a handler should have its answer, so the reply still
+    /// reaches the caller in time (200 ms).
+    public static let replyMarginNs: UInt64 = 200_000_000
+
+    /// When the handler's work should be done: the deadline less the reply margin (never
+    /// before half the time that was left when asked).
+    public var answerBy: UInt64 {
+        let now = monotonicNanos()
+        guard deadline > now else { return deadline }
+        return deadline - min(Self.replyMarginNs, (deadline - now) / 2)
+    }
+
     /// Milliseconds left before the deadline (0 when passed).
     public var remainingMs: UInt64 {
         let now = monotonicNanos()

@@ -73,9 +73,7 @@ public final class Outbox: Service, Sendable {
         let limit = request.limit == 0 ? 100 : Int(request.limit)
         guard limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "at most 1000") }
         // Leave time for the answer to travel back before the caller's deadline.
-        let margin: UInt64 = 200_000_000
-        let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000,
-                          context.deadline > margin ? context.deadline - margin : 0)
+        let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000, context.answerBy)
         var response = Caremesh_Events_V1_PullEventsResponse()
         while true {
             let seen = changes.generation

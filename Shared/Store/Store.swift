@@ -183,8 +183,8 @@ public final class Store: Service, Sendable {
     /// notices outages.
     ///
     /// The operation runs in its own task, and the caller waits for whichever comes first: its
-    /// result, no connection within `acquireTimeout`, or `operationTimeout` (or the RPC's
-    /// deadline, if sooner). postgres-nio 1.33 never completes a query written to a
+    /// result, no connection within `acquireTimeout`, or `operationTimeout` (in a handler,
+    /// `RPCContext.answerBy`, just before the RPC's deadline, if sooner). postgres-nio 1.33 never completes a query written to a
     /// connection the server has just closed, and ignores cancellation there (the write's
     /// failure is dropped), so an operation caught by a server-side disconnect could hang for
     /// ever: the caller gets UNAVAILABLE instead and the stuck task is left behind, cancelled.
@@ -192,9 +192,12 @@ public final class Store: Service, Sendable {
         if isDown { throw StoreError.unavailable("PostgreSQL is not reachable") }
         let leased = LeaseFlag()
         var limit = operationTimeout
-        if let deadline = RPCContext.current?.deadline {
+        if let answerBy = RPCContext.current?.answerBy {
+            // Give up before the caller's deadline, so a query stuck on a connection the
+            // server dropped ends as UNAVAILABLE that reaches the caller, not as the worker's
+            // DEADLINE_EXCEEDED racing it.
             let now = monotonicNanos()
-            limit = min(limit, .nanoseconds(Int64(deadline > now ? deadline - now : 0)))
+            limit = min(limit, .nanoseconds(Int64(answerBy > now ? answerBy - now : 0)))
         }
         let outcome = FirstOutcome<R>()
         let work = Task { outcome.settle(await Result(catching: { try await operation(leased) })) }
