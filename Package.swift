@@ -71,9 +71,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The MDP/0.2 broker.
+        // Access tokens: EdDSA JWTs, signed by identity, verified by the router.
+        .target(
+            name: "CareMeshAuth",
+            dependencies: ["CareMeshContracts", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Shared/Auth",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "CareMeshRouter",
-            dependencies: ["CareMeshRPC", "ZMQ", "CareMeshContracts",
+            dependencies: ["CareMeshRPC", "ZMQ", "CareMeshContracts", "CareMeshAuth",
                            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
@@ -84,7 +91,7 @@ let package = Package(
         .executableTarget(name: "RouterMain", dependencies: ["CareMeshRouter"],
                           path: "Services/Router/Main", swiftSettings: swiftSettings),
         // Domain services: a library each, plus a thin main.
-        .target(name: "IdentityService", dependencies: ["CareMeshRPC", "CareMeshStore",
+        .target(name: "IdentityService", dependencies: ["CareMeshRPC", "CareMeshStore", "CareMeshAuth",
                                                  .product(name: "Crypto", package: "swift-crypto"),
                                                  .product(name: "CryptoExtras", package: "swift-crypto")],
                 path: "Services/Identity/Library", swiftSettings: swiftSettings),
@@ -127,6 +134,7 @@ let package = Package(
         .testTarget(
             name: "CareMeshTests",
             dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "CareMeshStore", "ZMQ",
+                           "CareMeshAuth", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "PostgresNIO", package: "postgres-nio"),
                            "IdentityService", "DispatchService", "AlertsService", "MessagingService"],
             path: "Tests/CareMeshTests",

@@ -42,6 +42,41 @@ def swift_type(full_name):
     return "_".join([up(p) for p in pkg] + names)
 
 
+def varint(data, i):
+    shift = value = 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def access(options):
+    """The `(caremesh.rpc.v1.access)` option (field 50001, an enum) read from the raw bytes:
+    the extension is not registered in this script's descriptor pool, so it stays unknown."""
+    data = options.SerializeToString()
+    i, found = 0, 0
+    while i < len(data):
+        key, i = varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(data, i)
+            if field == 50001:
+                found = value
+        elif wire == 2:
+            n, i = varint(data, i)
+            i += n
+        elif wire == 5:
+            i += 4
+        elif wire == 1:
+            i += 8
+        else:
+            raise SystemExit("unexpected wire type %d in method options" % wire)
+    return {0: ".authenticated", 1: ".public"}[found]
+
+
 def lower_first(s):
     return s[:1].lower() + s[1:]
 
@@ -81,7 +116,8 @@ def main():
                 lines.append("    /// `%s`" % path)
                 lines.append("    public static let %s = RPCMethod<%s, %s>(" % (
                     lower_first(m.name), swift_type(m.input_type), swift_type(m.output_type)))
-                lines.append('        path: "%s", serviceName: %s, idempotency: %s)' % (path, default_service, level))
+                lines.append('        path: "%s", serviceName: %s, idempotency: %s, access: %s)' % (
+                    path, default_service, level, access(m.options)))
                 registry.append("%s.%s" % (enum, lower_first(m.name)))
             lines.append("    /// Every method above, for registries.")
             names = ", ".join("%s.erased" % r.split(".")[1] for r in registry if r.startswith(enum + "."))

@@ -19,6 +19,25 @@ struct StackLayout {
     var supervisorPID: URL { run.appendingPathComponent("supervisor.pid") }
     func log(_ name: String) -> URL { logs.appendingPathComponent("\(name).log") }
 
+    /// Identity's key-encryption key for this stack: 32 random bytes (base64), made once and
+    /// kept in `$CAREMESH_HOME/identity-kek` (0600). It seals the token-signing keys stored in
+    /// the database, so it must outlive restarts.
+    func identityKeyEncryptionKey() throws -> String {
+        let file = home.appendingPathComponent("identity-kek")
+        if let text = try? String(contentsOf: file, encoding: .utf8) {
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var g = SystemRandomNumberGenerator()
+        for i in bytes.indices { bytes[i] = g.next() }
+        let key = Data(bytes).base64EncodedString()
+        guard FileManager.default.createFile(atPath: file.path, contents: Data(key.utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteUnknown)
+        }
+        return key
+    }
+
     func prepare() throws {
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)

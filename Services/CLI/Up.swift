@@ -54,6 +54,9 @@ struct Up: AsyncParsableCommand {
                 do { try cluster.stop() } catch { writeError("caremesh: \(error)") }
             }
         }
+        if (env["IDENTITY_KEY_ENCRYPTION_KEY"] ?? "").isEmpty {
+            env["IDENTITY_KEY_ENCRYPTION_KEY"] = try layout.identityKeyEncryptionKey()
+        }
         let supervisor = Supervisor(layout: layout, environment: env)
         do {
             for name in ["router"] + StackLayout.services {

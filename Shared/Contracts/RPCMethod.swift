@@ -13,6 +13,14 @@ public enum Idempotency: Sendable, Hashable {
     public var isSafeToRetry: Bool { self != .unknown }
 }
 
+/// Who may call a method, from the proto's `(caremesh.rpc.v1.access)` option.
+public enum Access: Sendable, Hashable {
+    /// The default: the router lets the call through only with a valid access token.
+    case authenticated
+    /// `PUBLIC`: reachable without a token (sign-in, signing keys, health).
+    case `public`
+}
+
 /// One RPC method of a contract, with its request and response types.
 ///
 /// Generated for every `rpc` in `proto/` (see `Methods.swift`); code names methods through
@@ -26,16 +34,18 @@ public struct RPCMethod<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.
     /// The MDP service that serves it; nil for methods every worker serves (health).
     public let serviceName: String?
     public let idempotency: Idempotency
+    public let access: Access
 
-    public init(path: String, serviceName: String?, idempotency: Idempotency) {
+    public init(path: String, serviceName: String?, idempotency: Idempotency, access: Access = .authenticated) {
         self.path = path
         self.serviceName = serviceName
         self.idempotency = idempotency
+        self.access = access
     }
 
     /// The method without its types, for registries and JSON callers.
     public var erased: AnyRPCMethod {
-        AnyRPCMethod(path: path, serviceName: serviceName, idempotency: idempotency,
+        AnyRPCMethod(path: path, serviceName: serviceName, idempotency: idempotency, access: access,
                      requestType: Request.self, responseType: Response.self)
     }
 }
@@ -46,6 +56,7 @@ public struct AnyRPCMethod: Sendable {
     public let path: String
     public let serviceName: String?
     public let idempotency: Idempotency
+    public let access: Access
     public let requestType: any SwiftProtobuf.Message.Type
     public let responseType: any SwiftProtobuf.Message.Type
 

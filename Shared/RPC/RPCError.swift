@@ -27,12 +27,17 @@ public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// `INVALID_ARGUMENT` naming the field.
     public static func invalidArgument(field: String, _ description: String) -> RPCError {
+        RPCError(.invalidArgument, "\(field): \(description)", details: [fieldDetail(field, description)])
+    }
+
+    /// A `BadRequest` detail naming one field (also for `ALREADY_EXISTS` of a unique field).
+    public static func fieldDetail(_ field: String, _ description: String) -> ErrorDetail {
         var v = Caremesh_Rpc_V1_FieldViolation()
         v.field = field
         v.description_p = description
         var d = ErrorDetail()
         d.badRequest.fieldViolations = [v]
-        return RPCError(.invalidArgument, "\(field): \(description)", details: [d])
+        return d
     }
 
     public var description: String { "\(code.name) (\(code.rawValue)): \(message)" }
@@ -197,5 +202,36 @@ extension SwiftProtobuf.Message {
     @inline(__always) public func wireBytes() -> Data {
         // Serializing a message we built cannot fail (no required fields in proto3).
         (try? serializedBytes() as Data) ?? Data()
+    }
+}
+
+/// Collects what is wrong with a request, field by field, so the caller hears about every bad
+/// field at once: `INVALID_ARGUMENT` with a `BadRequest` naming each.
+public struct FieldViolations: Sendable {
+    public private(set) var violations: [Caremesh_Rpc_V1_FieldViolation] = []
+
+    public init() {}
+
+    public mutating func add(_ field: String, _ description: String) {
+        var v = Caremesh_Rpc_V1_FieldViolation()
+        v.field = field
+        v.description_p = description
+        violations.append(v)
+    }
+
+    /// Adds `description` for `field` unless `ok`.
+    public mutating func check(_ ok: Bool, _ field: String, _ description: @autoclosure () -> String) {
+        if !ok { add(field, description()) }
+    }
+
+    public var isEmpty: Bool { violations.isEmpty }
+
+    /// Throws `INVALID_ARGUMENT` if anything was added.
+    public func throwIfAny() throws(RPCError) {
+        guard !violations.isEmpty else { return }
+        var d = ErrorDetail()
+        d.badRequest.fieldViolations = violations
+        let summary = violations.map { "\($0.field): \($0.description_p)" }.joined(separator: "; ")
+        throw RPCError(.invalidArgument, summary, details: [d])
     }
 }

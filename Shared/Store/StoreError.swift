@@ -90,3 +90,13 @@ extension ConnectionPoolError: RPCErrorConvertible {
             : StoreError.unavailable("no database connection could be made").rpcError
     }
 }
+
+extension PSQLError {
+    /// The SQLSTATE and constraint of a constraint violation (class 23), so a service can
+    /// name the field a unique or check constraint guards.
+    public static func violation(in error: any Error) -> (sqlState: String, constraint: String)? {
+        guard let e = error as? PSQLError, e.code == .server, let state = e.serverInfo?[.sqlState],
+              state.hasPrefix("23") else { return nil }
+        return (state, e.serverInfo?[.constraintName] ?? "")
+    }
+}

@@ -17,14 +17,21 @@ public struct TestDatabase: Sendable {
 
     public func url(_ service: String) -> DatabaseURL { services[service]! }
 
-    /// Environment a service process would get: `<SERVICE>_DATABASE_URL` for each.
+    /// Environment a service process would get: `<SERVICE>_DATABASE_URL` for each, and
+    /// identity's key-encryption key (one per test process) with a cheaper scrypt cost
+    /// (N = 2^14) so sign-in tests do not spend seconds hashing.
     public var environment: [String: String] {
-        var env: [String: String] = [:]
+        var env: [String: String] = ["IDENTITY_KEY_ENCRYPTION_KEY": Self.keyEncryptionKey, "IDENTITY_SCRYPT_LN": "14"]
         for (s, u) in services { env["\(s.uppercased())_DATABASE_URL"] = u.urlString }
         return env
     }
 
     public static let logger = ServiceRunner.quietLogger("caremesh.test.db")
+
+    static let keyEncryptionKey: String = {
+        var g = SystemRandomNumberGenerator()
+        return Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }).base64EncodedString()
+    }()
 
     /// The server: a superuser URL to its `postgres` database, plus the role passwords.
     struct Server: Sendable {

@@ -12,10 +12,15 @@ import ZMQ
 /// clients pointed at it. Real ZeroMQ sockets; nothing is mocked.
 public enum TestStack {
     /// A router configuration on `tcp://127.0.0.1:*` with fast heartbeats for tests.
+    ///
+    /// Authentication is disabled unless asked for: most suites test the bus alone, with no
+    /// identity service to sign tokens (identity's own suites turn it on).
     public static func routerConfiguration(heartbeatMs: UInt64 = 100, liveness: UInt64 = 3,
                                            clientEndpoint: String = "tcp://127.0.0.1:*",
-                                           workerEndpoint: String = "tcp://127.0.0.1:*") -> RouterConfiguration {
+                                           workerEndpoint: String = "tcp://127.0.0.1:*",
+                                           authentication: RouterStateMachine.Authentication = .disabled) -> RouterConfiguration {
         var c = RouterConfiguration()
+        c.dispatch.authentication = authentication
         c.clientEndpoint = clientEndpoint
         c.workerEndpoint = workerEndpoint
         c.dispatch.heartbeatIntervalNs = heartbeatMs * 1_000_000

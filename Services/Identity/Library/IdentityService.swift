@@ -4,20 +4,40 @@ import CareMeshStore
 import Foundation
 import Logging
 
-/// The identity service: a worker of MDP service "identity" that owns schema `identity`. Its domain arrives
-/// with its own issue; today it migrates its schema (the platform's outbox, event cursors and
-/// jobs), serves `Events.Pull` and health.
+/// The identity service: a worker of MDP service "identity" that owns schema `identity`:
+/// accounts, sessions and signing keys, credentials and verification, suspicious activity,
+/// the people CareMesh serves (PHI) and their audit trail.
 public enum IdentityService {
     /// The MDP service name, and the name of its schema.
     public static let name = IdentityMethods.serviceName!
 
     /// The schema's own migrations (after the platform's).
-    public static let migrations: [Migration] = []
+    public static let migrations: [Migration] = IdentityMigrations.all
 
     /// Store, migrations, outbox, jobs and worker, configured from the environment
-    /// (`IDENTITY_DATABASE_URL` or `DATABASE_URL`; see `WorkerConfiguration` for the bus).
+    /// (`IDENTITY_DATABASE_URL` or `DATABASE_URL`; `IdentityConfiguration` for identity's own
+    /// keys; `WorkerConfiguration` for the bus).
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.identity")) async throws -> ServiceHost {
-        try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger)
+        let configuration = try IdentityConfiguration(environment: environment)
+        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
+                                          handlers: { store, outbox in
+            handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
+        })
+    }
+
+    static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
+        let keyring = Keyring(configuration: configuration, store: store, logger: logger)
+        let accounts = Accounts(store: store, outbox: outbox, keyring: keyring, configuration: configuration, logger: logger)
+        var h = RPCHandlers()
+        h.register(IdentityMethods.register) { r, _ in try await accounts.register(r) }
+        h.register(IdentityMethods.login) { r, _ in try await accounts.login(r) }
+        h.register(IdentityMethods.refresh) { r, _ in try await accounts.refresh(r) }
+        h.register(IdentityMethods.getSigningKeys) { _, _ in try await keyring.signingKeysResponse() }
+        h.register(IdentityMethods.logout) { _, ctx in try await accounts.logout(ctx) }
+        h.register(IdentityMethods.logoutEverywhere) { _, ctx in try await accounts.logoutEverywhere(ctx) }
+        h.register(IdentityMethods.whoAmI) { _, ctx in try await accounts.whoAmI(ctx) }
+        h.register(IdentityMethods.updateProfile) { r, ctx in try await accounts.updateProfile(r, ctx) }
+        return h
     }
 }

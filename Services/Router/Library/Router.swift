@@ -1,4 +1,7 @@
+import CareMeshAuth
+import CareMeshContracts
 import CareMeshRPC
+import Crypto
 import Foundation
 import Logging
 import Metrics
@@ -22,10 +25,16 @@ public final class Router: Service, Sendable {
     private let snapshot = Mutex(RouterStateMachine.Stats())
     private let extraCounters = Mutex(IOCounters())
     private let endpoints = Mutex<(client: String, worker: String)>(("", ""))
+    /// Signing keys fetched from identity, waiting for the I/O thread to take them.
+    private let fetchedKeys = Mutex<[String: Curve25519.Signing.PublicKey]?>(nil)
+    /// Set by the I/O thread when a token names an unknown key: fetch again soon.
+    private let keysWanted = Atomic<Bool>(false)
+    private let knownKeys = Mutex<Set<String>>([])
 
     struct Control {
         var stopping = false
         var thread: IOThread?
+        var keyFetcher: Task<Void, Never>?
     }
 
     /// Send failures and loop counters kept by the I/O layer.
@@ -45,6 +54,8 @@ public final class Router: Service, Sendable {
     public var ioCounters: IOCounters { extraCounters.withLock { $0 } }
     /// The endpoints actually bound (a `*` port resolved).
     public var boundEndpoints: (client: String, worker: String) { endpoints.withLock { $0 } }
+    /// The ids of the signing keys tokens are verified with now.
+    public var signingKeyIDs: Set<String> { knownKeys.withLock { $0 } }
 
     /// Binds both sockets and starts the I/O thread; throws if a bind fails.
     public func start() throws {
@@ -57,11 +68,21 @@ public final class Router: Service, Sendable {
             thread.join()
             throw error
         }
+        if configuration.dispatch.authentication == .required {
+            let fetcher = Task { await self.fetchSigningKeys() }
+            control.withLock { $0.keyFetcher = fetcher }
+        } else {
+            logger.warning("router authentication is disabled: no access token is checked (tests only)")
+        }
     }
 
     /// Asks the I/O thread to stop without waiting for it.
     public func requestStop() {
-        control.withLock { $0.stopping = true }
+        let fetcher = control.withLock { c -> Task<Void, Never>? in
+            c.stopping = true
+            return c.keyFetcher
+        }
+        fetcher?.cancel()
         wake.signal()
     }
 
@@ -146,6 +167,11 @@ public final class Router: Service, Sendable {
             let timeout = wakeAt == .max ? 250 : Int(min(250, wakeAt > now ? (wakeAt - now + 999_999) / 1_000_000 : 0))
             let ready = poller.pollMask(timeoutMs: timeout)
             if ready & 0b100 != 0 { wake.drain() }
+            if let keys = fetchedKeys.withLock({ k in defer { k = nil }; return k }) {
+                machine.setSigningKeys(keys)
+                let ids = machine.signingKeyIDs
+                knownKeys.withLock { $0 = ids }
+            }
             for index in 0..<2 where ready & (1 << UInt64(index)) != 0 {
                 for _ in 0..<512 {
                     guard let frames = try? sockets[index].receive() else { break }
@@ -168,6 +194,10 @@ public final class Router: Service, Sendable {
             }
             machine.tick(now: monotonicNanos(), into: &actions)
             flush()
+            if machine.wantsSigningKeys {
+                machine.wantsSigningKeys = false
+                keysWanted.store(true, ordering: .relaxed)
+            }
             if machine.stats.malformed != lastMalformed {
                 malformed.increment(by: machine.stats.malformed - lastMalformed)
                 lastMalformed = machine.stats.malformed
@@ -182,6 +212,55 @@ public final class Router: Service, Sendable {
         frontend.close()
         backend.close()
         logger.info("router stopped")
+    }
+
+    // MARK: - Signing keys
+
+    /// Keeps the router's copy of identity's public keys fresh: fetched by RPC through the
+    /// router's own client socket at start, then every `max_age_seconds` (bounded to
+    /// 5 s…5 min), and at most every 2 s when a token names a key the router does not know
+    /// (identity publishes a new key before it signs with it, so that is rare).
+    private func fetchSigningKeys() async {
+        var endpoint = boundEndpoints.client
+        endpoint = endpoint.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:")
+        var config = ClientConfiguration(endpoint: endpoint)
+        config.maxAttempts = 1
+        let client = RPCClient(configuration: config, logger: logger)
+        defer { client.close() }
+        var failures = 0
+        while !Task.isCancelled {
+            var nextNs: UInt64
+            do {
+                let reply = try await client.call(IdentityMethods.getSigningKeys, request: .init(),
+                                                  options: .init(timeout: .seconds(2)))
+                let keys = TokenVerifier.keys(from: reply)
+                let changed = Set(keys.keys) != signingKeyIDs
+                fetchedKeys.withLock { $0 = keys }
+                wake.signal()
+                if changed {
+                    logger.info("router signing keys updated", metadata: ["kids": "\(keys.keys.sorted())"])
+                }
+                failures = 0
+                nextNs = UInt64(min(300, max(5, reply.maxAgeSeconds))) * 1_000_000_000
+            } catch {
+                failures += 1
+                if failures == 1 || failures % 60 == 0 {
+                    logger.warning("router could not fetch identity's signing keys", metadata: [
+                        "code": "\(error.code.name)", "attempts": "\(failures)",
+                    ])
+                }
+                nextNs = min(5_000_000_000, 250_000_000 << UInt64(min(failures - 1, 5)))
+            }
+            // Sleep until the next refresh, or until a token names an unknown key.
+            let started = monotonicNanos()
+            let earliest = started + 2_000_000_000
+            while !Task.isCancelled {
+                let now = monotonicNanos()
+                if now - started >= nextNs { break }
+                if failures == 0, now >= earliest, keysWanted.exchange(false, ordering: .relaxed) { break }
+                try? await Task.sleep(nanoseconds: 100_000_000)
+            }
+        }
     }
 
     private func makeSocket(_ context: ZMQContext, _ endpoint: String) throws -> ZMQSocket {

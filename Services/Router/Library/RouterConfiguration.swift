@@ -17,7 +17,8 @@ public struct RouterConfiguration: Sendable {
     /// Reads the environment. Keys (all optional):
     /// `CAREMESH_ROUTER_CLIENT_ENDPOINT`, `CAREMESH_ROUTER_WORKER_ENDPOINT`,
     /// `CAREMESH_HEARTBEAT_MS`, `CAREMESH_LIVENESS`, `CAREMESH_MAX_QUEUE`,
-    /// `CAREMESH_MAX_MESSAGE_BYTES`, `CAREMESH_DEFAULT_TIMEOUT_MS`.
+    /// `CAREMESH_MAX_MESSAGE_BYTES`, `CAREMESH_DEFAULT_TIMEOUT_MS`, `CAREMESH_ROUTER_AUTH`
+    /// (`required`, the default, or `disabled`: tests of the bus alone, never a deployment).
     public init(environment env: [String: String]) {
         self.init()
         if let v = env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] { clientEndpoint = v }
@@ -27,5 +28,6 @@ public struct RouterConfiguration: Sendable {
         if let v = env["CAREMESH_MAX_QUEUE"].flatMap(Int.init) { dispatch.maxQueuePerService = v }
         if let v = env["CAREMESH_MAX_MESSAGE_BYTES"].flatMap(Int.init) { dispatch.maxMessageSize = v }
         if let v = env["CAREMESH_DEFAULT_TIMEOUT_MS"].flatMap(UInt32.init) { dispatch.defaultTimeoutMs = v }
+        if env["CAREMESH_ROUTER_AUTH"]?.lowercased() == "disabled" { dispatch.authentication = .disabled }
     }
 }

@@ -1,5 +1,7 @@
+import CareMeshAuth
 import CareMeshContracts
 import CareMeshRPC
+import Crypto
 import Foundation
 import SwiftProtobuf
 
@@ -47,8 +49,24 @@ public struct RouterStateMachine: Sendable {
         /// answers DEADLINE_EXCEEDED itself (a CareMesh worker answers at deadline + 1 s; a
         /// plain MDP worker may never). The worker's slot stays taken until it does reply.
         public var inFlightGraceNs: UInt64 = 2_000_000_000
+        /// Whether calls need an access token (see `Authentication`).
+        public var authentication = Authentication.required
+        /// The methods reachable without a token: those the contracts mark PUBLIC.
+        public var publicMethods: Set<String> = Set(allRPCMethods.filter { $0.access == .public }.map(\.path))
+        /// Wall-clock seconds since the Unix epoch, for token expiry (replaceable in tests).
+        public var wallClock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
 
         public init() {}
+    }
+
+    /// How the router treats access tokens.
+    public enum Authentication: Sendable, Equatable {
+        /// Every method but the public ones needs a valid access token; the verified subject,
+        /// roles and session are stamped on the request as its caller.
+        case required
+        /// No token is checked and no caller is stamped (any a client sent is still removed),
+        /// so services see anonymous callers. For tests of the bus alone; never deploy it.
+        case disabled
     }
 
     /// What the router is told.
@@ -81,6 +99,8 @@ public struct RouterStateMachine: Sendable {
         public var expiredInWorker = 0
         public var lateReplies = 0
         public var unknownWorkerMessages = 0
+        public var unauthenticated = 0
+        public var authenticated = 0
     }
 
     struct Worker {
@@ -125,6 +145,10 @@ public struct RouterStateMachine: Sendable {
     private var inFlightDeadlines = DeadlineHeap()
     private var nextToken: UInt64 = 1
     private var nextLivenessCheck: UInt64 = 0
+    private var verifier = TokenVerifier()
+    /// Set when a token names a key the router does not know (identity may have rotated):
+    /// the router's key fetcher reads and clears it.
+    public var wantsSigningKeys = false
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -266,6 +290,17 @@ public struct RouterStateMachine: Sendable {
             full.clearCaller()
             frame = full.wireBytes()
         }
+        if configuration.authentication == .required {
+            switch authenticate(header) {
+            case .anonymous: break
+            case .caller(let caller): frame = Self.appending(caller: caller, to: frame)
+            case .refused(let error):
+                stats.unauthenticated += 1
+                actions.append(.toClient(peer, dialect, service: service, final: true,
+                                         body: [ResponseHeader(requestID: header.requestID, error: error).wireBytes(), Data()]))
+                return
+            }
+        }
         let timeout = header.timeoutMs == 0 ? configuration.defaultTimeoutMs : min(header.timeoutMs, configuration.maxTimeoutMs)
         if timeout != header.timeoutMs { frame = Self.setting(timeoutMs: timeout, in: frame) }
         let token = nextToken
@@ -296,6 +331,71 @@ public struct RouterStateMachine: Sendable {
         services[service] = svc
         requests[token] = request
         queuedDeadlines.insert(deadline: request.deadline, id: token)
+    }
+
+    // MARK: - Authentication
+
+    /// Replaces the keys tokens are verified with (identity's `GetSigningKeys`).
+    public mutating func setSigningKeys(_ keys: [String: Curve25519.Signing.PublicKey]) {
+        verifier.setKeys(keys)
+    }
+
+    public var signingKeyIDs: Set<String> { Set(verifier.keys.keys) }
+
+    enum AuthOutcome {
+        case anonymous
+        case caller(Caremesh_Rpc_V1_Caller)
+        case refused(RPCError)
+    }
+
+    /// A public method passes without a token (and gets a caller if a valid one came along);
+    /// any other needs a valid `authorization: Bearer <JWT>`.
+    func bearer(_ header: RequestHeaderView) -> Substring? {
+        guard let value = header.metadata["authorization"] else { return nil }
+        let prefix = "bearer "
+        guard value.count > prefix.count, value.prefix(prefix.count).lowercased() == prefix else { return "" }
+        return value.dropFirst(prefix.count)
+    }
+
+    mutating func authenticate(_ header: RequestHeaderView) -> AuthOutcome {
+        let isPublic = configuration.publicMethods.contains(header.method)
+        guard let token = bearer(header) else {
+            return isPublic ? .anonymous
+                : .refused(.router(.unauthenticated, "this method needs an access token", reason: "TOKEN_MISSING"))
+        }
+        do {
+            let claims = try verifier.verify(String(token), now: configuration.wallClock())
+            stats.authenticated += 1
+            return .caller(claims.caller)
+        } catch {
+            if isPublic { return .anonymous }
+            switch error {
+            case .unknownKey:
+                wantsSigningKeys = true
+                if verifier.keys.isEmpty {
+                    return .refused(.router(.unavailable, "the router does not know identity's signing keys yet",
+                                            reason: "SIGNING_KEYS_UNAVAILABLE", retryAfterMs: 500))
+                }
+                return .refused(.router(.unauthenticated, "the access token is not valid", reason: "TOKEN_INVALID"))
+            case .expired:
+                return .refused(.router(.unauthenticated, "the access token has expired", reason: "TOKEN_EXPIRED"))
+            default:
+                return .refused(.router(.unauthenticated, "the access token is not valid", reason: "TOKEN_INVALID"))
+            }
+        }
+    }
+
+    /// `frame` (an encoded RequestHeader without a caller) with field 5 appended.
+    static func appending(caller: Caremesh_Rpc_V1_Caller, to frame: Data) -> Data {
+        let bytes = caller.wireBytes()
+        var out = frame
+        out.reserveCapacity(frame.count + bytes.count + 6)
+        out.append(0x2A)  // field 5, length-delimited
+        var n = bytes.count
+        while n >= 0x80 { out.append(UInt8(n & 0x7F) | 0x80); n >>= 7 }
+        out.append(UInt8(n))
+        out.append(bytes)
+        return out
     }
 
     static let viewOptions: BinaryDecodingOptions = {

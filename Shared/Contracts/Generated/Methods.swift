@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "7fa71225078a9689"
+public let protoFingerprint = "c9b0a00c7f520171"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -20,10 +20,10 @@ public enum BenchMethods {
     public static let serviceName: String? = "bench"
     /// `/caremesh.bench.v1.Bench/Echo`
     public static let echo = RPCMethod<Caremesh_Bench_V1_EchoRequest, Caremesh_Bench_V1_EchoResponse>(
-        path: "/caremesh.bench.v1.Bench/Echo", serviceName: "bench", idempotency: .noSideEffects)
+        path: "/caremesh.bench.v1.Bench/Echo", serviceName: "bench", idempotency: .noSideEffects, access: .public)
     /// `/caremesh.bench.v1.Bench/Write`
     public static let write = RPCMethod<Caremesh_Bench_V1_EchoRequest, Caremesh_Bench_V1_EchoResponse>(
-        path: "/caremesh.bench.v1.Bench/Write", serviceName: "bench", idempotency: .unknown)
+        path: "/caremesh.bench.v1.Bench/Write", serviceName: "bench", idempotency: .unknown, access: .public)
     /// Every method above, for registries.
     public static let all: [AnyRPCMethod] = [echo.erased, write.erased]
 }
@@ -42,7 +42,7 @@ public enum EventsMethods {
     public static let serviceName: String? = nil
     /// `/caremesh.events.v1.Events/Pull`
     public static let pull = RPCMethod<Caremesh_Events_V1_PullEventsRequest, Caremesh_Events_V1_PullEventsResponse>(
-        path: "/caremesh.events.v1.Events/Pull", serviceName: nil, idempotency: .noSideEffects)
+        path: "/caremesh.events.v1.Events/Pull", serviceName: nil, idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
     public static let all: [AnyRPCMethod] = [pull.erased]
 }
@@ -53,7 +53,7 @@ public enum HealthMethods {
     public static let serviceName: String? = nil
     /// `/caremesh.health.v1.Health/Check`
     public static let check = RPCMethod<Caremesh_Health_V1_HealthCheckRequest, Caremesh_Health_V1_HealthCheckResponse>(
-        path: "/caremesh.health.v1.Health/Check", serviceName: nil, idempotency: .noSideEffects)
+        path: "/caremesh.health.v1.Health/Check", serviceName: nil, idempotency: .noSideEffects, access: .public)
     /// Every method above, for registries.
     public static let all: [AnyRPCMethod] = [check.erased]
 }
@@ -62,8 +62,80 @@ public enum HealthMethods {
 public enum IdentityMethods {
     /// The MDP service name that serves them (nil: every worker does).
     public static let serviceName: String? = "identity"
+    /// `/caremesh.identity.v1.Identity/Register`
+    public static let register = RPCMethod<Caremesh_Identity_V1_RegisterRequest, Caremesh_Identity_V1_RegisterResponse>(
+        path: "/caremesh.identity.v1.Identity/Register", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/Login`
+    public static let login = RPCMethod<Caremesh_Identity_V1_LoginRequest, Caremesh_Identity_V1_LoginResponse>(
+        path: "/caremesh.identity.v1.Identity/Login", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/Refresh`
+    public static let refresh = RPCMethod<Caremesh_Identity_V1_RefreshRequest, Caremesh_Identity_V1_RefreshResponse>(
+        path: "/caremesh.identity.v1.Identity/Refresh", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/GetSigningKeys`
+    public static let getSigningKeys = RPCMethod<Caremesh_Identity_V1_GetSigningKeysRequest, Caremesh_Identity_V1_GetSigningKeysResponse>(
+        path: "/caremesh.identity.v1.Identity/GetSigningKeys", serviceName: "identity", idempotency: .noSideEffects, access: .public)
+    /// `/caremesh.identity.v1.Identity/Logout`
+    public static let logout = RPCMethod<Caremesh_Identity_V1_LogoutRequest, Caremesh_Identity_V1_LogoutResponse>(
+        path: "/caremesh.identity.v1.Identity/Logout", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/LogoutEverywhere`
+    public static let logoutEverywhere = RPCMethod<Caremesh_Identity_V1_LogoutEverywhereRequest, Caremesh_Identity_V1_LogoutEverywhereResponse>(
+        path: "/caremesh.identity.v1.Identity/LogoutEverywhere", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/WhoAmI`
+    public static let whoAmI = RPCMethod<Caremesh_Identity_V1_WhoAmIRequest, Caremesh_Identity_V1_WhoAmIResponse>(
+        path: "/caremesh.identity.v1.Identity/WhoAmI", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/UpdateProfile`
+    public static let updateProfile = RPCMethod<Caremesh_Identity_V1_UpdateProfileRequest, Caremesh_Identity_V1_UpdateProfileResponse>(
+        path: "/caremesh.identity.v1.Identity/UpdateProfile", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/SubmitVolunteerCredentials`
+    public static let submitVolunteerCredentials = RPCMethod<Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest, Caremesh_Identity_V1_SubmitCredentialsResponse>(
+        path: "/caremesh.identity.v1.Identity/SubmitVolunteerCredentials", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/SubmitProfessionalCredentials`
+    public static let submitProfessionalCredentials = RPCMethod<Caremesh_Identity_V1_SubmitProfessionalCredentialsRequest, Caremesh_Identity_V1_SubmitCredentialsResponse>(
+        path: "/caremesh.identity.v1.Identity/SubmitProfessionalCredentials", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/AddDocument`
+    public static let addDocument = RPCMethod<Caremesh_Identity_V1_AddDocumentRequest, Caremesh_Identity_V1_AddDocumentResponse>(
+        path: "/caremesh.identity.v1.Identity/AddDocument", serviceName: "identity", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/GetVerification`
+    public static let getVerification = RPCMethod<Caremesh_Identity_V1_GetVerificationRequest, Caremesh_Identity_V1_GetVerificationResponse>(
+        path: "/caremesh.identity.v1.Identity/GetVerification", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/VerifyUser`
+    public static let verifyUser = RPCMethod<Caremesh_Identity_V1_VerifyUserRequest, Caremesh_Identity_V1_VerifyUserResponse>(
+        path: "/caremesh.identity.v1.Identity/VerifyUser", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/RevokeVerification`
+    public static let revokeVerification = RPCMethod<Caremesh_Identity_V1_RevokeVerificationRequest, Caremesh_Identity_V1_RevokeVerificationResponse>(
+        path: "/caremesh.identity.v1.Identity/RevokeVerification", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ListPendingVerifications`
+    public static let listPendingVerifications = RPCMethod<Caremesh_Identity_V1_ListPendingVerificationsRequest, Caremesh_Identity_V1_ListPendingVerificationsResponse>(
+        path: "/caremesh.identity.v1.Identity/ListPendingVerifications", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ListUsers`
+    public static let listUsers = RPCMethod<Caremesh_Identity_V1_ListUsersRequest, Caremesh_Identity_V1_ListUsersResponse>(
+        path: "/caremesh.identity.v1.Identity/ListUsers", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/DeactivateUser`
+    public static let deactivateUser = RPCMethod<Caremesh_Identity_V1_DeactivateUserRequest, Caremesh_Identity_V1_DeactivateUserResponse>(
+        path: "/caremesh.identity.v1.Identity/DeactivateUser", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/RecordSuspiciousActivity`
+    public static let recordSuspiciousActivity = RPCMethod<Caremesh_Identity_V1_RecordSuspiciousActivityRequest, Caremesh_Identity_V1_RecordSuspiciousActivityResponse>(
+        path: "/caremesh.identity.v1.Identity/RecordSuspiciousActivity", serviceName: "identity", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ListSuspiciousActivities`
+    public static let listSuspiciousActivities = RPCMethod<Caremesh_Identity_V1_ListSuspiciousActivitiesRequest, Caremesh_Identity_V1_ListSuspiciousActivitiesResponse>(
+        path: "/caremesh.identity.v1.Identity/ListSuspiciousActivities", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ListAuditEntries`
+    public static let listAuditEntries = RPCMethod<Caremesh_Identity_V1_ListAuditEntriesRequest, Caremesh_Identity_V1_ListAuditEntriesResponse>(
+        path: "/caremesh.identity.v1.Identity/ListAuditEntries", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/CreatePatient`
+    public static let createPatient = RPCMethod<Caremesh_Identity_V1_CreatePatientRequest, Caremesh_Identity_V1_CreatePatientResponse>(
+        path: "/caremesh.identity.v1.Identity/CreatePatient", serviceName: "identity", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/UpdatePatient`
+    public static let updatePatient = RPCMethod<Caremesh_Identity_V1_UpdatePatientRequest, Caremesh_Identity_V1_UpdatePatientResponse>(
+        path: "/caremesh.identity.v1.Identity/UpdatePatient", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/GetPatient`
+    public static let getPatient = RPCMethod<Caremesh_Identity_V1_GetPatientRequest, Caremesh_Identity_V1_GetPatientResponse>(
+        path: "/caremesh.identity.v1.Identity/GetPatient", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/SearchPatients`
+    public static let searchPatients = RPCMethod<Caremesh_Identity_V1_SearchPatientsRequest, Caremesh_Identity_V1_SearchPatientsResponse>(
+        path: "/caremesh.identity.v1.Identity/SearchPatients", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = []
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
 }
 
 /// The methods of `caremesh.messaging.v1.Messaging` (caremesh/messaging/v1/messaging.proto).
@@ -80,4 +152,28 @@ public let allRPCMethods: [AnyRPCMethod] = [
     BenchMethods.write.erased,
     EventsMethods.pull.erased,
     HealthMethods.check.erased,
+    IdentityMethods.register.erased,
+    IdentityMethods.login.erased,
+    IdentityMethods.refresh.erased,
+    IdentityMethods.getSigningKeys.erased,
+    IdentityMethods.logout.erased,
+    IdentityMethods.logoutEverywhere.erased,
+    IdentityMethods.whoAmI.erased,
+    IdentityMethods.updateProfile.erased,
+    IdentityMethods.submitVolunteerCredentials.erased,
+    IdentityMethods.submitProfessionalCredentials.erased,
+    IdentityMethods.addDocument.erased,
+    IdentityMethods.getVerification.erased,
+    IdentityMethods.verifyUser.erased,
+    IdentityMethods.revokeVerification.erased,
+    IdentityMethods.listPendingVerifications.erased,
+    IdentityMethods.listUsers.erased,
+    IdentityMethods.deactivateUser.erased,
+    IdentityMethods.recordSuspiciousActivity.erased,
+    IdentityMethods.listSuspiciousActivities.erased,
+    IdentityMethods.listAuditEntries.erased,
+    IdentityMethods.createPatient.erased,
+    IdentityMethods.updatePatient.erased,
+    IdentityMethods.getPatient.erased,
+    IdentityMethods.searchPatients.erased,
 ]

@@ -9,7 +9,8 @@
 //   https://github.com/apple/swift-protobuf/
 
 /// A no-op service for benchmarks and for tests of the bus itself (served by
-/// `caremesh bench-worker`, never by a domain service).
+/// `caremesh bench-worker`, never by a domain service). Its methods are PUBLIC so that
+/// `caremesh bench rpc` measures the bus alone; `caremesh bench identity` measures auth.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

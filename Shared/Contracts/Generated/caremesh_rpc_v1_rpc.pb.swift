@@ -23,6 +23,42 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Who may call a method. The router lets PUBLIC methods through without a token; every other
+/// method needs a valid access token (the service then authorizes by role and ownership).
+public nonisolated enum Caremesh_Rpc_V1_Access: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case authenticated // = 0
+  case `public` // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .authenticated
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .authenticated
+    case 1: self = .public
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .authenticated: return 0
+    case .public: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Rpc_V1_Access] = [
+    .authenticated,
+    .public,
+  ]
+
+}
+
 /// gRPC's canonical status codes, with their numbers (google/rpc/code.proto).
 public nonisolated enum Caremesh_Rpc_V1_Code: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
@@ -131,6 +167,9 @@ public nonisolated struct Caremesh_Rpc_V1_Caller: Sendable {
   /// The subject's roles (user, volunteer, professional, caregiver, coordinator, ea, admin).
   public var roles: [String] = []
 
+  /// The sign-in session the access token belongs to (its refresh-token family).
+  public var sessionID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -172,16 +211,20 @@ public nonisolated struct Caremesh_Rpc_V1_RequestHeader: Sendable {
   fileprivate var _caller: Caremesh_Rpc_V1_Caller? = nil
 }
 
-/// What the router reads of a RequestHeader: the same field numbers, without the metadata,
-/// which it decodes with unknown fields discarded (the header is forwarded as it came).
+/// What the router reads of a RequestHeader (the method and metadata for authentication),
+/// decoded with unknown fields discarded; the header is forwarded as it came.
 public nonisolated struct Caremesh_Rpc_V1_RequestHeaderView: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  public var method: String = String()
+
   public var requestID: UInt64 = 0
 
   public var timeoutMs: UInt32 = 0
+
+  public var metadata: Dictionary<String,String> = [:]
 
   public var caller: Caremesh_Rpc_V1_Caller {
     get {_caller ?? Caremesh_Rpc_V1_Caller()}
@@ -455,9 +498,62 @@ public nonisolated struct Caremesh_Rpc_V1_WorkerInfo: Sendable {
   public init() {}
 }
 
+// MARK: - Extension support defined in rpc.proto.
+
+// MARK: - Extension Properties
+
+// Swift Extensions on the extended Messages to add easy access to the declared
+// extension fields. The names are based on the extension field name from the proto
+// declaration. To avoid naming collisions, the names are prefixed with the name of
+// the scope where the extend directive occurs.
+
+nonisolated extension SwiftProtobuf.Google_Protobuf_MethodOptions {
+
+  /// `option (caremesh.rpc.v1.access) = PUBLIC;` on an rpc.
+  public var Caremesh_Rpc_V1_access: Caremesh_Rpc_V1_Access {
+    get {return getExtensionValue(ext: Caremesh_Rpc_V1_Extensions_access) ?? .authenticated}
+    set {setExtensionValue(ext: Caremesh_Rpc_V1_Extensions_access, value: newValue)}
+  }
+  /// Returns true if extension `Caremesh_Rpc_V1_Extensions_access`
+  /// has been explicitly set.
+  public var hasCaremesh_Rpc_V1_access: Bool {
+    return hasExtensionValue(ext: Caremesh_Rpc_V1_Extensions_access)
+  }
+  /// Clears the value of extension `Caremesh_Rpc_V1_Extensions_access`.
+  /// Subsequent reads from it will return its default value.
+  public mutating func clearCaremesh_Rpc_V1_access() {
+    clearExtensionValue(ext: Caremesh_Rpc_V1_Extensions_access)
+  }
+
+}
+
+// MARK: - File's ExtensionMap: Caremesh_Rpc_V1_Rpc_Extensions
+
+/// A `SwiftProtobuf.SimpleExtensionMap` that includes all of the extensions defined by
+/// this .proto file. It can be used any place an `SwiftProtobuf.ExtensionMap` is needed
+/// in parsing, or it can be combined with other `SwiftProtobuf.SimpleExtensionMap`s to create
+/// a larger `SwiftProtobuf.SimpleExtensionMap`.
+public nonisolated let Caremesh_Rpc_V1_Rpc_Extensions: SwiftProtobuf.SimpleExtensionMap = [
+  Caremesh_Rpc_V1_Extensions_access
+]
+
+// Extension Objects - The only reason these might be needed is when manually
+// constructing a `SimpleExtensionMap`, otherwise, use the above _Extension Properties_
+// accessors for the extension fields on the messages directly.
+
+/// `option (caremesh.rpc.v1.access) = PUBLIC;` on an rpc.
+public nonisolated let Caremesh_Rpc_V1_Extensions_access = SwiftProtobuf.MessageExtension<SwiftProtobuf.OptionalEnumExtensionField<Caremesh_Rpc_V1_Access>, SwiftProtobuf.Google_Protobuf_MethodOptions>(
+  _protobuf_fieldNumber: 50001,
+  fieldName: "caremesh.rpc.v1.access"
+)
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caremesh.rpc.v1"
+
+nonisolated extension Caremesh_Rpc_V1_Access: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0AUTHENTICATED\0\u{1}PUBLIC\0")
+}
 
 nonisolated extension Caremesh_Rpc_V1_Code: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OK\0\u{1}CANCELLED\0\u{1}UNKNOWN\0\u{1}INVALID_ARGUMENT\0\u{1}DEADLINE_EXCEEDED\0\u{1}NOT_FOUND\0\u{1}ALREADY_EXISTS\0\u{1}PERMISSION_DENIED\0\u{1}RESOURCE_EXHAUSTED\0\u{1}FAILED_PRECONDITION\0\u{1}ABORTED\0\u{1}OUT_OF_RANGE\0\u{1}UNIMPLEMENTED\0\u{1}INTERNAL\0\u{1}UNAVAILABLE\0\u{1}DATA_LOSS\0\u{1}UNAUTHENTICATED\0")
@@ -465,7 +561,7 @@ nonisolated extension Caremesh_Rpc_V1_Code: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Caremesh_Rpc_V1_Caller: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Caller"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}subject\0\u{1}roles\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}subject\0\u{1}roles\0\u{3}session_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -475,6 +571,7 @@ nonisolated extension Caremesh_Rpc_V1_Caller: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.subject) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
       default: break
       }
     }
@@ -487,12 +584,16 @@ nonisolated extension Caremesh_Rpc_V1_Caller: SwiftProtobuf.Message, SwiftProtob
     if !self.roles.isEmpty {
       try visitor.visitRepeatedStringField(value: self.roles, fieldNumber: 2)
     }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Rpc_V1_Caller, rhs: Caremesh_Rpc_V1_Caller) -> Bool {
     if lhs.subject != rhs.subject {return false}
     if lhs.roles != rhs.roles {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -554,7 +655,7 @@ nonisolated extension Caremesh_Rpc_V1_RequestHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Caremesh_Rpc_V1_RequestHeaderView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RequestHeaderView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{2}request_id\0\u{3}timeout_ms\0\u{2}\u{2}caller\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}method\0\u{3}request_id\0\u{3}timeout_ms\0\u{1}metadata\0\u{1}caller\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -562,8 +663,10 @@ nonisolated extension Caremesh_Rpc_V1_RequestHeaderView: SwiftProtobuf.Message, 
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.method) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       default: break
       }
@@ -575,11 +678,17 @@ nonisolated extension Caremesh_Rpc_V1_RequestHeaderView: SwiftProtobuf.Message, 
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.method.isEmpty {
+      try visitor.visitSingularStringField(value: self.method, fieldNumber: 1)
+    }
     if self.requestID != 0 {
       try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 2)
     }
     if self.timeoutMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 3)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 4)
     }
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
@@ -588,8 +697,10 @@ nonisolated extension Caremesh_Rpc_V1_RequestHeaderView: SwiftProtobuf.Message, 
   }
 
   public static func ==(lhs: Caremesh_Rpc_V1_RequestHeaderView, rhs: Caremesh_Rpc_V1_RequestHeaderView) -> Bool {
+    if lhs.method != rhs.method {return false}
     if lhs.requestID != rhs.requestID {return false}
     if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.metadata != rhs.metadata {return false}
     if lhs._caller != rhs._caller {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -8,7 +8,8 @@ import Testing
     let file = TestStack.packageRoot.appendingPathComponent("docker-compose.yml").path
     let compose = URL(fileURLWithPath: "/usr/bin/docker-compose")
     let secrets = ["POSTGRES_PASSWORD": "p", "IDENTITY_DB_PASSWORD": "i", "DISPATCH_DB_PASSWORD": "d",
-                   "ALERTS_DB_PASSWORD": "a", "MESSAGING_DB_PASSWORD": "m"]
+                   "ALERTS_DB_PASSWORD": "a", "MESSAGING_DB_PASSWORD": "m",
+                   "IDENTITY_KEY_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
 
     @Test("docker-compose config accepts the file and lists every service; it refuses to run without secrets")
     func validates() async throws {

@@ -6,7 +6,8 @@ import Foundation
 import Testing
 
 /// What a deployed stack must answer, as a plain client of its router: every service SERVING,
-/// every service's `Events.Pull` answering from its database. The `caremesh up` test runs it
+/// a user can register and sign in, the router refuses `Events.Pull` without a token and
+/// passes it with one, and every service's `Events.Pull` answers from its database. The `caremesh up` test runs it
 /// against the local stack; with `CAREMESH_E2E_ROUTER` set (e.g. tcp://127.0.0.1:5555 for
 /// docker-compose), it runs against that stack too.
 enum StackChecks {
@@ -18,10 +19,25 @@ enum StackChecks {
         for service in Provisioner.services {
             let health = try await client.call(HealthMethods.check, service: service, request: .init())
             #expect(health.status == .serving, "\(service)")
-            var pull = Caremesh_Events_V1_PullEventsRequest()
-            pull.limit = 1
-            // Answers (an empty page on a fresh stack) only if the schema is migrated and reachable.
-            let page = try await client.call(EventsMethods.pull, service: service, request: pull)
+        }
+        var register = Caremesh_Identity_V1_RegisterRequest()
+        register.email = "e2e-\(UUID().uuidString.prefix(8))@example.org"
+        register.password = "correct horse battery staple"
+        register.name = "End To End"
+        register.phone = "+3361\(Int.random(in: 1_000_000...9_999_999))"
+        let session = try await client.call(IdentityMethods.register, request: register).session
+        let auth = CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"])
+        var pull = Caremesh_Events_V1_PullEventsRequest()
+        pull.limit = 1
+        await #expect(throws: RPCError.self) { try await client.call(EventsMethods.pull, service: "identity", request: pull) }
+        // The router learns identity's signing key within a few seconds of identity starting.
+        let me = try await TestStack.eventually(timeout: .seconds(15)) {
+            try await client.call(IdentityMethods.whoAmI, request: .init(), options: auth)
+        }
+        #expect(me.user.email == register.email)
+        for service in Provisioner.services {
+            // Answers only if the schema is migrated and reachable.
+            let page = try await client.call(EventsMethods.pull, service: service, request: pull, options: auth)
             #expect(page.events.count <= 1)
         }
     }

@@ -1,0 +1,376 @@
+import CareMeshAuth
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+typealias Pb = Caremesh_Identity_V1_User
+
+/// Sign-up, sign-in, sessions and the caller's own account.
+final class Accounts: Sendable {
+    let store: Store
+    let outbox: Outbox
+    let keyring: Keyring
+    let configuration: IdentityConfiguration
+    let hasher: PasswordHasher
+    let gate: HashGate
+    let logger: Logger
+
+    init(store: Store, outbox: Outbox, keyring: Keyring, configuration: IdentityConfiguration, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.keyring = keyring
+        self.configuration = configuration
+        self.hasher = PasswordHasher(parameters: configuration.passwordParameters)
+        self.gate = HashGate(limit: configuration.hashConcurrency)
+        self.logger = logger
+    }
+
+    static let invalidCredentials = RPCError(.unauthenticated, "the email or password is not correct",
+                                             details: [RPCError.detail(reason: "INVALID_CREDENTIALS", domain: "identity")])
+    static let invalidRefreshToken = RPCError(.unauthenticated, "the refresh token is not valid; sign in again",
+                                              details: [RPCError.detail(reason: "REFRESH_TOKEN_INVALID", domain: "identity")])
+
+    // MARK: - Register
+
+    func register(_ r: Caremesh_Identity_V1_RegisterRequest) async throws -> Caremesh_Identity_V1_RegisterResponse {
+        var v = FieldViolations()
+        let email = Validate.email(r.email)
+        v.check(email != nil, "email", "must be a valid email address")
+        Validate.password(r.password, email: email ?? "", into: &v)
+        Validate.name(r.name, into: &v, field: "name")
+        Validate.phone(r.phone, into: &v, field: "phone")
+        let role = r.role == .unspecified ? .user : r.role
+        v.check(Roles.selfService.contains(role), "role", "must be USER, VOLUNTEER, PROFESSIONAL or CAREGIVER; other roles are given by an admin")
+        try v.throwIfAny()
+        let password = r.password, hasher = self.hasher
+        let hash = try await gate.run { Result { try hasher.hash(password) } }.get()
+        let roleName = Roles.name(role)!
+        let name = r.name.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            return try await store.withTransaction { c in
+                let user = try await self.loadUser(c, """
+                    INSERT INTO users (email, password_hash, role) VALUES (\(email!), \(hash), \(roleName))
+                    RETURNING \(unescaped: Self.userColumns)
+                    """)
+                try await c.query("""
+                    INSERT INTO user_profiles (user_id, name, phone) VALUES (\(UUID(uuidString: user.id)!), \(name), \(r.phone))
+                    """, logger: self.logger)
+                var event = Caremesh_Identity_V1_UserRegistered()
+                event.userID = user.id
+                event.role = role
+                _ = try await self.outbox.append(event, key: user.id, on: c)
+                var response = Caremesh_Identity_V1_RegisterResponse()
+                response.user = user
+                response.session = try await self.issueSession(c, userID: user.id, role: roleName, family: UUID(), parent: nil)
+                return response
+            }
+        } catch {
+            if let (state, constraint) = PSQLError.violation(in: error), state == "23505" {
+                if constraint == "users_email_key" { throw Self.taken("email", "an account with this email already exists") }
+                if constraint == "user_profiles_phone_key" { throw Self.taken("phone", "this phone number is already in use") }
+            }
+            throw error
+        }
+    }
+
+    /// `ALREADY_EXISTS` naming the unique field.
+    static func taken(_ field: String, _ description: String) -> RPCError {
+        RPCError(.alreadyExists, "\(field): \(description)", details: [RPCError.fieldDetail(field, description)])
+    }
+
+    // MARK: - Login
+
+    func login(_ r: Caremesh_Identity_V1_LoginRequest) async throws -> Caremesh_Identity_V1_LoginResponse {
+        var v = FieldViolations()
+        v.check(!r.email.isEmpty, "email", "is required")
+        v.check(!r.password.isEmpty, "password", "is required")
+        v.check(r.password.utf8.count <= 1024, "password", "is too long")
+        try v.throwIfAny()
+        let email = r.email.trimmingCharacters(in: .whitespacesAndNewlines)
+        let rows = try await store.query("""
+            SELECT id, password_hash, role, is_active, coalesce(locked_until > now(), false)
+            FROM users WHERE lower(email) = lower(\(email))
+            """)
+        let password = r.password, hasher = self.hasher
+        guard let row = rows.first else {
+            // The same work as a real check: an unknown email answers like a wrong password.
+            await gate.run { hasher.verifyNothing(password) }
+            throw Self.invalidCredentials
+        }
+        let (id, stored, role, active, locked) = try row.decode((UUID, String, String, Bool, Bool).self)
+        let matches = await gate.run { (try? hasher.verify(password, against: stored)) ?? false }
+        guard active, !locked else { throw Self.invalidCredentials }
+        guard matches else {
+            try await recordFailure(id)
+            throw Self.invalidCredentials
+        }
+        let rehash: String? = hasher.needsRehash(stored) ? await gate.run { try? hasher.hash(password) } : nil
+        return try await store.withTransaction { c in
+            try await c.query("DELETE FROM login_failures WHERE user_id = \(id)", logger: self.logger)
+            if let rehash {
+                try await c.query("UPDATE users SET password_hash = \(rehash) WHERE id = \(id)", logger: self.logger)
+            }
+            var response = Caremesh_Identity_V1_LoginResponse()
+            response.user = try await self.loadUser(c, "SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)")
+            response.session = try await self.issueSession(c, userID: id.uuidString.lowercased(), role: role,
+                                                           family: UUID(), parent: nil)
+            return response
+        }
+    }
+
+    /// Counts a failed sign-in; at the threshold within the window, locks the account (a
+    /// suspicious activity and an `AccountLocked` event). The user row is locked first, so
+    /// concurrent failures count one after another.
+    private func recordFailure(_ id: UUID) async throws {
+        let c = configuration
+        try await store.withTransaction { tx in
+            _ = try await tx.query("SELECT 1 FROM users WHERE id = \(id) FOR UPDATE", logger: self.logger).hasRows()
+            try await tx.query("INSERT INTO login_failures (user_id) VALUES (\(id))", logger: self.logger)
+            let count = try await tx.query("""
+                SELECT count(*) FROM login_failures WHERE user_id = \(id) AND at > now() - make_interval(secs => \(Double(c.lockoutWindow)))
+                """, logger: self.logger).first(Int64.self) ?? 0
+            guard count >= c.lockoutThreshold else { return }
+            let until = try await tx.query("""
+                UPDATE users SET locked_until = now() + make_interval(secs => \(Double(c.lockoutDuration)))
+                WHERE id = \(id) RETURNING extract(epoch FROM locked_until)::float8
+                """, logger: self.logger).first(Double.self) ?? 0
+            try await tx.query("DELETE FROM login_failures WHERE user_id = \(id)", logger: self.logger)
+            _ = try await Suspicious.record(tx, outbox: self.outbox, userID: id, type: "MULTIPLE_FAILED_LOGINS",
+                                            details: ["failures": "\(count)", "window_s": "\(c.lockoutWindow)"],
+                                            ip: nil, logger: self.logger)
+            var event = Caremesh_Identity_V1_AccountLocked()
+            event.userID = id.uuidString.lowercased()
+            event.lockedUntil = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: until))
+            _ = try await self.outbox.append(event, key: event.userID, on: tx)
+            self.logger.notice("account locked after repeated failed sign-ins", metadata: ["user_id": "\(event.userID)"])
+        }
+    }
+
+    // MARK: - Sessions
+
+    /// A new refresh token in `family` and an access token for it.
+    func issueSession(_ c: PostgresConnection, userID: String, role: String, family: UUID, parent: UUID?) async throws
+        -> Caremesh_Identity_V1_Session
+    {
+        let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
+        let refreshToken = Base64URL.encode(secret)
+        let hash = ByteBuffer(bytes: SHA256.hash(data: Data(refreshToken.utf8)))
+        let uid = UUID(uuidString: userID)!
+        let ttl = Double(configuration.refreshTokenTTL)
+        let refreshExpires = try await c.query("""
+            INSERT INTO refresh_tokens (user_id, family_id, parent_id, token_hash, expires_at)
+            VALUES (\(uid), \(family), \(parent), \(hash), now() + make_interval(secs => \(ttl)))
+            RETURNING extract(epoch FROM expires_at)::float8
+            """, logger: logger).first(Double.self) ?? 0
+        let key = try await keyring.signingKey()
+        let now = Keyring.epochNow()
+        let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: userID, roles: [role],
+                                  sid: family.uuidString.lowercased(), iat: now, nbf: now,
+                                  exp: now + configuration.accessTokenTTL, jti: UUID().uuidString.lowercased())
+        var session = Caremesh_Identity_V1_Session()
+        session.accessToken = try AccessToken.sign(claims, kid: key.kid, key: key.privateKey)
+        session.accessTokenExpiresAt = .init(seconds: claims.exp)
+        session.refreshToken = refreshToken
+        session.refreshTokenExpiresAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: refreshExpires))
+        session.tokenType = "Bearer"
+        session.sessionID = claims.sid
+        return session
+    }
+
+    private enum RefreshOutcome: Sendable {
+        case issued(Caremesh_Identity_V1_Session)
+        case refused
+        case reused
+    }
+
+    /// Rotates a refresh token. A token already rotated is accepted again only within the
+    /// grace window (two tabs refreshing at once each get a new token); after it, presenting
+    /// it means it was stolen or replayed: the whole family is revoked and recorded.
+    func refresh(_ r: Caremesh_Identity_V1_RefreshRequest) async throws -> Caremesh_Identity_V1_RefreshResponse {
+        var v = FieldViolations()
+        v.check(!r.refreshToken.isEmpty, "refresh_token", "is required")
+        v.check(r.refreshToken.utf8.count <= 256, "refresh_token", "is too long")
+        try v.throwIfAny()
+        let hash = ByteBuffer(bytes: SHA256.hash(data: Data(r.refreshToken.utf8)))
+        let grace = Double(configuration.refreshReuseGrace)
+        let outcome: RefreshOutcome = try await store.withTransaction { c in
+            let rows = try await c.query("""
+                SELECT t.id, t.user_id, t.family_id, t.revoked_at IS NOT NULL, t.expires_at <= now(),
+                       t.rotated_at IS NOT NULL, coalesce(now() - t.rotated_at <= make_interval(secs => \(grace)), false),
+                       u.role, u.is_active
+                FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+                WHERE t.token_hash = \(hash)
+                FOR UPDATE OF t
+                """, logger: self.logger).collect()
+            guard let row = rows.first else { return .refused }
+            let (id, userID, family, revoked, expired, rotated, withinGrace, role, active) =
+                try row.decode((UUID, UUID, UUID, Bool, Bool, Bool, Bool, String, Bool).self)
+            if revoked || expired || !active { return .refused }
+            if rotated && !withinGrace {
+                try await c.query("""
+                    UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'reuse_detected'
+                    WHERE family_id = \(family) AND revoked_at IS NULL
+                    """, logger: self.logger)
+                _ = try await Suspicious.record(c, outbox: self.outbox, userID: userID, type: "REFRESH_TOKEN_REUSE",
+                                                details: ["session_id": family.uuidString.lowercased()], ip: nil,
+                                                logger: self.logger)
+                return .reused
+            }
+            if !rotated {
+                try await c.query("UPDATE refresh_tokens SET rotated_at = now() WHERE id = \(id)", logger: self.logger)
+            }
+            return .issued(try await self.issueSession(c, userID: userID.uuidString.lowercased(), role: role,
+                                                       family: family, parent: id))
+        }
+        switch outcome {
+        case .issued(let session):
+            var response = Caremesh_Identity_V1_RefreshResponse()
+            response.session = session
+            return response
+        case .refused:
+            throw Self.invalidRefreshToken
+        case .reused:
+            logger.notice("a rotated refresh token was presented again; its session is revoked")
+            throw Self.invalidRefreshToken
+        }
+    }
+
+    func logout(_ context: RPCContext) async throws -> Caremesh_Identity_V1_LogoutResponse {
+        let caller = try context.requireCaller()
+        guard let user = UUID(uuidString: caller.subject), let family = UUID(uuidString: caller.sessionID) else {
+            throw RPCError(.unauthenticated, "the access token names no session")
+        }
+        try await store.query("""
+            UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout'
+            WHERE family_id = \(family) AND user_id = \(user) AND revoked_at IS NULL
+            """)
+        return .init()
+    }
+
+    func logoutEverywhere(_ context: RPCContext) async throws -> Caremesh_Identity_V1_LogoutEverywhereResponse {
+        let caller = try context.requireCaller()
+        guard let user = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        let rows = try await store.query("""
+            UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout_everywhere'
+            WHERE user_id = \(user) AND revoked_at IS NULL RETURNING id
+            """)
+        var response = Caremesh_Identity_V1_LogoutEverywhereResponse()
+        response.revoked = UInt32(rows.count)
+        return response
+    }
+
+    // MARK: - The caller's own account
+
+    func whoAmI(_ context: RPCContext) async throws -> Caremesh_Identity_V1_WhoAmIResponse {
+        let caller = try context.requireCaller()
+        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        return try await store.withConnection { c in
+            var response = Caremesh_Identity_V1_WhoAmIResponse()
+            response.user = try await self.loadUser(c, "SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)")
+            if let profile = try await self.loadProfile(c, id) { response.profile = profile }
+            response.verification = try await Credentials.state(c, id, logger: self.logger)
+            response.roles = caller.roles
+            response.sessionID = caller.sessionID
+            return response
+        }
+    }
+
+    func updateProfile(_ r: Caremesh_Identity_V1_UpdateProfileRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_UpdateProfileResponse
+    {
+        let caller = try context.requireCaller()
+        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        let p = r.profile
+        var v = FieldViolations()
+        Validate.name(p.name, into: &v, field: "profile.name")
+        Validate.phone(p.phone, into: &v, field: "profile.phone")
+        v.check(p.address.count <= 500, "profile.address", "must be at most 500 characters")
+        Validate.httpsURL(p.photoURL, into: &v, field: "profile.photo_url", required: false)
+        v.check(p.preferences.language.isEmpty || p.preferences.language.range(of: "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", options: .regularExpression) != nil,
+                "profile.preferences.language", "must be a language tag such as en or fr-CA")
+        v.check(p.emergencyContacts.count <= 5, "profile.emergency_contacts", "at most 5")
+        for (i, contact) in p.emergencyContacts.enumerated() {
+            Validate.name(contact.name, into: &v, field: "profile.emergency_contacts[\(i)].name")
+            Validate.phone(contact.phone, into: &v, field: "profile.emergency_contacts[\(i)].phone")
+            v.check(contact.relationship.count <= 50, "profile.emergency_contacts[\(i)].relationship", "at most 50 characters")
+        }
+        try v.throwIfAny()
+        let preferences = try p.preferences.jsonString()
+        let contacts = "[" + (try p.emergencyContacts.map { try $0.jsonString() }).joined(separator: ",") + "]"
+        let name = p.name.trimmingCharacters(in: .whitespacesAndNewlines)
+        let address: String? = p.address.isEmpty ? nil : p.address
+        let photo: String? = p.photoURL.isEmpty ? nil : p.photoURL
+        do {
+            return try await store.withConnection { c in
+                try await c.query("""
+                    UPDATE user_profiles SET name = \(name), phone = \(p.phone), address = \(address), photo_url = \(photo),
+                           preferences = \(preferences)::jsonb, emergency_contacts = \(contacts)::jsonb
+                    WHERE user_id = \(id)
+                    """, logger: self.logger)
+                var response = Caremesh_Identity_V1_UpdateProfileResponse()
+                if let profile = try await self.loadProfile(c, id) { response.profile = profile }
+                return response
+            }
+        } catch {
+            if let (state, constraint) = PSQLError.violation(in: error), state == "23505", constraint == "user_profiles_phone_key" {
+                throw Self.taken("profile.phone", "this phone number is already in use")
+            }
+            throw error
+        }
+    }
+
+    // MARK: - Rows
+
+    static let userColumns = "id, email, role, is_active, email_verified, extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8"
+
+    func loadUser(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> Caremesh_Identity_V1_User {
+        for try await row in try await c.query(query, logger: logger).decode((UUID, String, String, Bool, Bool, Double, Double).self) {
+            return Self.user(row)
+        }
+        throw RPCError(.notFound, "no such user")
+    }
+
+    static func user(_ row: (UUID, String, String, Bool, Bool, Double, Double)) -> Caremesh_Identity_V1_User {
+        var u = Caremesh_Identity_V1_User()
+        u.id = row.0.uuidString.lowercased()
+        u.email = row.1
+        u.role = Roles.role(row.2)
+        u.active = row.3
+        u.emailVerified = row.4
+        u.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.5))
+        u.updatedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.6))
+        return u
+    }
+
+    func loadProfile(_ c: PostgresConnection, _ id: UUID) async throws -> Caremesh_Identity_V1_Profile? {
+        let rows = try await c.query("""
+            SELECT name, phone, coalesce(address, ''), coalesce(photo_url, ''), preferences::text, emergency_contacts::text
+            FROM user_profiles WHERE user_id = \(id)
+            """, logger: logger)
+        for try await (name, phone, address, photo, prefs, contacts) in rows.decode((String, String, String, String, String, String).self) {
+            var p = Caremesh_Identity_V1_Profile()
+            p.userID = id.uuidString.lowercased()
+            p.name = name
+            p.phone = phone
+            p.address = address
+            p.photoURL = photo
+            var options = JSONDecodingOptions()
+            options.ignoreUnknownFields = true
+            p.preferences = (try? Caremesh_Identity_V1_Preferences(jsonString: prefs, options: options)) ?? .init()
+            p.emergencyContacts = (try? [Caremesh_Identity_V1_EmergencyContact].fromJSONArray(contacts, options: options)) ?? []
+            return p
+        }
+        return nil
+    }
+}
+
+extension Array where Element: SwiftProtobuf.Message {
+    static func fromJSONArray(_ json: String, options: JSONDecodingOptions) throws -> [Element] {
+        try Element.array(fromJSONString: json, options: options)
+    }
+}

@@ -1,0 +1,39 @@
+import CareMeshContracts
+
+public typealias Caller = Caremesh_Rpc_V1_Caller
+
+extension Caller {
+    public func has(role: String) -> Bool { roles.contains(role) }
+    public func hasAny(of roles: Set<String>) -> Bool { self.roles.contains { roles.contains($0) } }
+}
+
+/// Authorization inside a handler. The router verified the token and stamped the caller; the
+/// service decides what that caller may do, by role and by ownership.
+extension RPCContext {
+    /// The verified caller, or `UNAUTHENTICATED` (no caller: the router let an anonymous
+    /// call through, which only happens for public methods or with authentication disabled).
+    public func requireCaller() throws(RPCError) -> Caller {
+        guard let caller, !caller.subject.isEmpty else {
+            throw RPCError(.unauthenticated, "this method needs a signed-in caller")
+        }
+        return caller
+    }
+
+    /// The caller, if it holds one of `roles`; `PERMISSION_DENIED` otherwise.
+    public func requireRole(_ roles: Set<String>) throws(RPCError) -> Caller {
+        let caller = try requireCaller()
+        guard caller.hasAny(of: roles) else {
+            throw RPCError(.permissionDenied, "this needs one of the roles: \(roles.sorted().joined(separator: ", "))")
+        }
+        return caller
+    }
+
+    /// The caller, if it is `owner` or holds one of `roles` (e.g. admins); `PERMISSION_DENIED` otherwise.
+    public func requireSelf(_ owner: String, orRole roles: Set<String>) throws(RPCError) -> Caller {
+        let caller = try requireCaller()
+        guard caller.subject == owner || caller.hasAny(of: roles) else {
+            throw RPCError(.permissionDenied, "only the owner or one of the roles \(roles.sorted().joined(separator: ", ")) may do this")
+        }
+        return caller
+    }
+}
