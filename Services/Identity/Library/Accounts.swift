@@ -257,10 +257,10 @@ final class Accounts: Sendable {
         guard let user = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
         let rows = try await store.query("""
             UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout_everywhere'
-            WHERE user_id = \(user) AND revoked_at IS NULL RETURNING id
+            WHERE user_id = \(user) AND revoked_at IS NULL RETURNING family_id
             """)
         var response = Caremesh_Identity_V1_LogoutEverywhereResponse()
-        response.revoked = UInt32(rows.count)
+        response.revoked = UInt32(Set(try rows.map { try $0.decode(UUID.self) }).count)
         return response
     }
 

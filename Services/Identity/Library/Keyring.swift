@@ -76,15 +76,15 @@ final class Keyring: Sendable {
             let now = Self.epochNow()
             let signing = keys.filter { $0.activeFrom <= now }.max { $0.activeFrom < $1.activeFrom }
             let pending = keys.contains { $0.activeFrom > now }
-            var activeFrom: Int64?
+            var lead: Int64?
             if signing == nil && !pending {
-                activeFrom = now  // the very first key: nothing to be out of step with yet
+                lead = 0  // the very first key: nothing to be out of step with yet
             } else if let s = signing, !pending, s.activeFrom + configuration.keyRotation - configuration.keyPublishLead <= now {
-                activeFrom = now + configuration.keyPublishLead
+                lead = configuration.keyPublishLead
             }
-            if let from = activeFrom {
-                let retires = from + configuration.keyRotation + configuration.accessTokenTTL + configuration.keyPublishLead
-                keys.append(try await self.create(c, activeFrom: from, retiresAt: retires))
+            if let lead {
+                let life = configuration.keyRotation + configuration.accessTokenTTL + configuration.keyPublishLead
+                keys.append(try await self.create(c, lead: lead, life: life))
             }
             return keys
         }
@@ -116,20 +116,27 @@ final class Keyring: Sendable {
         return keys
     }
 
-    private func create(_ c: PostgresConnection, activeFrom: Int64, retiresAt: Int64) async throws -> Key {
+    /// A new key, signing `lead` seconds from now (the database's clock) for `life` seconds.
+    private func create(_ c: PostgresConnection, lead: Int64, life: Int64) async throws -> Key {
         let privateKey = Curve25519.Signing.PrivateKey()
         let kid = Base64URL.encode(SymmetricKey(size: .bits128).withUnsafeBytes { Data($0) })
         let sealed = try ChaChaPoly.seal(privateKey.rawRepresentation, using: configuration.keyEncryptionKey,
                                          authenticating: Data(kid.utf8)).combined
         let pub = ByteBuffer(bytes: privateKey.publicKey.rawRepresentation)
         let box = ByteBuffer(bytes: sealed)
-        try await c.query("""
+        let rows = try await c.query("""
             INSERT INTO signing_keys (kid, algorithm, public_key, private_key_sealed, active_from, retires_at)
-            VALUES (\(kid), 'EdDSA', \(pub), \(box), to_timestamp(\(Double(activeFrom))), to_timestamp(\(Double(retiresAt))))
+            VALUES (\(kid), 'EdDSA', \(pub), \(box), now() + make_interval(secs => \(Double(lead))),
+                    now() + make_interval(secs => \(Double(lead + life))))
+            RETURNING extract(epoch FROM active_from)::bigint, extract(epoch FROM retires_at)::bigint
             """, logger: logger)
-        logger.info("signing key created", metadata: ["kid": "\(kid)", "active_from": "\(activeFrom)"])
-        return Key(kid: kid, publicKey: privateKey.publicKey, privateKey: privateKey, activeFrom: activeFrom,
-                   retiresAt: retiresAt)
+        var key = Key(kid: kid, publicKey: privateKey.publicKey, privateKey: privateKey, activeFrom: 0, retiresAt: 0)
+        for try await (from, retires) in rows.decode((Int64, Int64).self) {
+            key.activeFrom = from
+            key.retiresAt = retires
+        }
+        logger.info("signing key created", metadata: ["kid": "\(kid)", "active_from": "\(key.activeFrom)"])
+        return key
     }
 
     static func epochNow() -> Int64 { Int64(Date().timeIntervalSince1970) }

@@ -649,7 +649,7 @@ public nonisolated struct Caremesh_Identity_V1_LogoutEverywhereResponse: Sendabl
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// How many live refresh tokens were revoked.
+  /// How many sessions (sign-ins) were ended.
   public var revoked: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

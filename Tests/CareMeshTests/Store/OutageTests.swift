@@ -4,7 +4,7 @@ import CareMeshRouter
 import CareMeshStore
 import CareMeshTesting
 import Foundation
-import IdentityService
+import DispatchService
 import Synchronization
 import Testing
 
@@ -22,14 +22,14 @@ import Testing
         let urls = try cluster.serviceURLs(admin: admin)
         let router = try TestStack.startRouter()
         defer { router.stop() }
-        let env = TestStack.workerEnvironment(router).merging(["IDENTITY_DATABASE_URL": urls["identity"]!.urlString]) { $1 }
-        let host = try await IdentityService.make(environment: env, logger: logger)
+        let env = TestStack.workerEnvironment(router).merging(["DISPATCH_DATABASE_URL": urls["dispatch"]!.urlString]) { $1 }
+        let host = try await DispatchService.make(environment: env, logger: logger)
         let client = TestStack.client(router, timeout: .seconds(3))
         defer { client.close() }
 
         let load = Load()
         try await TestStack.withHosts([host]) {
-            try await TestStack.waitUntilServing(client, "identity")
+            try await TestStack.waitUntilServing(client, "dispatch")
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // Load: 4 callers reading events (a database query each) until told to stop.
                 for _ in 0..<4 {
@@ -39,7 +39,7 @@ import Testing
                             do {
                                 var r = Caremesh_Events_V1_PullEventsRequest()
                                 r.limit = 10
-                                _ = try await client.call(EventsMethods.pull, service: "identity", request: r)
+                                _ = try await client.call(EventsMethods.pull, service: "dispatch", request: r)
                                 load.tally.withLock { $0.ok += 1 }
                             } catch let e as RPCError where e.code == .unavailable {
                                 load.tally.withLock { $0.unavailable += 1; $0.lastUnavailable = "\(load.phase.withLock { $0 }): \(e.message)" }
