@@ -23,6 +23,9 @@ public enum IdentityService {
         return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
                                           handlers: { store, outbox in
             handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
+        }, jobs: { store, outbox in
+            let credentials = Credentials(store: store, outbox: outbox, logger: logger)
+            return [Credentials.expiryJob: { job, c in try await credentials.expire(job, c) }]
         })
     }
 
@@ -38,6 +41,12 @@ public enum IdentityService {
         h.register(IdentityMethods.logoutEverywhere) { _, ctx in try await accounts.logoutEverywhere(ctx) }
         h.register(IdentityMethods.whoAmI) { _, ctx in try await accounts.whoAmI(ctx) }
         h.register(IdentityMethods.updateProfile) { r, ctx in try await accounts.updateProfile(r, ctx) }
+        let credentials = Credentials(store: store, outbox: outbox, logger: logger)
+        h.register(IdentityMethods.submitVolunteerCredentials) { r, ctx in try await credentials.submitVolunteer(r, ctx) }
+        h.register(IdentityMethods.submitProfessionalCredentials) { r, ctx in try await credentials.submitProfessional(r, ctx) }
+        h.register(IdentityMethods.getVerification) { r, ctx in try await credentials.get(r, ctx) }
+        h.register(IdentityMethods.verifyUser) { r, ctx in try await credentials.verify(r, ctx) }
+        h.register(IdentityMethods.revokeVerification) { r, ctx in try await credentials.revoke(r, ctx) }
         return h
     }
 }

@@ -36,20 +36,3 @@ enum Suspicious {
     }
 }
 
-/// Credentials and verification of volunteers and professionals.
-enum Credentials {
-    /// Where the user's verification stands (NONE if they submitted nothing).
-    static func state(_ c: PostgresConnection, _ id: UUID, logger: Logger) async throws -> Caremesh_Identity_V1_VerificationState {
-        let rows = try await c.query("""
-            SELECT verification FROM volunteers WHERE user_id = \(id)
-            UNION ALL SELECT verification FROM professionals WHERE user_id = \(id)
-            """, logger: logger)
-        guard let state = try await rows.first(String.self) else { return .none }
-        switch state {
-        case "pending": return .pending
-        case "verified": return .verified
-        case "revoked": return .revoked
-        default: return .unspecified
-        }
-    }
-}

@@ -248,4 +248,83 @@ import Testing
             #expect(try await s.count("SELECT count(*) FROM identity.users") == 1)
         }
     }
+
+    @Test("credentials: a volunteer submits, cannot verify themselves, an admin verifies and revokes; events announce it; an expired certification is flagged by its timer")
+    func verification() async throws {
+        try await withIdentity { s in
+            let volunteer = try await register(s, role: .volunteer)
+            let v = s.auth(volunteer.session)
+            var submit = Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest()
+            submit.credentials.skills = [.firstAid, .cpr]
+            var cert = Caremesh_Identity_V1_Certification()
+            cert.name = "CPR Certification"
+            cert.issuedBy = "Red Cross"
+            cert.issueDate = "2020-01-15"
+            cert.expiryDate = "2022-01-15"  // already past: its timer fires at once
+            submit.credentials.certifications = [cert]
+            let submitted = try await s.client.call(IdentityMethods.submitVolunteerCredentials, request: submit, options: v)
+            #expect(submitted.verification.state == .pending)
+            #expect(submitted.verification.volunteer.skills == [.cpr, .firstAid])
+
+            // Bad input is named; a plain user may not submit volunteer credentials.
+            var bad = submit
+            bad.credentials.skills = []
+            bad.credentials.certifications[0].expiryDate = "2019-01-01"
+            do {
+                _ = try await s.client.call(IdentityMethods.submitVolunteerCredentials, request: bad, options: v)
+                Issue.record("accepted")
+            } catch let e as RPCError {
+                #expect(e.code == .invalidArgument)
+                #expect(Set(e.details.flatMap { $0.badRequest.fieldViolations.map(\.field) })
+                        == ["credentials.skills", "credentials.certifications[0].expiry_date"])
+            }
+            let user = try await register(s)
+            #expect(await code { _ = try await s.client.call(IdentityMethods.submitVolunteerCredentials, request: submit, options: s.auth(user.session)) } == .permissionDenied)
+
+            // Verifying is for admins: the volunteer cannot verify themselves.
+            var verify = Caremesh_Identity_V1_VerifyUserRequest()
+            verify.userID = volunteer.user.id
+            #expect(await code { _ = try await s.client.call(IdentityMethods.verifyUser, request: verify, options: v) } == .permissionDenied)
+            // Even an admin cannot verify themselves (and the database refuses it too).
+            let adminSignup = try await register(s, "admin.\(UInt32.random(in: 0...UInt32.max))@example.org", role: .volunteer)
+            _ = try await s.count("UPDATE identity.users SET role = 'admin' WHERE id = '\(adminSignup.user.id)' RETURNING 1")
+            var login = Caremesh_Identity_V1_LoginRequest()
+            login.email = adminSignup.user.email
+            login.password = "a long enough passphrase"
+            let admin = s.auth(try await s.client.call(IdentityMethods.login, request: login).session)
+            var selfVerify = verify
+            selfVerify.userID = adminSignup.user.id
+            #expect(await code { _ = try await s.client.call(IdentityMethods.verifyUser, request: selfVerify, options: admin) } == .permissionDenied)
+
+            let verified = try await s.client.call(IdentityMethods.verifyUser, request: verify, options: admin)
+            #expect(verified.verification.state == .verified)
+            #expect(verified.verification.decidedBy == adminSignup.user.id)
+            var revoke = Caremesh_Identity_V1_RevokeVerificationRequest()
+            revoke.userID = volunteer.user.id
+            revoke.reason = "background check failed"
+            let revoked = try await s.client.call(IdentityMethods.revokeVerification, request: revoke, options: admin)
+            #expect(revoked.verification.state == .revoked)
+            #expect(revoked.verification.revocationReason == "background check failed")
+            let own = try await s.client.call(IdentityMethods.getVerification, request: .init(), options: v)
+            #expect(own.verification.state == .revoked)
+            var other = Caremesh_Identity_V1_GetVerificationRequest()
+            other.userID = adminSignup.user.id
+            #expect(await code { _ = try await s.client.call(IdentityMethods.getVerification, request: other, options: v) } == .permissionDenied)
+
+            // The events dispatch reads, in order, from identity's outbox (an admin may pull them).
+            let events = try await TestStack.eventually(timeout: .seconds(10)) {
+                var pull = Caremesh_Events_V1_PullEventsRequest()
+                pull.limit = 100
+                let all = try await s.client.call(EventsMethods.pull, service: "identity", request: pull, options: admin).events
+                    .filter { $0.key == volunteer.user.id }.map(\.type)
+                guard all.contains("caremesh.identity.v1.CredentialExpired") else { throw RPCError(.unavailable, "not yet") }
+                return all
+            }
+            #expect(events.filter { $0 != "caremesh.identity.v1.CredentialExpired" } == [
+                "caremesh.identity.v1.UserRegistered", "caremesh.identity.v1.VolunteerVerified",
+                "caremesh.identity.v1.VerificationRevoked",
+            ])
+            #expect(try await s.count("SELECT count(*) FROM identity.certifications WHERE expired_at IS NOT NULL") == 1)
+        }
+    }
 }

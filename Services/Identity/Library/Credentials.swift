@@ -1,0 +1,321 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+/// Credentials and verification of volunteers and professionals.
+///
+/// A volunteer or professional submits credentials (which puts them back to pending); an admin
+/// other than themselves verifies or revokes. Dispatch learns eligibility from the events:
+/// `VolunteerVerified`, `VerificationRevoked`, `CredentialExpired`. Each certification with an
+/// expiry date arms a durable timer that marks it expired and announces it.
+final class Credentials: Sendable {
+    let store: Store
+    let outbox: Outbox
+    let logger: Logger
+    static let expiryJob = "certification-expiry"
+
+    init(store: Store, outbox: Outbox, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.logger = logger
+    }
+
+    static let skillNames: [Caremesh_Identity_V1_Skill: String] = [
+        .firstAid: "FIRST_AID", .cpr: "CPR", .firefighting: "FIREFIGHTING", .searchRescue: "SEARCH_RESCUE",
+        .counseling: "COUNSELING", .medicalProfessional: "MEDICAL_PROFESSIONAL", .driver: "DRIVER",
+        .translator: "TRANSLATOR", .other: "OTHER",
+    ]
+
+    static func skill(_ name: String) -> Caremesh_Identity_V1_Skill {
+        skillNames.first { $0.value == name }?.key ?? .unspecified
+    }
+
+    /// Where the user's verification stands (NONE if they submitted nothing).
+    static func state(_ c: PostgresConnection, _ id: UUID, logger: Logger) async throws -> Caremesh_Identity_V1_VerificationState {
+        let rows = try await c.query("""
+            SELECT verification FROM volunteers WHERE user_id = \(id)
+            UNION ALL SELECT verification FROM professionals WHERE user_id = \(id)
+            """, logger: logger)
+        return state(named: try await rows.first(String.self))
+    }
+
+    static func state(named name: String?) -> Caremesh_Identity_V1_VerificationState {
+        switch name {
+        case nil: .none
+        case "pending": .pending
+        case "verified": .verified
+        case "revoked": .revoked
+        default: .unspecified
+        }
+    }
+
+    private func userID(_ caller: Caller) throws(RPCError) -> UUID {
+        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        return id
+    }
+
+    // MARK: - Submit
+
+    func submitVolunteer(_ r: Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_SubmitCredentialsResponse
+    {
+        let id = try userID(try context.requireRole(["volunteer"]))
+        var v = FieldViolations()
+        let skills = r.credentials.skills.compactMap { Self.skillNames[$0] }
+        v.check(!skills.isEmpty, "credentials.skills", "name at least one skill")
+        v.check(skills.count == r.credentials.skills.count, "credentials.skills", "a skill is not one of the known set")
+        v.check(r.credentials.certifications.count <= 20, "credentials.certifications", "at most 20")
+        var certs: [(String, String, String, String?, Date?, String?)] = []
+        for (i, cert) in r.credentials.certifications.enumerated() {
+            let f = "credentials.certifications[\(i)]"
+            Validate.name(cert.name, into: &v, field: "\(f).name")
+            v.check(cert.issuedBy.count <= 200, "\(f).issued_by", "at most 200 characters")
+            let issue = Validate.date(cert.issueDate)
+            v.check(issue != nil, "\(f).issue_date", "must be a date, YYYY-MM-DD")
+            let expiry = cert.expiryDate.isEmpty ? nil : Validate.date(cert.expiryDate)
+            v.check(cert.expiryDate.isEmpty || expiry != nil, "\(f).expiry_date", "must be a date, YYYY-MM-DD")
+            if let issue, let expiry { v.check(expiry > issue, "\(f).expiry_date", "must be after the issue date") }
+            Validate.httpsURL(cert.documentURL, into: &v, field: "\(f).document_url", required: false)
+            if issue != nil {
+                certs.append((cert.name.trimmingCharacters(in: .whitespaces), cert.issuedBy, cert.issueDate,
+                              expiry == nil ? nil : cert.expiryDate, expiry, cert.documentURL.isEmpty ? nil : cert.documentURL))
+            }
+        }
+        try v.throwIfAny()
+        let uniqueSkills = Array(Set(skills)).sorted()
+        let certifications = certs
+        return try await store.withTransaction { c in
+            let previous = try await c.query("SELECT verification FROM volunteers WHERE user_id = \(id) FOR UPDATE",
+                                             logger: self.logger).first(String.self)
+            try await c.query("""
+                INSERT INTO volunteers (user_id, skills) VALUES (\(id), \(uniqueSkills))
+                ON CONFLICT (user_id) DO UPDATE SET skills = excluded.skills, verification = 'pending', submitted_at = now(),
+                    decided_at = NULL, decided_by = NULL, revocation_reason = NULL
+                """, logger: self.logger)
+            // The old certifications' timers go with them.
+            for try await old in try await c.query("DELETE FROM certifications WHERE volunteer_id = \(id) RETURNING id",
+                                                   logger: self.logger).decode(UUID.self) {
+                try await Jobs.cancel(Self.expiryJob, uniqueKey: old.uuidString, on: c, logger: self.logger)
+            }
+            for (name, issuer, issue, expiryText, expiry, url) in certifications {
+                let certID = try await c.query("""
+                    INSERT INTO certifications (volunteer_id, name, issued_by, issue_date, expiry_date, document_url)
+                    VALUES (\(id), \(name), \(issuer), \(issue)::date, \(expiryText)::date, \(url)) RETURNING id
+                    """, logger: self.logger).first(UUID.self)!
+                if let expiry {
+                    try await Jobs.schedule(Self.expiryJob, payload: Data(certID.uuidString.utf8), runAt: expiry,
+                                            uniqueKey: certID.uuidString, on: c, logger: self.logger)
+                }
+            }
+            if previous == "verified" {
+                try await self.announceRevoked(c, id, role: .volunteer, reason: "credentials resubmitted")
+            }
+            var response = Caremesh_Identity_V1_SubmitCredentialsResponse()
+            response.verification = try await self.load(c, id)
+            return response
+        }
+    }
+
+    func submitProfessional(_ r: Caremesh_Identity_V1_SubmitProfessionalCredentialsRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_SubmitCredentialsResponse
+    {
+        let id = try userID(try context.requireRole(["professional"]))
+        let p = r.credentials
+        var v = FieldViolations()
+        Validate.name(p.licenseNumber, into: &v, field: "credentials.license_number", max: 100)
+        Validate.name(p.specialization, into: &v, field: "credentials.specialization", max: 100)
+        v.check(p.hospitalAffiliation.count <= 255, "credentials.hospital_affiliation", "at most 255 characters")
+        try v.throwIfAny()
+        let license = p.licenseNumber.trimmingCharacters(in: .whitespaces)
+        let specialization = p.specialization.trimmingCharacters(in: .whitespaces)
+        let affiliation: String? = p.hospitalAffiliation.isEmpty ? nil : p.hospitalAffiliation
+        do {
+            return try await store.withTransaction { c in
+                let previous = try await c.query("SELECT verification FROM professionals WHERE user_id = \(id) FOR UPDATE",
+                                                 logger: self.logger).first(String.self)
+                try await c.query("""
+                    INSERT INTO professionals (user_id, license_number, specialization, hospital_affiliation)
+                    VALUES (\(id), \(license), \(specialization), \(affiliation))
+                    ON CONFLICT (user_id) DO UPDATE SET license_number = excluded.license_number,
+                        specialization = excluded.specialization, hospital_affiliation = excluded.hospital_affiliation,
+                        verification = 'pending', submitted_at = now(), decided_at = NULL, decided_by = NULL,
+                        revocation_reason = NULL
+                    """, logger: self.logger)
+                if previous == "verified" {
+                    try await self.announceRevoked(c, id, role: .professional, reason: "credentials resubmitted")
+                }
+                var response = Caremesh_Identity_V1_SubmitCredentialsResponse()
+                response.verification = try await self.load(c, id)
+                return response
+            }
+        } catch {
+            if let (state, constraint) = PSQLError.violation(in: error), state == "23505", constraint == "professionals_license_number_key" {
+                throw Accounts.taken("credentials.license_number", "this licence number is already registered")
+            }
+            throw error
+        }
+    }
+
+    // MARK: - Decide (admins)
+
+    func verify(_ r: Caremesh_Identity_V1_VerifyUserRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_VerifyUserResponse {
+        let admin = try userID(try context.requireRole(Roles.admin))
+        guard let id = UUID(uuidString: r.userID) else { throw RPCError.invalidArgument(field: "user_id", "must be a UUID") }
+        guard id != admin else { throw RPCError(.permissionDenied, "no one may verify themselves") }
+        return try await store.withTransaction { c in
+            let role: Caremesh_Identity_V1_Role
+            var skills: [String] = []
+            if let s = try await c.query("""
+                UPDATE volunteers SET verification = 'verified', decided_at = now(), decided_by = \(admin), revocation_reason = NULL
+                WHERE user_id = \(id) RETURNING skills
+                """, logger: self.logger).first([String].self) {
+                role = .volunteer
+                skills = s
+            } else if try await c.query("""
+                UPDATE professionals SET verification = 'verified', decided_at = now(), decided_by = \(admin), revocation_reason = NULL
+                WHERE user_id = \(id) RETURNING user_id
+                """, logger: self.logger).hasRows() {
+                role = .professional
+            } else {
+                throw RPCError(.notFound, "user_id: no credentials were submitted for this user")
+            }
+            var event = Caremesh_Identity_V1_VolunteerVerified()
+            event.userID = id.uuidString.lowercased()
+            event.role = role
+            event.skills = skills.map(Self.skill)
+            event.verifiedBy = admin.uuidString.lowercased()
+            _ = try await self.outbox.append(event, key: event.userID, on: c)
+            var response = Caremesh_Identity_V1_VerifyUserResponse()
+            response.verification = try await self.load(c, id)
+            return response
+        }
+    }
+
+    func revoke(_ r: Caremesh_Identity_V1_RevokeVerificationRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_RevokeVerificationResponse
+    {
+        let admin = try userID(try context.requireRole(Roles.admin))
+        var v = FieldViolations()
+        let id = UUID(uuidString: r.userID)
+        v.check(id != nil, "user_id", "must be a UUID")
+        Validate.name(r.reason, into: &v, field: "reason", max: 500)
+        try v.throwIfAny()
+        guard id! != admin else { throw RPCError(.permissionDenied, "no one may decide on their own verification") }
+        let reason = r.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        return try await store.withTransaction { c in
+            var role = Caremesh_Identity_V1_Role.volunteer
+            var found = try await c.query("""
+                UPDATE volunteers SET verification = 'revoked', decided_at = now(), decided_by = \(admin), revocation_reason = \(reason)
+                WHERE user_id = \(id!) RETURNING user_id
+                """, logger: self.logger).hasRows()
+            if !found {
+                role = .professional
+                found = try await c.query("""
+                    UPDATE professionals SET verification = 'revoked', decided_at = now(), decided_by = \(admin), revocation_reason = \(reason)
+                    WHERE user_id = \(id!) RETURNING user_id
+                    """, logger: self.logger).hasRows()
+            }
+            guard found else { throw RPCError(.notFound, "user_id: no credentials were submitted for this user") }
+            try await self.announceRevoked(c, id!, role: role, reason: reason)
+            var response = Caremesh_Identity_V1_RevokeVerificationResponse()
+            response.verification = try await self.load(c, id!)
+            return response
+        }
+    }
+
+    private func announceRevoked(_ c: PostgresConnection, _ id: UUID, role: Caremesh_Identity_V1_Role, reason: String) async throws {
+        var event = Caremesh_Identity_V1_VerificationRevoked()
+        event.userID = id.uuidString.lowercased()
+        event.role = role
+        event.reason = reason
+        _ = try await outbox.append(event, key: event.userID, on: c)
+    }
+
+    func get(_ r: Caremesh_Identity_V1_GetVerificationRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_GetVerificationResponse {
+        let caller = try context.requireCaller()
+        let target = r.userID.isEmpty ? caller.subject : r.userID
+        _ = try context.requireSelf(target, orRole: Roles.admin)
+        guard let id = UUID(uuidString: target) else { throw RPCError.invalidArgument(field: "user_id", "must be a UUID") }
+        var response = Caremesh_Identity_V1_GetVerificationResponse()
+        response.verification = try await store.withConnection { c in try await self.load(c, id) }
+        return response
+    }
+
+    /// Everything known about one user's verification.
+    func load(_ c: PostgresConnection, _ id: UUID) async throws -> Caremesh_Identity_V1_Verification {
+        var out = Caremesh_Identity_V1_Verification()
+        out.userID = id.uuidString.lowercased()
+        out.state = .none
+        let volunteer = try await c.query("""
+            SELECT skills, verification, coalesce(decided_by::text, ''), extract(epoch FROM decided_at)::float8,
+                   coalesce(revocation_reason, ''), extract(epoch FROM submitted_at)::float8
+            FROM volunteers WHERE user_id = \(id)
+            """, logger: logger)
+        for try await (skills, state, by, at, reason, submitted) in volunteer.decode(([String], String, String, Double?, String, Double).self) {
+            out.role = .volunteer
+            out.volunteer.skills = skills.map(Self.skill)
+            fill(&out, state, by, at, reason, submitted)
+            let certs = try await c.query("""
+                SELECT name, issued_by, issue_date::text, coalesce(expiry_date::text, ''), coalesce(document_url, '')
+                FROM certifications WHERE volunteer_id = \(id) ORDER BY issue_date
+                """, logger: logger)
+            for try await (name, issuer, issue, expiry, url) in certs.decode((String, String, String, String, String).self) {
+                var cert = Caremesh_Identity_V1_Certification()
+                cert.name = name
+                cert.issuedBy = issuer
+                cert.issueDate = issue
+                cert.expiryDate = expiry
+                cert.documentURL = url
+                out.volunteer.certifications.append(cert)
+            }
+        }
+        let professional = try await c.query("""
+            SELECT license_number, specialization, coalesce(hospital_affiliation, ''), verification,
+                   coalesce(decided_by::text, ''), extract(epoch FROM decided_at)::float8, coalesce(revocation_reason, ''),
+                   extract(epoch FROM submitted_at)::float8
+            FROM professionals WHERE user_id = \(id)
+            """, logger: logger)
+        for try await (license, spec, hospital, state, by, at, reason, submitted) in professional.decode(
+            (String, String, String, String, String, Double?, String, Double).self)
+        {
+            out.role = .professional
+            out.professional.licenseNumber = license
+            out.professional.specialization = spec
+            out.professional.hospitalAffiliation = hospital
+            fill(&out, state, by, at, reason, submitted)
+        }
+        return out
+    }
+
+    private func fill(_ out: inout Caremesh_Identity_V1_Verification, _ state: String, _ by: String, _ at: Double?,
+                      _ reason: String, _ submitted: Double) {
+        out.state = Self.state(named: state)
+        out.decidedBy = by
+        if let at { out.decidedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at)) }
+        out.revocationReason = reason
+        out.submittedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: submitted))
+    }
+
+    // MARK: - Expiry timer
+
+    /// The durable timer of one certification: mark it expired and announce it (once).
+    func expire(_ job: Job, _ c: PostgresConnection) async throws {
+        guard let id = UUID(uuidString: String(decoding: job.payload, as: UTF8.self)) else { return }
+        let rows = try await c.query("""
+            UPDATE certifications SET expired_at = now()
+            WHERE id = \(id) AND expired_at IS NULL AND expiry_date <= current_date
+            RETURNING volunteer_id, name, expiry_date::text
+            """, logger: logger)
+        for try await (volunteer, name, date) in rows.decode((UUID, String, String).self) {
+            var event = Caremesh_Identity_V1_CredentialExpired()
+            event.userID = volunteer.uuidString.lowercased()
+            event.credential = name
+            event.expiredOn = date
+            _ = try await outbox.append(event, key: event.userID, on: c)
+        }
+    }
+}
