@@ -38,6 +38,10 @@ struct Call: AsyncParsableCommand {
             throw ExitCode(Int32(StatusCode.invalidArgument.rawValue))
         }
         var meta: [String: String] = [:]
+        // An access token from the environment (never a command-line argument, which `ps` shows).
+        if let token = ProcessInfo.processInfo.environment["CAREMESH_TOKEN"], !token.isEmpty {
+            meta["authorization"] = "Bearer \(token)"
+        }
         for kv in metadata {
             let parts = kv.split(separator: "=", maxSplits: 1)
             if parts.count == 2 { meta[parts[0].lowercased()] = String(parts[1]) }
