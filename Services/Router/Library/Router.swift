@@ -35,6 +35,7 @@ public final class Router: Service, Sendable {
         var stopping = false
         var thread: IOThread?
         var keyFetcher: Task<Void, Never>?
+        var keyClient: RPCClient?
     }
 
     /// Send failures and loop counters kept by the I/O layer.
@@ -69,8 +70,11 @@ public final class Router: Service, Sendable {
             throw error
         }
         if configuration.dispatch.authentication == .required {
-            let fetcher = Task { await self.fetchSigningKeys() }
-            control.withLock { $0.keyFetcher = fetcher }
+            var config = ClientConfiguration(endpoint: boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:"))
+            config.maxAttempts = 1
+            let client = RPCClient(configuration: config, logger: logger)
+            let fetcher = Task { await self.fetchSigningKeys(client) }
+            control.withLock { $0.keyFetcher = fetcher; $0.keyClient = client }
         } else {
             logger.warning("router authentication is disabled: no access token is checked (tests only)")
         }
@@ -90,6 +94,8 @@ public final class Router: Service, Sendable {
     public func stop() {
         requestStop()
         control.withLock { $0.thread }?.join()
+        // The key fetcher's socket goes with the router: nothing it started keeps reconnecting.
+        control.withLock { c in defer { c.keyClient = nil }; return c.keyClient }?.close()
     }
 
     public func run() async throws {
@@ -100,6 +106,8 @@ public final class Router: Service, Sendable {
                 await thread.joined()
             } onGracefulShutdown: { self.requestStop() }
         } onCancel: { self.requestStop() }
+        let client = control.withLock { c in defer { c.keyClient = nil }; return c.keyClient }
+        if let client { await Task.detached { client.close() }.value }
     }
 
     // MARK: - The I/O thread
@@ -220,13 +228,7 @@ public final class Router: Service, Sendable {
     /// router's own client socket at start, then every `max_age_seconds` (bounded to
     /// 5 s…5 min), and at most every 2 s when a token names a key the router does not know
     /// (identity publishes a new key before it signs with it, so that is rare).
-    private func fetchSigningKeys() async {
-        var endpoint = boundEndpoints.client
-        endpoint = endpoint.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:")
-        var config = ClientConfiguration(endpoint: endpoint)
-        config.maxAttempts = 1
-        let client = RPCClient(configuration: config, logger: logger)
-        defer { client.close() }
+    private func fetchSigningKeys(_ client: RPCClient) async {
         var failures = 0
         while !Task.isCancelled {
             var nextNs: UInt64
