@@ -172,17 +172,14 @@ public final class RPCClient: Service, Sendable {
     // MARK: - The I/O thread
 
     private func loop() {
-        let socket: ZMQSocket, monitor: ZMQSocket
+        let socket: ZMQSocket, monitor: ZMQEventMonitor
         do {
             socket = try ZMQContext.shared.socket(.dealer)
             try socket.setOption(ZMQOption.sendHighWaterMark, Int32(100_000))
             try socket.setOption(ZMQOption.receiveHighWaterMark, Int32(100_000))
             try socket.setOption(ZMQOption.heartbeatInterval, Int32(1_000))
             try socket.setOption(ZMQOption.heartbeatTimeout, Int32(3_000))
-            let monitorEndpoint = "inproc://caremesh-client-\(UInt64.random(in: 0...UInt64.max))"
-            try socket.monitor(monitorEndpoint, events: ZMQMonitorEvent.mask)
-            monitor = try ZMQContext.shared.socket(.pair)
-            try monitor.connect(monitorEndpoint)
+            monitor = try ZMQEventMonitor(socket, context: ZMQContext.shared)
             try socket.connect(configuration.endpoint)
         } catch {
             logger.error("client could not open its socket", metadata: ["error": "\(error)"])
@@ -192,17 +189,17 @@ public final class RPCClient: Service, Sendable {
         var poller = ZMQPoller()
         poller.add(fd: wake.fd)
         poller.add(socket)
-        poller.add(monitor)
+        poller.add(monitor.events)
         var timeout = 0
         while true {
             let readable = poller.pollMask(timeoutMs: timeout)
             if readable & 1 != 0 { wake.drain() }
             if readable & 4 != 0 {
-                while let frames = try? monitor.receive() {
-                    switch ZMQMonitorEvent(frames: frames) {
-                    case .connected?:
+                while let event = monitor.next() {
+                    switch event {
+                    case .connected:
                         state.withLock { $0.connected = true }
-                    case .disconnected?:
+                    case .disconnected:
                         state.withLock { $0.connected = false }
                         logger.info("client lost the router; calls in flight fail UNAVAILABLE")
                         failSent(RPCError(.unavailable, "the connection to the router was lost",
@@ -246,7 +243,7 @@ public final class RPCClient: Service, Sendable {
             timeout = next.map { $0 > now ? Int(min(1_000, ($0 - now + 999_999) / 1_000_000)) : 0 } ?? 1_000
         }
         failAll(RPCError(.cancelled, "the client was closed"), closing: true)
-        monitor.close()
+        monitor.close()  // stops the monitor first: see ZMQEventMonitor
         socket.close()
     }
 

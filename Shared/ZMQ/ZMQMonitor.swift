@@ -21,6 +21,53 @@ public enum ZMQMonitorEvent: Sendable, Equatable {
     }
 }
 
+/// The connection events of one socket, read on the socket's own thread.
+///
+/// libzmq sends monitor events with a *blocking* send, often from its I/O thread (a peer
+/// that connects or goes away). If the reading PAIR is gone while the monitor still runs,
+/// the next event blocks that thread for good, and with it every socket of the context
+/// (libzmq issue #3575). So `close()` stops the monitor before it closes the PAIR, and the
+/// monitored socket must not be closed before `close()` (its own close can emit events too).
+public final class ZMQEventMonitor {
+    /// The PAIR the events arrive on (poll it like any socket).
+    public let events: ZMQSocket
+    private let socket: ZMQSocket
+    private var closed = false
+
+    /// Monitors `socket` for `mask` (e.g. `ZMQMonitorEvent.mask`) on a fresh inproc endpoint.
+    public init(_ socket: ZMQSocket, context: ZMQContext, mask: Int32 = ZMQMonitorEvent.mask) throws(ZMQError) {
+        let endpoint = "inproc://caremesh-monitor-\(UInt64.random(in: 0...UInt64.max))"
+        try socket.monitor(endpoint, events: mask)
+        do {
+            let pair = try context.socket(.pair)
+            try pair.connect(endpoint)
+            events = pair
+        } catch {
+            socket.stopMonitor()
+            throw error
+        }
+        self.socket = socket
+    }
+
+    /// The next event, or nil if none is waiting.
+    public func next() -> ZMQMonitorEvent? {
+        while let frames = try? events.receive() {
+            if let event = ZMQMonitorEvent(frames: frames) { return event }
+        }
+        return nil
+    }
+
+    /// Stops the monitor, then closes the PAIR (never the other way round).
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        socket.stopMonitor()
+        events.close()
+    }
+
+    deinit { close() }
+}
+
 /// Socket options by name, so callers need not import CZMQ.
 public enum ZMQOption {
     public static let linger = ZMQ_LINGER

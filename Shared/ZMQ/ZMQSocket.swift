@@ -49,9 +49,15 @@ public final class ZMQSocket {
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// Starts a monitor of this socket's connection events on an inproc PAIR endpoint.
-    public func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
+    /// Starts a monitor of this socket's connection events on an inproc PAIR endpoint (use
+    /// `ZMQEventMonitor`, which also stops it in the one safe order).
+    func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
         guard zmq_socket_monitor(handle, endpoint, events) == 0 else { throw ZMQError.last }
+    }
+
+    /// Stops the monitor: libzmq sends no more events, and closes its end of the PAIR.
+    func stopMonitor() {
+        zmq_socket_monitor(handle, nil, 0)
     }
 
     /// Sends a multipart message. Throws `ZMQError.again` when it would block (`dontWait`),
