@@ -74,7 +74,7 @@ let package = Package(
         // Access tokens: EdDSA JWTs, signed by identity, verified by the router.
         .target(
             name: "CareMeshAuth",
-            dependencies: ["CareMeshContracts", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["CareMeshContracts", "CareMeshRPC", .product(name: "Crypto", package: "swift-crypto")],
             path: "Shared/Auth",
             swiftSettings: swiftSettings
         ),

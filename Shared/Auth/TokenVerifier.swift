@@ -1,4 +1,5 @@
 import CareMeshContracts
+import CareMeshRPC
 import Crypto
 import Foundation
 

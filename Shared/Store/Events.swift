@@ -85,9 +85,19 @@ public final class Outbox: Service, Sendable {
     }
 
     /// The handler to register on the service's worker.
+    /// Serves `Events.Pull`. Events name people and what happened to them, so only other
+    /// services and admins may read them. A call with no caller at all comes through a router
+    /// whose authentication was turned off (`CAREMESH_ROUTER_AUTH=disabled`, bus-only setups):
+    /// nothing is authenticated there, and pulls are served.
     public func register(in handlers: inout RPCHandlers) {
-        handlers.register(EventsMethods.pull) { request, context in try await self.pull(request, context: context) }
+        handlers.register(EventsMethods.pull) { request, context in
+            if context.caller != nil { _ = try context.requireRole(Self.readers) }
+            return try await self.pull(request, context: context)
+        }
     }
+
+    /// The roles that may pull events.
+    public static let readers: Set<String> = ["service", "admin"]
 
     /// Listens for the outbox's NOTIFY on a connection of its own and wakes waiting pulls;
     /// reconnects after a failure (waking everyone, who then read again).

@@ -329,8 +329,13 @@ final class Accounts: Sendable {
     static let userColumns = "id, email, role, is_active, email_verified, extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8"
 
     func loadUser(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> Caremesh_Identity_V1_User {
+        try await Self.loadUser(c, query, logger: logger)
+    }
+
+    /// The user `query` selects (`userColumns`); `NOT_FOUND` when none.
+    static func loadUser(_ c: PostgresConnection, _ query: PostgresQuery, logger: Logger) async throws -> Caremesh_Identity_V1_User {
         for try await row in try await c.query(query, logger: logger).decode((UUID, String, String, Bool, Bool, Double, Double).self) {
-            return Self.user(row)
+            return user(row)
         }
         throw RPCError(.notFound, "no such user")
     }

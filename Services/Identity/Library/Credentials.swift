@@ -160,6 +160,44 @@ final class Credentials: Sendable {
         }
     }
 
+    static let documentTypes: [Caremesh_Identity_V1_DocumentType: (name: String, volunteer: Bool, professional: Bool)] = [
+        .idProof: ("ID_PROOF", true, false), .certification: ("CERTIFICATION", true, false),
+        .backgroundCheck: ("BACKGROUND_CHECK", true, false), .medicalLicense: ("MEDICAL_LICENSE", false, true),
+        .degree: ("DEGREE", false, true), .hospitalID: ("HOSPITAL_ID", false, true), .other: ("OTHER", true, true),
+    ]
+
+    /// A supporting document (an https link) for the caller's submitted credentials.
+    func addDocument(_ r: Caremesh_Identity_V1_AddDocumentRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_AddDocumentResponse
+    {
+        let caller = try context.requireRole(["volunteer", "professional"])
+        let id = try userID(caller)
+        let volunteer = caller.has(role: "volunteer")
+        var v = FieldViolations()
+        let type = Self.documentTypes[r.type]
+        v.check(type.map { volunteer ? $0.volunteer : $0.professional } ?? false, "type",
+                volunteer ? "must be ID_PROOF, CERTIFICATION, BACKGROUND_CHECK or OTHER"
+                          : "must be MEDICAL_LICENSE, DEGREE, HOSPITAL_ID or OTHER")
+        Validate.httpsURL(r.url, into: &v, field: "url", required: true)
+        try v.throwIfAny()
+        let query: PostgresQuery = volunteer
+            ? "INSERT INTO volunteer_documents (volunteer_id, document_type, document_url) SELECT user_id, \(type!.name), \(r.url) FROM volunteers WHERE user_id = \(id) RETURNING id, extract(epoch FROM uploaded_at)::float8"
+            : "INSERT INTO professional_documents (professional_id, document_type, document_url) SELECT user_id, \(type!.name), \(r.url) FROM professionals WHERE user_id = \(id) RETURNING id, extract(epoch FROM uploaded_at)::float8"
+        return try await store.withTransaction { c in
+            var row: (UUID, Double)?
+            for try await r in try await c.query(query, logger: self.logger).decode((UUID, Double).self) { row = r }
+            guard let (docID, at) = row else {
+                throw RPCError(.failedPrecondition, "submit your credentials before adding documents")
+            }
+            var response = Caremesh_Identity_V1_AddDocumentResponse()
+            response.document.id = docID.uuidString.lowercased()
+            response.document.type = r.type
+            response.document.url = r.url
+            response.document.uploadedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+            return response
+        }
+    }
+
     // MARK: - Decide (admins)
 
     func verify(_ r: Caremesh_Identity_V1_VerifyUserRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_VerifyUserResponse {
@@ -287,6 +325,20 @@ final class Credentials: Sendable {
             out.professional.specialization = spec
             out.professional.hospitalAffiliation = hospital
             fill(&out, state, by, at, reason, submitted)
+        }
+        let documents = try await c.query("""
+            SELECT id, document_type, document_url, extract(epoch FROM uploaded_at)::float8 FROM volunteer_documents WHERE volunteer_id = \(id)
+            UNION ALL
+            SELECT id, document_type, document_url, extract(epoch FROM uploaded_at)::float8 FROM professional_documents WHERE professional_id = \(id)
+            ORDER BY 4, 1
+            """, logger: logger)
+        for try await (docID, type, url, at) in documents.decode((UUID, String, String, Double).self) {
+            var d = Caremesh_Identity_V1_Document()
+            d.id = docID.uuidString.lowercased()
+            d.type = Self.documentTypes.first { $0.value.name == type }?.key ?? .unspecified
+            d.url = url
+            d.uploadedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+            out.documents.append(d)
         }
         return out
     }

@@ -47,6 +47,19 @@ public enum IdentityService {
         h.register(IdentityMethods.getVerification) { r, ctx in try await credentials.get(r, ctx) }
         h.register(IdentityMethods.verifyUser) { r, ctx in try await credentials.verify(r, ctx) }
         h.register(IdentityMethods.revokeVerification) { r, ctx in try await credentials.revoke(r, ctx) }
+        h.register(IdentityMethods.addDocument) { r, ctx in try await credentials.addDocument(r, ctx) }
+        let admin = Admin(store: store, outbox: outbox, credentials: credentials, logger: logger)
+        h.register(IdentityMethods.listUsers) { r, ctx in try await admin.listUsers(r, ctx) }
+        h.register(IdentityMethods.deactivateUser) { r, ctx in try await admin.deactivate(r, ctx) }
+        h.register(IdentityMethods.listPendingVerifications) { r, ctx in try await admin.listPending(r, ctx) }
+        h.register(IdentityMethods.recordSuspiciousActivity) { r, ctx in try await admin.recordSuspicious(r, ctx) }
+        h.register(IdentityMethods.listSuspiciousActivities) { r, ctx in try await admin.listSuspicious(r, ctx) }
+        h.register(IdentityMethods.listAuditEntries) { r, ctx in try await admin.listAudit(r, ctx) }
+        let people = People(store: store, logger: logger)
+        h.register(IdentityMethods.createPatient) { r, ctx in try await people.create(r, ctx) }
+        h.register(IdentityMethods.updatePatient) { r, ctx in try await people.update(r, ctx) }
+        h.register(IdentityMethods.getPatient) { r, ctx in try await people.get(r, ctx) }
+        h.register(IdentityMethods.searchPatients) { r, ctx in try await people.search(r, ctx) }
         return h
     }
 }

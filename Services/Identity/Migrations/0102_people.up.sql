@@ -38,8 +38,8 @@ ALTER TABLE patients FORCE ROW LEVEL SECURITY;
 CREATE POLICY patients_care_staff ON patients FOR ALL
     USING (phi_access_allowed()) WITH CHECK (phi_access_allowed());
 
--- Who touched which PHI record, when and why. Never holds PHI itself: ids, roles, action,
--- reason codes given by the caller (validated to be short and free of digits runs).
+-- Who touched which PHI record, when and why. Never holds PHI itself: ids, roles, the action
+-- and a purpose from a closed set (no free text a caller could fill with PHI).
 CREATE TABLE audit_log (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     actor_id uuid NOT NULL,
@@ -49,10 +49,12 @@ CREATE TABLE audit_log (
     -- NULL for a search (the entry then records how many records it returned in result_count).
     record_id uuid,
     result_count int CHECK (result_count >= 0),
-    reason text NOT NULL CHECK (length(btrim(reason)) BETWEEN 3 AND 200),
+    purpose text NOT NULL CHECK (purpose IN ('TREATMENT', 'EMERGENCY', 'CARE_COORDINATION', 'PERSON_REQUEST',
+                                             'OPERATIONS', 'COMPLIANCE')),
     request_id text NOT NULL DEFAULT '',
     at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT audit_log_record CHECK ((action = 'SEARCH') = (record_id IS NULL))
+    CONSTRAINT audit_log_record CHECK ((action = 'SEARCH') = (record_id IS NULL)),
+    CONSTRAINT audit_log_count CHECK ((action = 'SEARCH') = (result_count IS NOT NULL))
 );
 CREATE INDEX audit_log_record ON audit_log (record_id, at DESC);
 CREATE INDEX audit_log_actor ON audit_log (actor_id, at DESC);

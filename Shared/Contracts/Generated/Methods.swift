@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "bbe8e635ab6c4340"
+public let protoFingerprint = "f86c1740a3ba1bd4"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {

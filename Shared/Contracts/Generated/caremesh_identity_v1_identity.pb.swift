@@ -272,6 +272,74 @@ public nonisolated enum Caremesh_Identity_V1_DocumentType: SwiftProtobuf.Enum, S
 
 }
 
+/// Why PHI is touched: a closed set (after HL7's PurposeOfUse), so that the audit trail can
+/// never carry free text, and with it PHI.
+public nonisolated enum Caremesh_Identity_V1_AccessPurpose: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Care given to this person (HL7 TREAT).
+  case treatment // = 1
+
+  /// An emergency: an SOS, a care alert (HL7 ETREAT).
+  case emergency // = 2
+
+  /// Planning and coordinating care, pairing with staff (HL7 CAREMGT).
+  case careCoordination // = 3
+
+  /// The person asked (HL7 PATRQT).
+  case personRequest // = 4
+
+  /// Running the organization: records upkeep, quality (HL7 HOPERAT).
+  case operations // = 5
+
+  /// Audit, legal or regulatory review (HL7 HCOMPL).
+  case compliance // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .treatment
+    case 2: self = .emergency
+    case 3: self = .careCoordination
+    case 4: self = .personRequest
+    case 5: self = .operations
+    case 6: self = .compliance
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .treatment: return 1
+    case .emergency: return 2
+    case .careCoordination: return 3
+    case .personRequest: return 4
+    case .operations: return 5
+    case .compliance: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Identity_V1_AccessPurpose] = [
+    .unspecified,
+    .treatment,
+    .emergency,
+    .careCoordination,
+    .personRequest,
+    .operations,
+    .compliance,
+  ]
+
+}
+
 public nonisolated enum Caremesh_Identity_V1_PersonKind: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -1392,9 +1460,8 @@ public nonisolated struct Caremesh_Identity_V1_AuditEntry: Sendable {
 
   public var recordType: String = String()
 
+  /// Empty for a search.
   public var recordID: String = String()
-
-  public var reason: String = String()
 
   public var at: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_at ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
@@ -1406,6 +1473,11 @@ public nonisolated struct Caremesh_Identity_V1_AuditEntry: Sendable {
   public mutating func clearAt() {self._at = nil}
 
   public var requestID: String = String()
+
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
+  /// How many records a search returned.
+  public var resultCount: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1514,7 +1586,7 @@ public nonisolated struct Caremesh_Identity_V1_CreatePatientRequest: Sendable {
   public mutating func clearPatient() {self._patient = nil}
 
   /// Why the record is touched (kept in the audit log); required.
-  public var reason: String = String()
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1559,7 +1631,7 @@ public nonisolated struct Caremesh_Identity_V1_UpdatePatientRequest: Sendable {
   /// Clears the value of `patient`. Subsequent reads from it will return its default value.
   public mutating func clearPatient() {self._patient = nil}
 
-  public var reason: String = String()
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1596,7 +1668,7 @@ public nonisolated struct Caremesh_Identity_V1_GetPatientRequest: Sendable {
 
   public var id: String = String()
 
-  public var reason: String = String()
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1636,7 +1708,7 @@ public nonisolated struct Caremesh_Identity_V1_SearchPatientsRequest: Sendable {
 
   public var kind: Caremesh_Identity_V1_PersonKind = .unspecified
 
-  public var reason: String = String()
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var pageSize: UInt32 = 0
 
@@ -1799,6 +1871,10 @@ nonisolated extension Caremesh_Identity_V1_VerificationState: SwiftProtobuf._Pro
 
 nonisolated extension Caremesh_Identity_V1_DocumentType: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DOCUMENT_TYPE_UNSPECIFIED\0\u{1}DOCUMENT_TYPE_ID_PROOF\0\u{1}DOCUMENT_TYPE_CERTIFICATION\0\u{1}DOCUMENT_TYPE_BACKGROUND_CHECK\0\u{1}DOCUMENT_TYPE_MEDICAL_LICENSE\0\u{1}DOCUMENT_TYPE_DEGREE\0\u{1}DOCUMENT_TYPE_HOSPITAL_ID\0\u{1}DOCUMENT_TYPE_OTHER\0")
+}
+
+nonisolated extension Caremesh_Identity_V1_AccessPurpose: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACCESS_PURPOSE_UNSPECIFIED\0\u{1}ACCESS_PURPOSE_TREATMENT\0\u{1}ACCESS_PURPOSE_EMERGENCY\0\u{1}ACCESS_PURPOSE_CARE_COORDINATION\0\u{1}ACCESS_PURPOSE_PERSON_REQUEST\0\u{1}ACCESS_PURPOSE_OPERATIONS\0\u{1}ACCESS_PURPOSE_COMPLIANCE\0")
 }
 
 nonisolated extension Caremesh_Identity_V1_PersonKind: SwiftProtobuf._ProtoNameProviding {
@@ -3874,7 +3950,7 @@ nonisolated extension Caremesh_Identity_V1_ListSuspiciousActivitiesResponse: Swi
 
 nonisolated extension Caremesh_Identity_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}actor_id\0\u{3}actor_roles\0\u{1}action\0\u{3}record_type\0\u{3}record_id\0\u{1}reason\0\u{1}at\0\u{3}request_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}actor_id\0\u{3}actor_roles\0\u{1}action\0\u{3}record_type\0\u{3}record_id\0\u{2}\u{2}at\0\u{3}request_id\0\u{1}purpose\0\u{3}result_count\0\u{b}reason\0\u{c}\u{7}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3888,9 +3964,10 @@ nonisolated extension Caremesh_Identity_V1_AuditEntry: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.recordType) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.recordID) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._at) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 10: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.resultCount) }()
       default: break
       }
     }
@@ -3919,14 +3996,17 @@ nonisolated extension Caremesh_Identity_V1_AuditEntry: SwiftProtobuf.Message, Sw
     if !self.recordID.isEmpty {
       try visitor.visitSingularStringField(value: self.recordID, fieldNumber: 6)
     }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 7)
-    }
     try { if let v = self._at {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
     if !self.requestID.isEmpty {
       try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 9)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 10)
+    }
+    if self.resultCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.resultCount, fieldNumber: 11)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3938,9 +4018,10 @@ nonisolated extension Caremesh_Identity_V1_AuditEntry: SwiftProtobuf.Message, Sw
     if lhs.action != rhs.action {return false}
     if lhs.recordType != rhs.recordType {return false}
     if lhs.recordID != rhs.recordID {return false}
-    if lhs.reason != rhs.reason {return false}
     if lhs._at != rhs._at {return false}
     if lhs.requestID != rhs.requestID {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.resultCount != rhs.resultCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4112,7 +4193,7 @@ nonisolated extension Caremesh_Identity_V1_Patient: SwiftProtobuf.Message, Swift
 
 nonisolated extension Caremesh_Identity_V1_CreatePatientRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreatePatientRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patient\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patient\0\u{2}\u{2}purpose\0\u{b}reason\0\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4121,7 +4202,7 @@ nonisolated extension Caremesh_Identity_V1_CreatePatientRequest: SwiftProtobuf.M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._patient) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -4135,15 +4216,15 @@ nonisolated extension Caremesh_Identity_V1_CreatePatientRequest: SwiftProtobuf.M
     try { if let v = self._patient {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Identity_V1_CreatePatientRequest, rhs: Caremesh_Identity_V1_CreatePatientRequest) -> Bool {
     if lhs._patient != rhs._patient {return false}
-    if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4185,7 +4266,7 @@ nonisolated extension Caremesh_Identity_V1_CreatePatientResponse: SwiftProtobuf.
 
 nonisolated extension Caremesh_Identity_V1_UpdatePatientRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdatePatientRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patient\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patient\0\u{2}\u{2}purpose\0\u{b}reason\0\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4194,7 +4275,7 @@ nonisolated extension Caremesh_Identity_V1_UpdatePatientRequest: SwiftProtobuf.M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._patient) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -4208,15 +4289,15 @@ nonisolated extension Caremesh_Identity_V1_UpdatePatientRequest: SwiftProtobuf.M
     try { if let v = self._patient {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Identity_V1_UpdatePatientRequest, rhs: Caremesh_Identity_V1_UpdatePatientRequest) -> Bool {
     if lhs._patient != rhs._patient {return false}
-    if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4258,7 +4339,7 @@ nonisolated extension Caremesh_Identity_V1_UpdatePatientResponse: SwiftProtobuf.
 
 nonisolated extension Caremesh_Identity_V1_GetPatientRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetPatientRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{2}purpose\0\u{b}reason\0\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4267,7 +4348,7 @@ nonisolated extension Caremesh_Identity_V1_GetPatientRequest: SwiftProtobuf.Mess
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -4277,15 +4358,15 @@ nonisolated extension Caremesh_Identity_V1_GetPatientRequest: SwiftProtobuf.Mess
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Identity_V1_GetPatientRequest, rhs: Caremesh_Identity_V1_GetPatientRequest) -> Bool {
     if lhs.id != rhs.id {return false}
-    if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4327,7 +4408,7 @@ nonisolated extension Caremesh_Identity_V1_GetPatientResponse: SwiftProtobuf.Mes
 
 nonisolated extension Caremesh_Identity_V1_SearchPatientsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SearchPatientsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}name_prefix\0\u{1}phone\0\u{1}kind\0\u{1}reason\0\u{3}page_size\0\u{3}page_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}name_prefix\0\u{1}phone\0\u{1}kind\0\u{4}\u{2}page_size\0\u{3}page_token\0\u{1}purpose\0\u{b}reason\0\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4338,9 +4419,9 @@ nonisolated extension Caremesh_Identity_V1_SearchPatientsRequest: SwiftProtobuf.
       case 1: try { try decoder.decodeSingularStringField(value: &self.namePrefix) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.phone) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -4356,14 +4437,14 @@ nonisolated extension Caremesh_Identity_V1_SearchPatientsRequest: SwiftProtobuf.
     if self.kind != .unspecified {
       try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 3)
     }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
-    }
     if self.pageSize != 0 {
       try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 5)
     }
     if !self.pageToken.isEmpty {
       try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 6)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4372,7 +4453,7 @@ nonisolated extension Caremesh_Identity_V1_SearchPatientsRequest: SwiftProtobuf.
     if lhs.namePrefix != rhs.namePrefix {return false}
     if lhs.phone != rhs.phone {return false}
     if lhs.kind != rhs.kind {return false}
-    if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.pageToken != rhs.pageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

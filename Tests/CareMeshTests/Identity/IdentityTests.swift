@@ -23,10 +23,13 @@ import Testing
             CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"])
         }
 
-        /// One value from identity's schema, as the superuser sees it.
-        func count(_ sql: String) async throws -> Int64 {
-            try await Store.withSingleConnection(db.url("identity"), logger: TestDatabase.logger) { c in
-                try await c.query(PostgresQuery(unsafeSQL: sql), logger: TestDatabase.logger).first(Int64.self) ?? -1
+        /// One value from identity's schema, as identity's own role sees it (row-level
+        /// security applies), or as the superuser (it does not).
+        /// `setup` runs first on the same connection.
+        func count(_ sql: String, superuser: Bool = false, after setup: String? = nil) async throws -> Int64 {
+            try await Store.withSingleConnection(superuser ? db.admin : db.url("identity"), logger: TestDatabase.logger) { c in
+                if let setup { try await c.query(PostgresQuery(unsafeSQL: setup), logger: TestDatabase.logger) }
+                return try await c.query(PostgresQuery(unsafeSQL: sql), logger: TestDatabase.logger).first(Int64.self) ?? -1
             }
         }
     }

@@ -1,0 +1,274 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+/// The people CareMesh serves: patients and clients (PHI).
+///
+/// Only care staff may touch them (admin, coordinator, professional, caregiver, EA), and each
+/// call says why (a purpose from a closed set). Every create, read, update and search runs in
+/// one transaction that first sets the acting user and roles (what the table's row-level
+/// security checks: without them PostgreSQL shows no row, even to identity's own role) and
+/// ends by writing the audit entries, so a PHI access without its audit entry cannot commit.
+/// Audit entries hold ids, roles, the action and the purpose, never PHI.
+final class People: Sendable {
+    let store: Store
+    let logger: Logger
+
+    /// Who may touch PHI (the database's `phi_access_allowed()` says the same).
+    static let careRoles: Set<String> = ["admin", "coordinator", "professional", "caregiver", "ea"]
+
+    init(store: Store, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    static let purposeNames: [Caremesh_Identity_V1_AccessPurpose: String] = [
+        .treatment: "TREATMENT", .emergency: "EMERGENCY", .careCoordination: "CARE_COORDINATION",
+        .personRequest: "PERSON_REQUEST", .operations: "OPERATIONS", .compliance: "COMPLIANCE",
+    ]
+
+    static func purpose(named name: String) -> Caremesh_Identity_V1_AccessPurpose {
+        purposeNames.first { $0.value == name }?.key ?? .unspecified
+    }
+
+    // MARK: - Calls
+
+    func create(_ r: Caremesh_Identity_V1_CreatePatientRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_CreatePatientResponse
+    {
+        let actor = try Actor(context)
+        var v = FieldViolations()
+        let purpose = Self.purpose(r.purpose, into: &v)
+        v.check([.patient, .client].contains(r.patient.kind), "patient.kind", "must be PATIENT or CLIENT")
+        let fields = Fields(r.patient, into: &v)
+        try v.throwIfAny()
+        let kind = r.patient.kind == .client ? "client" : "patient"
+        var response = Caremesh_Identity_V1_CreatePatientResponse()
+        response.patient = try await one(actor, "CREATE", purpose, """
+            INSERT INTO patients (kind, full_name, date_of_birth, primary_phone, secondary_phone, preferred_language,
+                                  sms_preferred, home_zone_id, created_by)
+            VALUES (\(kind), \(fields.name), \(fields.birth)::date, \(fields.primary), \(fields.secondary), \(fields.language),
+                    \(fields.sms), \(fields.zone), \(actor.id))
+            RETURNING \(unescaped: Self.columns)
+            """)
+        return response
+    }
+
+    func update(_ r: Caremesh_Identity_V1_UpdatePatientRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_UpdatePatientResponse
+    {
+        let actor = try Actor(context)
+        var v = FieldViolations()
+        let purpose = Self.purpose(r.purpose, into: &v)
+        let id = UUID(uuidString: r.patient.id)
+        v.check(id != nil, "patient.id", "must be a UUID")
+        let fields = Fields(r.patient, into: &v)
+        try v.throwIfAny()
+        var response = Caremesh_Identity_V1_UpdatePatientResponse()
+        response.patient = try await one(actor, "UPDATE", purpose, """
+            UPDATE patients SET full_name = \(fields.name), date_of_birth = \(fields.birth)::date,
+                primary_phone = \(fields.primary), secondary_phone = \(fields.secondary),
+                preferred_language = \(fields.language), sms_preferred = \(fields.sms), home_zone_id = \(fields.zone)
+            WHERE id = \(id!) RETURNING \(unescaped: Self.columns)
+            """)
+        return response
+    }
+
+    func get(_ r: Caremesh_Identity_V1_GetPatientRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_GetPatientResponse {
+        let actor = try Actor(context)
+        var v = FieldViolations()
+        let purpose = Self.purpose(r.purpose, into: &v)
+        let id = UUID(uuidString: r.id)
+        v.check(id != nil, "id", "must be a UUID")
+        try v.throwIfAny()
+        var response = Caremesh_Identity_V1_GetPatientResponse()
+        response.patient = try await one(actor, "READ", purpose, "SELECT \(unescaped: Self.columns) FROM patients WHERE id = \(id!)")
+        return response
+    }
+
+    func search(_ r: Caremesh_Identity_V1_SearchPatientsRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_SearchPatientsResponse
+    {
+        let actor = try Actor(context)
+        var v = FieldViolations()
+        let purpose = Self.purpose(r.purpose, into: &v)
+        let prefix = r.namePrefix.trimmingCharacters(in: .whitespacesAndNewlines)
+        v.check(!(prefix.isEmpty && r.phone.isEmpty), "name_prefix", "give a name prefix or a phone")
+        v.check(prefix.isEmpty || (2...100).contains(prefix.count), "name_prefix", "must be 2 to 100 characters")
+        Validate.phone(r.phone, into: &v, field: "phone", required: false)
+        v.check([.unspecified, .patient, .client].contains(r.kind), "kind", "must be PATIENT, CLIENT or unset")
+        let paging = try? Page(size: r.pageSize, token: r.pageToken)
+        v.check(paging != nil, "page_token", "is not a token this method returned")
+        try v.throwIfAny()
+        let page = paging!
+        // LIKE's own characters in the name are matched literally.
+        let pattern: String? = prefix.isEmpty ? nil : prefix.lowercased()
+            .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+            .replacingOccurrences(of: "_", with: "\\_") + "%"
+        let phone: String? = r.phone.isEmpty ? nil : r.phone
+        let kind: String? = r.kind == .unspecified ? nil : (r.kind == .client ? "client" : "patient")
+        return try await withPHI(actor) { c in
+            let rows = try await c.query("""
+                SELECT \(unescaped: Self.columns), \(unescaped: Page.micros("created_at")) FROM patients
+                WHERE (\(pattern)::text IS NULL OR lower(full_name) LIKE \(pattern))
+                  AND (\(phone)::text IS NULL OR primary_phone = \(phone) OR secondary_phone = \(phone))
+                  AND (\(kind)::text IS NULL OR kind = \(kind))
+                  AND \(after: page, time: "created_at", id: "id")
+                ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
+                """, logger: self.logger)
+            let (patients, token) = try await page.collect(
+                rows.decode((UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double, Int64).self)
+            ) { r in (Self.patient((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)), r.11, r.0) }
+            let ids = patients.compactMap { UUID(uuidString: $0.id) }
+            try await self.audit(c, actor, "SEARCH", ids: [], purpose: purpose, resultCount: ids.count)
+            try await self.audit(c, actor, "READ", ids: ids, purpose: purpose)
+            var response = Caremesh_Identity_V1_SearchPatientsResponse()
+            response.patients = patients
+            response.nextPageToken = token
+            return response
+        }
+    }
+
+    // MARK: - The PHI transaction and its audit
+
+    /// The caller acting on PHI: a user with a care role.
+    struct Actor: Sendable {
+        let id: UUID
+        let roles: [String]
+        let trace: String
+
+        init(_ context: RPCContext) throws(RPCError) {
+            let caller = try context.requireRole(People.careRoles)
+            guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.permissionDenied, "PHI is for people, not services") }
+            self.id = id
+            roles = caller.roles.sorted()
+            // The trace id ties the entry to the request across services (never the request body).
+            trace = context.traceparent.map { String($0.split(separator: "-").dropFirst().first ?? "") } ?? ""
+        }
+    }
+
+    /// Runs `body` in a transaction in which row-level security sees `actor`.
+    private func withPHI<R: Sendable>(_ actor: Actor, _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await store.withTransaction { c in
+            let roles = actor.roles.joined(separator: ",")
+            try await c.query("""
+                SELECT set_config('caremesh.actor_id', \(actor.id.uuidString.lowercased()), true),
+                       set_config('caremesh.actor_roles', \(roles), true)
+                """, logger: self.logger)
+            return try await body(c)
+        }
+    }
+
+    /// The one patient `query` writes or reads, audited as `action`, in a PHI transaction.
+    private func one(_ actor: Actor, _ action: String, _ purpose: String, _ query: PostgresQuery) async throws
+        -> Caremesh_Identity_V1_Patient
+    {
+        try await withPHI(actor) { c in
+            let (id, patient) = try await self.load(c, query)
+            try await self.audit(c, actor, action, ids: [id], purpose: purpose)
+            return patient
+        }
+    }
+
+    /// One audit entry per record (or one for a search, with its count), in the caller's transaction.
+    private func audit(_ c: PostgresConnection, _ actor: Actor, _ action: String, ids: [UUID], purpose: String,
+                       resultCount: Int? = nil) async throws {
+        if action == "SEARCH" {
+            try await c.query("""
+                INSERT INTO audit_log (actor_id, actor_roles, action, record_type, result_count, purpose, request_id)
+                VALUES (\(actor.id), \(actor.roles), 'SEARCH', 'patient', \(resultCount ?? 0), \(purpose), \(actor.trace))
+                """, logger: logger)
+        } else if !ids.isEmpty {
+            try await c.query("""
+                INSERT INTO audit_log (actor_id, actor_roles, action, record_type, record_id, purpose, request_id)
+                SELECT \(actor.id), \(actor.roles), \(action), 'patient', r, \(purpose), \(actor.trace) FROM unnest(\(ids)::uuid[]) AS r
+                """, logger: logger)
+        }
+    }
+
+    // MARK: - Fields and rows
+
+    static func purpose(_ p: Caremesh_Identity_V1_AccessPurpose, into v: inout FieldViolations) -> String {
+        guard let name = purposeNames[p] else {
+            v.add("purpose", "say why the record is touched: TREATMENT, EMERGENCY, CARE_COORDINATION, PERSON_REQUEST, OPERATIONS or COMPLIANCE")
+            return ""
+        }
+        return name
+    }
+
+    /// A patient's editable fields, checked and normalised (each violation names its field).
+    struct Fields: Sendable {
+        var name = "", birth: String?, primary: String?, secondary: String?, language = "en", sms = false, zone: UUID?
+
+        init(_ p: Caremesh_Identity_V1_Patient, into v: inout FieldViolations) {
+            Validate.name(p.fullName, into: &v, field: "patient.full_name")
+            name = p.fullName.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !p.dateOfBirth.isEmpty {
+                if let d = Validate.date(p.dateOfBirth) {
+                    v.check(d > Validate.date("1900-01-01")! && d <= Date(), "patient.date_of_birth", "must be after 1900-01-01 and not in the future")
+                    birth = p.dateOfBirth
+                } else {
+                    v.add("patient.date_of_birth", "must be a date, YYYY-MM-DD")
+                }
+            }
+            Validate.phone(p.primaryPhone, into: &v, field: "patient.primary_phone", required: false)
+            Validate.phone(p.secondaryPhone, into: &v, field: "patient.secondary_phone", required: false)
+            primary = p.primaryPhone.isEmpty ? nil : p.primaryPhone
+            secondary = p.secondaryPhone.isEmpty ? nil : p.secondaryPhone
+            v.check(secondary == nil || secondary != primary, "patient.secondary_phone", "must differ from the primary phone")
+            if !p.preferredLanguage.isEmpty {
+                language = p.preferredLanguage
+                v.check(Self.isLanguageTag(language), "patient.preferred_language", "must be a BCP 47 language tag such as en, fr or pt-BR")
+            }
+            sms = p.smsPreferred
+            v.check(!sms || primary != nil, "patient.sms_preferred", "needs a primary phone")
+            if !p.homeZoneID.isEmpty {
+                zone = UUID(uuidString: p.homeZoneID)
+                v.check(zone != nil, "patient.home_zone_id", "must be a UUID")
+            }
+        }
+
+        /// `[a-z]{2,3}` with an optional `-` and 2 to 8 letters or digits (the table's CHECK).
+        static func isLanguageTag(_ s: String) -> Bool {
+            let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(parts.count), (2...3).contains(parts[0].count),
+                  parts[0].allSatisfy({ $0.isASCII && $0.isLowercase }) else { return false }
+            return parts.count == 1 || ((2...8).contains(parts[1].count) && parts[1].allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) })
+        }
+    }
+
+    static let columns = """
+        id, kind, full_name, date_of_birth::text, primary_phone, secondary_phone, preferred_language, sms_preferred,
+        home_zone_id, extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8
+        """
+
+    typealias Row = (UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double)
+
+    /// The one row `query` returns; `NOT_FOUND` when none (including a row RLS hides).
+    private func load(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> (UUID, Caremesh_Identity_V1_Patient) {
+        for try await row in try await c.query(query, logger: logger).decode(Row.self) {
+            return (row.0, Self.patient(row))
+        }
+        throw RPCError(.notFound, "no such patient or client")
+    }
+
+    static func patient(_ row: Row) -> Caremesh_Identity_V1_Patient {
+        var p = Caremesh_Identity_V1_Patient()
+        p.id = row.0.uuidString.lowercased()
+        p.kind = row.1 == "client" ? .client : .patient
+        p.fullName = row.2
+        p.dateOfBirth = row.3 ?? ""
+        p.primaryPhone = row.4 ?? ""
+        p.secondaryPhone = row.5 ?? ""
+        p.preferredLanguage = row.6
+        p.smsPreferred = row.7
+        p.homeZoneID = row.8?.uuidString.lowercased() ?? ""
+        p.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.9))
+        p.updatedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.10))
+        return p
+    }
+}
