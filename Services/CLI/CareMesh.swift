@@ -10,7 +10,7 @@ struct CareMesh: AsyncParsableCommand {
         commandName: "caremesh",
         abstract: "Run a local CareMesh stack, call any method with JSON, check health, migrate, benchmark.",
         version: CareMeshVersion.current,
-        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Migrate.self, DB.self, Bench.self, BenchWorker.self,
+        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Migrate.self, DB.self, IdentityAdmin.self, Bench.self, BenchWorker.self,
                       EventsProbe.self]
     )
 }

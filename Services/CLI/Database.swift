@@ -143,3 +143,36 @@ struct DB: AsyncParsableCommand {
         }
     }
 }
+
+/// `caremesh identity grant-role EMAIL ROLE`: how the first admin is made.
+struct IdentityAdmin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "identity", abstract: "Identity administration that needs the database itself.",
+        subcommands: [GrantRole.self])
+
+    struct GrantRole: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Give an account a role, straight in identity's database (e.g. the first admin).",
+            discussion: """
+                Admins give roles with the SetUserRole RPC; this is for when there is no admin yet. Uses \
+                IDENTITY_DATABASE_URL or DATABASE_URL, else the local stack's PostgreSQL. Announced as \
+                UserRoleChanged; the account's next token (sign-in or refresh) carries the role.
+                  caremesh identity grant-role ann@example.org admin
+                """
+        )
+
+        @Argument(help: "The account's email.") var email: String
+        @Argument(help: "user, volunteer, professional, caregiver, coordinator, ea or admin") var role: String
+
+        func run() async throws {
+            let url = try LocalDatabase.url(for: IdentityService.name, layout: StackLayout())
+            do {
+                let user = try await IdentityService.grantRole(email: email, role: role, url: url, logger: cliLogger("caremesh.identity"))
+                print("\(user.email) (\(user.id)) is now \(role.lowercased())")
+            } catch let e as RPCError {
+                writeError("caremesh: \(e.code.name): \(e.message)")
+                throw ExitCode.failure
+            }
+        }
+    }
+}

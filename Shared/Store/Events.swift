@@ -21,7 +21,7 @@ public final class Outbox: Service, Sendable {
     public let schema: String
     public let store: Store
     let changes = ChangeSignal()
-    public var channel: String { "caremesh_outbox_\(schema)" }
+    public var channel: String { Self.channel(schema) }
 
     public init(schema: String, store: Store) {
         self.schema = schema
@@ -32,17 +32,25 @@ public final class Outbox: Service, Sendable {
     /// transaction that makes the change. Returns the event's id.
     @discardableResult
     public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
+        try await Self.append(message, key: key, schema: schema, on: connection, logger: store.logger)
+    }
+
+    /// `append` for code that has a connection to the schema but no running service (the CLI).
+    @discardableResult
+    public static func append(_ message: some SwiftProtobuf.Message, key: String, schema: String, on connection: PostgresConnection,
+                              logger: Logger) async throws -> UUID {
         let id = UUID()
         let payload: [UInt8] = try message.serializedBytes()
-        let logger = store.logger
         try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("caremesh.outbox.\(schema)")))", logger: logger)
         try await connection.query("""
             INSERT INTO outbox (event_id, type, key, payload)
             VALUES (\(id), \(type(of: message).protoMessageName), \(key), \(ByteBuffer(bytes: payload)))
             """, logger: logger)
-        try await connection.query("SELECT pg_notify(\(channel), '')", logger: logger)
+        try await connection.query("SELECT pg_notify(\(channel(schema)), '')", logger: logger)
         return id
     }
+
+    static func channel(_ schema: String) -> String { "caremesh_outbox_\(schema)" }
 
     /// Events after `after`, at most `limit`.
     public func read(after: Int64, limit: Int) async throws -> [Event] {

@@ -62,6 +62,44 @@ final class Admin: Sendable {
         }
     }
 
+    func setRole(_ r: Caremesh_Identity_V1_SetUserRoleRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_SetUserRoleResponse {
+        let caller = try context.requireRole(Roles.admin)
+        var v = FieldViolations()
+        let id = UUID(uuidString: r.userID)
+        v.check(id != nil, "user_id", "must be a UUID")
+        v.check(Roles.name(r.role) != nil, "role", "must be one of USER, VOLUNTEER, PROFESSIONAL, CAREGIVER, COORDINATOR, EA, ADMIN")
+        try v.throwIfAny()
+        guard caller.subject != id!.uuidString.lowercased() else {
+            throw RPCError(.permissionDenied, "admins cannot change their own role (another admin can)")
+        }
+        var response = Caremesh_Identity_V1_SetUserRoleResponse()
+        response.user = try await store.withTransaction { c in
+            try await Self.setRole(c, id: id!, role: r.role, logger: self.logger)
+        }
+        return response
+    }
+
+    /// Gives the user (by id, or by email ignoring case) the role, announcing `UserRoleChanged`
+    /// if it changed, in the caller's transaction. Also how the first admin is made
+    /// (`IdentityService.grantRole`, from the CLI).
+    static func setRole(_ c: PostgresConnection, id: UUID? = nil, email: String? = nil,
+                        role: Caremesh_Identity_V1_Role, logger: Logger) async throws -> Caremesh_Identity_V1_User {
+        let previous = try await Accounts.loadUser(c, """
+            SELECT \(unescaped: Accounts.userColumns) FROM users
+            WHERE id = \(id) OR lower(email) = lower(\(email)) FOR UPDATE
+            """, logger: logger)
+        guard previous.role != role, let userID = UUID(uuidString: previous.id) else { return previous }
+        let user = try await Accounts.loadUser(c, """
+            UPDATE users SET role = \(Roles.name(role)!) WHERE id = \(userID) RETURNING \(unescaped: Accounts.userColumns)
+            """, logger: logger)
+        var event = Caremesh_Identity_V1_UserRoleChanged()
+        event.userID = user.id
+        event.role = role
+        event.previousRole = previous.role
+        try await Outbox.append(event, key: user.id, schema: IdentityService.name, on: c, logger: logger)
+        return user
+    }
+
     /// Deactivates an account: sign-in and refresh stop at once (every refresh token is
     /// revoked); access tokens already issued expire within their lifetime. Announced as
     /// `UserDeactivated`, which dispatch uses to stop offering the person work.

@@ -29,6 +29,20 @@ public enum IdentityService {
         })
     }
 
+    /// Gives the account with `email` a role, straight in identity's database (`url`): how
+    /// the first admin is made (`caremesh identity grant-role`), since only admins give roles.
+    public static func grantRole(email: String, role name: String, url: DatabaseURL, logger: Logger) async throws
+        -> Caremesh_Identity_V1_User
+    {
+        let role = Roles.role(name.lowercased())
+        guard role != .unspecified else {
+            throw RPCError.invalidArgument(field: "role", "must be one of \(Roles.names.values.sorted().joined(separator: ", "))")
+        }
+        return try await Store.withSingleConnection(url, logger: logger) { c in
+            try await c.withTransaction(logger: logger) { c in try await Admin.setRole(c, email: email, role: role, logger: logger) }
+        }
+    }
+
     static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
         let keyring = Keyring(configuration: configuration, store: store, logger: logger)
         let accounts = Accounts(store: store, outbox: outbox, keyring: keyring, configuration: configuration, logger: logger)
@@ -50,6 +64,7 @@ public enum IdentityService {
         h.register(IdentityMethods.addDocument) { r, ctx in try await credentials.addDocument(r, ctx) }
         let admin = Admin(store: store, outbox: outbox, credentials: credentials, logger: logger)
         h.register(IdentityMethods.listUsers) { r, ctx in try await admin.listUsers(r, ctx) }
+        h.register(IdentityMethods.setUserRole) { r, ctx in try await admin.setRole(r, ctx) }
         h.register(IdentityMethods.deactivateUser) { r, ctx in try await admin.deactivate(r, ctx) }
         h.register(IdentityMethods.listPendingVerifications) { r, ctx in try await admin.listPending(r, ctx) }
         h.register(IdentityMethods.recordSuspiciousActivity) { r, ctx in try await admin.recordSuspicious(r, ctx) }

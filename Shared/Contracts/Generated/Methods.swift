@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "f86c1740a3ba1bd4"
+public let protoFingerprint = "ce4bf2856a22b072"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -110,6 +110,9 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/ListUsers`
     public static let listUsers = RPCMethod<Caremesh_Identity_V1_ListUsersRequest, Caremesh_Identity_V1_ListUsersResponse>(
         path: "/caremesh.identity.v1.Identity/ListUsers", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/SetUserRole`
+    public static let setUserRole = RPCMethod<Caremesh_Identity_V1_SetUserRoleRequest, Caremesh_Identity_V1_SetUserRoleResponse>(
+        path: "/caremesh.identity.v1.Identity/SetUserRole", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.identity.v1.Identity/DeactivateUser`
     public static let deactivateUser = RPCMethod<Caremesh_Identity_V1_DeactivateUserRequest, Caremesh_Identity_V1_DeactivateUserResponse>(
         path: "/caremesh.identity.v1.Identity/DeactivateUser", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
@@ -135,7 +138,7 @@ public enum IdentityMethods {
     public static let searchPatients = RPCMethod<Caremesh_Identity_V1_SearchPatientsRequest, Caremesh_Identity_V1_SearchPatientsResponse>(
         path: "/caremesh.identity.v1.Identity/SearchPatients", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
 }
 
 /// The methods of `caremesh.messaging.v1.Messaging` (caremesh/messaging/v1/messaging.proto).
@@ -168,6 +171,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.revokeVerification.erased,
     IdentityMethods.listPendingVerifications.erased,
     IdentityMethods.listUsers.erased,
+    IdentityMethods.setUserRole.erased,
     IdentityMethods.deactivateUser.erased,
     IdentityMethods.recordSuspiciousActivity.erased,
     IdentityMethods.listSuspiciousActivities.erased,

@@ -61,7 +61,7 @@ struct CLITests {
             #expect(migrations.status == 0, "\(migrations.stderr)")
             #expect(migrations.stdout.contains("0102 people") && !migrations.stdout.contains("pending"))
             migrationsText = migrations.stdout
-            try await StackChecks.verify(router: "tcp://127.0.0.1:\(port)")
+            try await StackChecks.verify(router: "tcp://127.0.0.1:\(port)", environment: env)
 
             // A crashed child comes back.
             let pidFile = home.appendingPathComponent("run/identity.pid")

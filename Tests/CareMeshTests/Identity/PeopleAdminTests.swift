@@ -143,7 +143,7 @@ extension IdentityTests {
         }
     }
 
-    @Test("admin: users by role, deactivation stops sign-in and refresh and is announced, pending verifications, documents, suspicious activity; events only for services and admins")
+    @Test("admin: users by role, roles given, deactivation stops sign-in and refresh and is announced, pending verifications, documents, suspicious activity; events only for services and admins")
     func administration() async throws {
         try await withIdentity { s in
             let admin = try await account(s, "admin")
@@ -198,6 +198,19 @@ extension IdentityTests {
             #expect(found.count == 1 && found.first?.userID == plain.user.id && found.first?.details == ["sos_per_hour": "12"]
                     && found.first?.ipAddress == "203.0.113.9")
 
+            // Roles are given by admins (never to themselves); the next token carries them.
+            var promote = Caremesh_Identity_V1_SetUserRoleRequest()
+            promote.userID = plain.user.id
+            promote.role = .coordinator
+            #expect(await code { _ = try await s.client.call(IdentityMethods.setUserRole, request: promote, options: v) } == .permissionDenied)
+            var selfPromote = promote
+            selfPromote.userID = admin.id
+            #expect(await code { _ = try await s.client.call(IdentityMethods.setUserRole, request: selfPromote, options: admin.auth) } == .permissionDenied)
+            #expect(try await s.client.call(IdentityMethods.setUserRole, request: promote, options: admin.auth).user.role == .coordinator)
+            _ = try await s.client.call(IdentityMethods.setUserRole, request: promote, options: admin.auth)  // unchanged: no event
+            let promoted = try await refresh(s, plain.session.refreshToken)
+            #expect(try await s.client.call(IdentityMethods.whoAmI, request: .init(), options: s.auth(promoted)).roles == ["coordinator"])
+
             // Deactivation: not oneself; then sign-in and refresh stop, and it is announced once.
             var deactivate = Caremesh_Identity_V1_DeactivateUserRequest()
             deactivate.userID = admin.id
@@ -210,7 +223,7 @@ extension IdentityTests {
             login.email = plain.user.email
             login.password = "a long enough passphrase"
             #expect(await code { _ = try await s.client.call(IdentityMethods.login, request: login) } == .unauthenticated)
-            #expect(await code { _ = try await refresh(s, plain.session.refreshToken) } == .unauthenticated)
+            #expect(await code { _ = try await refresh(s, promoted.refreshToken) } == .unauthenticated)
             list = .init()
             #expect(!(try await s.client.call(IdentityMethods.listUsers, request: list, options: admin.auth).users.map(\.id).contains(plain.user.id)))
             list.includeInactive = true
@@ -227,7 +240,7 @@ extension IdentityTests {
                 return all.map(\.type)
             }
             #expect(events == ["caremesh.identity.v1.UserRegistered", "caremesh.identity.v1.SuspiciousActivityRecorded",
-                               "caremesh.identity.v1.UserDeactivated"])
+                               "caremesh.identity.v1.UserRoleChanged", "caremesh.identity.v1.UserDeactivated"])
         }
     }
 }
