@@ -113,9 +113,10 @@ let package = Package(
         .executableTarget(
             name: "CareMeshCLI",
             dependencies: [
-                "CareMeshRPC", "CareMeshRouter", "CareMeshContracts", "CareMeshStore", "ZMQ",
+                "CareMeshRPC", "CareMeshRouter", "CareMeshContracts", "CareMeshStore", "CareMeshAuth", "ZMQ",
                 "IdentityService", "DispatchService", "AlertsService", "MessagingService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

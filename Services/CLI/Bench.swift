@@ -5,11 +5,11 @@ import Foundation
 import Histogram
 import ZMQ
 
-/// `caremesh bench rpc`: round trips through the router to a no-op method.
+/// `caremesh bench rpc|identity`.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (record results in BENCHMARKS.md).",
-        subcommands: [RPC.self]
+        subcommands: [RPC.self, IdentityBench.self]
     )
 
     struct RPC: AsyncParsableCommand {
@@ -58,7 +58,7 @@ struct Bench: AsyncParsableCommand {
             let client = RPCClient(configuration: config)
             defer { client.close() }
             try await waitForWorkers(client)
-            print("machine: nproc=\(ProcessInfo.processInfo.activeProcessorCount) \(cpuModel())")
+            print(machineLine())
             for c in concurrency {
                 let result = try await measure(client, concurrency: c)
                 print(result)
@@ -90,44 +90,13 @@ struct Bench: AsyncParsableCommand {
             var request = Caremesh_Bench_V1_EchoRequest()
             request.payload = Data(repeating: 0x61, count: payload)
             let req = request
-            let start = monotonicNanos()
-            let measureFrom = start + UInt64(warmup * 1e9)
-            let end = measureFrom + UInt64(duration * 1e9)
-            let (histograms, errors) = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
-                for _ in 0..<concurrency {
-                    group.addTask {
-                        var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-                        var errors = 0
-                        while true {
-                            let t0 = monotonicNanos()
-                            if t0 >= end { break }
-                            do {
-                                _ = try await client.call(BenchMethods.echo, request: req)
-                                let t1 = monotonicNanos()
-                                if t0 >= measureFrom && t1 <= end { _ = h.record(t1 - t0) }
-                            } catch {
-                                errors += 1
-                            }
-                        }
-                        return (h, errors)
-                    }
-                }
-                var all = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-                var errors = 0
-                for await (h, e) in group { all.add(h); errors += e }
-                return (all, errors)
+            let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration).run { _ in
+                _ = try await client.call(BenchMethods.echo, request: req)
             }
-            let n = histograms.totalCount
-            let rps = Double(n) / duration
-            func us(_ p: Double) -> String { String(format: "%.1f", Double(histograms.valueAtPercentile(p)) / 1000) }
+            let n = result.histogram.totalCount
             return "caremesh rpc: concurrency=\(concurrency) payload=\(payload)B duration_s=\(duration) requests=\(n) "
-                + "rps=\(Int(rps)) p50_us=\(us(50)) p90_us=\(us(90)) p99_us=\(us(99)) p999_us=\(us(99.9)) "
-                + "errors=\(errors)"
-        }
-
-        private func cpuModel() -> String {
-            let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-            return info.split(separator: "\n").first { $0.hasPrefix("model name") }.map(String.init) ?? ""
+                + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "
+                + "p999_us=\(result.us(99.9)) errors=\(result.errors)"
         }
     }
 }

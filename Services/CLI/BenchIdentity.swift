@@ -1,0 +1,136 @@
+import ArgumentParser
+import CareMeshAuth
+import CareMeshContracts
+import CareMeshRPC
+import Crypto
+import Foundation
+import Synchronization
+import ZMQ
+
+/// `caremesh bench identity`: sign-ins, refreshes and authenticated calls through a running
+/// stack's router, and the router's token verification in-process.
+struct IdentityBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "identity",
+        abstract: "Logins/s, refreshes/s and authenticated calls/s through the router; token verification µs.",
+        discussion: """
+            Needs a running stack (caremesh up, release build recommended) whose router requires \
+            tokens. It registers --accounts accounts (bench-…@example.org) and then runs each load for \
+            --duration seconds after --warmup. Logins are bounded by the password hash: the stack's \
+            IDENTITY_SCRYPT_LN (default 17: N=2^17, r=8, p=1, 128 MiB) and IDENTITY_HASH_CONCURRENCY.
+            """
+    )
+
+    @OptionGroup var router: RouterOptions
+    @Option(help: "Calls in flight (default: twice the cores).") var concurrency: Int?
+    @Option(help: "Accounts to register (default: the concurrency).") var accounts: Int?
+    @Option(help: "Warm-up seconds per load.") var warmup = 2.0
+    @Option(help: "Measured seconds per load.") var duration = 10.0
+    @Option(help: "Tokens verified in the in-process verification benchmark.") var tokens = 20_000
+
+    func run() async throws {
+        print(machineLine())
+        print(Self.verification(count: tokens))
+        let c = concurrency ?? 2 * ProcessInfo.processInfo.activeProcessorCount
+        let n = accounts ?? c
+        let client = RPCClient(configuration: router.clientConfiguration(), logger: cliLogger("caremesh.bench"))
+        defer { client.close() }
+        let password = "bench passphrase \(UInt64.random(in: 0...UInt64.max))"
+        let run = UInt32.random(in: 0...UInt32.max)
+
+        // Accounts, registered at `c` at a time (each costs one hash too).
+        let started = monotonicNanos()
+        let emails = (0..<n).map { "bench-\(run)-\($0)@example.org" }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for batch in stride(from: 0, to: n, by: c) {
+                for i in batch..<min(n, batch + c) {
+                    group.addTask {
+                        var r = Caremesh_Identity_V1_RegisterRequest()
+                        r.email = emails[i]
+                        r.password = password
+                        r.name = "Bench \(i)"
+                        r.phone = "+4479\(String(format: "%08d", (Int(run % 9_000) * 1_000 + i) % 100_000_000))"
+                        _ = try await client.call(IdentityMethods.register, request: r, options: .init(timeout: .seconds(120)))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let seconds = Double(monotonicNanos() - started) / 1e9
+        print(String(format: "identity register: accounts=%d seconds=%.1f per_s=%.1f", n, seconds, Double(n) / seconds))
+
+        let load = Load(concurrency: c, warmup: warmup, duration: duration)
+        let hashing = "scrypt_ln=\(ProcessInfo.processInfo.environment["IDENTITY_SCRYPT_LN"] ?? "17 (default)") concurrency=\(c)"
+        let logins = await load.run { task in
+            var r = Caremesh_Identity_V1_LoginRequest()
+            r.email = emails[task % n]
+            r.password = password
+            _ = try await client.call(IdentityMethods.login, request: r, options: .init(timeout: .seconds(60)))
+        }
+        print(logins.line("identity login", hashing))
+
+        // One session per task, refreshed back to back (each refresh rotates the token).
+        let sessions = try await withThrowingTaskGroup(of: (Int, Caremesh_Identity_V1_Session).self) { group in
+            for task in 0..<c {
+                group.addTask {
+                    var r = Caremesh_Identity_V1_LoginRequest()
+                    r.email = emails[task % n]
+                    r.password = password
+                    return (task, try await client.call(IdentityMethods.login, request: r, options: .init(timeout: .seconds(120))).session)
+                }
+            }
+            var out = [Caremesh_Identity_V1_Session](repeating: .init(), count: c)
+            for try await (task, session) in group { out[task] = session }
+            return out
+        }
+        let current = sessions.map(SessionBox.init)
+        let refreshes = await load.run { task in
+            var r = Caremesh_Identity_V1_RefreshRequest()
+            r.refreshToken = current[task].session.withLock { $0.refreshToken }
+            let session = try await client.call(IdentityMethods.refresh, request: r).session
+            current[task].session.withLock { $0 = session }
+        }
+        print(refreshes.line("identity refresh", "concurrency=\(c)"))
+
+        // Authenticated calls: the router verifies the token (cached after its first call).
+        @Sendable func auth(_ task: Int) -> CallOptions {
+            CallOptions(metadata: ["authorization": "Bearer \(current[task].session.withLock { $0.accessToken })"])
+        }
+        let whoAmI = await load.run { task in _ = try await client.call(IdentityMethods.whoAmI, request: .init(), options: auth(task)) }
+        print(whoAmI.line("identity whoami (token + a database read)", "concurrency=\(c)"))
+        let health = await load.run { task in
+            _ = try await client.call(HealthMethods.check, service: "identity", request: .init(), options: auth(task))
+        }
+        print(health.line("identity health with a token (router verification, no database)", "concurrency=\(c)"))
+    }
+
+    /// A task's current session (its refresh token rotates on every refresh).
+    final class SessionBox: Sendable {
+        let session: Mutex<Caremesh_Identity_V1_Session>
+        init(_ session: Caremesh_Identity_V1_Session) { self.session = Mutex(session) }
+    }
+
+    /// What the router spends on a token: Ed25519 signature checks of `count` distinct tokens
+    /// (the first call of each), then the cached path they take afterwards.
+    static func verification(count: Int) -> String {
+        let key = Curve25519.Signing.PrivateKey()
+        let now = Int64(Date().timeIntervalSince1970)
+        let tokens = (0..<count).map { i in
+            let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: UUID().uuidString.lowercased(),
+                                      roles: ["volunteer"], sid: UUID().uuidString.lowercased(), iat: now, nbf: now,
+                                      exp: now + 900, jti: "\(i)")
+            return try! AccessToken.sign(claims, kid: "bench", key: key)
+        }
+        var verifier = TokenVerifier(cacheLimit: count + 1)
+        verifier.setKeys(["bench": key.publicKey])
+        var failures = 0
+        let t0 = monotonicNanos()
+        for t in tokens where (try? verifier.verify(t, now: now)) == nil { failures += 1 }
+        let t1 = monotonicNanos()
+        for t in tokens where (try? verifier.verify(t, now: now)) == nil { failures += 1 }
+        let t2 = monotonicNanos()
+        let first = Double(t1 - t0) / Double(count) / 1000, cached = Double(t2 - t1) / Double(count) / 1000
+        return String(format: "router token verification: tokens=%d first_us=%.2f cached_us=%.3f failures=%d",
+                      count, first, cached, failures)
+    }
+}
