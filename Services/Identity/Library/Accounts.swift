@@ -157,16 +157,28 @@ final class Accounts: Sendable {
     func issueSession(_ c: PostgresConnection, userID: String, role: String, family: UUID, parent: UUID?) async throws
         -> Caremesh_Identity_V1_Session
     {
-        let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
-        let refreshToken = Base64URL.encode(secret)
-        let hash = ByteBuffer(bytes: SHA256.hash(data: Data(refreshToken.utf8)))
-        let uid = UUID(uuidString: userID)!
+        let (refreshToken, hash) = Self.newRefreshToken()
         let ttl = Double(configuration.refreshTokenTTL)
         let refreshExpires = try await c.query("""
             INSERT INTO refresh_tokens (user_id, family_id, parent_id, token_hash, expires_at)
-            VALUES (\(uid), \(family), \(parent), \(hash), now() + make_interval(secs => \(ttl)))
+            VALUES (\(UUID(uuidString: userID)!), \(family), \(parent), \(hash), now() + make_interval(secs => \(ttl)))
             RETURNING extract(epoch FROM expires_at)::float8
             """, logger: logger).first(Double.self) ?? 0
+        return try await session(userID: userID, role: role, family: family, refreshToken: refreshToken, refreshExpires: refreshExpires)
+    }
+
+    /// An opaque refresh token (256 random bits) and the SHA-256 it is stored as.
+    static func newRefreshToken() -> (token: String, hash: ByteBuffer) {
+        let token = Base64URL.encode(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) })
+        return (token, hash(token))
+    }
+
+    static func hash(_ refreshToken: String) -> ByteBuffer { ByteBuffer(bytes: SHA256.hash(data: Data(refreshToken.utf8))) }
+
+    /// The session for a stored refresh token: a signed access token beside it.
+    func session(userID: String, role: String, family: UUID, refreshToken: String, refreshExpires: Double) async throws
+        -> Caremesh_Identity_V1_Session
+    {
         let key = try await keyring.signingKey()
         let now = Keyring.epochNow()
         let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: userID, roles: [role],
@@ -182,60 +194,44 @@ final class Accounts: Sendable {
         return session
     }
 
-    private enum RefreshOutcome: Sendable {
-        case issued(Caremesh_Identity_V1_Session)
-        case refused
-        case reused
-    }
-
     /// Rotates a refresh token. A token already rotated is accepted again only within the
     /// grace window (two tabs refreshing at once each get a new token); after it, presenting
     /// it means it was stolen or replayed: the whole family is revoked and recorded.
+    ///
+    /// The rotation is one statement (`rotate_refresh_token`, migration 0103): one round trip,
+    /// plans kept by PL/pgSQL. Only a detected reuse takes a transaction of its own.
     func refresh(_ r: Caremesh_Identity_V1_RefreshRequest) async throws -> Caremesh_Identity_V1_RefreshResponse {
         var v = FieldViolations()
         v.check(!r.refreshToken.isEmpty, "refresh_token", "is required")
         v.check(r.refreshToken.utf8.count <= 256, "refresh_token", "is too long")
         try v.throwIfAny()
-        let hash = ByteBuffer(bytes: SHA256.hash(data: Data(r.refreshToken.utf8)))
-        let grace = Double(configuration.refreshReuseGrace)
-        let outcome: RefreshOutcome = try await store.withTransaction { c in
-            let rows = try await c.query("""
-                SELECT t.id, t.user_id, t.family_id, t.revoked_at IS NOT NULL, t.expires_at <= now(),
-                       t.rotated_at IS NOT NULL, coalesce(now() - t.rotated_at <= make_interval(secs => \(grace)), false),
-                       u.role, u.is_active
-                FROM refresh_tokens t JOIN users u ON u.id = t.user_id
-                WHERE t.token_hash = \(hash)
-                FOR UPDATE OF t
-                """, logger: self.logger).collect()
-            guard let row = rows.first else { return .refused }
-            let (id, userID, family, revoked, expired, rotated, withinGrace, role, active) =
-                try row.decode((UUID, UUID, UUID, Bool, Bool, Bool, Bool, String, Bool).self)
-            if revoked || expired || !active { return .refused }
-            if rotated && !withinGrace {
+        let presented = Self.hash(r.refreshToken)
+        let (next, nextHash) = Self.newRefreshToken()
+        let grace = Double(configuration.refreshReuseGrace), ttl = Double(configuration.refreshTokenTTL)
+        let rows = try await store.query("""
+            SELECT outcome, user_id, family_id, role, expires_at FROM rotate_refresh_token(\(presented), \(nextHash), \(grace), \(ttl))
+            """)
+        guard let row = rows.first else { throw Self.invalidRefreshToken }
+        let (outcome, userID, family, role, expires) = try row.decode((String, UUID?, UUID?, String?, Double?).self)
+        switch (outcome, userID, family, role, expires) {
+        case ("issued", let user?, let family?, let role?, let expires?):
+            var response = Caremesh_Identity_V1_RefreshResponse()
+            response.session = try await session(userID: user.uuidString.lowercased(), role: role, family: family,
+                                                 refreshToken: next, refreshExpires: expires)
+            return response
+        case ("reused", let user?, let family?, _, _):
+            try await store.withTransaction { c in
                 try await c.query("""
                     UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'reuse_detected'
                     WHERE family_id = \(family) AND revoked_at IS NULL
                     """, logger: self.logger)
-                _ = try await Suspicious.record(c, outbox: self.outbox, userID: userID, type: "REFRESH_TOKEN_REUSE",
+                _ = try await Suspicious.record(c, outbox: self.outbox, userID: user, type: "REFRESH_TOKEN_REUSE",
                                                 details: ["session_id": family.uuidString.lowercased()], ip: nil,
                                                 logger: self.logger)
-                return .reused
             }
-            if !rotated {
-                try await c.query("UPDATE refresh_tokens SET rotated_at = now() WHERE id = \(id)", logger: self.logger)
-            }
-            return .issued(try await self.issueSession(c, userID: userID.uuidString.lowercased(), role: role,
-                                                       family: family, parent: id))
-        }
-        switch outcome {
-        case .issued(let session):
-            var response = Caremesh_Identity_V1_RefreshResponse()
-            response.session = session
-            return response
-        case .refused:
-            throw Self.invalidRefreshToken
-        case .reused:
             logger.notice("a rotated refresh token was presented again; its session is revoked")
+            throw Self.invalidRefreshToken
+        default:
             throw Self.invalidRefreshToken
         }
     }

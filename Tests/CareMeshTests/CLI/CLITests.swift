@@ -54,12 +54,12 @@ struct CLITests {
             // Its own PostgreSQL, schemas migrated on start.
             // down N / up through the CLI, on the stack's own database.
             let down = try await TestStack.run(caremesh, ["migrate", "identity", "down", "1"], environment: env)
-            #expect(down.status == 0 && down.stdout.contains("reverted 102"), "\(down.stdout)\(down.stderr)")
+            #expect(down.status == 0 && down.stdout.contains("reverted 103"), "\(down.stdout)\(down.stderr)")
             let reup = try await TestStack.run(caremesh, ["migrate", "identity", "up"], environment: env)
-            #expect(reup.status == 0 && reup.stdout.contains("applied 102"), "\(reup.stdout)\(reup.stderr)")
+            #expect(reup.status == 0 && reup.stdout.contains("applied 103"), "\(reup.stdout)\(reup.stderr)")
             let migrations = try await TestStack.run(caremesh, ["migrate", "identity", "status"], environment: env)
             #expect(migrations.status == 0, "\(migrations.stderr)")
-            #expect(migrations.stdout.contains("0102 people") && !migrations.stdout.contains("pending"))
+            #expect(migrations.stdout.contains("0102 people") && migrations.stdout.contains("0103 refresh_rotation") && !migrations.stdout.contains("pending"))
             migrationsText = migrations.stdout
             try await StackChecks.verify(router: "tcp://127.0.0.1:\(port)", environment: env)
 
