@@ -22,8 +22,15 @@ struct StackLayout {
     /// Identity's key-encryption key for this stack: 32 random bytes (base64), made once and
     /// kept in `$CAREMESH_HOME/identity-kek` (0600). It seals the token-signing keys stored in
     /// the database, so it must outlive restarts.
-    func identityKeyEncryptionKey() throws -> String {
-        let file = home.appendingPathComponent("identity-kek")
+    func identityKeyEncryptionKey() throws -> String { try secret("identity-kek") }
+
+    /// A service's own sign-in secret (`<SERVICE>_SERVICE_SECRET`), kept like the KEK in
+    /// `$CAREMESH_HOME/<service>-secret`.
+    func serviceSecret(_ service: String) throws -> String { try secret("\(service)-secret") }
+
+    /// 32 random bytes (base64) made once and kept in `$CAREMESH_HOME/<name>` (0600).
+    private func secret(_ name: String) throws -> String {
+        let file = home.appendingPathComponent(name)
         if let text = try? String(contentsOf: file, encoding: .utf8) {
             return text.trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshStore
+import IdentityService
 import Foundation
 import ServiceLifecycle
 import UnixSignals
@@ -56,6 +57,10 @@ struct Up: AsyncParsableCommand {
         }
         if (env["IDENTITY_KEY_ENCRYPTION_KEY"] ?? "").isEmpty {
             env["IDENTITY_KEY_ENCRYPTION_KEY"] = try layout.identityKeyEncryptionKey()
+        }
+        // Each service's sign-in secret (a local stack gives every child the same environment).
+        for service in IdentityConfiguration.servicesWithSecrets where (env["\(service.uppercased())_SERVICE_SECRET"] ?? "").isEmpty {
+            env["\(service.uppercased())_SERVICE_SECRET"] = try layout.serviceSecret(service)
         }
         let supervisor = Supervisor(layout: layout, environment: env)
         do {

@@ -14,6 +14,9 @@ public struct ClientConfiguration: Sendable {
     public var retryBackoff: Duration = .milliseconds(50)
     /// The largest request sent (4 MiB, the router's default limit).
     public var maxMessageSize = MDP.defaultMaxMessageSize
+    /// A service's own sign-in: calls to methods that need a token carry its token unless
+    /// they name an `authorization` themselves.
+    public var credentials: ServiceCredentials?
 
     public init() {}
 

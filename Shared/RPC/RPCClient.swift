@@ -73,6 +73,10 @@ public final class RPCClient: Service, Sendable {
         guard let target = service ?? method.serviceName else {
             throw RPCError(.invalidArgument, "\(method.path) is served by every worker: name the service")
         }
+        var options = options
+        if method.access != .public, options.metadata["authorization"] == nil, let credentials = configuration.credentials {
+            options.metadata["authorization"] = try await credentials.authorization(via: self)
+        }
         let body = try await callRaw(service: target, method: method.path, idempotency: method.idempotency,
                                      message: request.wireBytes(), options: options)
         do { return try Response(serializedBytes: body) } catch {

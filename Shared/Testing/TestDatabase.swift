@@ -17,16 +17,21 @@ public struct TestDatabase: Sendable {
 
     public func url(_ service: String) -> DatabaseURL { services[service]! }
 
-    /// Environment a service process would get: `<SERVICE>_DATABASE_URL` for each, and
-    /// identity's key-encryption key (one per test process) with a cheaper scrypt cost
-    /// (N = 2^14) so sign-in tests do not spend seconds hashing.
+    /// Environment a service process would get: `<SERVICE>_DATABASE_URL` for each, each
+    /// service's sign-in secret, and identity's key-encryption key (one per test process) with
+    /// a cheaper scrypt cost (N = 2^14) so sign-in tests do not spend seconds hashing.
     public var environment: [String: String] {
         var env: [String: String] = ["IDENTITY_KEY_ENCRYPTION_KEY": Self.keyEncryptionKey, "IDENTITY_SCRYPT_LN": "14"]
+        for service in ["dispatch", "alerts", "messaging"] { env["\(service.uppercased())_SERVICE_SECRET"] = Self.serviceSecret(service) }
         for (s, u) in services { env["\(s.uppercased())_DATABASE_URL"] = u.urlString }
         return env
     }
 
     public static let logger = ServiceRunner.quietLogger("caremesh.test.db")
+
+    /// The sign-in secret of `service` in tests (one per test process).
+    public static func serviceSecret(_ service: String) -> String { "\(service)-\(secretSeed)" }
+    static let secretSeed = UUID().uuidString + UUID().uuidString
 
     static let keyEncryptionKey: String = {
         var g = SystemRandomNumberGenerator()

@@ -194,6 +194,35 @@ final class Accounts: Sendable {
         return session
     }
 
+    /// A service's access token, for its secret (compared as SHA-256 digests in constant time).
+    /// A wrong secret is recorded as suspicious activity.
+    func issueServiceToken(_ r: Caremesh_Identity_V1_IssueServiceTokenRequest) async throws -> Caremesh_Identity_V1_IssueServiceTokenResponse {
+        var v = FieldViolations()
+        v.check(IdentityConfiguration.servicesWithSecrets.contains(r.service), "service",
+                "must be one of \(IdentityConfiguration.servicesWithSecrets.joined(separator: ", "))")
+        v.check(!r.secret.isEmpty && r.secret.utf8.count <= 512, "secret", "is required (at most 512 characters)")
+        try v.throwIfAny()
+        let presented = SHA256.hash(data: Data(r.secret.utf8))
+        guard let expected = configuration.serviceSecrets[r.service],
+              PasswordHasher.constantTimeEqual(Array(presented), Array(expected)) else {
+            try await store.withTransaction { c in
+                _ = try await Suspicious.record(c, outbox: self.outbox, userID: nil, type: "SERVICE_SECRET_REJECTED",
+                                                details: ["service": r.service], ip: nil, logger: self.logger)
+            }
+            throw RPCError(.unauthenticated, "the service secret is not correct",
+                           details: [RPCError.detail(reason: "INVALID_SERVICE_SECRET", domain: "identity")])
+        }
+        let key = try await keyring.signingKey()
+        let now = Keyring.epochNow()
+        let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: "service:\(r.service)",
+                                  roles: ["service"], sid: "", iat: now, nbf: now, exp: now + configuration.accessTokenTTL,
+                                  jti: UUID().uuidString.lowercased())
+        var response = Caremesh_Identity_V1_IssueServiceTokenResponse()
+        response.accessToken = try AccessToken.sign(claims, kid: key.kid, key: key.privateKey)
+        response.expiresAt = .init(seconds: claims.exp)
+        return response
+    }
+
     /// Rotates a refresh token. A token already rotated is accepted again only within the
     /// grace window (two tabs refreshing at once each get a new token); after it, presenting
     /// it means it was stolen or replayed: the whole family is revoked and recorded.
@@ -264,7 +293,13 @@ final class Accounts: Sendable {
 
     func whoAmI(_ context: RPCContext) async throws -> Caremesh_Identity_V1_WhoAmIResponse {
         let caller = try context.requireCaller()
-        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        guard let id = UUID(uuidString: caller.subject) else {
+            // A service (subject "service:<name>"): its roles, and no account.
+            guard caller.has(role: "service") else { throw RPCError(.unauthenticated, "the caller is not a user") }
+            var response = Caremesh_Identity_V1_WhoAmIResponse()
+            response.roles = caller.roles
+            return response
+        }
         return try await store.withConnection { c in
             var response = Caremesh_Identity_V1_WhoAmIResponse()
             response.user = try await self.loadUser(c, "SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)")

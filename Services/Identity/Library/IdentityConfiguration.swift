@@ -29,6 +29,13 @@ public struct IdentityConfiguration: Sendable {
     /// Password hashes computed at once (`IDENTITY_HASH_CONCURRENCY`, the core count): each
     /// takes 128 MiB, so a burst of sign-ins queues instead of exhausting memory.
     public var hashConcurrency = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// The SHA-256 of each service's secret (`DISPATCH_SERVICE_SECRET`, `ALERTS_SERVICE_SECRET`,
+    /// `MESSAGING_SERVICE_SECRET`; at least 32 characters): who may get a service token. A
+    /// service without one cannot sign in.
+    public var serviceSecrets: [String: SHA256Digest] = [:]
+
+    /// The services that sign in with a secret.
+    public static let servicesWithSecrets = ["dispatch", "alerts", "messaging"]
 
     public enum Failure: Error, CustomStringConvertible {
         case missingKeyEncryptionKey
@@ -66,5 +73,11 @@ public struct IdentityConfiguration: Sendable {
         if let v = try int("IDENTITY_KEY_PUBLISH_LEAD_S", 0...86_400) { keyPublishLead = v }
         if let v = try int("IDENTITY_SCRYPT_LN", 10...20) { passwordParameters.logN = Int(v) }
         if let v = try int("IDENTITY_HASH_CONCURRENCY", 1...256) { hashConcurrency = Int(v) }
+        for service in Self.servicesWithSecrets {
+            let key = "\(service.uppercased())_SERVICE_SECRET"
+            guard let secret = env[key], !secret.isEmpty else { continue }
+            guard secret.utf8.count >= 32 else { throw .badValue(key) }
+            serviceSecrets[service] = SHA256.hash(data: Data(secret.utf8))
+        }
     }
 }

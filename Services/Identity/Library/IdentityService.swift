@@ -51,6 +51,7 @@ public enum IdentityService {
         h.register(IdentityMethods.login) { r, _ in try await accounts.login(r) }
         h.register(IdentityMethods.refresh) { r, _ in try await accounts.refresh(r) }
         h.register(IdentityMethods.getSigningKeys) { _, _ in try await keyring.signingKeysResponse() }
+        h.register(IdentityMethods.issueServiceToken) { r, _ in try await accounts.issueServiceToken(r) }
         h.register(IdentityMethods.logout) { _, ctx in try await accounts.logout(ctx) }
         h.register(IdentityMethods.logoutEverywhere) { _, ctx in try await accounts.logoutEverywhere(ctx) }
         h.register(IdentityMethods.whoAmI) { _, ctx in try await accounts.whoAmI(ctx) }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "ce4bf2856a22b072"
+public let protoFingerprint = "98404a6c3b6607ec"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -71,6 +71,9 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/Refresh`
     public static let refresh = RPCMethod<Caremesh_Identity_V1_RefreshRequest, Caremesh_Identity_V1_RefreshResponse>(
         path: "/caremesh.identity.v1.Identity/Refresh", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/IssueServiceToken`
+    public static let issueServiceToken = RPCMethod<Caremesh_Identity_V1_IssueServiceTokenRequest, Caremesh_Identity_V1_IssueServiceTokenResponse>(
+        path: "/caremesh.identity.v1.Identity/IssueServiceToken", serviceName: "identity", idempotency: .unknown, access: .public)
     /// `/caremesh.identity.v1.Identity/GetSigningKeys`
     public static let getSigningKeys = RPCMethod<Caremesh_Identity_V1_GetSigningKeysRequest, Caremesh_Identity_V1_GetSigningKeysResponse>(
         path: "/caremesh.identity.v1.Identity/GetSigningKeys", serviceName: "identity", idempotency: .noSideEffects, access: .public)
@@ -138,7 +141,7 @@ public enum IdentityMethods {
     public static let searchPatients = RPCMethod<Caremesh_Identity_V1_SearchPatientsRequest, Caremesh_Identity_V1_SearchPatientsResponse>(
         path: "/caremesh.identity.v1.Identity/SearchPatients", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
 }
 
 /// The methods of `caremesh.messaging.v1.Messaging` (caremesh/messaging/v1/messaging.proto).
@@ -158,6 +161,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.register.erased,
     IdentityMethods.login.erased,
     IdentityMethods.refresh.erased,
+    IdentityMethods.issueServiceToken.erased,
     IdentityMethods.getSigningKeys.erased,
     IdentityMethods.logout.erased,
     IdentityMethods.logoutEverywhere.erased,

@@ -9,7 +9,10 @@ import Testing
     let compose = URL(fileURLWithPath: "/usr/bin/docker-compose")
     let secrets = ["POSTGRES_PASSWORD": "p", "IDENTITY_DB_PASSWORD": "i", "DISPATCH_DB_PASSWORD": "d",
                    "ALERTS_DB_PASSWORD": "a", "MESSAGING_DB_PASSWORD": "m",
-                   "IDENTITY_KEY_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+                   "IDENTITY_KEY_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                   "DISPATCH_SERVICE_SECRET": "dispatch-secret-0123456789abcdef0123456789",
+                   "ALERTS_SERVICE_SECRET": "alerts-secret-0123456789abcdef0123456789",
+                   "MESSAGING_SERVICE_SECRET": "messaging-secret-0123456789abcdef0123456789"]
 
     @Test("docker-compose config accepts the file and lists every service; it refuses to run without secrets")
     func validates() async throws {
@@ -23,11 +26,16 @@ import Testing
         #expect(full.stdout.components(separatedBy: "service_completed_successfully").count - 1 == 4)
         #expect(full.stdout.components(separatedBy: "healthcheck:").count - 1 == 6)
         #expect(full.stdout.contains("postgres://caremesh_identity:i@postgres:5432/caremesh"))
-        var missing = secrets
-        missing["IDENTITY_DB_PASSWORD"] = nil
-        let refused = try await TestStack.run(compose, ["-f", file, "config", "-q"],
-                                              environment: missing.merging(["IDENTITY_DB_PASSWORD": ""]) { $1 })
-        #expect(refused.status != 0)
-        #expect(refused.stderr.contains("IDENTITY_DB_PASSWORD"))
+        // Each service's secret reaches it and identity, and no other service.
+        for service in ["dispatch", "alerts", "messaging"] {
+            #expect(full.stdout.components(separatedBy: "\(service)-secret-0123456789").count - 1 == 2, "\(service)")
+        }
+        let missing = secrets
+        for key in ["IDENTITY_DB_PASSWORD", "ALERTS_SERVICE_SECRET"] {
+            let refused = try await TestStack.run(compose, ["-f", file, "config", "-q"],
+                                                  environment: missing.merging([key: ""]) { $1 })
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains(key))
+        }
     }
 }

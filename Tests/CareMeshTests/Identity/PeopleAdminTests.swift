@@ -244,3 +244,45 @@ extension IdentityTests {
         }
     }
 }
+
+extension IdentityTests {
+    @Test("services sign in with their secret: a service token pulls events and reports suspicious activity but reads no PHI; a wrong secret is refused and recorded")
+    func serviceTokens() async throws {
+        try await withIdentity { s in
+            let admin = try await account(s, "admin")
+            // A client that signs in as dispatch by itself.
+            var config = ClientConfiguration(endpoint: s.router.boundEndpoints.client)
+            config.defaultTimeout = .seconds(5)
+            config.credentials = ServiceCredentials(service: "dispatch", environment: s.db.environment)
+            let dispatch = RPCClient(configuration: config, logger: TestStack.quietLogger("dispatch-client"))
+            defer { dispatch.close() }
+            var pull = Caremesh_Events_V1_PullEventsRequest()
+            pull.limit = 10
+            let events = try await dispatch.call(EventsMethods.pull, service: "identity", request: pull).events
+            #expect(events.contains { $0.type == "caremesh.identity.v1.UserRegistered" })
+            let me = try await dispatch.call(IdentityMethods.whoAmI, request: .init())
+            #expect(me.roles == ["service"])
+
+            var report = Caremesh_Identity_V1_RecordSuspiciousActivityRequest()
+            report.userID = admin.id
+            report.activityType = "RATE_LIMIT_EXCEEDED"
+            _ = try await dispatch.call(IdentityMethods.recordSuspiciousActivity, request: report)
+            var search = Caremesh_Identity_V1_SearchPatientsRequest()
+            search.namePrefix = "an"
+            search.purpose = .emergency
+            #expect(await code { _ = try await dispatch.call(IdentityMethods.searchPatients, request: search) } == .permissionDenied)
+
+            // A wrong secret, an unknown service.
+            var issue = Caremesh_Identity_V1_IssueServiceTokenRequest()
+            issue.service = "alerts"
+            issue.secret = TestDatabase.serviceSecret("dispatch")
+            #expect(await code { _ = try await s.client.call(IdentityMethods.issueServiceToken, request: issue) } == .unauthenticated)
+            issue.service = "identity"
+            #expect(await violations { _ = try await s.client.call(IdentityMethods.issueServiceToken, request: issue) } == ["service"])
+            var rejected = Caremesh_Identity_V1_ListSuspiciousActivitiesRequest()
+            rejected.activityType = "SERVICE_SECRET_REJECTED"
+            let recorded = try await s.client.call(IdentityMethods.listSuspiciousActivities, request: rejected, options: admin.auth).activities
+            #expect(recorded.map(\.details) == [["service": "alerts"]])
+        }
+    }
+}

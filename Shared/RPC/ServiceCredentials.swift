@@ -1,0 +1,39 @@
+import CareMeshContracts
+import Foundation
+import Synchronization
+
+/// A service's own sign-in: its name and secret (`<SERVICE>_SERVICE_SECRET`, which identity
+/// knows too), exchanged for an access token by `Identity/IssueServiceToken`. Give it to a
+/// client (`ClientConfiguration.credentials`) and every call to a method that needs a token
+/// carries one; it is renewed a minute before it expires.
+public final class ServiceCredentials: Sendable {
+    public let service: String
+    private let secret: String
+    private let token = Mutex<(value: String, expiresAt: Int64)?>(nil)
+
+    public init(service: String, secret: String) {
+        self.service = service
+        self.secret = secret
+    }
+
+    /// `<SERVICE>_SERVICE_SECRET` from the environment, if set.
+    public convenience init?(service: String, environment: [String: String]) {
+        guard let secret = environment["\(service.uppercased())_SERVICE_SECRET"], !secret.isEmpty else { return nil }
+        self.init(service: service, secret: secret)
+    }
+
+    /// Renew this long before expiry (60 s).
+    static let renewBeforeSeconds: Int64 = 60
+
+    /// "Bearer <token>", fetched through `client` when there is none or it is about to expire.
+    public func authorization(via client: RPCClient) async throws(RPCError) -> String {
+        let now = Int64(Date().timeIntervalSince1970)
+        if let t = token.withLock({ $0 }), t.expiresAt - Self.renewBeforeSeconds > now { return "Bearer \(t.value)" }
+        var request = Caremesh_Identity_V1_IssueServiceTokenRequest()
+        request.service = service
+        request.secret = secret
+        let response = try await client.call(IdentityMethods.issueServiceToken, request: request)
+        token.withLock { $0 = (response.accessToken, response.expiresAt.seconds) }
+        return "Bearer \(response.accessToken)"
+    }
+}
