@@ -60,27 +60,25 @@ struct IdentityBench: AsyncParsableCommand {
         let seconds = Double(monotonicNanos() - started) / 1e9
         print(String(format: "identity register: accounts=%d seconds=%.1f per_s=%.1f", n, seconds, Double(n) / seconds))
 
+        /// A sign-in as task `task`'s account.
+        @Sendable func login(_ task: Int, timeout: Duration) async throws(RPCError) -> Caremesh_Identity_V1_Session {
+            var r = Caremesh_Identity_V1_LoginRequest()
+            r.email = emails[task % n]
+            r.password = password
+            return try await client.call(IdentityMethods.login, request: r, options: .init(timeout: timeout)).session
+        }
+
         let load = Load(concurrency: c, warmup: warmup, duration: duration)
         let hashing = "scrypt_ln=\(ProcessInfo.processInfo.environment["IDENTITY_SCRYPT_LN"] ?? "17 (default)") concurrency=\(c)"
         if loads.contains("login") {
-            let logins = await load.run { task in
-                var r = Caremesh_Identity_V1_LoginRequest()
-                r.email = emails[task % n]
-                r.password = password
-                _ = try await client.call(IdentityMethods.login, request: r, options: .init(timeout: .seconds(60)))
-            }
+            let logins = await load.run { task in _ = try await login(task, timeout: .seconds(60)) }
             print(logins.line("identity login", hashing))
         }
 
         // One session per task, refreshed back to back (each refresh rotates the token).
         let sessions = try await withThrowingTaskGroup(of: (Int, Caremesh_Identity_V1_Session).self) { group in
             for task in 0..<c {
-                group.addTask {
-                    var r = Caremesh_Identity_V1_LoginRequest()
-                    r.email = emails[task % n]
-                    r.password = password
-                    return (task, try await client.call(IdentityMethods.login, request: r, options: .init(timeout: .seconds(120))).session)
-                }
+                group.addTask { (task, try await login(task, timeout: .seconds(120))) }
             }
             var out = [Caremesh_Identity_V1_Session](repeating: .init(), count: c)
             for try await (task, session) in group { out[task] = session }

@@ -1,10 +1,20 @@
 import CareMeshContracts
+import Foundation
 
 public typealias Caller = Caremesh_Rpc_V1_Caller
 
 extension Caller {
     public func has(role: String) -> Bool { roles.contains(role) }
     public func hasAny(of roles: Set<String>) -> Bool { self.roles.contains { roles.contains($0) } }
+
+    /// The signed-in person's id (a service's subject, `service:<name>`, is none).
+    public var userID: UUID? { UUID(uuidString: subject) }
+
+    /// `userID`, or `UNAUTHENTICATED`: the caller is a service, not a person.
+    public func requireUserID() throws(RPCError) -> UUID {
+        guard let id = userID else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        return id
+    }
 }
 
 /// Authorization inside a handler. The router verified the token and stamped the caller; the

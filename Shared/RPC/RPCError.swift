@@ -32,12 +32,9 @@ public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// A `BadRequest` detail naming one field (also for `ALREADY_EXISTS` of a unique field).
     public static func fieldDetail(_ field: String, _ description: String) -> ErrorDetail {
-        var v = Caremesh_Rpc_V1_FieldViolation()
-        v.field = field
-        v.description_p = description
-        var d = ErrorDetail()
-        d.badRequest.fieldViolations = [v]
-        return d
+        var v = FieldViolations()
+        v.add(field, description)
+        return v.detail
     }
 
     public var description: String { "\(code.name) (\(code.rawValue)): \(message)" }
@@ -226,12 +223,17 @@ public struct FieldViolations: Sendable {
 
     public var isEmpty: Bool { violations.isEmpty }
 
+    /// A `BadRequest` detail naming every field.
+    public var detail: ErrorDetail {
+        var d = ErrorDetail()
+        d.badRequest.fieldViolations = violations
+        return d
+    }
+
     /// Throws `INVALID_ARGUMENT` if anything was added.
     public func throwIfAny() throws(RPCError) {
         guard !violations.isEmpty else { return }
-        var d = ErrorDetail()
-        d.badRequest.fieldViolations = violations
         let summary = violations.map { "\($0.field): \($0.description_p)" }.joined(separator: "; ")
-        throw RPCError(.invalidArgument, summary, details: [d])
+        throw RPCError(.invalidArgument, summary, details: [detail])
     }
 }

@@ -92,7 +92,6 @@ public final class Outbox: Service, Sendable {
         }
     }
 
-    /// The handler to register on the service's worker.
     /// Serves `Events.Pull`. Events name people and what happened to them, so only other
     /// services and admins may read them. A call with no caller at all comes through a router
     /// whose authentication was turned off (`CAREMESH_ROUTER_AUTH=disabled`, bus-only setups):

@@ -6,7 +6,7 @@ import PostgresNIO
 /// last row of the previous page, so pages stay right while rows are added (no OFFSET).
 ///
 /// ```swift
-/// let page = try Page(size: r.pageSize, token: r.pageToken)
+/// let page = Page(size: r.pageSize, token: r.pageToken, into: &violations)
 /// SELECT …, \(unescaped: Page.micros("created_at")) FROM …
 ///   WHERE … AND \(after: page, time: "created_at", id: "id")
 ///   ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
@@ -22,23 +22,19 @@ public struct Page: Sendable {
     public static let defaultSize = 50
     public static let maxSize = 200
 
-    /// From a request's `page_size` (0: the default; at most `maxSize`) and `page_token`.
-    public init(size: UInt32, token: String) throws(RPCError) {
+    /// From a request's `page_size` (0: the default; at most `maxSize`) and `page_token`; a
+    /// token this type did not make is a violation of `page_token` (and the first page).
+    public init(size: UInt32, token: String, into violations: inout FieldViolations) {
         self.size = size == 0 ? Self.defaultSize : min(Int(size), Self.maxSize)
-        guard !token.isEmpty else {
+        let parts = token.isEmpty ? [] : Base64URL.decode(token).map { String(decoding: $0, as: UTF8.self).split(separator: ":") } ?? []
+        if parts.count == 3, parts[0] == "p1", let micros = Int64(parts[1]), let id = UUID(uuidString: String(parts[2])) {
+            afterMicros = micros
+            afterID = id
+        } else {
             afterMicros = nil
             afterID = nil
-            return
+            violations.check(token.isEmpty, "page_token", "is not a token this method returned")
         }
-        guard let data = Base64URL.decode(token), let text = String(data: data, encoding: .utf8) else {
-            throw RPCError.invalidArgument(field: "page_token", "is not a token this method returned")
-        }
-        let parts = text.split(separator: ":")
-        guard parts.count == 3, parts[0] == "p1", let micros = Int64(parts[1]), let id = UUID(uuidString: String(parts[2])) else {
-            throw RPCError.invalidArgument(field: "page_token", "is not a token this method returned")
-        }
-        afterMicros = micros
-        afterID = id
     }
 
     /// One more than the page, so that a full page knows whether another follows.
@@ -46,7 +42,7 @@ public struct Page: Sendable {
 
     /// The page's rows (at most `size`) and the next page's token ("" when this is the last),
     /// from up to `limit` rows with their keys.
-    public func next<Row>(_ rows: [(row: Row, micros: Int64, id: UUID)]) -> (rows: [Row], token: String) {
+    private func next<Row>(_ rows: [(row: Row, micros: Int64, id: UUID)]) -> (rows: [Row], token: String) {
         guard rows.count > size, let last = rows.prefix(size).last else { return (rows.map(\.row), "") }
         let token = Base64URL.encode(Data("p1:\(last.micros):\(last.id.uuidString.lowercased())".utf8))
         return (rows.prefix(size).map(\.row), token)

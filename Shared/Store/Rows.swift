@@ -22,7 +22,7 @@ extension PostgresTransactionError {
 }
 
 /// An advisory-lock key for `name`: FNV-1a, the same in every process and build.
-func advisoryLockKey(_ name: String) -> Int64 {
+public func advisoryLockKey(_ name: String) -> Int64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
     return Int64(bitPattern: h)

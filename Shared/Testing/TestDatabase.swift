@@ -22,7 +22,9 @@ public struct TestDatabase: Sendable {
     /// a cheaper scrypt cost (N = 2^14) so sign-in tests do not spend seconds hashing.
     public var environment: [String: String] {
         var env: [String: String] = ["IDENTITY_KEY_ENCRYPTION_KEY": Self.keyEncryptionKey, "IDENTITY_SCRYPT_LN": "14"]
-        for service in ["dispatch", "alerts", "messaging"] { env["\(service.uppercased())_SERVICE_SECRET"] = Self.serviceSecret(service) }
+        for service in Provisioner.services where service != "identity" {
+            env["\(service.uppercased())_SERVICE_SECRET"] = Self.serviceSecret(service)
+        }
         for (s, u) in services { env["\(s.uppercased())_DATABASE_URL"] = u.urlString }
         return env
     }

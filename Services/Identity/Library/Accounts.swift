@@ -8,8 +8,6 @@ import Logging
 import PostgresNIO
 import SwiftProtobuf
 
-typealias Pb = Caremesh_Identity_V1_User
-
 /// Sign-up, sign-in, sessions and the caller's own account.
 final class Accounts: Sendable {
     let store: Store
@@ -179,19 +177,24 @@ final class Accounts: Sendable {
     func session(userID: String, role: String, family: UUID, refreshToken: String, refreshExpires: Double) async throws
         -> Caremesh_Identity_V1_Session
     {
-        let key = try await keyring.signingKey()
-        let now = Keyring.epochNow()
-        let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: userID, roles: [role],
-                                  sid: family.uuidString.lowercased(), iat: now, nbf: now,
-                                  exp: now + configuration.accessTokenTTL, jti: UUID().uuidString.lowercased())
+        let (token, expires) = try await accessToken(subject: userID, roles: [role], session: family.uuidString.lowercased())
         var session = Caremesh_Identity_V1_Session()
-        session.accessToken = try AccessToken.sign(claims, kid: key.kid, key: key.privateKey)
-        session.accessTokenExpiresAt = .init(seconds: claims.exp)
+        session.accessToken = token
+        session.accessTokenExpiresAt = .init(seconds: expires)
         session.refreshToken = refreshToken
         session.refreshTokenExpiresAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: refreshExpires))
         session.tokenType = "Bearer"
-        session.sessionID = claims.sid
+        session.sessionID = family.uuidString.lowercased()
         return session
+    }
+
+    /// An access token for `subject`, signed with the current key, and when it expires.
+    func accessToken(subject: String, roles: [String], session: String) async throws -> (token: String, expires: Int64) {
+        let key = try await keyring.signingKey()
+        let now = Keyring.epochNow()
+        let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: subject, roles: roles, sid: session,
+                                  iat: now, nbf: now, exp: now + configuration.accessTokenTTL, jti: UUID().uuidString.lowercased())
+        return (try AccessToken.sign(claims, kid: key.kid, key: key.privateKey), claims.exp)
     }
 
     /// A service's access token, for its secret (compared as SHA-256 digests in constant time).
@@ -212,14 +215,10 @@ final class Accounts: Sendable {
             throw RPCError(.unauthenticated, "the service secret is not correct",
                            details: [RPCError.detail(reason: "INVALID_SERVICE_SECRET", domain: "identity")])
         }
-        let key = try await keyring.signingKey()
-        let now = Keyring.epochNow()
-        let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: "service:\(r.service)",
-                                  roles: ["service"], sid: "", iat: now, nbf: now, exp: now + configuration.accessTokenTTL,
-                                  jti: UUID().uuidString.lowercased())
+        let (token, expires) = try await accessToken(subject: "service:\(r.service)", roles: ["service"], session: "")
         var response = Caremesh_Identity_V1_IssueServiceTokenResponse()
-        response.accessToken = try AccessToken.sign(claims, kid: key.kid, key: key.privateKey)
-        response.expiresAt = .init(seconds: claims.exp)
+        response.accessToken = token
+        response.expiresAt = .init(seconds: expires)
         return response
     }
 
@@ -267,7 +266,7 @@ final class Accounts: Sendable {
 
     func logout(_ context: RPCContext) async throws -> Caremesh_Identity_V1_LogoutResponse {
         let caller = try context.requireCaller()
-        guard let user = UUID(uuidString: caller.subject), let family = UUID(uuidString: caller.sessionID) else {
+        guard let user = caller.userID, let family = UUID(uuidString: caller.sessionID) else {
             throw RPCError(.unauthenticated, "the access token names no session")
         }
         try await store.query("""
@@ -278,8 +277,7 @@ final class Accounts: Sendable {
     }
 
     func logoutEverywhere(_ context: RPCContext) async throws -> Caremesh_Identity_V1_LogoutEverywhereResponse {
-        let caller = try context.requireCaller()
-        guard let user = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        let user = try context.requireCaller().requireUserID()
         let rows = try await store.query("""
             UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout_everywhere'
             WHERE user_id = \(user) AND revoked_at IS NULL RETURNING family_id
@@ -293,13 +291,13 @@ final class Accounts: Sendable {
 
     func whoAmI(_ context: RPCContext) async throws -> Caremesh_Identity_V1_WhoAmIResponse {
         let caller = try context.requireCaller()
-        guard let id = UUID(uuidString: caller.subject) else {
+        if caller.userID == nil && caller.has(role: "service") {
             // A service (subject "service:<name>"): its roles, and no account.
-            guard caller.has(role: "service") else { throw RPCError(.unauthenticated, "the caller is not a user") }
             var response = Caremesh_Identity_V1_WhoAmIResponse()
             response.roles = caller.roles
             return response
         }
+        let id = try caller.requireUserID()
         return try await store.withConnection { c in
             var response = Caremesh_Identity_V1_WhoAmIResponse()
             response.user = try await self.loadUser(c, "SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)")
@@ -314,16 +312,16 @@ final class Accounts: Sendable {
     func updateProfile(_ r: Caremesh_Identity_V1_UpdateProfileRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_UpdateProfileResponse
     {
-        let caller = try context.requireCaller()
-        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
+        let id = try context.requireCaller().requireUserID()
         let p = r.profile
         var v = FieldViolations()
         Validate.name(p.name, into: &v, field: "profile.name")
         Validate.phone(p.phone, into: &v, field: "profile.phone")
         v.check(p.address.count <= 500, "profile.address", "must be at most 500 characters")
         Validate.httpsURL(p.photoURL, into: &v, field: "profile.photo_url", required: false)
-        v.check(p.preferences.language.isEmpty || p.preferences.language.range(of: "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", options: .regularExpression) != nil,
-                "profile.preferences.language", "must be a language tag such as en or fr-CA")
+        if !p.preferences.language.isEmpty {
+            Validate.languageTag(p.preferences.language, into: &v, field: "profile.preferences.language")
+        }
         v.check(p.emergencyContacts.count <= 5, "profile.emergency_contacts", "at most 5")
         for (i, contact) in p.emergencyContacts.enumerated() {
             Validate.name(contact.name, into: &v, field: "profile.emergency_contacts[\(i)].name")
@@ -398,15 +396,10 @@ final class Accounts: Sendable {
             var options = JSONDecodingOptions()
             options.ignoreUnknownFields = true
             p.preferences = (try? Caremesh_Identity_V1_Preferences(jsonString: prefs, options: options)) ?? .init()
-            p.emergencyContacts = (try? [Caremesh_Identity_V1_EmergencyContact].fromJSONArray(contacts, options: options)) ?? []
+            p.emergencyContacts = (try? Caremesh_Identity_V1_EmergencyContact.array(fromJSONString: contacts, options: options)) ?? []
             return p
         }
         return nil
     }
 }
 
-extension Array where Element: SwiftProtobuf.Message {
-    static func fromJSONArray(_ json: String, options: JSONDecodingOptions) throws -> [Element] {
-        try Element.array(fromJSONString: json, options: options)
-    }
-}

@@ -24,12 +24,6 @@ final class Admin: Sendable {
         self.logger = logger
     }
 
-    private static func page(_ size: UInt32, _ token: String, into v: inout FieldViolations) -> Page {
-        if let page = try? Page(size: size, token: token) { return page }
-        v.add("page_token", "is not a token this method returned")
-        return try! Page(size: size, token: "")
-    }
-
     private static func optionalUUID(_ s: String, _ field: String, into v: inout FieldViolations) -> UUID? {
         guard !s.isEmpty else { return nil }
         let id = UUID(uuidString: s)
@@ -44,7 +38,7 @@ final class Admin: Sendable {
         var v = FieldViolations()
         let role: String? = r.role == .unspecified ? nil : Roles.name(r.role)
         v.check(r.role == .unspecified || role != nil, "role", "is not a known role")
-        let page = Self.page(r.pageSize, r.pageToken, into: &v)
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         let inactive = r.includeInactive
         return try await store.withConnection { c in
@@ -69,7 +63,7 @@ final class Admin: Sendable {
         v.check(id != nil, "user_id", "must be a UUID")
         v.check(Roles.name(r.role) != nil, "role", "must be one of USER, VOLUNTEER, PROFESSIONAL, CAREGIVER, COORDINATOR, EA, ADMIN")
         try v.throwIfAny()
-        guard caller.subject != id!.uuidString.lowercased() else {
+        guard caller.userID != id else {
             throw RPCError(.permissionDenied, "admins cannot change their own role (another admin can)")
         }
         var response = Caremesh_Identity_V1_SetUserRoleResponse()
@@ -112,7 +106,7 @@ final class Admin: Sendable {
         v.check(id != nil, "user_id", "must be a UUID")
         Validate.name(r.reason, into: &v, field: "reason", max: 500)
         try v.throwIfAny()
-        guard let admin = UUID(uuidString: caller.subject), admin != id! else {
+        guard let admin = caller.userID, admin != id! else {
             throw RPCError(.permissionDenied, "admins cannot deactivate their own account")
         }
         let reason = r.reason.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -145,7 +139,7 @@ final class Admin: Sendable {
     {
         _ = try context.requireRole(Roles.admin)
         var v = FieldViolations()
-        let page = Self.page(r.pageSize, r.pageToken, into: &v)
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         return try await store.withConnection { c in
             let rows = try await c.query("""
@@ -201,7 +195,7 @@ final class Admin: Sendable {
         var v = FieldViolations()
         let user = Self.optionalUUID(r.userID, "user_id", into: &v)
         let type: String? = r.activityType.isEmpty ? nil : r.activityType
-        let page = Self.page(r.pageSize, r.pageToken, into: &v)
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         return try await store.withConnection { c in
             let rows = try await c.query("""
@@ -240,7 +234,7 @@ final class Admin: Sendable {
         var v = FieldViolations()
         let record = Self.optionalUUID(r.recordID, "record_id", into: &v)
         let actor = Self.optionalUUID(r.actorID, "actor_id", into: &v)
-        let page = Self.page(r.pageSize, r.pageToken, into: &v)
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         return try await store.withConnection { c in
             let rows = try await c.query("""

@@ -31,7 +31,7 @@ final class Credentials: Sendable {
     ]
 
     static func skill(_ name: String) -> Caremesh_Identity_V1_Skill {
-        skillNames.first { $0.value == name }?.key ?? .unspecified
+        skillNames.key(for: name) ?? .unspecified
     }
 
     /// Where the user's verification stands (NONE if they submitted nothing).
@@ -53,17 +53,12 @@ final class Credentials: Sendable {
         }
     }
 
-    private func userID(_ caller: Caller) throws(RPCError) -> UUID {
-        guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.unauthenticated, "the caller is not a user") }
-        return id
-    }
-
     // MARK: - Submit
 
     func submitVolunteer(_ r: Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_SubmitCredentialsResponse
     {
-        let id = try userID(try context.requireRole(["volunteer"]))
+        let id = try context.requireRole(["volunteer"]).requireUserID()
         var v = FieldViolations()
         let skills = r.credentials.skills.compactMap { Self.skillNames[$0] }
         v.check(!skills.isEmpty, "credentials.skills", "name at least one skill")
@@ -123,7 +118,7 @@ final class Credentials: Sendable {
     func submitProfessional(_ r: Caremesh_Identity_V1_SubmitProfessionalCredentialsRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_SubmitCredentialsResponse
     {
-        let id = try userID(try context.requireRole(["professional"]))
+        let id = try context.requireRole(["professional"]).requireUserID()
         let p = r.credentials
         var v = FieldViolations()
         Validate.name(p.licenseNumber, into: &v, field: "credentials.license_number", max: 100)
@@ -171,7 +166,7 @@ final class Credentials: Sendable {
         -> Caremesh_Identity_V1_AddDocumentResponse
     {
         let caller = try context.requireRole(["volunteer", "professional"])
-        let id = try userID(caller)
+        let id = try caller.requireUserID()
         let volunteer = caller.has(role: "volunteer")
         var v = FieldViolations()
         let type = Self.documentTypes[r.type]
@@ -201,7 +196,7 @@ final class Credentials: Sendable {
     // MARK: - Decide (admins)
 
     func verify(_ r: Caremesh_Identity_V1_VerifyUserRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_VerifyUserResponse {
-        let admin = try userID(try context.requireRole(Roles.admin))
+        let admin = try context.requireRole(Roles.admin).requireUserID()
         guard let id = UUID(uuidString: r.userID) else { throw RPCError.invalidArgument(field: "user_id", "must be a UUID") }
         guard id != admin else { throw RPCError(.permissionDenied, "no one may verify themselves") }
         return try await store.withTransaction { c in
@@ -236,7 +231,7 @@ final class Credentials: Sendable {
     func revoke(_ r: Caremesh_Identity_V1_RevokeVerificationRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_RevokeVerificationResponse
     {
-        let admin = try userID(try context.requireRole(Roles.admin))
+        let admin = try context.requireRole(Roles.admin).requireUserID()
         var v = FieldViolations()
         let id = UUID(uuidString: r.userID)
         v.check(id != nil, "user_id", "must be a UUID")

@@ -1,3 +1,4 @@
+import CareMeshStore
 import Crypto
 import Foundation
 
@@ -35,7 +36,7 @@ public struct IdentityConfiguration: Sendable {
     public var serviceSecrets: [String: SHA256Digest] = [:]
 
     /// The services that sign in with a secret.
-    public static let servicesWithSecrets = ["dispatch", "alerts", "messaging"]
+    public static let servicesWithSecrets = Provisioner.services.filter { $0 != "identity" }
 
     public enum Failure: Error, CustomStringConvertible {
         case missingKeyEncryptionKey

@@ -59,6 +59,15 @@ final class Keyring: Sendable {
         c.loadedAt != 0 && DispatchTime.now().uptimeNanoseconds - c.loadedAt < Self.reloadIntervalNs ? c.keys : nil
     }
 
+    /// Whether a key is due, and how long before it signs: the very first key at once (no
+    /// verifier can be out of step yet); the next one `publishLead` ahead once the signing
+    /// key's rotation is that close and no key is pending; nil otherwise.
+    static func leadForNewKey(_ keys: [Key], now: Int64, rotation: Int64, publishLead: Int64) -> Int64? {
+        guard !keys.contains(where: { $0.activeFrom > now }) else { return nil }
+        guard let signing = keys.filter({ $0.activeFrom <= now }).max(by: { $0.activeFrom < $1.activeFrom }) else { return 0 }
+        return signing.activeFrom + rotation - publishLead <= now ? publishLead : nil
+    }
+
     static func signing(in keys: [Key], at now: Int64) -> Key? {
         keys.filter { $0.activeFrom <= now && now < $0.retiresAt }.max { $0.activeFrom < $1.activeFrom }
             ?? keys.filter { now < $0.retiresAt }.min { $0.activeFrom < $1.activeFrom }
@@ -70,19 +79,11 @@ final class Keyring: Sendable {
     func reload() async throws -> [Key] {
         let configuration = self.configuration
         let keys = try await store.withTransaction { c in
-            _ = try await c.query("SELECT pg_advisory_xact_lock(hashtext('identity.signing_keys'))", logger: self.logger)
+            _ = try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("identity.signing_keys")))", logger: self.logger)
                 .hasRows()
             var keys = try await self.load(c)
-            let now = Self.epochNow()
-            let signing = keys.filter { $0.activeFrom <= now }.max { $0.activeFrom < $1.activeFrom }
-            let pending = keys.contains { $0.activeFrom > now }
-            var lead: Int64?
-            if signing == nil && !pending {
-                lead = 0  // the very first key: nothing to be out of step with yet
-            } else if let s = signing, !pending, s.activeFrom + configuration.keyRotation - configuration.keyPublishLead <= now {
-                lead = configuration.keyPublishLead
-            }
-            if let lead {
+            if let lead = Self.leadForNewKey(keys, now: Self.epochNow(), rotation: configuration.keyRotation,
+                                             publishLead: configuration.keyPublishLead) {
                 let life = configuration.keyRotation + configuration.accessTokenTTL + configuration.keyPublishLead
                 keys.append(try await self.create(c, lead: lead, life: life))
             }

@@ -31,9 +31,9 @@ final class People: Sendable {
         .personRequest: "PERSON_REQUEST", .operations: "OPERATIONS", .compliance: "COMPLIANCE",
     ]
 
-    static func purpose(named name: String) -> Caremesh_Identity_V1_AccessPurpose {
-        purposeNames.first { $0.value == name }?.key ?? .unspecified
-    }
+    static func purpose(named name: String) -> Caremesh_Identity_V1_AccessPurpose { purposeNames.key(for: name) ?? .unspecified }
+
+    static let kindNames: [Caremesh_Identity_V1_PersonKind: String] = [.patient: "patient", .client: "client"]
 
     // MARK: - Calls
 
@@ -46,7 +46,7 @@ final class People: Sendable {
         v.check([.patient, .client].contains(r.patient.kind), "patient.kind", "must be PATIENT or CLIENT")
         let fields = Fields(r.patient, into: &v)
         try v.throwIfAny()
-        let kind = r.patient.kind == .client ? "client" : "patient"
+        let kind = Self.kindNames[r.patient.kind]!
         var response = Caremesh_Identity_V1_CreatePatientResponse()
         response.patient = try await one(actor, "CREATE", purpose, """
             INSERT INTO patients (kind, full_name, date_of_birth, primary_phone, secondary_phone, preferred_language,
@@ -101,16 +101,14 @@ final class People: Sendable {
         v.check(prefix.isEmpty || (2...100).contains(prefix.count), "name_prefix", "must be 2 to 100 characters")
         Validate.phone(r.phone, into: &v, field: "phone", required: false)
         v.check([.unspecified, .patient, .client].contains(r.kind), "kind", "must be PATIENT, CLIENT or unset")
-        let paging = try? Page(size: r.pageSize, token: r.pageToken)
-        v.check(paging != nil, "page_token", "is not a token this method returned")
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
-        let page = paging!
         // LIKE's own characters in the name are matched literally.
         let pattern: String? = prefix.isEmpty ? nil : prefix.lowercased()
             .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
             .replacingOccurrences(of: "_", with: "\\_") + "%"
         let phone: String? = r.phone.isEmpty ? nil : r.phone
-        let kind: String? = r.kind == .unspecified ? nil : (r.kind == .client ? "client" : "patient")
+        let kind = Self.kindNames[r.kind]
         return try await withPHI(actor) { c in
             let rows = try await c.query("""
                 SELECT \(unescaped: Self.columns), \(unescaped: Page.micros("created_at")) FROM patients
@@ -120,14 +118,13 @@ final class People: Sendable {
                   AND \(after: page, time: "created_at", id: "id")
                 ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
                 """, logger: self.logger)
-            let (patients, token) = try await page.collect(
+            let (found, token) = try await page.collect(
                 rows.decode((UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double, Int64).self)
-            ) { r in (Self.patient((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)), r.11, r.0) }
-            let ids = patients.compactMap { UUID(uuidString: $0.id) }
-            try await self.audit(c, actor, "SEARCH", ids: [], purpose: purpose, resultCount: ids.count)
-            try await self.audit(c, actor, "READ", ids: ids, purpose: purpose)
+            ) { r in ((r.0, Self.patient((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10))), r.11, r.0) }
+            try await self.auditSearch(c, actor, purpose: purpose, found: found.count)
+            try await self.audit(c, actor, "READ", ids: found.map(\.0), purpose: purpose)
             var response = Caremesh_Identity_V1_SearchPatientsResponse()
-            response.patients = patients
+            response.patients = found.map(\.1)
             response.nextPageToken = token
             return response
         }
@@ -143,11 +140,11 @@ final class People: Sendable {
 
         init(_ context: RPCContext) throws(RPCError) {
             let caller = try context.requireRole(People.careRoles)
-            guard let id = UUID(uuidString: caller.subject) else { throw RPCError(.permissionDenied, "PHI is for people, not services") }
+            guard let id = caller.userID else { throw RPCError(.permissionDenied, "PHI is for people, not services") }
             self.id = id
             roles = caller.roles.sorted()
             // The trace id ties the entry to the request across services (never the request body).
-            trace = context.traceparent.map { String($0.split(separator: "-").dropFirst().first ?? "") } ?? ""
+            trace = context.traceparent.flatMap(TraceParent.traceID).map(String.init) ?? ""
         }
     }
 
@@ -174,20 +171,21 @@ final class People: Sendable {
         }
     }
 
-    /// One audit entry per record (or one for a search, with its count), in the caller's transaction.
-    private func audit(_ c: PostgresConnection, _ actor: Actor, _ action: String, ids: [UUID], purpose: String,
-                       resultCount: Int? = nil) async throws {
-        if action == "SEARCH" {
-            try await c.query("""
-                INSERT INTO audit_log (actor_id, actor_roles, action, record_type, result_count, purpose, request_id)
-                VALUES (\(actor.id), \(actor.roles), 'SEARCH', 'patient', \(resultCount ?? 0), \(purpose), \(actor.trace))
-                """, logger: logger)
-        } else if !ids.isEmpty {
-            try await c.query("""
-                INSERT INTO audit_log (actor_id, actor_roles, action, record_type, record_id, purpose, request_id)
-                SELECT \(actor.id), \(actor.roles), \(action), 'patient', r, \(purpose), \(actor.trace) FROM unnest(\(ids)::uuid[]) AS r
-                """, logger: logger)
-        }
+    /// One audit entry per record, in the caller's transaction.
+    private func audit(_ c: PostgresConnection, _ actor: Actor, _ action: String, ids: [UUID], purpose: String) async throws {
+        guard !ids.isEmpty else { return }
+        try await c.query("""
+            INSERT INTO audit_log (actor_id, actor_roles, action, record_type, record_id, purpose, request_id)
+            SELECT \(actor.id), \(actor.roles), \(action), 'patient', r, \(purpose), \(actor.trace) FROM unnest(\(ids)::uuid[]) AS r
+            """, logger: logger)
+    }
+
+    /// The audit entry of a search itself: no record, how many it returned.
+    private func auditSearch(_ c: PostgresConnection, _ actor: Actor, purpose: String, found: Int) async throws {
+        try await c.query("""
+            INSERT INTO audit_log (actor_id, actor_roles, action, record_type, result_count, purpose, request_id)
+            VALUES (\(actor.id), \(actor.roles), 'SEARCH', 'patient', \(found), \(purpose), \(actor.trace))
+            """, logger: logger)
     }
 
     // MARK: - Fields and rows
@@ -222,7 +220,7 @@ final class People: Sendable {
             v.check(secondary == nil || secondary != primary, "patient.secondary_phone", "must differ from the primary phone")
             if !p.preferredLanguage.isEmpty {
                 language = p.preferredLanguage
-                v.check(Self.isLanguageTag(language), "patient.preferred_language", "must be a BCP 47 language tag such as en, fr or pt-BR")
+                Validate.languageTag(language, into: &v, field: "patient.preferred_language")
             }
             sms = p.smsPreferred
             v.check(!sms || primary != nil, "patient.sms_preferred", "needs a primary phone")
@@ -230,14 +228,6 @@ final class People: Sendable {
                 zone = UUID(uuidString: p.homeZoneID)
                 v.check(zone != nil, "patient.home_zone_id", "must be a UUID")
             }
-        }
-
-        /// `[a-z]{2,3}` with an optional `-` and 2 to 8 letters or digits (the table's CHECK).
-        static func isLanguageTag(_ s: String) -> Bool {
-            let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-            guard (1...2).contains(parts.count), (2...3).contains(parts[0].count),
-                  parts[0].allSatisfy({ $0.isASCII && $0.isLowercase }) else { return false }
-            return parts.count == 1 || ((2...8).contains(parts[1].count) && parts[1].allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) })
         }
     }
 
@@ -259,7 +249,7 @@ final class People: Sendable {
     static func patient(_ row: Row) -> Caremesh_Identity_V1_Patient {
         var p = Caremesh_Identity_V1_Patient()
         p.id = row.0.uuidString.lowercased()
-        p.kind = row.1 == "client" ? .client : .patient
+        p.kind = kindNames.key(for: row.1) ?? .patient
         p.fullName = row.2
         p.dateOfBirth = row.3 ?? ""
         p.primaryPhone = row.4 ?? ""

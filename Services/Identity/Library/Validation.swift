@@ -57,6 +57,13 @@ enum Validate {
         }
     }
 
+    /// A BCP 47 tag as CareMesh stores it: `[a-z]{2,3}` and an optional `-` with 2 to 8
+    /// letters or digits (the tables' CHECK says the same).
+    static func languageTag(_ s: String, into v: inout FieldViolations, field: String) {
+        v.check(s.range(of: "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", options: .regularExpression) != nil, field,
+                "must be a BCP 47 language tag such as en, fr or pt-BR")
+    }
+
     static func httpsURL(_ s: String, into v: inout FieldViolations, field: String, required: Bool) {
         if s.isEmpty {
             if required { v.add(field, "is required") }
@@ -89,10 +96,13 @@ enum Roles {
         .coordinator: "coordinator", .ea: "ea", .admin: "admin",
     ]
     static func name(_ role: Caremesh_Identity_V1_Role) -> String? { names[role] }
-    static func role(_ name: String) -> Caremesh_Identity_V1_Role {
-        names.first { $0.value == name }?.key ?? .unspecified
-    }
+    static func role(_ name: String) -> Caremesh_Identity_V1_Role { names.key(for: name) ?? .unspecified }
     /// What a person may choose when registering; other roles are given by an admin.
     static let selfService: Set<Caremesh_Identity_V1_Role> = [.user, .volunteer, .professional, .caregiver]
     static let admin: Set<String> = ["admin"]
+}
+
+extension Dictionary where Value: Equatable {
+    /// The key whose value is `value` (the API enum for a name the database stores).
+    func key(for value: Value) -> Key? { first { $0.value == value }?.key }
 }

@@ -95,7 +95,11 @@ public final class Router: Service, Sendable {
         requestStop()
         control.withLock { $0.thread }?.join()
         // The key fetcher's socket goes with the router: nothing it started keeps reconnecting.
-        control.withLock { c in defer { c.keyClient = nil }; return c.keyClient }?.close()
+        takeKeyClient()?.close()
+    }
+
+    private func takeKeyClient() -> RPCClient? {
+        control.withLock { c in defer { c.keyClient = nil }; return c.keyClient }
     }
 
     public func run() async throws {
@@ -106,8 +110,7 @@ public final class Router: Service, Sendable {
                 await thread.joined()
             } onGracefulShutdown: { self.requestStop() }
         } onCancel: { self.requestStop() }
-        let client = control.withLock { c in defer { c.keyClient = nil }; return c.keyClient }
-        if let client { await Task.detached { client.close() }.value }
+        if let client = takeKeyClient() { await Task.detached { client.close() }.value }
     }
 
     // MARK: - The I/O thread

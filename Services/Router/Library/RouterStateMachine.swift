@@ -264,12 +264,14 @@ public struct RouterStateMachine: Sendable {
             return
         }
         stats.requests += 1
-        func malformed(_ requestID: UInt64) {
-            stats.malformed += 1
-            let error = RPCError.router(.invalidArgument, "the first body frame is not a CareMesh RequestHeader",
-                                        reason: "MALFORMED_HEADER")
+        /// Answers the client at once, without a worker.
+        func refuse(_ requestID: UInt64, _ error: RPCError) {
             actions.append(.toClient(peer, dialect, service: service, final: true,
                                      body: [ResponseHeader(requestID: requestID, error: error).wireBytes(), Data()]))
+        }
+        func malformed(_ requestID: UInt64) {
+            stats.malformed += 1
+            refuse(requestID, .router(.invalidArgument, "the first body frame is not a CareMesh RequestHeader", reason: "MALFORMED_HEADER"))
         }
         guard var frame = body.first, let header = try? RequestHeaderView(serializedBytes: frame, options: Self.viewOptions) else {
             return malformed(0)
@@ -277,12 +279,9 @@ public struct RouterStateMachine: Sendable {
         let size = Self.size(of: body)
         if size > configuration.maxMessageSize {
             stats.oversized += 1
-            let error = RPCError.router(.resourceExhausted,
-                                        "the request is \(size) bytes; the limit is \(configuration.maxMessageSize)",
-                                        reason: "MESSAGE_TOO_LARGE")
-            actions.append(.toClient(peer, dialect, service: service, final: true,
-                                     body: [ResponseHeader(requestID: header.requestID, error: error).wireBytes(), Data()]))
-            return
+            return refuse(header.requestID, .router(.resourceExhausted,
+                                                    "the request is \(size) bytes; the limit is \(configuration.maxMessageSize)",
+                                                    reason: "MESSAGE_TOO_LARGE"))
         }
         if header.hasCaller {
             // Only the router says who calls (rare: re-encode without the caller's claim).
@@ -296,9 +295,7 @@ public struct RouterStateMachine: Sendable {
             case .caller(let caller): frame = Self.appending(caller: caller, to: frame)
             case .refused(let error):
                 stats.unauthenticated += 1
-                actions.append(.toClient(peer, dialect, service: service, final: true,
-                                         body: [ResponseHeader(requestID: header.requestID, error: error).wireBytes(), Data()]))
-                return
+                return refuse(header.requestID, error)
             }
         }
         let timeout = header.timeoutMs == 0 ? configuration.defaultTimeoutMs : min(header.timeoutMs, configuration.maxTimeoutMs)
@@ -348,8 +345,8 @@ public struct RouterStateMachine: Sendable {
         case refused(RPCError)
     }
 
-    /// A public method passes without a token (and gets a caller if a valid one came along);
-    /// any other needs a valid `authorization: Bearer <JWT>`.
+    /// The token of `authorization: Bearer <JWT>` (case-insensitive scheme); "" for another
+    /// scheme, nil without the header.
     func bearer(_ header: RequestHeaderView) -> Substring? {
         guard let value = header.metadata["authorization"] else { return nil }
         let prefix = "bearer "
@@ -357,6 +354,8 @@ public struct RouterStateMachine: Sendable {
         return value.dropFirst(prefix.count)
     }
 
+    /// A public method passes without a token (and gets a caller if a valid one came along);
+    /// any other needs a valid `authorization: Bearer <JWT>`.
     mutating func authenticate(_ header: RequestHeaderView) -> AuthOutcome {
         let isPublic = configuration.publicMethods.contains(header.method)
         guard let token = bearer(header) else {

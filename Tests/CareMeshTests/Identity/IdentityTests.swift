@@ -75,6 +75,25 @@ import Testing
         return try await s.client.call(IdentityMethods.refresh, request: r).session
     }
 
+    /// A signed-in account holding `role` (given by the superuser, as an admin would).
+    func account(_ s: Stack, _ role: String) async throws -> (id: String, auth: CallOptions) {
+        let signup = try await register(s, "\(role).\(UInt32.random(in: 0...UInt32.max))@example.org")
+        _ = try await s.count("UPDATE identity.users SET role = '\(role)' WHERE id = '\(signup.user.id)' RETURNING 1", superuser: true)
+        var login = Caremesh_Identity_V1_LoginRequest()
+        login.email = signup.user.email
+        login.password = "a long enough passphrase"
+        return (signup.user.id, s.auth(try await s.client.call(IdentityMethods.login, request: login).session))
+    }
+
+    func violations(_ body: () async throws -> Void) async -> Set<String> {
+        do {
+            try await body()
+            return []
+        } catch let e as RPCError {
+            return Set(e.details.flatMap { $0.badRequest.fieldViolations.map(\.field) })
+        } catch { return ["not an RPCError"] }
+    }
+
     func code(_ body: () async throws -> Void) async -> StatusCode? {
         do { try await body(); return nil } catch let e as RPCError { return e.code } catch { return .unknown }
     }
@@ -289,19 +308,15 @@ import Testing
             verify.userID = volunteer.user.id
             #expect(await code { _ = try await s.client.call(IdentityMethods.verifyUser, request: verify, options: v) } == .permissionDenied)
             // Even an admin cannot verify themselves (and the database refuses it too).
-            let adminSignup = try await register(s, "admin.\(UInt32.random(in: 0...UInt32.max))@example.org", role: .volunteer)
-            _ = try await s.count("UPDATE identity.users SET role = 'admin' WHERE id = '\(adminSignup.user.id)' RETURNING 1")
-            var login = Caremesh_Identity_V1_LoginRequest()
-            login.email = adminSignup.user.email
-            login.password = "a long enough passphrase"
-            let admin = s.auth(try await s.client.call(IdentityMethods.login, request: login).session)
+            let adminAccount = try await account(s, "admin")
+            let admin = adminAccount.auth
             var selfVerify = verify
-            selfVerify.userID = adminSignup.user.id
+            selfVerify.userID = adminAccount.id
             #expect(await code { _ = try await s.client.call(IdentityMethods.verifyUser, request: selfVerify, options: admin) } == .permissionDenied)
 
             let verified = try await s.client.call(IdentityMethods.verifyUser, request: verify, options: admin)
             #expect(verified.verification.state == .verified)
-            #expect(verified.verification.decidedBy == adminSignup.user.id)
+            #expect(verified.verification.decidedBy == adminAccount.id)
             var revoke = Caremesh_Identity_V1_RevokeVerificationRequest()
             revoke.userID = volunteer.user.id
             revoke.reason = "background check failed"
@@ -311,7 +326,7 @@ import Testing
             let own = try await s.client.call(IdentityMethods.getVerification, request: .init(), options: v)
             #expect(own.verification.state == .revoked)
             var other = Caremesh_Identity_V1_GetVerificationRequest()
-            other.userID = adminSignup.user.id
+            other.userID = adminAccount.id
             #expect(await code { _ = try await s.client.call(IdentityMethods.getVerification, request: other, options: v) } == .permissionDenied)
 
             // The events dispatch reads, in order, from identity's outbox (an admin may pull them).

@@ -9,25 +9,6 @@ import Testing
 /// PHI (patients and clients) with its audit trail and row-level security, and the admin
 /// methods, through a router that requires tokens.
 extension IdentityTests {
-    /// A signed-in account holding `role` (given by the superuser, as an admin would).
-    func account(_ s: Stack, _ role: String) async throws -> (id: String, auth: CallOptions) {
-        let signup = try await register(s, "\(role).\(UInt32.random(in: 0...UInt32.max))@example.org")
-        _ = try await s.count("UPDATE identity.users SET role = '\(role)' WHERE id = '\(signup.user.id)' RETURNING 1", superuser: true)
-        var login = Caremesh_Identity_V1_LoginRequest()
-        login.email = signup.user.email
-        login.password = "a long enough passphrase"
-        return (signup.user.id, s.auth(try await s.client.call(IdentityMethods.login, request: login).session))
-    }
-
-    func violations(_ body: () async throws -> Void) async -> Set<String> {
-        do {
-            try await body()
-            return []
-        } catch let e as RPCError {
-            return Set(e.details.flatMap { $0.badRequest.fieldViolations.map(\.field) })
-        } catch { return ["not an RPCError"] }
-    }
-
     @Test("PHI: care staff create, read, update and search; every access is audited with no PHI; bad input names its fields; others are refused")
     func patients() async throws {
         try await withIdentity { s in
