@@ -17,7 +17,9 @@ struct IdentityBench: AsyncParsableCommand {
             Needs a running stack (caremesh up, release build recommended) whose router requires \
             tokens. It registers --accounts accounts (bench-…@example.org) and then runs each load for \
             --duration seconds after --warmup. Logins are bounded by the password hash: the stack's \
-            IDENTITY_SCRYPT_LN (default 17: N=2^17, r=8, p=1, 128 MiB) and IDENTITY_HASH_CONCURRENCY.
+            IDENTITY_SCRYPT_LN (default 17: N=2^17, r=8, p=1, 128 MiB) and IDENTITY_HASH_CONCURRENCY. \
+            When CAREMESH_HOME is the stack's, each line also gives the CPU seconds the router, identity and \
+            PostgreSQL spent in the measured window, and calls per CPU-second of each.
             """
     )
 
@@ -27,11 +29,24 @@ struct IdentityBench: AsyncParsableCommand {
     @Option(help: "Warm-up seconds per load.") var warmup = 2.0
     @Option(help: "Measured seconds per load.") var duration = 10.0
     @Option(help: "Tokens verified in the in-process verification benchmark.") var tokens = 20_000
-    @Option(help: "Loads to run, of login, refresh, whoami, health.") var loads: [String] = ["login", "refresh", "whoami", "health"]
+    @Option(help: "Loads to run, of verify (in-process, needs no stack), login, refresh, whoami, health.")
+    var loads: [String] = ["verify", "login", "refresh", "whoami", "health"]
+
+    static let knownLoads: Set = ["verify", "login", "refresh", "whoami", "health"]
+
+    func validate() throws {
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
+        if let accounts, accounts < 1 { throw ValidationError("--accounts must be at least 1") }
+        if tokens < 1 { throw ValidationError("--tokens must be at least 1") }
+        if let unknown = loads.first(where: { !Self.knownLoads.contains($0) }) {
+            throw ValidationError("unknown load '\(unknown)': choose from \(Self.knownLoads.sorted().joined(separator: ", "))")
+        }
+    }
 
     func run() async throws {
         print(machineLine())
-        print(Self.verification(count: tokens))
+        if loads.contains("verify") { print(Self.verification(count: tokens)) }
+        guard loads.contains(where: { $0 != "verify" }) else { return }
         let c = concurrency ?? 2 * ProcessInfo.processInfo.activeProcessorCount
         let n = accounts ?? c
         let client = RPCClient(configuration: router.clientConfiguration(), logger: cliLogger("caremesh.bench"))
@@ -68,7 +83,8 @@ struct IdentityBench: AsyncParsableCommand {
             return try await client.call(IdentityMethods.login, request: r, options: .init(timeout: timeout)).session
         }
 
-        let load = Load(concurrency: c, warmup: warmup, duration: duration)
+        let processes = StackProcesses(layout: StackLayout(), names: ["router", "identity"])
+        let load = Load(concurrency: c, warmup: warmup, duration: duration, processes: processes)
         let hashing = "scrypt_ln=\(ProcessInfo.processInfo.environment["IDENTITY_SCRYPT_LN"] ?? "17 (default)") concurrency=\(c)"
         if loads.contains("login") {
             let logins = await load.run { task in _ = try await login(task, timeout: .seconds(60)) }

@@ -10,11 +10,15 @@ struct Load {
     var concurrency: Int
     var warmup: Double
     var duration: Double
+    /// The stack's processes whose CPU time is measured over the same window, if known.
+    var processes: StackProcesses? = nil
 
     struct Result {
         var histogram: Histogram<UInt64>
         var errors: Int
         var duration: Double
+        /// CPU seconds each process group spent in the measured window.
+        var cpu: [(name: String, seconds: Double)] = []
 
         var rate: Double { Double(histogram.totalCount) / duration }
 
@@ -26,6 +30,8 @@ struct Load {
         func line(_ name: String, _ extra: String = "") -> String {
             "\(name): \(extra)\(extra.isEmpty ? "" : " ")duration_s=\(duration) count=\(histogram.totalCount) "
                 + "per_s=\(Int(rate)) p50_us=\(us(50)) p90_us=\(us(90)) p99_us=\(us(99)) p999_us=\(us(99.9)) errors=\(errors)"
+                + cpu.map { String(format: " cpu_s_%@=%.2f per_cpu_s_%@=%.0f", $0.name, $0.seconds, $0.name,
+                                   $0.seconds > 0 ? Double(histogram.totalCount) / $0.seconds : 0) }.joined()
         }
     }
 
@@ -33,6 +39,15 @@ struct Load {
     func run(_ operation: @escaping @Sendable (Int) async throws -> Void) async -> Result {
         let measureFrom = monotonicNanos() + UInt64(warmup * 1e9)
         let end = measureFrom + UInt64(duration * 1e9)
+        // CPU time of the stack's processes, sampled when measuring starts and ends.
+        let cpu = Task { () -> [(name: String, seconds: Double)] in
+            guard let processes else { return [] }
+            try? await Task.sleep(for: .nanoseconds(Int64(measureFrom) - Int64(monotonicNanos())))
+            let before = processes.cpuSeconds()
+            try? await Task.sleep(for: .nanoseconds(Int64(end) - Int64(monotonicNanos())))
+            let after = processes.cpuSeconds()
+            return after.map { group in (group.name, group.seconds - (before.first { $0.name == group.name }?.seconds ?? 0)) }
+        }
         let (histogram, errors) = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
             for task in 0..<concurrency {
                 group.addTask {
@@ -57,7 +72,54 @@ struct Load {
             for await (h, e) in group { all.add(h); errors += e }
             return (all, errors)
         }
-        return Result(histogram: histogram, errors: errors, duration: duration)
+        return Result(histogram: histogram, errors: errors, duration: duration, cpu: await cpu.value)
+    }
+}
+
+/// A local stack's processes (from `caremesh up`'s pid files and PostgreSQL's
+/// `postmaster.pid`), for charging CPU time to each: the figure to compare with sizing guides
+/// that count a server's own cores, not its database's or its load generator's.
+struct StackProcesses {
+    /// Group name → pids (PostgreSQL's backends are found at each sample, as children of the
+    /// postmaster).
+    var groups: [(name: String, pids: [Int32])]
+    var postmaster: Int32?
+
+    init?(layout: StackLayout, names: [String]) {
+        groups = names.compactMap { name in
+            guard let text = try? String(contentsOf: layout.run.appendingPathComponent("\(name).pid"), encoding: .utf8),
+                  let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+            return (name, [pid])
+        }
+        let pidFile = layout.home.appendingPathComponent("pg/data/postmaster.pid")
+        postmaster = (try? String(contentsOf: pidFile, encoding: .utf8))?.split(separator: "\n").first.flatMap { Int32($0) }
+        if groups.isEmpty && postmaster == nil { return nil }
+    }
+
+    /// utime + stime of each group, in seconds.
+    func cpuSeconds() -> [(name: String, seconds: Double)] {
+        var out = groups.map { group in (name: group.name, seconds: group.pids.reduce(0.0) { $0 + (Self.stat($1)?.cpu ?? 0) }) }
+        if let postmaster {
+            let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            let seconds = all.compactMap(Int32.init).reduce(0.0) { sum, pid in
+                guard let s = Self.stat(pid), pid == postmaster || s.parent == postmaster else { return sum }
+                return sum + s.cpu
+            }
+            out.append((name: "postgres", seconds: seconds))
+        }
+        return out
+    }
+
+    /// Parent pid and CPU seconds from `/proc/PID/stat` (fields 4, 14 and 15; the command name
+    /// in field 2 may hold spaces, so fields are counted after its closing parenthesis).
+    static func stat(_ pid: Int32) -> (parent: Int32, cpu: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state).
+        guard fields.count > 12, let parent = Int32(fields[1]), let user = Double(fields[11]), let system = Double(fields[12])
+        else { return nil }
+        return (parent, (user + system) / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
 }
 
