@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "98404a6c3b6607ec"
+public let protoFingerprint = "095d5dcdce500cdd"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -26,36 +26,6 @@ public enum BenchMethods {
         path: "/caremesh.bench.v1.Bench/Write", serviceName: "bench", idempotency: .unknown, access: .public)
     /// Every method above, for registries.
     public static let all: [AnyRPCMethod] = [echo.erased, write.erased]
-}
-
-/// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
-public enum DispatchMethods {
-    /// The MDP service name that serves them (nil: every worker does).
-    public static let serviceName: String? = "dispatch"
-    /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = []
-}
-
-/// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
-public enum EventsMethods {
-    /// The MDP service name that serves them (nil: every worker does).
-    public static let serviceName: String? = nil
-    /// `/caremesh.events.v1.Events/Pull`
-    public static let pull = RPCMethod<Caremesh_Events_V1_PullEventsRequest, Caremesh_Events_V1_PullEventsResponse>(
-        path: "/caremesh.events.v1.Events/Pull", serviceName: nil, idempotency: .noSideEffects, access: .authenticated)
-    /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [pull.erased]
-}
-
-/// The methods of `caremesh.health.v1.Health` (caremesh/health/v1/health.proto).
-public enum HealthMethods {
-    /// The MDP service name that serves them (nil: every worker does).
-    public static let serviceName: String? = nil
-    /// `/caremesh.health.v1.Health/Check`
-    public static let check = RPCMethod<Caremesh_Health_V1_HealthCheckRequest, Caremesh_Health_V1_HealthCheckResponse>(
-        path: "/caremesh.health.v1.Health/Check", serviceName: nil, idempotency: .noSideEffects, access: .public)
-    /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [check.erased]
 }
 
 /// The methods of `caremesh.identity.v1.Identity` (caremesh/identity/v1/identity.proto).
@@ -144,6 +114,93 @@ public enum IdentityMethods {
     public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
 }
 
+/// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
+public enum DispatchMethods {
+    /// The MDP service name that serves them (nil: every worker does).
+    public static let serviceName: String? = "dispatch"
+    /// `/caremesh.dispatch.v1.Dispatch/UpdateLocation`
+    public static let updateLocation = RPCMethod<Caremesh_Dispatch_V1_UpdateLocationRequest, Caremesh_Dispatch_V1_UpdateLocationResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/UpdateLocation", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/SetAvailability`
+    public static let setAvailability = RPCMethod<Caremesh_Dispatch_V1_SetAvailabilityRequest, Caremesh_Dispatch_V1_SetAvailabilityResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/SetAvailability", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/GetResponder`
+    public static let getResponder = RPCMethod<Caremesh_Dispatch_V1_GetResponderRequest, Caremesh_Dispatch_V1_GetResponderResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/GetResponder", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/CreateSos`
+    public static let createSos = RPCMethod<Caremesh_Dispatch_V1_CreateSosRequest, Caremesh_Dispatch_V1_CreateSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/CreateSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/GetSos`
+    public static let getSos = RPCMethod<Caremesh_Dispatch_V1_GetSosRequest, Caremesh_Dispatch_V1_GetSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/GetSos", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListMyOffers`
+    public static let listMyOffers = RPCMethod<Caremesh_Dispatch_V1_ListMyOffersRequest, Caremesh_Dispatch_V1_ListMyOffersResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListMyOffers", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/AcceptSos`
+    public static let acceptSos = RPCMethod<Caremesh_Dispatch_V1_AcceptSosRequest, Caremesh_Dispatch_V1_AcceptSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/AcceptSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/DeclineSos`
+    public static let declineSos = RPCMethod<Caremesh_Dispatch_V1_DeclineSosRequest, Caremesh_Dispatch_V1_DeclineSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/DeclineSos", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/StartSos`
+    public static let startSos = RPCMethod<Caremesh_Dispatch_V1_StartSosRequest, Caremesh_Dispatch_V1_StartSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/StartSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ResolveSos`
+    public static let resolveSos = RPCMethod<Caremesh_Dispatch_V1_ResolveSosRequest, Caremesh_Dispatch_V1_ResolveSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ResolveSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/CancelSos`
+    public static let cancelSos = RPCMethod<Caremesh_Dispatch_V1_CancelSosRequest, Caremesh_Dispatch_V1_CancelSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/CancelSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/SubmitFeedback`
+    public static let submitFeedback = RPCMethod<Caremesh_Dispatch_V1_SubmitFeedbackRequest, Caremesh_Dispatch_V1_SubmitFeedbackResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/SubmitFeedback", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListMySos`
+    public static let listMySos = RPCMethod<Caremesh_Dispatch_V1_ListMySosRequest, Caremesh_Dispatch_V1_ListMySosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListMySos", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListVolunteerSos`
+    public static let listVolunteerSos = RPCMethod<Caremesh_Dispatch_V1_ListVolunteerSosRequest, Caremesh_Dispatch_V1_ListVolunteerSosResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListVolunteerSos", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ActiveBoard`
+    public static let activeBoard = RPCMethod<Caremesh_Dispatch_V1_ActiveBoardRequest, Caremesh_Dispatch_V1_ActiveBoardResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ActiveBoard", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/GetVolunteerPerformance`
+    public static let getVolunteerPerformance = RPCMethod<Caremesh_Dispatch_V1_VolunteerPerformanceRequest, Caremesh_Dispatch_V1_VolunteerPerformanceResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/GetVolunteerPerformance", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/PutZone`
+    public static let putZone = RPCMethod<Caremesh_Dispatch_V1_PutZoneRequest, Caremesh_Dispatch_V1_PutZoneResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/PutZone", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListZones`
+    public static let listZones = RPCMethod<Caremesh_Dispatch_V1_ListZonesRequest, Caremesh_Dispatch_V1_ListZonesResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListZones", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/FindZone`
+    public static let findZone = RPCMethod<Caremesh_Dispatch_V1_FindZoneRequest, Caremesh_Dispatch_V1_FindZoneResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/FindZone", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// Every method above, for registries.
+    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased]
+}
+
+/// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
+public enum EventsMethods {
+    /// The MDP service name that serves them (nil: every worker does).
+    public static let serviceName: String? = nil
+    /// `/caremesh.events.v1.Events/Pull`
+    public static let pull = RPCMethod<Caremesh_Events_V1_PullEventsRequest, Caremesh_Events_V1_PullEventsResponse>(
+        path: "/caremesh.events.v1.Events/Pull", serviceName: nil, idempotency: .noSideEffects, access: .authenticated)
+    /// Every method above, for registries.
+    public static let all: [AnyRPCMethod] = [pull.erased]
+}
+
+/// The methods of `caremesh.health.v1.Health` (caremesh/health/v1/health.proto).
+public enum HealthMethods {
+    /// The MDP service name that serves them (nil: every worker does).
+    public static let serviceName: String? = nil
+    /// `/caremesh.health.v1.Health/Check`
+    public static let check = RPCMethod<Caremesh_Health_V1_HealthCheckRequest, Caremesh_Health_V1_HealthCheckResponse>(
+        path: "/caremesh.health.v1.Health/Check", serviceName: nil, idempotency: .noSideEffects, access: .public)
+    /// Every method above, for registries.
+    public static let all: [AnyRPCMethod] = [check.erased]
+}
+
 /// The methods of `caremesh.messaging.v1.Messaging` (caremesh/messaging/v1/messaging.proto).
 public enum MessagingMethods {
     /// The MDP service name that serves them (nil: every worker does).
@@ -156,8 +213,6 @@ public enum MessagingMethods {
 public let allRPCMethods: [AnyRPCMethod] = [
     BenchMethods.echo.erased,
     BenchMethods.write.erased,
-    EventsMethods.pull.erased,
-    HealthMethods.check.erased,
     IdentityMethods.register.erased,
     IdentityMethods.login.erased,
     IdentityMethods.refresh.erased,
@@ -184,4 +239,25 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.updatePatient.erased,
     IdentityMethods.getPatient.erased,
     IdentityMethods.searchPatients.erased,
+    DispatchMethods.updateLocation.erased,
+    DispatchMethods.setAvailability.erased,
+    DispatchMethods.getResponder.erased,
+    DispatchMethods.createSos.erased,
+    DispatchMethods.getSos.erased,
+    DispatchMethods.listMyOffers.erased,
+    DispatchMethods.acceptSos.erased,
+    DispatchMethods.declineSos.erased,
+    DispatchMethods.startSos.erased,
+    DispatchMethods.resolveSos.erased,
+    DispatchMethods.cancelSos.erased,
+    DispatchMethods.submitFeedback.erased,
+    DispatchMethods.listMySos.erased,
+    DispatchMethods.listVolunteerSos.erased,
+    DispatchMethods.activeBoard.erased,
+    DispatchMethods.getVolunteerPerformance.erased,
+    DispatchMethods.putZone.erased,
+    DispatchMethods.listZones.erased,
+    DispatchMethods.findZone.erased,
+    EventsMethods.pull.erased,
+    HealthMethods.check.erased,
 ]

@@ -1,0 +1,10 @@
+DROP TABLE zones;
+DROP TABLE sos_feedback;
+DROP FUNCTION sos_feedback_rate();
+DROP TABLE sos_cancellations;
+DROP TABLE sos_rejections;
+DROP TABLE sos_offers;
+DROP TABLE sos_requests;
+DROP TABLE user_locations;
+DROP TABLE responders;
+DROP FUNCTION touch_updated_at();
