@@ -47,3 +47,8 @@ extension RPCContext {
         return caller
     }
 }
+
+extension Dictionary where Value: Equatable {
+    /// The key of the first entry holding `value` (for small two-way tables of names).
+    public func key(for value: Value) -> Key? { first { $0.value == value }?.key }
+}

@@ -57,6 +57,9 @@ public struct Page: Sendable {
         return next(found)
     }
 
+    /// The page from rows already read (`limit` of them at most), with their keys.
+    public func collect<Row>(_ rows: [(row: Row, micros: Int64, id: UUID)]) -> (rows: [Row], token: String) { next(rows) }
+
     /// SQL for a `timestamptz` column as whole microseconds since the epoch (exact).
     public static func micros(_ column: String) -> String { "(extract(epoch FROM \(column)) * 1000000)::int8" }
 }

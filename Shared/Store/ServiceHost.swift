@@ -16,13 +16,17 @@ public struct ServiceHost: Sendable {
     public let outbox: Outbox
     public let worker: ServiceWorker
     public let jobs: JobRunner
+    /// The service's own background parts (event consumers, its client of other services),
+    /// started after the outbox and stopped after the job runner and the worker.
+    public let background: [any Service]
 
-    public var services: [any Service] { [store, outbox, jobs, worker] }
+    public var services: [any Service] { [store, outbox] + background + [jobs, worker] }
 
     public static func make(
         service name: String, migrations: [Migration], environment: [String: String], logger: Logger,
         handlers: (Store, Outbox) -> RPCHandlers = { _, _ in RPCHandlers() },
-        jobs: (Store, Outbox) -> [String: JobRunner.Handler] = { _, _ in [:] }
+        jobs: (Store, Outbox) -> [String: JobRunner.Handler] = { _, _ in [:] },
+        background: (Store, Outbox) -> [any Service] = { _, _ in [] }
     ) async throws -> ServiceHost {
         let url = try DatabaseURL.forService(name, environment: environment)
         let store = try await Store.connect(url: url, logger: logger)
@@ -39,12 +43,26 @@ public struct ServiceHost: Sendable {
         let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),
                                    handlers: all, logger: logger)
         let runner = JobRunner(store: store, handlers: jobs(store, outbox), logger: logger)
-        return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner)
+        return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner,
+                           background: background(store, outbox))
     }
 
     static func migrateOnStart(_ name: String, _ environment: [String: String]) -> Bool {
         let value = environment["\(name.uppercased())_MIGRATE_ON_START"] ?? environment["CAREMESH_MIGRATE_ON_START"] ?? "true"
         return !["false", "0", "no", "off"].contains(value.lowercased())
+    }
+}
+
+/// Keeps a service's client of the others open until shutdown, then closes it (list it before
+/// the parts that use it: services stop in reverse order).
+public struct ClientLifetime: Service {
+    public let client: RPCClient
+
+    public init(_ client: RPCClient) { self.client = client }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        client.close()
     }
 }
 

@@ -3,21 +3,72 @@ import CareMeshRPC
 import CareMeshStore
 import Foundation
 import Logging
+import PostgresNIO
 
-/// The dispatch service: a worker of MDP service "dispatch" that owns schema `dispatch`. Its domain arrives
-/// with its own issue; today it migrates its schema (the platform's outbox, event cursors and
-/// jobs), serves `Events.Pull` and health.
+/// The dispatch service: a worker of MDP service "dispatch" that owns schema `dispatch`:
+/// responders' locations, availability and eligibility (from identity's events), SOS
+/// requests with their offer waves and feedback, and zones.
 public enum DispatchService {
     /// The MDP service name, and the name of its schema.
     public static let name = DispatchMethods.serviceName!
 
     /// The schema's own migrations (after the platform's).
-    public static let migrations: [Migration] = []
+    public static let migrations: [Migration] = DispatchMigrations.all
 
-    /// Store, migrations, outbox, jobs and worker, configured from the environment
-    /// (`DISPATCH_DATABASE_URL` or `DATABASE_URL`; see `WorkerConfiguration` for the bus).
+    /// Store, migrations, outbox, jobs, identity's event consumer and worker, configured from
+    /// the environment (`DISPATCH_DATABASE_URL` or `DATABASE_URL`; `DispatchConfiguration`;
+    /// `DISPATCH_SERVICE_SECRET` to sign in to the router as a service; `WorkerConfiguration`
+    /// for the bus).
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.dispatch")) async throws -> ServiceHost {
-        try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger)
+        let configuration = try DispatchConfiguration(environment: environment)
+        var clientConfiguration = ClientConfiguration(environment: environment)
+        clientConfiguration.credentials = ServiceCredentials(service: name, environment: environment)
+        let client = RPCClient(configuration: clientConfiguration, logger: logger)
+        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
+                                          handlers: { store, outbox in
+            handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
+        }, jobs: { store, outbox in
+            let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
+            return [
+                SosDesk.waveJob: { job, c in try await desk.waveTimedOut(job, c) },
+                SosDesk.rateReportJob: { job, _ in try await reportRateLimit(job, client: client) },
+            ]
+        }, background: { store, _ in
+            [ClientLifetime(client),
+             EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
+                 try await Responders.apply(event, c, logger: logger)
+             }]
+        })
+    }
+
+    static func handlers(configuration: DispatchConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
+        var h = RPCHandlers()
+        let responders = Responders(store: store, logger: logger)
+        h.register(DispatchMethods.updateLocation) { r, ctx in try await responders.updateLocation(r, ctx) }
+        h.register(DispatchMethods.setAvailability) { r, ctx in try await responders.setAvailability(r, ctx) }
+        h.register(DispatchMethods.getResponder) { r, ctx in try await responders.get(r, ctx) }
+        let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
+        h.register(DispatchMethods.createSos) { r, ctx in try await desk.create(r, ctx) }
+        h.register(DispatchMethods.getSos) { r, ctx in try await desk.get(r, ctx) }
+        h.register(DispatchMethods.listMyOffers) { r, ctx in try await desk.listMyOffers(r, ctx) }
+        h.register(DispatchMethods.acceptSos) { r, ctx in try await desk.accept(r, ctx) }
+        h.register(DispatchMethods.declineSos) { r, ctx in try await desk.decline(r, ctx) }
+        h.register(DispatchMethods.startSos) { r, ctx in try await desk.start(r, ctx) }
+        h.register(DispatchMethods.resolveSos) { r, ctx in try await desk.resolve(r, ctx) }
+        h.register(DispatchMethods.cancelSos) { r, ctx in try await desk.cancel(r, ctx) }
+        h.register(DispatchMethods.submitFeedback) { r, ctx in try await desk.feedback(r, ctx) }
+        return h
+    }
+
+    /// Tells identity that someone went over the SOS rate limit (a job, so it survives
+    /// identity being down: retried with backoff).
+    static func reportRateLimit(_ job: Job, client: RPCClient) async throws {
+        guard let fields = try JSONSerialization.jsonObject(with: job.payload) as? [String: String] else { return }
+        var r = Caremesh_Identity_V1_RecordSuspiciousActivityRequest()
+        r.userID = fields["user_id"] ?? ""
+        r.activityType = "RATE_LIMIT_EXCEEDED"
+        r.details = ["source": "dispatch.CreateSos", "recent": fields["recent"] ?? "", "window_s": fields["window_s"] ?? ""]
+        _ = try await client.call(IdentityMethods.recordSuspiciousActivity, request: r)
     }
 }

@@ -117,6 +117,12 @@ CREATE TABLE sos_offers (
 CREATE INDEX sos_offers_responder ON sos_offers (responder_id, offered_at DESC, sos_id);
 CREATE INDEX sos_offers_open ON sos_offers (sos_id, wave) WHERE response = 'PENDING';
 
+-- When a person over the SOS rate limit was last reported to identity (once per window).
+CREATE TABLE sos_rate_reports (
+    user_id uuid PRIMARY KEY,
+    reported_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE sos_rejections (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     sos_id uuid NOT NULL REFERENCES sos_requests (id) ON DELETE CASCADE,
@@ -182,6 +188,7 @@ DROP TABLE sos_feedback;
 DROP FUNCTION sos_feedback_rate();
 DROP TABLE sos_cancellations;
 DROP TABLE sos_rejections;
+DROP TABLE sos_rate_reports;
 DROP TABLE sos_offers;
 DROP TABLE sos_requests;
 DROP TABLE user_locations;

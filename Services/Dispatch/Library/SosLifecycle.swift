@@ -56,8 +56,8 @@ public enum SosAction: Sendable, Equatable {
 /// The SOS lifecycle as a pure function, tested without I/O:
 ///
 ///     PENDING ──accept──▶ ACCEPTED ──start──▶ IN_PROGRESS ──resolve──▶ RESOLVED
-///        │  ▲ escalate      │   ▲                 │
-///        ▼  │               │   └ (responder cancels: back to PENDING, re-offered)
+///        │  escalate        │   ▲                 │
+///        ▼                  │   └ (responder cancels: back to PENDING, or ESCALATED if it was, re-offered)
 ///     ESCALATED ──accept──▶ ┘
 ///     any unfinished ──cancel (requester, staff)──▶ CANCELLED
 ///
@@ -73,7 +73,10 @@ public enum SosLifecycle {
         public var closesOffers = false
     }
 
-    public static func apply(_ action: SosAction, to state: SosState, by relation: SosRelation) throws(RPCError) -> Transition {
+    /// `wasEscalated`: the SOS has been escalated before (a responder who withdraws hands it
+    /// back to ESCALATED, not PENDING, so professionals stay in the offers).
+    public static func apply(_ action: SosAction, to state: SosState, by relation: SosRelation,
+                             wasEscalated: Bool = false) throws(RPCError) -> Transition {
         switch action {
         case .accept:
             guard relation.contains(.offered) || relation.contains(.responder) else {
@@ -108,7 +111,7 @@ public enum SosLifecycle {
                 throw RPCError(.permissionDenied, "only the requester, the responder who accepted it, or staff may cancel this SOS")
             }
             guard state.isTaken else { throw refusal(state, "withdrawn from") }
-            return Transition(to: .pending, responderWithdrew: true)
+            return Transition(to: wasEscalated ? .escalated : .pending, responderWithdrew: true)
         case .escalate:
             guard state == .pending else { throw refusal(state, "escalated") }
             return Transition(to: .escalated)

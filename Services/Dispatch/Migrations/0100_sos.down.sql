@@ -3,6 +3,7 @@ DROP TABLE sos_feedback;
 DROP FUNCTION sos_feedback_rate();
 DROP TABLE sos_cancellations;
 DROP TABLE sos_rejections;
+DROP TABLE sos_rate_reports;
 DROP TABLE sos_offers;
 DROP TABLE sos_requests;
 DROP TABLE user_locations;

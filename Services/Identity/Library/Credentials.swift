@@ -24,15 +24,9 @@ final class Credentials: Sendable {
         self.logger = logger
     }
 
-    static let skillNames: [Caremesh_Identity_V1_Skill: String] = [
-        .firstAid: "FIRST_AID", .cpr: "CPR", .firefighting: "FIREFIGHTING", .searchRescue: "SEARCH_RESCUE",
-        .counseling: "COUNSELING", .medicalProfessional: "MEDICAL_PROFESSIONAL", .driver: "DRIVER",
-        .translator: "TRANSLATOR", .other: "OTHER",
-    ]
+    static let skillNames = Caremesh_Identity_V1_Skill.storedNames
 
-    static func skill(_ name: String) -> Caremesh_Identity_V1_Skill {
-        skillNames.key(for: name) ?? .unspecified
-    }
+    static func skill(_ name: String) -> Caremesh_Identity_V1_Skill { .init(storedName: name) }
 
     /// Where the user's verification stands (NONE if they submitted nothing).
     static func state(_ c: PostgresConnection, _ id: UUID, logger: Logger) async throws -> Caremesh_Identity_V1_VerificationState {

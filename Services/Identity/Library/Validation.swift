@@ -91,18 +91,11 @@ enum Validate {
 
 /// Roles as the database and tokens spell them, and as the API's enum does.
 enum Roles {
-    static let names: [Caremesh_Identity_V1_Role: String] = [
-        .user: "user", .volunteer: "volunteer", .professional: "professional", .caregiver: "caregiver",
-        .coordinator: "coordinator", .ea: "ea", .admin: "admin",
-    ]
-    static func name(_ role: Caremesh_Identity_V1_Role) -> String? { names[role] }
-    static func role(_ name: String) -> Caremesh_Identity_V1_Role { names.key(for: name) ?? .unspecified }
+    static let names = Caremesh_Identity_V1_Role.storedNames
+    static func name(_ role: Caremesh_Identity_V1_Role) -> String? { role.storedName }
+    static func role(_ name: String) -> Caremesh_Identity_V1_Role { .init(storedName: name) }
     /// What a person may choose when registering; other roles are given by an admin.
     static let selfService: Set<Caremesh_Identity_V1_Role> = [.user, .volunteer, .professional, .caregiver]
     static let admin: Set<String> = ["admin"]
 }
 
-extension Dictionary where Value: Equatable {
-    /// The key whose value is `value` (the API enum for a name the database stores).
-    func key(for value: Value) -> Key? { first { $0.value == value }?.key }
-}

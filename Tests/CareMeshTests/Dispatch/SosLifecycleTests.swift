@@ -66,6 +66,7 @@ import Testing
             #expect(t.to == .pending)
             #expect(t.responderWithdrew)
         }
+        #expect(try SosLifecycle.apply(.cancel, to: .accepted, by: .responder, wasEscalated: true).to == .escalated)
         #expect(code(.cancel, .resolved, .responder) == .failedPrecondition)
         // The requester's cancel ends it even if they are also the responder's coordinator.
         let t = try SosLifecycle.apply(.cancel, to: .accepted, by: [.requester, .responder])

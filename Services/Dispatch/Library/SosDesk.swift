@@ -1,0 +1,585 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+/// SOS requests: creation (rate-limited), matching and offer waves, the lifecycle
+/// (`SosLifecycle` decides, this applies it under a row lock), feedback.
+final class SosDesk: Sendable {
+    let store: Store
+    let outbox: Outbox
+    let configuration: DispatchConfiguration
+    let logger: Logger
+
+    /// The durable timer of a wave: payload "<sos id> <wave>".
+    static let waveJob = "sos-wave"
+    /// Reports a person over the SOS rate limit to identity: payload JSON.
+    static let rateReportJob = "sos-rate-report"
+
+    init(store: Store, outbox: Outbox, configuration: DispatchConfiguration, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: - Rows
+
+    static let emergencyTypes: [Caremesh_Dispatch_V1_EmergencyType: String] = [
+        .medical: "MEDICAL", .fire: "FIRE", .accident: "ACCIDENT", .crime: "CRIME",
+        .naturalDisaster: "NATURAL_DISASTER", .other: "OTHER",
+    ]
+    static let priorities: [Caremesh_Dispatch_V1_Priority: String] = [
+        .critical: "CRITICAL", .high: "HIGH", .medium: "MEDIUM", .low: "LOW",
+    ]
+
+    /// An SOS row as the desk works with it.
+    struct Record: Sendable {
+        var sos: Caremesh_Dispatch_V1_Sos
+        var id: UUID
+        var state: SosState
+        var requester: UUID
+        var acceptedBy: UUID?
+        var wave: Int
+        var wasEscalated: Bool
+    }
+
+    static let columns = """
+        id, requester_id, emergency_type, priority, ST_Y(location::geometry), ST_X(location::geometry), description, status,
+        wave, accepted_by, extract(epoch FROM created_at)::float8, extract(epoch FROM accepted_at)::float8,
+        extract(epoch FROM started_at)::float8, extract(epoch FROM resolved_at)::float8,
+        extract(epoch FROM cancelled_at)::float8, extract(epoch FROM escalated_at)::float8
+        """
+
+    /// `columns` of one row (at `offset` in it) as a record.
+    static func record(_ row: PostgresRandomAccessRow, offset o: Int = 0) throws -> Record {
+        var s = Caremesh_Dispatch_V1_Sos()
+        let id = try row[o].decode(UUID.self)
+        let requester = try row[o + 1].decode(UUID.self)
+        s.id = id.uuidString.lowercased()
+        s.requesterID = requester.uuidString.lowercased()
+        s.emergencyType = emergencyTypes.key(for: try row[o + 2].decode(String.self)) ?? .unspecified
+        s.priority = priorities.key(for: try row[o + 3].decode(String.self)) ?? .unspecified
+        s.location.latitude = try row[o + 4].decode(Double.self)
+        s.location.longitude = try row[o + 5].decode(Double.self)
+        s.description_p = try row[o + 6].decode(String.self)
+        let state = SosState(rawValue: try row[o + 7].decode(String.self)) ?? .pending
+        s.status = state.proto
+        let wave = Int(try row[o + 8].decode(Int32.self))
+        s.wave = UInt32(wave)
+        let acceptedBy = try row[o + 9].decode(UUID?.self)
+        s.acceptedBy = acceptedBy?.uuidString.lowercased() ?? ""
+        s.createdAt = Geo.timestamp(try row[o + 10].decode(Double.self))
+        if let t = try row[o + 11].decode(Double?.self) { s.acceptedAt = Geo.timestamp(t) }
+        if let t = try row[o + 12].decode(Double?.self) { s.startedAt = Geo.timestamp(t) }
+        if let t = try row[o + 13].decode(Double?.self) { s.resolvedAt = Geo.timestamp(t) }
+        if let t = try row[o + 14].decode(Double?.self) { s.cancelledAt = Geo.timestamp(t) }
+        let escalatedAt = try row[o + 15].decode(Double?.self)
+        if let t = escalatedAt { s.escalatedAt = Geo.timestamp(t) }
+        return Record(sos: s, id: id, state: state, requester: requester, acceptedBy: acceptedBy, wave: wave,
+                      wasEscalated: escalatedAt != nil)
+    }
+
+    func one(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> Record? {
+        var out: Record?
+        for try await row in try await c.query(query, logger: logger) { out = try Self.record(row.makeRandomAccess()) }
+        return out
+    }
+
+    /// The SOS, locked for the rest of the transaction (concurrent changes queue behind it).
+    func locked(_ c: PostgresConnection, _ id: UUID) async throws -> Record {
+        guard let r = try await one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id) FOR UPDATE") else {
+            throw RPCError(.notFound, "no SOS with this id")
+        }
+        return r
+    }
+
+    static func sosID(_ text: String) throws(RPCError) -> UUID {
+        guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument(field: "sos_id", "must be a UUID") }
+        return id
+    }
+
+    /// What `caller` is to `record`: requester, staff, holder of an open offer, its responder.
+    func relation(_ c: PostgresConnection, _ record: Record, _ caller: Caller) async throws -> SosRelation {
+        var relation: SosRelation = []
+        if caller.hasAny(of: Responders.staff) { relation.insert(.staff) }
+        guard let me = caller.userID else { return relation }
+        if me == record.requester { relation.insert(.requester) }
+        if me == record.acceptedBy { relation.insert(.responder) }
+        if try await c.query("""
+            SELECT 1 FROM sos_offers WHERE sos_id = \(record.id) AND responder_id = \(me) AND response = 'PENDING'
+            """, logger: logger).hasRows() {
+            relation.insert(.offered)
+        }
+        return relation
+    }
+
+    // MARK: - Create and match
+
+    func create(_ r: Caremesh_Dispatch_V1_CreateSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_CreateSosResponse {
+        let me = try context.requireCaller().requireUserID()
+        var v = FieldViolations()
+        let type = Self.emergencyTypes[r.emergencyType]
+        v.check(type != nil, "emergency_type", "must be one of MEDICAL, FIRE, ACCIDENT, CRIME, NATURAL_DISASTER, OTHER")
+        let priority = Self.priorities[r.priority]
+        v.check(priority != nil, "priority", "must be one of CRITICAL, HIGH, MEDIUM, LOW")
+        Geo.validate(r.hasLocation ? r.location : nil, "location", into: &v)
+        v.check(r.description_p.count <= 2_000, "description", "must be at most 2000 characters")
+        try v.throwIfAny()
+        let configuration = self.configuration
+        let window = Double(configuration.sosRateWindow.components.seconds)
+        let response: Caremesh_Dispatch_V1_CreateSosResponse? = try await store.withTransaction { c in
+            // The rate limit, counted under a per-person lock so bursts cannot slip past it.
+            try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("dispatch.sos-rate.\(me)")))", logger: self.logger)
+            let recent = try await c.query("""
+                SELECT count(*) FROM sos_requests
+                WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window))
+                """, logger: self.logger).first(Int64.self) ?? 0
+            if recent >= configuration.sosRateLimit {
+                try await self.reportRateLimit(c, me, recent: recent, window: window)
+                return nil
+            }
+            guard let record = try await self.one(c, """
+                INSERT INTO sos_requests (requester_id, emergency_type, priority, location, description)
+                VALUES (\(me), \(type!), \(priority!), \(point: r.location), \(r.description_p))
+                RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the insert returned no row") }
+            var created = Caremesh_Dispatch_V1_SosCreated()
+            created.sosID = record.sos.id
+            created.requesterID = record.sos.requesterID
+            created.emergencyType = r.emergencyType
+            created.priority = r.priority
+            _ = try await self.outbox.append(created, key: record.sos.id, on: c)
+            let (sos, offers) = try await self.dispatch(c, record, from: 1)
+            var response = Caremesh_Dispatch_V1_CreateSosResponse()
+            response.sos = sos.sos
+            response.offers = offers
+            return response
+        }
+        guard let response else {
+            throw RPCError(.resourceExhausted, "too many SOS requests: at most \(configuration.sosRateLimit) in \(Int(window)) s",
+                           details: [RPCError.detail(reason: "SOS_RATE_LIMITED", domain: "dispatch")])
+        }
+        return response
+    }
+
+    /// Schedules one report to identity per person per window (the refusals in between are
+    /// not reported again).
+    private func reportRateLimit(_ c: PostgresConnection, _ me: UUID, recent: Int64, window: Double) async throws {
+        let due = try await c.query("""
+            INSERT INTO sos_rate_reports (user_id) VALUES (\(me))
+            ON CONFLICT (user_id) DO UPDATE SET reported_at = now()
+            WHERE sos_rate_reports.reported_at < now() - make_interval(secs => \(window))
+            RETURNING 1
+            """, logger: logger).hasRows()
+        guard due else { return }
+        let payload = try JSONSerialization.data(withJSONObject: [
+            "user_id": me.uuidString.lowercased(), "recent": "\(recent)", "window_s": "\(Int(window))",
+        ], options: [.sortedKeys])
+        try await Jobs.schedule(Self.rateReportJob, payload: payload, on: c, logger: logger)
+    }
+
+    /// Offers `record` wave by wave from `wave` until a wave finds someone (or escalates),
+    /// arming that wave's timer. Returns the SOS as it now stands and the offers made.
+    func dispatch(_ c: PostgresConnection, _ record: Record, from wave: Int) async throws -> (Record, [Caremesh_Dispatch_V1_Offer]) {
+        var record = record
+        var wave = wave
+        while let plan = WavePlan.plan(wave, configuration) {
+            if plan.escalates, let t = try? SosLifecycle.apply(.escalate, to: record.state, by: []) {
+                try await c.query("""
+                    UPDATE sos_requests SET status = \(t.to.rawValue), escalated_at = now() WHERE id = \(record.id)
+                    """, logger: logger)
+                var e = Caremesh_Dispatch_V1_SosEscalated()
+                e.sosID = record.sos.id
+                e.wave = UInt32(wave)
+                _ = try await outbox.append(e, key: record.sos.id, on: c)
+                try await statusChanged(c, record, to: t.to, actor: nil)
+            }
+            let offers = try await match(c, record, plan)
+            guard let updated = try await one(c, """
+                UPDATE sos_requests SET wave = \(wave) WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the SOS vanished") }
+            record = updated
+            if !offers.isEmpty {
+                var e = Caremesh_Dispatch_V1_SosOffered()
+                e.sosID = record.sos.id
+                e.wave = UInt32(wave)
+                e.responderIds = offers.map(\.responderID)
+                e.emergencyType = record.sos.emergencyType
+                e.priority = record.sos.priority
+                e.escalated = plan.includesProfessionals
+                _ = try await outbox.append(e, key: record.sos.id, on: c)
+            }
+            if !offers.isEmpty || plan.includesProfessionals {
+                let runAt = Date().addingTimeInterval(Double(configuration.waveTimeout.components.seconds))
+                try await Jobs.schedule(Self.waveJob, payload: Data("\(record.id) \(wave)".utf8), runAt: runAt,
+                                        uniqueKey: "\(record.id):\(wave)", on: c, logger: logger)
+                return (record, offers)
+            }
+            wave += 1
+        }
+        return (record, [])
+    }
+
+    /// The wave's offers: among the `3 × waveSize` nearest eligible, available, free responders
+    /// within the radius with a fresh fix (KNN on the GiST index), not the requester and not
+    /// offered or refused this SOS before, those with a skill preferred for the emergency
+    /// first, then the nearest; `waveSize` of them. Distances are great-circle (sphere).
+    func match(_ c: PostgresConnection, _ record: Record, _ plan: WavePlan) async throws -> [Caremesh_Dispatch_V1_Offer] {
+        let roles = plan.includesProfessionals ? ["volunteer", "professional"] : ["volunteer"]
+        let preferred = SkillPreference.preferred(for: record.sos.emergencyType).compactMap(\.storedName)
+        let maxAge = Double(configuration.locationMaxAge.components.seconds)
+        let pool = 3 * configuration.waveSize
+        let p = record.sos.location
+        let rows = try await c.query("""
+            WITH candidates AS (
+                SELECT l.user_id, ST_Distance(l.location, \(point: p), false) AS distance_m,
+                       r.skills && \(preferred)::text[] AS skill_match
+                FROM user_locations l JOIN responders r ON r.user_id = l.user_id
+                WHERE ST_DWithin(l.location, \(point: p), \(plan.radius), false)
+                  AND r.available AND r.verified AND r.active AND NOT r.credential_expired
+                  AND r.role = ANY(\(roles)::text[])
+                  AND l.updated_at > now() - make_interval(secs => \(maxAge))
+                  AND l.user_id <> \(record.requester)
+                  AND NOT EXISTS (SELECT 1 FROM sos_offers o WHERE o.sos_id = \(record.id) AND o.responder_id = l.user_id)
+                  AND NOT EXISTS (SELECT 1 FROM sos_rejections j WHERE j.sos_id = \(record.id) AND j.volunteer_id = l.user_id)
+                  AND NOT EXISTS (SELECT 1 FROM sos_requests b
+                                  WHERE b.accepted_by = l.user_id AND b.status IN ('ACCEPTED', 'IN_PROGRESS'))
+                ORDER BY l.location <-> \(point: p)
+                LIMIT \(pool)
+            )
+            INSERT INTO sos_offers (sos_id, responder_id, wave, distance_m, skill_match)
+            SELECT \(record.id), user_id, \(plan.wave), distance_m, skill_match FROM candidates
+            ORDER BY skill_match DESC, distance_m LIMIT \(configuration.waveSize)
+            RETURNING responder_id, distance_m, skill_match, extract(epoch FROM offered_at)::float8
+            """, logger: logger)
+        var offers: [Caremesh_Dispatch_V1_Offer] = []
+        for try await (responder, distance, skill, at) in rows.decode((UUID, Double, Bool, Double).self) {
+            var o = Caremesh_Dispatch_V1_Offer()
+            o.sosID = record.sos.id
+            o.responderID = responder.uuidString.lowercased()
+            o.wave = UInt32(plan.wave)
+            o.distanceM = distance
+            o.skillMatch = skill
+            o.response = .pending
+            o.offeredAt = Geo.timestamp(at)
+            offers.append(o)
+        }
+        return offers.sorted { ($0.skillMatch ? 0 : 1, $0.distanceM) < ($1.skillMatch ? 0 : 1, $1.distanceM) }
+    }
+
+    /// The wave timer: if nobody accepted and the SOS is still on that wave, the next one.
+    func waveTimedOut(_ job: Job, _ c: PostgresConnection) async throws {
+        let parts = String(decoding: job.payload, as: UTF8.self).split(separator: " ")
+        guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), let wave = Int(parts[1]) else { return }
+        guard let record = try? await locked(c, id), record.state.isOpen, record.wave == wave else { return }
+        _ = try await dispatch(c, record, from: wave + 1)
+    }
+
+    // MARK: - Lifecycle
+
+    func accept(_ r: Caremesh_Dispatch_V1_AcceptSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_AcceptSosResponse {
+        let caller = try context.requireCaller()
+        let me = try caller.requireUserID()
+        let id = try Self.sosID(r.sosID)
+        var response = Caremesh_Dispatch_V1_AcceptSosResponse()
+        response.sos = try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            let t = try SosLifecycle.apply(.accept, to: record.state, by: try await self.relation(c, record, caller))
+            let fit = try await c.query("""
+                SELECT verified AND active AND NOT credential_expired FROM responders WHERE user_id = \(me)
+                """, logger: self.logger).first(Bool.self) ?? false
+            guard fit else { throw RPCError(.failedPrecondition, "this responder is no longer verified and active") }
+            if try await c.query("""
+                SELECT 1 FROM sos_requests WHERE accepted_by = \(me) AND status IN ('ACCEPTED', 'IN_PROGRESS')
+                """, logger: self.logger).hasRows() {
+                throw RPCError(.failedPrecondition, "this responder already has an SOS in hand: finish or cancel it first")
+            }
+            guard let updated = try await self.one(c, """
+                UPDATE sos_requests SET status = \(t.to.rawValue), accepted_by = \(me), accepted_at = now()
+                WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the SOS vanished") }
+            try await c.query("""
+                UPDATE sos_offers SET response = CASE WHEN responder_id = \(me) THEN 'ACCEPTED' ELSE 'WITHDRAWN' END,
+                    responded_at = now()
+                WHERE sos_id = \(id) AND response = 'PENDING'
+                """, logger: self.logger)
+            try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+            var e = Caremesh_Dispatch_V1_SosAccepted()
+            e.sosID = updated.sos.id
+            e.requesterID = updated.sos.requesterID
+            e.responderID = me.uuidString.lowercased()
+            _ = try await self.outbox.append(e, key: updated.sos.id, on: c)
+            try await self.statusChanged(c, record, to: t.to, actor: me)
+            return updated.sos
+        }
+        return response
+    }
+
+    func decline(_ r: Caremesh_Dispatch_V1_DeclineSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_DeclineSosResponse {
+        let caller = try context.requireCaller()
+        let me = try caller.requireUserID()
+        let id = try Self.sosID(r.sosID)
+        var response = Caremesh_Dispatch_V1_DeclineSosResponse()
+        response.sos = try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            // Declining twice is answered like the first time.
+            if try await c.query("SELECT 1 FROM sos_rejections WHERE sos_id = \(id) AND volunteer_id = \(me)", logger: self.logger).hasRows() {
+                return record.sos
+            }
+            _ = try SosLifecycle.apply(.decline, to: record.state, by: try await self.relation(c, record, caller))
+            try await c.query("""
+                UPDATE sos_offers SET response = 'DECLINED', responded_at = now() WHERE sos_id = \(id) AND responder_id = \(me)
+                """, logger: self.logger)
+            try await c.query("INSERT INTO sos_rejections (sos_id, volunteer_id) VALUES (\(id), \(me)) ON CONFLICT DO NOTHING",
+                              logger: self.logger)
+            // Everyone in the current wave said no: the next wave now, not at the timeout.
+            let waiting = try await c.query("""
+                SELECT 1 FROM sos_offers WHERE sos_id = \(id) AND wave = \(record.wave) AND response = 'PENDING' LIMIT 1
+                """, logger: self.logger).hasRows()
+            guard !waiting else { return record.sos }
+            try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+            return try await self.dispatch(c, record, from: record.wave + 1).0.sos
+        }
+        return response
+    }
+
+    func start(_ r: Caremesh_Dispatch_V1_StartSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_StartSosResponse {
+        var response = Caremesh_Dispatch_V1_StartSosResponse()
+        response.sos = try await move(r.sosID, .start, context, set: "started_at = now()")
+        return response
+    }
+
+    func resolve(_ r: Caremesh_Dispatch_V1_ResolveSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_ResolveSosResponse {
+        var response = Caremesh_Dispatch_V1_ResolveSosResponse()
+        response.sos = try await move(r.sosID, .resolve, context, set: "resolved_at = now()")
+        return response
+    }
+
+    /// A plain status change (start, resolve): the lifecycle decides, one UPDATE applies it.
+    private func move(_ sosID: String, _ action: SosAction, _ context: RPCContext, set: String) async throws -> Caremesh_Dispatch_V1_Sos {
+        let caller = try context.requireCaller()
+        let id = try Self.sosID(sosID)
+        return try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            let t = try SosLifecycle.apply(action, to: record.state, by: try await self.relation(c, record, caller))
+            guard let updated = try await self.one(c, """
+                UPDATE sos_requests SET status = \(t.to.rawValue), \(unescaped: set) WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the SOS vanished") }
+            try await self.statusChanged(c, record, to: t.to, actor: caller.userID)
+            return updated.sos
+        }
+    }
+
+    func cancel(_ r: Caremesh_Dispatch_V1_CancelSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_CancelSosResponse {
+        let caller = try context.requireCaller()
+        let id = try Self.sosID(r.sosID)
+        guard r.reason.count <= 500 else { throw RPCError.invalidArgument(field: "reason", "must be at most 500 characters") }
+        var response = Caremesh_Dispatch_V1_CancelSosResponse()
+        response.sos = try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            let t = try SosLifecycle.apply(.cancel, to: record.state, by: try await self.relation(c, record, caller),
+                                           wasEscalated: record.wasEscalated)
+            guard t.responderWithdrew, let me = caller.userID else {
+                guard let updated = try await self.one(c, """
+                    UPDATE sos_requests SET status = \(t.to.rawValue), cancelled_at = now() WHERE id = \(id)
+                    RETURNING \(unescaped: Self.columns)
+                    """) else { throw RPCError(.internal, "the SOS vanished") }
+                try await c.query("""
+                    UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now() WHERE sos_id = \(id) AND response = 'PENDING'
+                    """, logger: self.logger)
+                try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+                try await self.statusChanged(c, record, to: t.to, actor: caller.userID)
+                return updated.sos
+            }
+            // The responder hands it back: counted against them, never offered it again, and
+            // everyone whose offer was withdrawn at the acceptance has it again, with a new wave.
+            guard let reopened = try await self.one(c, """
+                UPDATE sos_requests SET status = \(t.to.rawValue), accepted_by = NULL, accepted_at = NULL, started_at = NULL
+                WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the SOS vanished") }
+            try await c.query("UPDATE responders SET cancellation_count = cancellation_count + 1 WHERE user_id = \(me)", logger: self.logger)
+            try await c.query("INSERT INTO sos_cancellations (sos_id, volunteer_id, reason) VALUES (\(id), \(me), \(r.reason))",
+                              logger: self.logger)
+            try await c.query("INSERT INTO sos_rejections (sos_id, volunteer_id) VALUES (\(id), \(me)) ON CONFLICT DO NOTHING",
+                              logger: self.logger)
+            try await c.query("""
+                UPDATE sos_offers SET response = 'DECLINED', responded_at = now() WHERE sos_id = \(id) AND responder_id = \(me)
+                """, logger: self.logger)
+            let again = try await c.query("""
+                UPDATE sos_offers SET response = 'PENDING', responded_at = NULL WHERE sos_id = \(id) AND response = 'WITHDRAWN'
+                RETURNING responder_id
+                """, logger: self.logger)
+            var reoffered: [String] = []
+            for try await responder in again.decode(UUID.self) { reoffered.append(responder.uuidString.lowercased()) }
+            try await self.statusChanged(c, record, to: t.to, actor: me)
+            if !reoffered.isEmpty {
+                var e = Caremesh_Dispatch_V1_SosOffered()
+                e.sosID = reopened.sos.id
+                e.wave = UInt32(reopened.wave)
+                e.responderIds = reoffered
+                e.emergencyType = reopened.sos.emergencyType
+                e.priority = reopened.sos.priority
+                e.escalated = reopened.wasEscalated
+                _ = try await self.outbox.append(e, key: reopened.sos.id, on: c)
+            }
+            return try await self.dispatch(c, reopened, from: reopened.wave + 1).0.sos
+        }
+        return response
+    }
+
+    func statusChanged(_ c: PostgresConnection, _ before: Record, to: SosState, actor: UUID?) async throws {
+        var e = Caremesh_Dispatch_V1_SosStatusChanged()
+        e.sosID = before.sos.id
+        e.status = to.proto
+        e.previousStatus = before.state.proto
+        e.actorID = actor?.uuidString.lowercased() ?? ""
+        _ = try await outbox.append(e, key: before.sos.id, on: c)
+    }
+
+    // MARK: - Reading
+
+    func get(_ r: Caremesh_Dispatch_V1_GetSosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_GetSosResponse {
+        let caller = try context.requireCaller()
+        let id = try Self.sosID(r.sosID)
+        return try await store.withConnection { c in
+            guard let record = try await self.one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id)") else {
+                throw RPCError(.notFound, "no SOS with this id")
+            }
+            let relation = try await self.relation(c, record, caller)
+            let everyOffer = relation.contains(.requester) || relation.contains(.staff)
+            // A responder offered it once (even if they declined) still sees it.
+            let ever = try await c.query("""
+                SELECT 1 FROM sos_offers WHERE sos_id = \(id) AND responder_id = \(caller.userID)
+                """, logger: self.logger).hasRows()
+            guard everyOffer || relation.contains(.responder) || ever else {
+                throw RPCError(.permissionDenied, "only its requester, the responders it was offered to, and staff may see this SOS")
+            }
+            var response = Caremesh_Dispatch_V1_GetSosResponse()
+            response.sos = record.sos
+            response.offers = try await self.offers(c, id, only: everyOffer ? nil : caller.userID)
+            return response
+        }
+    }
+
+    func offers(_ c: PostgresConnection, _ id: UUID, only responder: UUID?) async throws -> [Caremesh_Dispatch_V1_Offer] {
+        let rows = try await c.query("""
+            SELECT responder_id, wave, distance_m, skill_match, response, extract(epoch FROM offered_at)::float8,
+                   extract(epoch FROM responded_at)::float8
+            FROM sos_offers WHERE sos_id = \(id) AND (\(responder)::uuid IS NULL OR responder_id = \(responder))
+            ORDER BY wave, skill_match DESC, distance_m
+            """, logger: logger)
+        var out: [Caremesh_Dispatch_V1_Offer] = []
+        for try await (who, wave, distance, skill, answer, at, answered) in rows.decode((UUID, Int32, Double, Bool, String, Double, Double?).self) {
+            var o = Caremesh_Dispatch_V1_Offer()
+            o.sosID = id.uuidString.lowercased()
+            o.responderID = who.uuidString.lowercased()
+            o.wave = UInt32(wave)
+            o.distanceM = distance
+            o.skillMatch = skill
+            o.response = Self.responses[answer] ?? .unspecified
+            o.offeredAt = Geo.timestamp(at)
+            if let answered { o.respondedAt = Geo.timestamp(answered) }
+            out.append(o)
+        }
+        return out
+    }
+
+    static let responses: [String: Caremesh_Dispatch_V1_OfferResponse] = [
+        "PENDING": .pending, "ACCEPTED": .accepted, "DECLINED": .declined, "WITHDRAWN": .withdrawn,
+    ]
+
+    func listMyOffers(_ r: Caremesh_Dispatch_V1_ListMyOffersRequest, _ context: RPCContext) async throws
+        -> Caremesh_Dispatch_V1_ListMyOffersResponse
+    {
+        let me = try context.requireCaller().requireUserID()
+        var v = FieldViolations()
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
+        try v.throwIfAny()
+        return try await store.withConnection { c in
+            let rows = try await c.query("""
+                SELECT o.wave, o.distance_m, o.skill_match, o.response, extract(epoch FROM o.offered_at)::float8,
+                       extract(epoch FROM o.responded_at)::float8, \(unescaped: Page.micros("o.offered_at")), s.*
+                FROM sos_offers o
+                JOIN LATERAL (SELECT \(unescaped: Self.columns), status AS current FROM sos_requests WHERE id = o.sos_id) s ON true
+                WHERE o.responder_id = \(me)
+                  AND (NOT \(r.openOnly) OR (o.response = 'PENDING' AND s.current IN ('PENDING', 'ESCALATED')))
+                  AND \(after: page, time: "o.offered_at", id: "o.sos_id")
+                ORDER BY o.offered_at DESC, o.sos_id DESC LIMIT \(page.limit)
+                """, logger: self.logger)
+            var found: [(row: Caremesh_Dispatch_V1_OfferView, micros: Int64, id: UUID)] = []
+            for try await row in rows {
+                let a = row.makeRandomAccess()
+                let record = try Self.record(a, offset: 7)
+                var view = Caremesh_Dispatch_V1_OfferView()
+                view.sos = record.sos
+                view.offer.sosID = record.sos.id
+                view.offer.responderID = me.uuidString.lowercased()
+                view.offer.wave = UInt32(try a[0].decode(Int32.self))
+                view.offer.distanceM = try a[1].decode(Double.self)
+                view.offer.skillMatch = try a[2].decode(Bool.self)
+                view.offer.response = Self.responses[try a[3].decode(String.self)] ?? .unspecified
+                view.offer.offeredAt = Geo.timestamp(try a[4].decode(Double.self))
+                if let t = try a[5].decode(Double?.self) { view.offer.respondedAt = Geo.timestamp(t) }
+                found.append((view, try a[6].decode(Int64.self), record.id))
+            }
+            var response = Caremesh_Dispatch_V1_ListMyOffersResponse()
+            (response.offers, response.nextPageToken) = page.collect(found)
+            return response
+        }
+    }
+
+    // MARK: - Feedback
+
+    func feedback(_ r: Caremesh_Dispatch_V1_SubmitFeedbackRequest, _ context: RPCContext) async throws
+        -> Caremesh_Dispatch_V1_SubmitFeedbackResponse
+    {
+        let caller = try context.requireCaller()
+        let me = try caller.requireUserID()
+        var v = FieldViolations()
+        let id = UUID(uuidString: r.sosID)
+        v.check(id != nil, "sos_id", "must be a UUID")
+        v.check((1...5).contains(r.rating), "rating", "must be from 1 to 5")
+        v.check(r.comment.count <= 2_000, "comment", "must be at most 2000 characters")
+        try v.throwIfAny()
+        return try await store.withTransaction { c in
+            let record = try await self.locked(c, id!)
+            guard record.requester == me else {
+                throw RPCError(.permissionDenied, "only the person who raised this SOS may rate it")
+            }
+            guard record.state == .resolved, let volunteer = record.acceptedBy else {
+                throw RPCError(.failedPrecondition, "feedback is given once the SOS is resolved",
+                               details: [RPCError.detail(reason: "SOS_\(record.state.rawValue)", domain: "dispatch")])
+            }
+            let rows = try await c.query("""
+                INSERT INTO sos_feedback (sos_id, volunteer_id, requester_id, rating, comment)
+                VALUES (\(id!), \(volunteer), \(me), \(Int32(r.rating)), \(r.comment))
+                ON CONFLICT (sos_id) DO NOTHING
+                RETURNING extract(epoch FROM created_at)::float8
+                """, logger: self.logger)
+            guard let at = try await rows.first(Double.self) else {
+                throw RPCError(.failedPrecondition, "feedback for this SOS was already given",
+                               details: [RPCError.detail(reason: "FEEDBACK_GIVEN", domain: "dispatch")])
+            }
+            var response = Caremesh_Dispatch_V1_SubmitFeedbackResponse()
+            response.feedback.sosID = record.sos.id
+            response.feedback.volunteerID = volunteer.uuidString.lowercased()
+            response.feedback.rating = r.rating
+            response.feedback.comment = r.comment
+            response.feedback.createdAt = Geo.timestamp(at)
+            response.volunteerAverageRating = try await c.query("""
+                SELECT average_rating::float8 FROM responders WHERE user_id = \(volunteer)
+                """, logger: self.logger).first(Double.self) ?? 0
+            var e = Caremesh_Dispatch_V1_FeedbackSubmitted()
+            e.sosID = record.sos.id
+            e.volunteerID = response.feedback.volunteerID
+            e.rating = r.rating
+            _ = try await self.outbox.append(e, key: record.sos.id, on: c)
+            return response
+        }
+    }
+}
+

@@ -1,0 +1,30 @@
+/// How identity's enums are spelled in the database and between services: one table each,
+/// used by identity (which owns them) and by the services that keep projections of them.
+extension Caremesh_Identity_V1_Role {
+    /// Lowercase, as in access tokens' `roles` claim and `users.role`.
+    public static let storedNames: [Self: String] = [
+        .user: "user", .volunteer: "volunteer", .professional: "professional", .caregiver: "caregiver",
+        .coordinator: "coordinator", .ea: "ea", .admin: "admin",
+    ]
+
+    public var storedName: String? { Self.storedNames[self] }
+
+    public init(storedName: String) {
+        self = Self.storedNames.first { $0.value == storedName }?.key ?? .unspecified
+    }
+}
+
+extension Caremesh_Identity_V1_Skill {
+    /// Seed 001's skill names, as in `volunteers.skills` and dispatch's `responders.skills`.
+    public static let storedNames: [Self: String] = [
+        .firstAid: "FIRST_AID", .cpr: "CPR", .firefighting: "FIREFIGHTING", .searchRescue: "SEARCH_RESCUE",
+        .counseling: "COUNSELING", .medicalProfessional: "MEDICAL_PROFESSIONAL", .driver: "DRIVER",
+        .translator: "TRANSLATOR", .other: "OTHER",
+    ]
+
+    public var storedName: String? { Self.storedNames[self] }
+
+    public init(storedName: String) {
+        self = Self.storedNames.first { $0.value == storedName }?.key ?? .unspecified
+    }
+}
