@@ -102,7 +102,9 @@ final class SosDesk: Sendable {
         return id
     }
 
-    /// What `caller` is to `record`: requester, staff, holder of an open offer, its responder.
+    /// What `caller` is to `record`: requester, staff, its responder, or holder of an offer they
+    /// have not declined (a withdrawn one too: whoever lost an accept race is told why with
+    /// FAILED_PRECONDITION, not refused as a stranger).
     func relation(_ c: PostgresConnection, _ record: Record, _ caller: Caller) async throws -> SosRelation {
         var relation: SosRelation = []
         if caller.hasAny(of: Responders.staff) { relation.insert(.staff) }
@@ -110,7 +112,7 @@ final class SosDesk: Sendable {
         if me == record.requester { relation.insert(.requester) }
         if me == record.acceptedBy { relation.insert(.responder) }
         if try await c.query("""
-            SELECT 1 FROM sos_offers WHERE sos_id = \(record.id) AND responder_id = \(me) AND response = 'PENDING'
+            SELECT 1 FROM sos_offers WHERE sos_id = \(record.id) AND responder_id = \(me) AND response IN ('PENDING', 'WITHDRAWN')
             """, logger: logger).hasRows() {
             relation.insert(.offered)
         }

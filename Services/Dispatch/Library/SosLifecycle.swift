@@ -34,7 +34,7 @@ public struct SosRelation: OptionSet, Sendable {
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// The person who raised it.
     public static let requester = SosRelation(rawValue: 1)
-    /// Holds an offer for it that they have not declined.
+    /// Was offered it and has not declined (an offer withdrawn because someone else accepted counts).
     public static let offered = SosRelation(rawValue: 2)
     /// Accepted it.
     public static let responder = SosRelation(rawValue: 4)
