@@ -20,6 +20,16 @@ import Testing
         let router: Router
         let client: RPCClient
         let db: TestDatabase
+        let environment: [String: String]
+
+        /// Runs a dispatch service (its own instance) around `body`, then stops it as SIGTERM would.
+        func withDispatch(_ body: @Sendable () async throws -> Void) async throws {
+            let host = try await DispatchService.make(environment: environment, logger: TestDatabase.logger)
+            try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "dispatch")
+                try await body()
+            }
+        }
 
         /// Runs `sql` as the superuser in the test database (fixtures and checks).
         func sql(_ query: PostgresQuery) async throws -> [PostgresRow] {
@@ -35,8 +45,10 @@ import Testing
         }
     }
 
-    /// A fresh database, a router that requires tokens, identity and dispatch.
-    func withStack(_ extra: [String: String] = [:], _ body: @Sendable (Stack) async throws -> Void) async throws {
+    /// A fresh database, a router that requires tokens, identity and dispatch; with
+    /// `separateDispatch`, dispatch is left to `body` (`s.dispatch()` makes one to run).
+    func withStack(_ extra: [String: String] = [:], separateDispatch: Bool = false,
+                   _ body: @Sendable (Stack) async throws -> Void) async throws {
         let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
         defer { router.stop() }
         let db = try await TestDatabase.fresh("dispatch")
@@ -44,16 +56,16 @@ import Testing
             .merging(["IDENTITY_SCRYPT_LN": "10", "CAREMESH_ROUTER": router.boundEndpoints.client]) { $1 }
             .merging(extra) { $1 }
         let identity = try await IdentityService.make(environment: env, logger: logger)
-        let dispatch = try await DispatchService.make(environment: env, logger: logger)
+        let hosts = separateDispatch ? [identity] : [identity, try await DispatchService.make(environment: env, logger: logger)]
         let client = TestStack.client(router, timeout: .seconds(10))
         defer { client.close() }
-        try await TestStack.withHosts([identity, dispatch]) {
+        try await TestStack.withHosts(hosts) {
             try await TestStack.waitUntilServing(client, "identity")
-            try await TestStack.waitUntilServing(client, "dispatch")
+            if !separateDispatch { try await TestStack.waitUntilServing(client, "dispatch") }
             _ = try await TestStack.eventually(timeout: .seconds(10)) {
                 if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
             }
-            try await body(Stack(router: router, client: client, db: db))
+            try await body(Stack(router: router, client: client, db: db, environment: env))
         }
     }
 
@@ -409,6 +421,39 @@ import Testing
             #expect(try await s.count("""
                 SELECT count(*) FROM identity.suspicious_activities WHERE user_id = \(requester.id) AND activity_type = 'RATE_LIMIT_EXCEEDED'
                 """) == 1)
+        }
+    }
+
+    @Test("a wave's timer is durable: dispatch stops right after the SOS, and the next instance sends wave 2")
+    func waveTimerSurvivesRestart() async throws {
+        try await withStack(["DISPATCH_WAVE_SIZE": "1", "DISPATCH_WAVE_RADII_M": "1000,5000", "DISPATCH_WAVE_TIMEOUT_S": "3"],
+                            separateDispatch: true) { s in
+            let requester = try await account(s, "user")
+            let near = UUID(), far = UUID()
+            let here = (lat: 45.764, lon: 4.8357)
+            let created = Mutex<Caremesh_Dispatch_V1_CreateSosResponse?>(nil)
+            try await s.withDispatch {
+                // (Dispatch's schema exists once an instance has migrated it.)
+                try await seedResponder(s, id: near, at: (here.lat + 0.003, here.lon))
+                try await seedResponder(s, id: far, at: (here.lat + 0.02, here.lon))
+                let r = try await s.client.call(DispatchMethods.createSos, request: sosRequest(here), options: requester.auth)
+                created.withLock { $0 = r }
+            }
+            let first = try #require(created.withLock { $0 })
+            #expect(first.offers.map(\.responderID) == [near.uuidString.lowercased()])
+            // Dispatch is down; the timer waits in its table.
+            #expect(try await s.count("SELECT count(*) FROM dispatch.jobs WHERE kind = 'sos-wave' AND state = 'scheduled'") == 1)
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await s.count("SELECT max(wave)::int8 FROM dispatch.sos_requests") == 1)
+            try await s.withDispatch {
+                let sos = try await TestStack.eventually(timeout: .seconds(10)) {
+                    let got = try await s.client.call(DispatchMethods.getSos, request: .with { $0.sosID = first.sos.id }, options: requester.auth)
+                    if got.sos.wave != 2 { throw RPCError(.unavailable, "still wave \(got.sos.wave)") }
+                    return got
+                }
+                #expect(sos.offers.map(\.responderID) == [near, far].map { $0.uuidString.lowercased() })
+                #expect(sos.offers.map(\.wave) == [1, 2])
+            }
         }
     }
 }
