@@ -80,25 +80,25 @@ struct Load {
 /// `postmaster.pid`), for charging CPU time to each: the figure to compare with sizing guides
 /// that count a server's own cores, not its database's or its load generator's.
 struct StackProcesses {
-    /// Group name → pids (PostgreSQL's backends are found at each sample, as children of the
-    /// postmaster).
-    var groups: [(name: String, pids: [Int32])]
+    /// Our processes by name; PostgreSQL's backends are found at each sample, as the
+    /// postmaster's children.
+    var processes: [(name: String, pid: Int32)]
     var postmaster: Int32?
 
     init?(layout: StackLayout, names: [String]) {
-        groups = names.compactMap { name in
+        processes = names.compactMap { name in
             guard let text = try? String(contentsOf: layout.run.appendingPathComponent("\(name).pid"), encoding: .utf8),
                   let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
-            return (name, [pid])
+            return (name, pid)
         }
         let pidFile = layout.home.appendingPathComponent("pg/data/postmaster.pid")
         postmaster = (try? String(contentsOf: pidFile, encoding: .utf8))?.split(separator: "\n").first.flatMap { Int32($0) }
-        if groups.isEmpty && postmaster == nil { return nil }
+        if processes.isEmpty && postmaster == nil { return nil }
     }
 
     /// utime + stime of each group, in seconds.
     func cpuSeconds() -> [(name: String, seconds: Double)] {
-        var out = groups.map { group in (name: group.name, seconds: group.pids.reduce(0.0) { $0 + (Self.stat($1)?.cpu ?? 0) }) }
+        var out = processes.map { (name: $0.name, seconds: Self.stat($0.pid)?.cpu ?? 0) }
         if let postmaster {
             let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
             let seconds = all.compactMap(Int32.init).reduce(0.0) { sum, pid in

@@ -1,3 +1,5 @@
+import Foundation
+import SwiftProtobuf
 import PostgresNIO
 
 extension PostgresRowSequence {
@@ -26,4 +28,12 @@ public func advisoryLockKey(_ name: String) -> Int64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
     return Int64(bitPattern: h)
+}
+
+extension Google_Protobuf_Timestamp {
+    /// From seconds since the epoch, as `extract(epoch FROM column)::float8` reads a
+    /// `timestamptz` (microsecond precision survives the double).
+    public init(epochSeconds: Double) {
+        self.init(date: Date(timeIntervalSince1970: epochSeconds))
+    }
 }

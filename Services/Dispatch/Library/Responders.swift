@@ -45,7 +45,7 @@ final class Responders: Sendable {
                 """, logger: self.logger).first(Double.self)
         }
         var response = Caremesh_Dispatch_V1_UpdateLocationResponse()
-        response.updatedAt = Geo.timestamp(at ?? 0)
+        response.updatedAt = Google_Protobuf_Timestamp(epochSeconds: at ?? 0)
         return response
     }
 
@@ -56,11 +56,12 @@ final class Responders: Sendable {
         let id = try caller.requireUserID()
         let role = Self.role(of: caller)
         return try await store.withTransaction { c in
-            try await c.query("""
-                INSERT INTO responders (user_id, role) VALUES (\(id), \(role)) ON CONFLICT (user_id) DO NOTHING
-                """, logger: self.logger)
+            // A first call makes the row; a deactivated account may only become unavailable.
             let changed = try await c.query("""
-                UPDATE responders SET available = \(r.available) WHERE user_id = \(id) AND (active OR NOT \(r.available)) RETURNING 1
+                INSERT INTO responders (user_id, role, available) VALUES (\(id), \(role), \(r.available))
+                ON CONFLICT (user_id) DO UPDATE SET available = EXCLUDED.available
+                WHERE responders.active OR NOT EXCLUDED.available
+                RETURNING 1
                 """, logger: self.logger).hasRows()
             guard changed else { throw RPCError(.failedPrecondition, "this account is deactivated: it cannot be available") }
             var response = Caremesh_Dispatch_V1_SetAvailabilityResponse()
@@ -110,7 +111,7 @@ final class Responders: Sendable {
             p.averageRating = try r[7].decode(Double.self)
             p.ratingCount = UInt32(try r[8].decode(Int32.self))
             p.cancellationCount = UInt32(try r[9].decode(Int32.self))
-            if let at = try r[10].decode(Double?.self) { p.locationUpdatedAt = Geo.timestamp(at) }
+            if let at = try r[10].decode(Double?.self) { p.locationUpdatedAt = Google_Protobuf_Timestamp(epochSeconds: at) }
             out = p
         }
         return out
@@ -169,11 +170,6 @@ enum Geo {
         guard let p else { return v.add(field, "is required") }
         v.check(p.latitude.isFinite && (-90...90).contains(p.latitude), "\(field).latitude", "must be between -90 and 90")
         v.check(p.longitude.isFinite && (-180...180).contains(p.longitude), "\(field).longitude", "must be between -180 and 180")
-    }
-
-    /// A timestamp from seconds since the epoch (as `extract(epoch FROM …)` gives them).
-    static func timestamp(_ seconds: Double) -> Google_Protobuf_Timestamp {
-        Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: seconds))
     }
 }
 

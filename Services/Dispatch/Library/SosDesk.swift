@@ -72,13 +72,13 @@ final class SosDesk: Sendable {
         s.wave = UInt32(wave)
         let acceptedBy = try row[o + 9].decode(UUID?.self)
         s.acceptedBy = acceptedBy?.uuidString.lowercased() ?? ""
-        s.createdAt = Geo.timestamp(try row[o + 10].decode(Double.self))
-        if let t = try row[o + 11].decode(Double?.self) { s.acceptedAt = Geo.timestamp(t) }
-        if let t = try row[o + 12].decode(Double?.self) { s.startedAt = Geo.timestamp(t) }
-        if let t = try row[o + 13].decode(Double?.self) { s.resolvedAt = Geo.timestamp(t) }
-        if let t = try row[o + 14].decode(Double?.self) { s.cancelledAt = Geo.timestamp(t) }
+        s.createdAt = Google_Protobuf_Timestamp(epochSeconds: try row[o + 10].decode(Double.self))
+        if let t = try row[o + 11].decode(Double?.self) { s.acceptedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[o + 12].decode(Double?.self) { s.startedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[o + 13].decode(Double?.self) { s.resolvedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[o + 14].decode(Double?.self) { s.cancelledAt = Google_Protobuf_Timestamp(epochSeconds: t) }
         let escalatedAt = try row[o + 15].decode(Double?.self)
-        if let t = escalatedAt { s.escalatedAt = Geo.timestamp(t) }
+        if let t = escalatedAt { s.escalatedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
         return Record(sos: s, id: id, state: state, requester: requester, acceptedBy: acceptedBy, wave: wave,
                       wasEscalated: escalatedAt != nil)
     }
@@ -102,21 +102,30 @@ final class SosDesk: Sendable {
         return id
     }
 
+    /// The caller's offer of this SOS, if they have one: its `response` (PENDING, ACCEPTED,
+    /// DECLINED, WITHDRAWN).
+    func offerResponse(_ c: PostgresConnection, _ id: UUID, _ caller: Caller) async throws -> String? {
+        guard let me = caller.userID else { return nil }
+        return try await c.query("SELECT response FROM sos_offers WHERE sos_id = \(id) AND responder_id = \(me)", logger: logger)
+            .first(String.self)
+    }
+
     /// What `caller` is to `record`: requester, staff, its responder, or holder of an offer they
     /// have not declined (a withdrawn one too: whoever lost an accept race is told why with
     /// FAILED_PRECONDITION, not refused as a stranger).
-    func relation(_ c: PostgresConnection, _ record: Record, _ caller: Caller) async throws -> SosRelation {
+    static func relation(_ record: Record, _ caller: Caller, offer: String?) -> SosRelation {
         var relation: SosRelation = []
         if caller.hasAny(of: Responders.staff) { relation.insert(.staff) }
         guard let me = caller.userID else { return relation }
         if me == record.requester { relation.insert(.requester) }
         if me == record.acceptedBy { relation.insert(.responder) }
-        if try await c.query("""
-            SELECT 1 FROM sos_offers WHERE sos_id = \(record.id) AND responder_id = \(me) AND response IN ('PENDING', 'WITHDRAWN')
-            """, logger: logger).hasRows() {
-            relation.insert(.offered)
-        }
+        if offer == "PENDING" || offer == "WITHDRAWN" { relation.insert(.offered) }
         return relation
+    }
+
+    /// `relation` with the caller's offer looked up.
+    func relation(_ c: PostgresConnection, _ record: Record, _ caller: Caller) async throws -> SosRelation {
+        Self.relation(record, caller, offer: try await offerResponse(c, record.id, caller))
     }
 
     // MARK: - Create and match
@@ -186,44 +195,50 @@ final class SosDesk: Sendable {
 
     /// Offers `record` wave by wave from `wave` until a wave finds someone (or escalates),
     /// arming that wave's timer. Returns the SOS as it now stands and the offers made.
-    func dispatch(_ c: PostgresConnection, _ record: Record, from wave: Int) async throws -> (Record, [Caremesh_Dispatch_V1_Offer]) {
-        var record = record
-        var wave = wave
-        while let plan = WavePlan.plan(wave, configuration) {
-            if plan.escalates, let t = try? SosLifecycle.apply(.escalate, to: record.state, by: []) {
-                try await c.query("""
-                    UPDATE sos_requests SET status = \(t.to.rawValue), escalated_at = now() WHERE id = \(record.id)
-                    """, logger: logger)
-                var e = Caremesh_Dispatch_V1_SosEscalated()
-                e.sosID = record.sos.id
-                e.wave = UInt32(wave)
-                _ = try await outbox.append(e, key: record.sos.id, on: c)
-                try await statusChanged(c, record, to: t.to, actor: nil)
-            }
-            let offers = try await match(c, record, plan)
-            guard let updated = try await one(c, """
-                UPDATE sos_requests SET wave = \(wave) WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
-                """) else { throw RPCError(.internal, "the SOS vanished") }
-            record = updated
-            if !offers.isEmpty {
-                var e = Caremesh_Dispatch_V1_SosOffered()
-                e.sosID = record.sos.id
-                e.wave = UInt32(wave)
-                e.responderIds = offers.map(\.responderID)
-                e.emergencyType = record.sos.emergencyType
-                e.priority = record.sos.priority
-                e.escalated = plan.includesProfessionals
-                _ = try await outbox.append(e, key: record.sos.id, on: c)
-            }
-            if !offers.isEmpty || plan.includesProfessionals {
-                let runAt = Date().addingTimeInterval(Double(configuration.waveTimeout.components.seconds))
-                try await Jobs.schedule(Self.waveJob, payload: Data("\(record.id) \(wave)".utf8), runAt: runAt,
-                                        uniqueKey: "\(record.id):\(wave)", on: c, logger: logger)
-                return (record, offers)
-            }
-            wave += 1
+    func dispatch(_ c: PostgresConnection, _ record: Record, from first: Int) async throws -> (Record, [Caremesh_Dispatch_V1_Offer]) {
+        // Empty waves are skipped at once; the escalation wave (professionals included) is
+        // always the last tried, found or not.
+        var tried: WavePlan?
+        var offers: [Caremesh_Dispatch_V1_Offer] = []
+        while let plan = WavePlan.plan((tried?.wave ?? first - 1) + 1, configuration) {
+            tried = plan
+            offers = try await match(c, record, plan)
+            if !offers.isEmpty || plan.includesProfessionals { break }
         }
-        return (record, [])
+        guard let plan = tried else { return (record, []) }
+        let escalation = plan.escalates ? try? SosLifecycle.apply(.escalate, to: record.state, by: []) : nil
+        guard let updated = try await one(c, """
+            UPDATE sos_requests SET wave = \(plan.wave), status = coalesce(\(escalation?.to.rawValue), status),
+                escalated_at = CASE WHEN \(escalation != nil) THEN now() ELSE escalated_at END
+            WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
+            """) else { throw RPCError(.internal, "the SOS vanished") }
+        if let escalation {
+            var e = Caremesh_Dispatch_V1_SosEscalated()
+            e.sosID = record.sos.id
+            e.wave = UInt32(plan.wave)
+            _ = try await outbox.append(e, key: record.sos.id, on: c)
+            try await statusChanged(c, record, to: escalation.to, actor: nil)
+        }
+        try await announce(c, updated, wave: plan.wave, offers.map(\.responderID), escalated: plan.includesProfessionals)
+        if !offers.isEmpty || plan.includesProfessionals {
+            let runAt = Date().addingTimeInterval(Double(configuration.waveTimeout.components.seconds))
+            try await Jobs.schedule(Self.waveJob, payload: Data("\(record.id) \(plan.wave)".utf8), runAt: runAt,
+                                    uniqueKey: "\(record.id):\(plan.wave)", on: c, logger: logger)
+        }
+        return (updated, offers)
+    }
+
+    /// `SosOffered` for the responders who now hold an offer of `record` (none: no event).
+    func announce(_ c: PostgresConnection, _ record: Record, wave: Int, _ responders: [String], escalated: Bool) async throws {
+        guard !responders.isEmpty else { return }
+        var e = Caremesh_Dispatch_V1_SosOffered()
+        e.sosID = record.sos.id
+        e.wave = UInt32(wave)
+        e.responderIds = responders
+        e.emergencyType = record.sos.emergencyType
+        e.priority = record.sos.priority
+        e.escalated = escalated
+        _ = try await outbox.append(e, key: record.sos.id, on: c)
     }
 
     /// The wave's offers: among the `3 × waveSize` nearest eligible, available, free responders
@@ -256,20 +271,10 @@ final class SosDesk: Sendable {
             INSERT INTO sos_offers (sos_id, responder_id, wave, distance_m, skill_match)
             SELECT \(record.id), user_id, \(plan.wave), distance_m, skill_match FROM candidates
             ORDER BY skill_match DESC, distance_m LIMIT \(configuration.waveSize)
-            RETURNING responder_id, distance_m, skill_match, extract(epoch FROM offered_at)::float8
+            RETURNING \(unescaped: Self.offerColumns)
             """, logger: logger)
         var offers: [Caremesh_Dispatch_V1_Offer] = []
-        for try await (responder, distance, skill, at) in rows.decode((UUID, Double, Bool, Double).self) {
-            var o = Caremesh_Dispatch_V1_Offer()
-            o.sosID = record.sos.id
-            o.responderID = responder.uuidString.lowercased()
-            o.wave = UInt32(plan.wave)
-            o.distanceM = distance
-            o.skillMatch = skill
-            o.response = .pending
-            o.offeredAt = Geo.timestamp(at)
-            offers.append(o)
-        }
+        for try await row in rows { offers.append(try Self.offer(row.makeRandomAccess(), sos: record.sos.id)) }
         return offers.sorted { ($0.skillMatch ? 0 : 1, $0.distanceM) < ($1.skillMatch ? 0 : 1, $1.distanceM) }
     }
 
@@ -277,7 +282,9 @@ final class SosDesk: Sendable {
     func waveTimedOut(_ job: Job, _ c: PostgresConnection) async throws {
         let parts = String(decoding: job.payload, as: UTF8.self).split(separator: " ")
         guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), let wave = Int(parts[1]) else { return }
-        guard let record = try? await locked(c, id), record.state.isOpen, record.wave == wave else { return }
+        guard let record = try await one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id) FOR UPDATE"),
+              record.state.isOpen, record.wave == wave
+        else { return }
         _ = try await dispatch(c, record, from: wave + 1)
     }
 
@@ -291,13 +298,13 @@ final class SosDesk: Sendable {
         response.sos = try await store.withTransaction { c in
             let record = try await self.locked(c, id)
             let t = try SosLifecycle.apply(.accept, to: record.state, by: try await self.relation(c, record, caller))
-            let fit = try await c.query("""
-                SELECT verified AND active AND NOT credential_expired FROM responders WHERE user_id = \(me)
-                """, logger: self.logger).first(Bool.self) ?? false
+            var fit = false, busy = false
+            for try await (f, b) in try await c.query("""
+                SELECT coalesce((SELECT verified AND active AND NOT credential_expired FROM responders WHERE user_id = \(me)), false),
+                       EXISTS (SELECT 1 FROM sos_requests WHERE accepted_by = \(me) AND status IN ('ACCEPTED', 'IN_PROGRESS'))
+                """, logger: self.logger).decode((Bool, Bool).self) { (fit, busy) = (f, b) }
             guard fit else { throw RPCError(.failedPrecondition, "this responder is no longer verified and active") }
-            if try await c.query("""
-                SELECT 1 FROM sos_requests WHERE accepted_by = \(me) AND status IN ('ACCEPTED', 'IN_PROGRESS')
-                """, logger: self.logger).hasRows() {
+            guard !busy else {
                 throw RPCError(.failedPrecondition, "this responder already has an SOS in hand: finish or cancel it first")
             }
             guard let updated = try await self.one(c, """
@@ -328,11 +335,10 @@ final class SosDesk: Sendable {
         var response = Caremesh_Dispatch_V1_DeclineSosResponse()
         response.sos = try await store.withTransaction { c in
             let record = try await self.locked(c, id)
+            let offer = try await self.offerResponse(c, id, caller)
             // Declining twice is answered like the first time.
-            if try await c.query("SELECT 1 FROM sos_rejections WHERE sos_id = \(id) AND volunteer_id = \(me)", logger: self.logger).hasRows() {
-                return record.sos
-            }
-            _ = try SosLifecycle.apply(.decline, to: record.state, by: try await self.relation(c, record, caller))
+            if offer == "DECLINED" { return record.sos }
+            _ = try SosLifecycle.apply(.decline, to: record.state, by: Self.relation(record, caller, offer: offer))
             try await c.query("""
                 UPDATE sos_offers SET response = 'DECLINED', responded_at = now() WHERE sos_id = \(id) AND responder_id = \(me)
                 """, logger: self.logger)
@@ -385,52 +391,53 @@ final class SosDesk: Sendable {
             let record = try await self.locked(c, id)
             let t = try SosLifecycle.apply(.cancel, to: record.state, by: try await self.relation(c, record, caller),
                                            wasEscalated: record.wasEscalated)
-            guard t.responderWithdrew, let me = caller.userID else {
-                guard let updated = try await self.one(c, """
-                    UPDATE sos_requests SET status = \(t.to.rawValue), cancelled_at = now() WHERE id = \(id)
-                    RETURNING \(unescaped: Self.columns)
-                    """) else { throw RPCError(.internal, "the SOS vanished") }
-                try await c.query("""
-                    UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now() WHERE sos_id = \(id) AND response = 'PENDING'
-                    """, logger: self.logger)
-                try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
-                try await self.statusChanged(c, record, to: t.to, actor: caller.userID)
-                return updated.sos
+            if t.responderWithdrew, let me = caller.userID {
+                return try await self.withdraw(c, record, to: t.to, responder: me, reason: r.reason)
             }
-            // The responder hands it back: counted against them, never offered it again, and
-            // everyone whose offer was withdrawn at the acceptance has it again, with a new wave.
-            guard let reopened = try await self.one(c, """
-                UPDATE sos_requests SET status = \(t.to.rawValue), accepted_by = NULL, accepted_at = NULL, started_at = NULL
-                WHERE id = \(id) RETURNING \(unescaped: Self.columns)
-                """) else { throw RPCError(.internal, "the SOS vanished") }
-            try await c.query("UPDATE responders SET cancellation_count = cancellation_count + 1 WHERE user_id = \(me)", logger: self.logger)
-            try await c.query("INSERT INTO sos_cancellations (sos_id, volunteer_id, reason) VALUES (\(id), \(me), \(r.reason))",
-                              logger: self.logger)
-            try await c.query("INSERT INTO sos_rejections (sos_id, volunteer_id) VALUES (\(id), \(me)) ON CONFLICT DO NOTHING",
-                              logger: self.logger)
-            try await c.query("""
-                UPDATE sos_offers SET response = 'DECLINED', responded_at = now() WHERE sos_id = \(id) AND responder_id = \(me)
-                """, logger: self.logger)
-            let again = try await c.query("""
-                UPDATE sos_offers SET response = 'PENDING', responded_at = NULL WHERE sos_id = \(id) AND response = 'WITHDRAWN'
-                RETURNING responder_id
-                """, logger: self.logger)
-            var reoffered: [String] = []
-            for try await responder in again.decode(UUID.self) { reoffered.append(responder.uuidString.lowercased()) }
-            try await self.statusChanged(c, record, to: t.to, actor: me)
-            if !reoffered.isEmpty {
-                var e = Caremesh_Dispatch_V1_SosOffered()
-                e.sosID = reopened.sos.id
-                e.wave = UInt32(reopened.wave)
-                e.responderIds = reoffered
-                e.emergencyType = reopened.sos.emergencyType
-                e.priority = reopened.sos.priority
-                e.escalated = reopened.wasEscalated
-                _ = try await self.outbox.append(e, key: reopened.sos.id, on: c)
-            }
-            return try await self.dispatch(c, reopened, from: reopened.wave + 1).0.sos
+            return try await self.end(c, record, to: t.to, actor: caller.userID)
         }
         return response
+    }
+
+    /// The requester or staff cancel: the SOS ends, open offers are withdrawn, the timer stops.
+    private func end(_ c: PostgresConnection, _ record: Record, to: SosState, actor: UUID?) async throws -> Caremesh_Dispatch_V1_Sos {
+        guard let updated = try await one(c, """
+            UPDATE sos_requests SET status = \(to.rawValue), cancelled_at = now() WHERE id = \(record.id)
+            RETURNING \(unescaped: Self.columns)
+            """) else { throw RPCError(.internal, "the SOS vanished") }
+        try await c.query("""
+            UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now() WHERE sos_id = \(record.id) AND response = 'PENDING'
+            """, logger: logger)
+        try await Jobs.cancel(Self.waveJob, uniqueKey: "\(record.id):\(record.wave)", on: c, logger: logger)
+        try await statusChanged(c, record, to: to, actor: actor)
+        return updated.sos
+    }
+
+    /// The responder hands it back: counted against them, never offered it again, and everyone
+    /// whose offer was withdrawn at the acceptance has it again, with a new wave.
+    private func withdraw(_ c: PostgresConnection, _ record: Record, to: SosState, responder me: UUID, reason: String) async throws
+        -> Caremesh_Dispatch_V1_Sos
+    {
+        let id = record.id
+        guard let reopened = try await one(c, """
+            UPDATE sos_requests SET status = \(to.rawValue), accepted_by = NULL, accepted_at = NULL, started_at = NULL
+            WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+            """) else { throw RPCError(.internal, "the SOS vanished") }
+        try await c.query("UPDATE responders SET cancellation_count = cancellation_count + 1 WHERE user_id = \(me)", logger: logger)
+        try await c.query("INSERT INTO sos_cancellations (sos_id, volunteer_id, reason) VALUES (\(id), \(me), \(reason))", logger: logger)
+        try await c.query("INSERT INTO sos_rejections (sos_id, volunteer_id) VALUES (\(id), \(me)) ON CONFLICT DO NOTHING", logger: logger)
+        try await c.query("""
+            UPDATE sos_offers SET response = 'DECLINED', responded_at = now() WHERE sos_id = \(id) AND responder_id = \(me)
+            """, logger: logger)
+        let again = try await c.query("""
+            UPDATE sos_offers SET response = 'PENDING', responded_at = NULL WHERE sos_id = \(id) AND response = 'WITHDRAWN'
+            RETURNING responder_id
+            """, logger: logger)
+        var reoffered: [String] = []
+        for try await responder in again.decode(UUID.self) { reoffered.append(responder.uuidString.lowercased()) }
+        try await statusChanged(c, record, to: to, actor: me)
+        try await announce(c, reopened, wave: reopened.wave, reoffered, escalated: reopened.wasEscalated)
+        return try await dispatch(c, reopened, from: reopened.wave + 1).0.sos
     }
 
     func statusChanged(_ c: PostgresConnection, _ before: Record, to: SosState, actor: UUID?) async throws {
@@ -451,13 +458,11 @@ final class SosDesk: Sendable {
             guard let record = try await self.one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id)") else {
                 throw RPCError(.notFound, "no SOS with this id")
             }
-            let relation = try await self.relation(c, record, caller)
+            let offer = try await self.offerResponse(c, id, caller)
+            let relation = Self.relation(record, caller, offer: offer)
             let everyOffer = relation.contains(.requester) || relation.contains(.staff)
             // A responder offered it once (even if they declined) still sees it.
-            let ever = try await c.query("""
-                SELECT 1 FROM sos_offers WHERE sos_id = \(id) AND responder_id = \(caller.userID)
-                """, logger: self.logger).hasRows()
-            guard everyOffer || relation.contains(.responder) || ever else {
+            guard everyOffer || relation.contains(.responder) || offer != nil else {
                 throw RPCError(.permissionDenied, "only its requester, the responders it was offered to, and staff may see this SOS")
             }
             var response = Caremesh_Dispatch_V1_GetSosResponse()
@@ -469,25 +474,32 @@ final class SosDesk: Sendable {
 
     func offers(_ c: PostgresConnection, _ id: UUID, only responder: UUID?) async throws -> [Caremesh_Dispatch_V1_Offer] {
         let rows = try await c.query("""
-            SELECT responder_id, wave, distance_m, skill_match, response, extract(epoch FROM offered_at)::float8,
-                   extract(epoch FROM responded_at)::float8
+            SELECT \(unescaped: Self.offerColumns)
             FROM sos_offers WHERE sos_id = \(id) AND (\(responder)::uuid IS NULL OR responder_id = \(responder))
             ORDER BY wave, skill_match DESC, distance_m
             """, logger: logger)
         var out: [Caremesh_Dispatch_V1_Offer] = []
-        for try await (who, wave, distance, skill, answer, at, answered) in rows.decode((UUID, Int32, Double, Bool, String, Double, Double?).self) {
-            var o = Caremesh_Dispatch_V1_Offer()
-            o.sosID = id.uuidString.lowercased()
-            o.responderID = who.uuidString.lowercased()
-            o.wave = UInt32(wave)
-            o.distanceM = distance
-            o.skillMatch = skill
-            o.response = Self.responses[answer] ?? .unspecified
-            o.offeredAt = Geo.timestamp(at)
-            if let answered { o.respondedAt = Geo.timestamp(answered) }
-            out.append(o)
-        }
+        for try await row in rows { out.append(try Self.offer(row.makeRandomAccess(), sos: id.uuidString.lowercased())) }
         return out
+    }
+
+    static let offerColumns = """
+        responder_id, wave, distance_m, skill_match, response, extract(epoch FROM offered_at)::float8,
+        extract(epoch FROM responded_at)::float8
+        """
+
+    /// `offerColumns` of one row (at `offset` in it) as an offer of SOS `sos`.
+    static func offer(_ row: PostgresRandomAccessRow, sos: String, offset o: Int = 0) throws -> Caremesh_Dispatch_V1_Offer {
+        var offer = Caremesh_Dispatch_V1_Offer()
+        offer.sosID = sos
+        offer.responderID = try row[o].decode(UUID.self).uuidString.lowercased()
+        offer.wave = UInt32(try row[o + 1].decode(Int32.self))
+        offer.distanceM = try row[o + 2].decode(Double.self)
+        offer.skillMatch = try row[o + 3].decode(Bool.self)
+        offer.response = responses[try row[o + 4].decode(String.self)] ?? .unspecified
+        offer.offeredAt = Google_Protobuf_Timestamp(epochSeconds: try row[o + 5].decode(Double.self))
+        if let t = try row[o + 6].decode(Double?.self) { offer.respondedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        return offer
     }
 
     static let responses: [String: Caremesh_Dispatch_V1_OfferResponse] = [
@@ -503,30 +515,23 @@ final class SosDesk: Sendable {
         try v.throwIfAny()
         return try await store.withConnection { c in
             let rows = try await c.query("""
-                SELECT o.wave, o.distance_m, o.skill_match, o.response, extract(epoch FROM o.offered_at)::float8,
-                       extract(epoch FROM o.responded_at)::float8, \(unescaped: Page.micros("o.offered_at")), s.*
-                FROM sos_offers o
-                JOIN LATERAL (SELECT \(unescaped: Self.columns), status AS current FROM sos_requests WHERE id = o.sos_id) s ON true
-                WHERE o.responder_id = \(me)
-                  AND (NOT \(r.openOnly) OR (o.response = 'PENDING' AND s.current IN ('PENDING', 'ESCALATED')))
-                  AND \(after: page, time: "o.offered_at", id: "o.sos_id")
-                ORDER BY o.offered_at DESC, o.sos_id DESC LIMIT \(page.limit)
+                SELECT o.*, s.*
+                FROM (SELECT \(unescaped: Self.offerColumns), \(unescaped: Page.micros("offered_at")),
+                             sos_id AS offered_sos, offered_at AS offered
+                      FROM sos_offers WHERE responder_id = \(me)) o
+                JOIN LATERAL (SELECT \(unescaped: Self.columns), status AS current FROM sos_requests WHERE id = o.offered_sos) s ON true
+                WHERE (NOT \(r.openOnly) OR (o.response = 'PENDING' AND s.current IN ('PENDING', 'ESCALATED')))
+                  AND \(after: page, time: "o.offered", id: "o.offered_sos")
+                ORDER BY o.offered DESC, o.offered_sos DESC LIMIT \(page.limit)
                 """, logger: self.logger)
             var found: [(row: Caremesh_Dispatch_V1_OfferView, micros: Int64, id: UUID)] = []
             for try await row in rows {
                 let a = row.makeRandomAccess()
-                let record = try Self.record(a, offset: 7)
+                let record = try Self.record(a, offset: 10)
                 var view = Caremesh_Dispatch_V1_OfferView()
                 view.sos = record.sos
-                view.offer.sosID = record.sos.id
-                view.offer.responderID = me.uuidString.lowercased()
-                view.offer.wave = UInt32(try a[0].decode(Int32.self))
-                view.offer.distanceM = try a[1].decode(Double.self)
-                view.offer.skillMatch = try a[2].decode(Bool.self)
-                view.offer.response = Self.responses[try a[3].decode(String.self)] ?? .unspecified
-                view.offer.offeredAt = Geo.timestamp(try a[4].decode(Double.self))
-                if let t = try a[5].decode(Double?.self) { view.offer.respondedAt = Geo.timestamp(t) }
-                found.append((view, try a[6].decode(Int64.self), record.id))
+                view.offer = try Self.offer(a, sos: record.sos.id)
+                found.append((view, try a[7].decode(Int64.self), record.id))
             }
             var response = Caremesh_Dispatch_V1_ListMyOffersResponse()
             (response.offers, response.nextPageToken) = page.collect(found)
@@ -571,7 +576,7 @@ final class SosDesk: Sendable {
             response.feedback.volunteerID = volunteer.uuidString.lowercased()
             response.feedback.rating = r.rating
             response.feedback.comment = r.comment
-            response.feedback.createdAt = Geo.timestamp(at)
+            response.feedback.createdAt = Google_Protobuf_Timestamp(epochSeconds: at)
             response.volunteerAverageRating = try await c.query("""
                 SELECT average_rating::float8 FROM responders WHERE user_id = \(volunteer)
                 """, logger: self.logger).first(Double.self) ?? 0

@@ -143,7 +143,7 @@ final class Accounts: Sendable {
                                             ip: nil, logger: self.logger)
             var event = Caremesh_Identity_V1_AccountLocked()
             event.userID = id.uuidString.lowercased()
-            event.lockedUntil = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: until))
+            event.lockedUntil = Google_Protobuf_Timestamp(epochSeconds: until)
             _ = try await self.outbox.append(event, key: event.userID, on: tx)
             self.logger.notice("account locked after repeated failed sign-ins", metadata: ["user_id": "\(event.userID)"])
         }
@@ -182,7 +182,7 @@ final class Accounts: Sendable {
         session.accessToken = token
         session.accessTokenExpiresAt = .init(seconds: expires)
         session.refreshToken = refreshToken
-        session.refreshTokenExpiresAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: refreshExpires))
+        session.refreshTokenExpiresAt = Google_Protobuf_Timestamp(epochSeconds: refreshExpires)
         session.tokenType = "Bearer"
         session.sessionID = family.uuidString.lowercased()
         return session
@@ -376,8 +376,8 @@ final class Accounts: Sendable {
         u.role = Roles.role(row.2)
         u.active = row.3
         u.emailVerified = row.4
-        u.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.5))
-        u.updatedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.6))
+        u.createdAt = Google_Protobuf_Timestamp(epochSeconds: row.5)
+        u.updatedAt = Google_Protobuf_Timestamp(epochSeconds: row.6)
         return u
     }
 

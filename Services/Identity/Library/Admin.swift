@@ -218,7 +218,7 @@ final class Admin: Sendable {
                     a.details = object.mapValues { "\($0)" }
                 }
                 a.ipAddress = ip
-                a.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+                a.createdAt = Google_Protobuf_Timestamp(epochSeconds: at)
                 return (a, micros, id)
             }
             return response
@@ -259,7 +259,7 @@ final class Admin: Sendable {
                 e.resultCount = UInt32(row.6)
                 e.purpose = People.purpose(named: row.7)
                 e.requestID = row.8
-                e.at = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.9))
+                e.at = Google_Protobuf_Timestamp(epochSeconds: row.9)
                 return (e, row.10, row.0)
             }
             return response

@@ -182,7 +182,7 @@ final class Credentials: Sendable {
             response.document.id = docID.uuidString.lowercased()
             response.document.type = r.type
             response.document.url = r.url
-            response.document.uploadedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+            response.document.uploadedAt = Google_Protobuf_Timestamp(epochSeconds: at)
             return response
         }
     }
@@ -326,7 +326,7 @@ final class Credentials: Sendable {
             d.id = docID.uuidString.lowercased()
             d.type = Self.documentTypes.first { $0.value.name == type }?.key ?? .unspecified
             d.url = url
-            d.uploadedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+            d.uploadedAt = Google_Protobuf_Timestamp(epochSeconds: at)
             out.documents.append(d)
         }
         return out
@@ -336,9 +336,9 @@ final class Credentials: Sendable {
                       _ reason: String, _ submitted: Double) {
         out.state = Self.state(named: state)
         out.decidedBy = by
-        if let at { out.decidedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at)) }
+        if let at { out.decidedAt = Google_Protobuf_Timestamp(epochSeconds: at) }
         out.revocationReason = reason
-        out.submittedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: submitted))
+        out.submittedAt = Google_Protobuf_Timestamp(epochSeconds: submitted)
     }
 
     // MARK: - Expiry timer

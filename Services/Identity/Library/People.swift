@@ -257,8 +257,8 @@ final class People: Sendable {
         p.preferredLanguage = row.6
         p.smsPreferred = row.7
         p.homeZoneID = row.8?.uuidString.lowercased() ?? ""
-        p.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.9))
-        p.updatedAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row.10))
+        p.createdAt = Google_Protobuf_Timestamp(epochSeconds: row.9)
+        p.updatedAt = Google_Protobuf_Timestamp(epochSeconds: row.10)
         return p
     }
 }

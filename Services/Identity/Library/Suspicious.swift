@@ -21,7 +21,7 @@ enum Suspicious {
         var activity = Caremesh_Identity_V1_SuspiciousActivity()
         for try await (id, at) in rows.decode((UUID, Double).self) {
             activity.id = id.uuidString.lowercased()
-            activity.createdAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: at))
+            activity.createdAt = Google_Protobuf_Timestamp(epochSeconds: at)
         }
         activity.userID = userID?.uuidString.lowercased() ?? ""
         activity.activityType = type

@@ -456,4 +456,68 @@ import Testing
             }
         }
     }
+
+    @Test("after the last regular wave the SOS escalates and professionals are offered it; each responder lists their offers")
+    func escalationAndOfferLists() async throws {
+        try await withStack(["DISPATCH_WAVE_SIZE": "1", "DISPATCH_WAVE_RADII_M": "1000"]) { s in
+            let requester = try await account(s, "user")
+            let volunteer = try await account(s, "volunteer")
+            let professional = try await account(s, "professional")
+            let here = (lat: 59.3293, lon: 18.0686)
+            try await seedResponder(s, id: volunteer.id, at: (here.lat + 0.0045, here.lon))
+            try await seedResponder(s, id: professional.id, role: "professional", at: (here.lat + 0.0027, here.lon))
+            // Wave 1 is for volunteers only, though the professional is nearer.
+            let created = try await s.client.call(DispatchMethods.createSos, request: sosRequest(here), options: requester.auth)
+            #expect(created.offers.map(\.responderID) == [volunteer.id.uuidString.lowercased()])
+            #expect(created.sos.status == .pending)
+            let open = Caremesh_Dispatch_V1_ListMyOffersRequest.with { $0.openOnly = true }
+            let listed = try await s.client.call(DispatchMethods.listMyOffers, request: open, options: volunteer.auth).offers
+            #expect(listed.map(\.sos.id) == [created.sos.id])
+            #expect(listed.first?.offer.response == .pending && listed.first?.sos.location == created.sos.location)
+
+            // The volunteer declines: the escalation wave offers the professional.
+            _ = try await s.client.call(DispatchMethods.declineSos, request: .with { $0.sosID = created.sos.id }, options: volunteer.auth)
+            let escalated = try await s.client.call(DispatchMethods.getSos, request: .with { $0.sosID = created.sos.id },
+                                                    options: requester.auth)
+            #expect(escalated.sos.status == .escalated && escalated.sos.wave == 2 && escalated.sos.hasEscalatedAt)
+            #expect(escalated.offers.map(\.responderID) == [volunteer.id, professional.id].map { $0.uuidString.lowercased() })
+            #expect(escalated.offers.map(\.response) == [.declined, .pending])
+            #expect(try await s.count("SELECT count(*) FROM dispatch.outbox WHERE type = 'caremesh.dispatch.v1.SosEscalated'") == 1)
+
+            // Open offers only: the volunteer has none left, the professional has this one.
+            #expect(try await s.client.call(DispatchMethods.listMyOffers, request: open, options: volunteer.auth).offers.isEmpty)
+            let all = try await s.client.call(DispatchMethods.listMyOffers, request: .init(), options: volunteer.auth).offers
+            #expect(all.map(\.offer.response) == [.declined])
+            let theirs = try await s.client.call(DispatchMethods.listMyOffers, request: open, options: professional.auth).offers
+            #expect(theirs.map(\.offer.wave) == [2] && theirs.first?.sos.status == .escalated)
+        }
+    }
+
+    @Test("identity revoking a verification makes the responder ineligible")
+    func revocationFromIdentity() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let volunteer = try await account(s, "volunteer")
+            var creds = Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest()
+            creds.credentials.skills = [.cpr]
+            _ = try await s.client.call(IdentityMethods.submitVolunteerCredentials, request: creds, options: volunteer.auth)
+            _ = try await s.client.call(DispatchMethods.setAvailability, request: .with { $0.available = true }, options: volunteer.auth)
+            _ = try await s.client.call(IdentityMethods.verifyUser, request: .with { $0.userID = volunteer.id.uuidString.lowercased() },
+                                        options: admin.auth)
+            func responder() async throws -> Caremesh_Dispatch_V1_Responder {
+                try await s.client.call(DispatchMethods.getResponder, request: .init(), options: volunteer.auth).responder
+            }
+            _ = try await TestStack.eventually { if try await !responder().eligible { throw RPCError(.unavailable, "not yet") } }
+            _ = try await s.client.call(IdentityMethods.revokeVerification, request: .with {
+                $0.userID = volunteer.id.uuidString.lowercased()
+                $0.reason = "certificate withdrawn"
+            }, options: admin.auth)
+            let revoked = try await TestStack.eventually {
+                let r = try await responder()
+                if r.verified { throw RPCError(.unavailable, "not yet") }
+                return r
+            }
+            #expect(!revoked.eligible && revoked.available && revoked.active)
+        }
+    }
 }
