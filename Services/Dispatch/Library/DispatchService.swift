@@ -58,6 +58,14 @@ public enum DispatchService {
         h.register(DispatchMethods.resolveSos) { r, ctx in try await desk.resolve(r, ctx) }
         h.register(DispatchMethods.cancelSos) { r, ctx in try await desk.cancel(r, ctx) }
         h.register(DispatchMethods.submitFeedback) { r, ctx in try await desk.feedback(r, ctx) }
+        h.register(DispatchMethods.listMySos) { r, ctx in try await desk.listMySos(r, ctx) }
+        h.register(DispatchMethods.listVolunteerSos) { r, ctx in try await desk.listVolunteerSos(r, ctx) }
+        h.register(DispatchMethods.activeBoard) { r, ctx in try await desk.activeBoard(r, ctx) }
+        h.register(DispatchMethods.getVolunteerPerformance) { r, ctx in try await desk.volunteerPerformance(r, ctx) }
+        let zones = Zones(store: store, logger: logger)
+        h.register(DispatchMethods.putZone) { r, ctx in try await zones.put(r, ctx) }
+        h.register(DispatchMethods.listZones) { r, ctx in try await zones.list(r, ctx) }
+        h.register(DispatchMethods.findZone) { r, ctx in try await zones.find(r, ctx) }
         return h
     }
 
