@@ -66,6 +66,18 @@ public enum DispatchService {
         h.register(DispatchMethods.putZone) { r, ctx in try await zones.put(r, ctx) }
         h.register(DispatchMethods.listZones) { r, ctx in try await zones.list(r, ctx) }
         h.register(DispatchMethods.findZone) { r, ctx in try await zones.find(r, ctx) }
+        let book = Appointments(store: store, outbox: outbox, logger: logger)
+        h.register(DispatchMethods.setSchedule) { r, ctx in try await book.setSchedule(r, ctx) }
+        h.register(DispatchMethods.getSchedule) { r, ctx in try await book.getSchedule(r, ctx) }
+        h.register(DispatchMethods.addBlockedTime) { r, ctx in try await book.addBlockedTime(r, ctx) }
+        h.register(DispatchMethods.removeBlockedTime) { r, ctx in try await book.removeBlockedTime(r, ctx) }
+        h.register(DispatchMethods.findFreeSlots) { r, ctx in try await book.findFreeSlots(r, ctx) }
+        h.register(DispatchMethods.bookAppointment) { r, ctx in try await book.book(r, ctx) }
+        h.register(DispatchMethods.getAppointment) { r, ctx in try await book.get(r, ctx) }
+        h.register(DispatchMethods.confirmAppointment) { r, ctx in try await book.confirm(r, ctx) }
+        h.register(DispatchMethods.cancelAppointment) { r, ctx in try await book.cancel(r, ctx) }
+        h.register(DispatchMethods.completeAppointment) { r, ctx in try await book.complete(r, ctx) }
+        h.register(DispatchMethods.listAppointments) { r, ctx in try await book.list(r, ctx) }
         return h
     }
 

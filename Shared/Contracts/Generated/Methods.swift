@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "095d5dcdce500cdd"
+public let protoFingerprint = "460cd6735cb3b023"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -175,8 +175,41 @@ public enum DispatchMethods {
     /// `/caremesh.dispatch.v1.Dispatch/FindZone`
     public static let findZone = RPCMethod<Caremesh_Dispatch_V1_FindZoneRequest, Caremesh_Dispatch_V1_FindZoneResponse>(
         path: "/caremesh.dispatch.v1.Dispatch/FindZone", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/SetSchedule`
+    public static let setSchedule = RPCMethod<Caremesh_Dispatch_V1_SetScheduleRequest, Caremesh_Dispatch_V1_SetScheduleResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/SetSchedule", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/GetSchedule`
+    public static let getSchedule = RPCMethod<Caremesh_Dispatch_V1_GetScheduleRequest, Caremesh_Dispatch_V1_GetScheduleResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/GetSchedule", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/AddBlockedTime`
+    public static let addBlockedTime = RPCMethod<Caremesh_Dispatch_V1_AddBlockedTimeRequest, Caremesh_Dispatch_V1_AddBlockedTimeResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/AddBlockedTime", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/RemoveBlockedTime`
+    public static let removeBlockedTime = RPCMethod<Caremesh_Dispatch_V1_RemoveBlockedTimeRequest, Caremesh_Dispatch_V1_RemoveBlockedTimeResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/RemoveBlockedTime", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/FindFreeSlots`
+    public static let findFreeSlots = RPCMethod<Caremesh_Dispatch_V1_FindFreeSlotsRequest, Caremesh_Dispatch_V1_FindFreeSlotsResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/FindFreeSlots", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/BookAppointment`
+    public static let bookAppointment = RPCMethod<Caremesh_Dispatch_V1_BookAppointmentRequest, Caremesh_Dispatch_V1_BookAppointmentResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/BookAppointment", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/GetAppointment`
+    public static let getAppointment = RPCMethod<Caremesh_Dispatch_V1_GetAppointmentRequest, Caremesh_Dispatch_V1_GetAppointmentResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/GetAppointment", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ConfirmAppointment`
+    public static let confirmAppointment = RPCMethod<Caremesh_Dispatch_V1_ConfirmAppointmentRequest, Caremesh_Dispatch_V1_ConfirmAppointmentResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ConfirmAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/CancelAppointment`
+    public static let cancelAppointment = RPCMethod<Caremesh_Dispatch_V1_CancelAppointmentRequest, Caremesh_Dispatch_V1_CancelAppointmentResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/CancelAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/CompleteAppointment`
+    public static let completeAppointment = RPCMethod<Caremesh_Dispatch_V1_CompleteAppointmentRequest, Caremesh_Dispatch_V1_CompleteAppointmentResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/CompleteAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListAppointments`
+    public static let listAppointments = RPCMethod<Caremesh_Dispatch_V1_ListAppointmentsRequest, Caremesh_Dispatch_V1_ListAppointmentsResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListAppointments", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased]
+    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased, setSchedule.erased, getSchedule.erased, addBlockedTime.erased, removeBlockedTime.erased, findFreeSlots.erased, bookAppointment.erased, getAppointment.erased, confirmAppointment.erased, cancelAppointment.erased, completeAppointment.erased, listAppointments.erased]
 }
 
 /// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
@@ -258,6 +291,17 @@ public let allRPCMethods: [AnyRPCMethod] = [
     DispatchMethods.putZone.erased,
     DispatchMethods.listZones.erased,
     DispatchMethods.findZone.erased,
+    DispatchMethods.setSchedule.erased,
+    DispatchMethods.getSchedule.erased,
+    DispatchMethods.addBlockedTime.erased,
+    DispatchMethods.removeBlockedTime.erased,
+    DispatchMethods.findFreeSlots.erased,
+    DispatchMethods.bookAppointment.erased,
+    DispatchMethods.getAppointment.erased,
+    DispatchMethods.confirmAppointment.erased,
+    DispatchMethods.cancelAppointment.erased,
+    DispatchMethods.completeAppointment.erased,
+    DispatchMethods.listAppointments.erased,
     EventsMethods.pull.erased,
     HealthMethods.check.erased,
 ]

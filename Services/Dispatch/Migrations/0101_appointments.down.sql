@@ -1,0 +1,4 @@
+DROP TABLE appointments;
+DROP TABLE blocked_times;
+DROP TABLE availability;
+DROP TABLE practitioner_schedules;
