@@ -15,7 +15,7 @@ struct Appointments: Sendable {
     let logger: Logger
 
     static let longestSearch: TimeInterval = 31 * 86_400
-    static let longestList: TimeInterval = 92 * 86_400
+    static let longestList: TimeInterval = 366 * 86_400
     static let longestBlock: TimeInterval = 366 * 86_400
 
     // MARK: - Who

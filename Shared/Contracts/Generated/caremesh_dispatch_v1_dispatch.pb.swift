@@ -2035,7 +2035,7 @@ public nonisolated struct Caremesh_Dispatch_V1_CompleteAppointmentResponse: Send
   fileprivate var _appointment: Caremesh_Dispatch_V1_Appointment? = nil
 }
 
-/// Appointments starting in [from, to) (at most 92 days), soonest first: the caller's own as
+/// Appointments starting in [from, to) (at most 366 days), soonest first: the caller's own as
 /// patient and as practitioner; staff may name a practitioner or a patient.
 public nonisolated struct Caremesh_Dispatch_V1_ListAppointmentsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
