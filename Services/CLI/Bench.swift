@@ -5,11 +5,11 @@ import Foundation
 import Histogram
 import ZMQ
 
-/// `caremesh bench rpc|identity`.
+/// `caremesh bench rpc|identity|sos`.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (record results in BENCHMARKS.md).",
-        subcommands: [RPC.self, IdentityBench.self]
+        subcommands: [RPC.self, IdentityBench.self, SosBench.self]
     )
 
     struct RPC: AsyncParsableCommand {

@@ -35,19 +35,23 @@ struct Load {
         }
     }
 
+    /// CPU time of the stack's processes between two monotonic instants (sampled then).
+    static func cpu(of processes: StackProcesses?, from: UInt64, to: UInt64) -> Task<[(name: String, seconds: Double)], Never> {
+        Task {
+            guard let processes else { return [] }
+            try? await Task.sleep(for: .nanoseconds(Int64(from) - Int64(monotonicNanos())))
+            let before = processes.cpuSeconds()
+            try? await Task.sleep(for: .nanoseconds(Int64(to) - Int64(monotonicNanos())))
+            let after = processes.cpuSeconds()
+            return after.map { group in (group.name, group.seconds - (before.first { $0.name == group.name }?.seconds ?? 0)) }
+        }
+    }
+
     /// `operation(task)` is called from task number `task` (0..<concurrency).
     func run(_ operation: @escaping @Sendable (Int) async throws -> Void) async -> Result {
         let measureFrom = monotonicNanos() + UInt64(warmup * 1e9)
         let end = measureFrom + UInt64(duration * 1e9)
-        // CPU time of the stack's processes, sampled when measuring starts and ends.
-        let cpu = Task { () -> [(name: String, seconds: Double)] in
-            guard let processes else { return [] }
-            try? await Task.sleep(for: .nanoseconds(Int64(measureFrom) - Int64(monotonicNanos())))
-            let before = processes.cpuSeconds()
-            try? await Task.sleep(for: .nanoseconds(Int64(end) - Int64(monotonicNanos())))
-            let after = processes.cpuSeconds()
-            return after.map { group in (group.name, group.seconds - (before.first { $0.name == group.name }?.seconds ?? 0)) }
-        }
+        let cpu = Self.cpu(of: processes, from: measureFrom, to: end)
         let (histogram, errors) = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
             for task in 0..<concurrency {
                 group.addTask {

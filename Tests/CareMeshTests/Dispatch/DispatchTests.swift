@@ -520,4 +520,56 @@ import Testing
             #expect(!revoked.eligible && revoked.available && revoked.active)
         }
     }
+
+    @Test("an expired certification (identity's durable timer) and a role change make a responder ineligible")
+    func expiryAndRoleChangeFromIdentity() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let a = try await account(s, "volunteer"), b = try await account(s, "volunteer")
+            for v in [a, b] {
+                var creds = Caremesh_Identity_V1_SubmitVolunteerCredentialsRequest()
+                creds.credentials.skills = [.firstAid]
+                creds.credentials.certifications = [.with {
+                    $0.name = "First aid"
+                    $0.issuedBy = "Red Cross"
+                    $0.issueDate = "2025-01-10"
+                    $0.expiryDate = "2099-01-10"
+                }]
+                _ = try await s.client.call(IdentityMethods.submitVolunteerCredentials, request: creds, options: v.auth)
+                _ = try await s.client.call(DispatchMethods.setAvailability, request: .with { $0.available = true }, options: v.auth)
+                _ = try await s.client.call(IdentityMethods.verifyUser, request: .with { $0.userID = v.id.uuidString.lowercased() },
+                                            options: admin.auth)
+            }
+            func responder(_ v: Account) async throws -> Caremesh_Dispatch_V1_Responder {
+                try await s.client.call(DispatchMethods.getResponder, request: .init(), options: v.auth).responder
+            }
+            for v in [a, b] {
+                _ = try await TestStack.eventually { if try await !responder(v).eligible { throw RPCError(.unavailable, "not yet") } }
+            }
+
+            // a's certification runs out: identity's timer (made due now) announces it.
+            _ = try await s.sql("UPDATE identity.certifications SET expiry_date = current_date - 1 WHERE volunteer_id = \(a.id)")
+            // (b's timer runs too and finds nothing expired.)
+            _ = try await s.sql("UPDATE identity.jobs SET run_at = now() WHERE kind = 'certification-expiry' AND state = 'scheduled'")
+            let expired = try await TestStack.eventually {
+                let r = try await responder(a)
+                if !r.credentialExpired { throw RPCError(.unavailable, "not yet") }
+                return r
+            }
+            #expect(!expired.eligible && expired.verified && expired.available)
+
+            // b is made a coordinator: no longer verified as a responder, nor available.
+            _ = try await s.client.call(IdentityMethods.setUserRole, request: .with {
+                $0.userID = b.id.uuidString.lowercased()
+                $0.role = .coordinator
+            }, options: admin.auth)
+            let changed = try await TestStack.eventually {
+                let r = try await s.client.call(DispatchMethods.getResponder, request: .with { $0.userID = b.id.uuidString }, options: admin.auth)
+                    .responder
+                if r.verified { throw RPCError(.unavailable, "not yet") }
+                return r
+            }
+            #expect(!changed.eligible && !changed.available)
+        }
+    }
 }
