@@ -16,7 +16,7 @@ struct SosBench: AsyncParsableCommand {
         abstract: "SOS create+match p50/p99 at a fixed rate and at most; location updates/s; through the router.",
         discussion: """
             Needs a running stack (caremesh up, release build recommended) started with a SOS rate limit \
-            the bench cannot reach, e.g. DISPATCH_SOS_RATE_LIMIT=1000000000 (the default allows 5 per person \
+            the bench cannot reach, e.g. DISPATCH_SOS_RATE_LIMIT=1000000 (the default allows 5 per person \
             per 10 minutes). It seeds --volunteers verified, available volunteers with fresh fixes straight \
             into dispatch's tables (ids derived from 'caremesh-bench-N', so re-runs reuse them), spread \
             uniformly over a 50 km square around Paris, and registers --requesters users and --concurrency \

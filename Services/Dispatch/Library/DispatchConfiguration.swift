@@ -44,7 +44,7 @@ public struct DispatchConfiguration: Sendable, Equatable {
         if let v = try int("DISPATCH_WAVE_TIMEOUT_S", 1...3_600) { waveTimeout = .seconds(v) }
         if let v = try int("DISPATCH_ESCALATION_WAVES", 1...1_000) { escalationWaves = v }
         if let v = try int("DISPATCH_LOCATION_MAX_AGE_S", 10...86_400) { locationMaxAge = .seconds(v) }
-        if let v = try int("DISPATCH_SOS_RATE_LIMIT", 1...10_000) { sosRateLimit = v }
+        if let v = try int("DISPATCH_SOS_RATE_LIMIT", 1...1_000_000) { sosRateLimit = v }
         if let v = try int("DISPATCH_SOS_RATE_WINDOW_S", 1...86_400) { sosRateWindow = .seconds(v) }
     }
 }

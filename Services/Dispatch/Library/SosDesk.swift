@@ -251,22 +251,11 @@ final class SosDesk: Sendable {
         let maxAge = Double(configuration.locationMaxAge.components.seconds)
         let pool = 3 * configuration.waveSize
         let p = record.sos.location
+        // `match_candidates` (migration 0102): the KNN scan, with its planner setting.
         let rows = try await c.query("""
             WITH candidates AS (
-                SELECT l.user_id, ST_Distance(l.location, \(point: p), false) AS distance_m,
-                       r.skills && \(preferred)::text[] AS skill_match
-                FROM user_locations l JOIN responders r ON r.user_id = l.user_id
-                WHERE ST_DWithin(l.location, \(point: p), \(plan.radius), false)
-                  AND r.available AND r.verified AND r.active AND NOT r.credential_expired
-                  AND r.role = ANY(\(roles)::text[])
-                  AND l.updated_at > now() - make_interval(secs => \(maxAge))
-                  AND l.user_id <> \(record.requester)
-                  AND NOT EXISTS (SELECT 1 FROM sos_offers o WHERE o.sos_id = \(record.id) AND o.responder_id = l.user_id)
-                  AND NOT EXISTS (SELECT 1 FROM sos_rejections j WHERE j.sos_id = \(record.id) AND j.volunteer_id = l.user_id)
-                  AND NOT EXISTS (SELECT 1 FROM sos_requests b
-                                  WHERE b.accepted_by = l.user_id AND b.status IN ('ACCEPTED', 'IN_PROGRESS'))
-                ORDER BY l.location <-> \(point: p)
-                LIMIT \(pool)
+                SELECT * FROM match_candidates(\(record.id), \(record.requester), \(point: p), \(plan.radius)::float8,
+                                               \(roles)::text[], \(preferred)::text[], \(maxAge)::float8, \(pool)::int4)
             )
             INSERT INTO sos_offers (sos_id, responder_id, wave, distance_m, skill_match)
             SELECT \(record.id), user_id, \(plan.wave), distance_m, skill_match FROM candidates
