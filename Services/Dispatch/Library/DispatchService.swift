@@ -7,7 +7,7 @@ import PostgresNIO
 
 /// The dispatch service: a worker of MDP service "dispatch" that owns schema `dispatch`:
 /// responders' locations, availability and eligibility (from identity's events), SOS
-/// requests with their offer waves and feedback (zones and appointments to come).
+/// requests with their offer waves and feedback, the seed's queries, zones, and appointments.
 public enum DispatchService {
     /// The MDP service name, and the name of its schema.
     public static let name = DispatchMethods.serviceName!
