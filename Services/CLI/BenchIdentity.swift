@@ -57,21 +57,7 @@ struct IdentityBench: AsyncParsableCommand {
         // Accounts, registered at `c` at a time (each costs one hash too).
         let started = monotonicNanos()
         let emails = (0..<n).map { "bench-\(run)-\($0)@example.org" }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for batch in stride(from: 0, to: n, by: c) {
-                for i in batch..<min(n, batch + c) {
-                    group.addTask {
-                        var r = Caremesh_Identity_V1_RegisterRequest()
-                        r.email = emails[i]
-                        r.password = password
-                        r.name = "Bench \(i)"
-                        r.phone = "+4479\(String(format: "%08d", (Int(run % 9_000) * 1_000 + i) % 100_000_000))"
-                        _ = try await client.call(IdentityMethods.register, request: r, options: .init(timeout: .seconds(120)))
-                    }
-                }
-                try await group.waitForAll()
-            }
-        }
+        _ = try await registerBenchAccounts(client, emails: emails, password: password, concurrency: c)
         let seconds = Double(monotonicNanos() - started) / 1e9
         print(String(format: "identity register: accounts=%d seconds=%.1f per_s=%.1f", n, seconds, Double(n) / seconds))
 

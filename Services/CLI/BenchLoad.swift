@@ -1,3 +1,4 @@
+import CareMeshContracts
 import CareMeshRPC
 import Foundation
 import Histogram
@@ -35,6 +36,11 @@ struct Load {
         }
     }
 
+    /// An empty histogram of latencies in nanoseconds (up to a minute, 3 significant digits).
+    static func histogram() -> Histogram<UInt64> {
+        Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    }
+
     /// CPU time of the stack's processes between two monotonic instants (sampled then).
     static func cpu(of processes: StackProcesses?, from: UInt64, to: UInt64) -> Task<[(name: String, seconds: Double)], Never> {
         Task {
@@ -55,7 +61,7 @@ struct Load {
         let (histogram, errors) = await withTaskGroup(of: (Histogram<UInt64>, Int).self) { group in
             for task in 0..<concurrency {
                 group.addTask {
-                    var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+                    var h = Load.histogram()
                     var errors = 0
                     while true {
                         let t0 = monotonicNanos()
@@ -71,7 +77,7 @@ struct Load {
                     return (h, errors)
                 }
             }
-            var all = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            var all = Load.histogram()
             var errors = 0
             for await (h, e) in group { all.add(h); errors += e }
             return (all, errors)
@@ -125,6 +131,34 @@ struct StackProcesses {
         else { return nil }
         return (parent, (user + system) / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
+}
+
+/// Registers one account per email (each with a distinct phone), at most `concurrency` at a
+/// time (each costs identity a password hash); returns their sessions in order.
+func registerBenchAccounts(_ client: RPCClient, emails: [String], password: String, concurrency: Int,
+                           role: @escaping @Sendable (Int) -> Caremesh_Identity_V1_Role = { _ in .user }) async throws
+    -> [Caremesh_Identity_V1_Session]
+{
+    let run = Int.random(in: 0..<9_000)
+    var sessions = [Caremesh_Identity_V1_Session](repeating: .init(), count: emails.count)
+    for batch in stride(from: 0, to: emails.count, by: concurrency) {
+        try await withThrowingTaskGroup(of: (Int, Caremesh_Identity_V1_Session).self) { group in
+            for i in batch..<min(emails.count, batch + concurrency) {
+                group.addTask {
+                    var r = Caremesh_Identity_V1_RegisterRequest()
+                    r.email = emails[i]
+                    r.password = password
+                    r.name = "Bench \(i)"
+                    r.phone = "+4479\(String(format: "%08d", (run * 10_000 + i) % 100_000_000))"
+                    r.role = role(i)
+                    let response = try await client.call(IdentityMethods.register, request: r, options: .init(timeout: .seconds(300)))
+                    return (i, response.session)
+                }
+            }
+            for try await (i, session) in group { sessions[i] = session }
+        }
+    }
+    return sessions
 }
 
 /// The machine, for the record.

@@ -96,23 +96,10 @@ struct SosBench: AsyncParsableCommand {
         started = monotonicNanos()
         let run = UInt32.random(in: 0...UInt32.max)
         let locationCount = loads.contains("locations") ? c : 0
-        let people = try await withThrowingTaskGroup(of: (Int, String).self) { group in
-            for i in 0..<(requesters + locationCount) {
-                group.addTask {
-                    var r = Caremesh_Identity_V1_RegisterRequest()
-                    r.email = "bench-sos-\(run)-\(i)@example.org"
-                    r.password = "bench passphrase \(run)"
-                    r.name = "Bench \(i)"
-                    r.phone = "+3361\(String(format: "%08d", (Int(run % 9_000) * 10_000 + i) % 100_000_000))"
-                    r.role = i < requesters ? .user : .volunteer
-                    let session = try await client.call(IdentityMethods.register, request: r, options: .init(timeout: .seconds(300))).session
-                    return (i, session.accessToken)
-                }
-            }
-            var tokens = [String](repeating: "", count: requesters + locationCount)
-            for try await (i, token) in group { tokens[i] = token }
-            return tokens
-        }
+        let emails = (0..<(requesters + locationCount)).map { "bench-sos-\(run)-\($0)@example.org" }
+        let people = try await registerBenchAccounts(client, emails: emails, password: "bench passphrase \(run)", concurrency: 64) {
+            [requesters] i in i < requesters ? .user : .volunteer
+        }.map(\.accessToken)
         let auth = people.map { CallOptions(metadata: ["authorization": "Bearer \($0)"]) }
         print(String(format: "identity register: accounts=%d seconds=%.1f", people.count, Double(monotonicNanos() - started) / 1e9))
 
@@ -209,7 +196,7 @@ struct FixedRate {
                     }
                 }
             }
-            var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            var h = Load.histogram()
             var errors = 0
             for await (latency, counted) in group where counted {
                 if let latency { _ = h.record(latency) } else { errors += 1 }

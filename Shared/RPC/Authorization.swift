@@ -38,13 +38,17 @@ extension RPCContext {
         return caller
     }
 
-    /// The caller, if it is `owner` or holds one of `roles` (e.g. admins); `PERMISSION_DENIED` otherwise.
-    public func requireSelf(_ owner: String, orRole roles: Set<String>) throws(RPCError) -> Caller {
+    /// The user a request names in `field` (empty: the caller), if that is the caller or the
+    /// caller holds one of `roles` (e.g. admins); a malformed id is `INVALID_ARGUMENT` naming
+    /// the field, anyone else's `PERMISSION_DENIED`.
+    public func requireSelf(_ named: String, field: String, orRole roles: Set<String>) throws(RPCError) -> UUID {
         let caller = try requireCaller()
-        guard caller.subject == owner || caller.hasAny(of: roles) else {
-            throw RPCError(.permissionDenied, "only the owner or one of the roles \(roles.sorted().joined(separator: ", ")) may do this")
+        guard !named.isEmpty else { return try caller.requireUserID() }
+        guard let id = UUID(uuidString: named) else { throw RPCError.invalidArgument(field: field, "must be a UUID") }
+        guard id == caller.userID || caller.hasAny(of: roles) else {
+            throw RPCError(.permissionDenied, "only that user themselves or one of the roles \(roles.sorted().joined(separator: ", ")) may do this")
         }
-        return caller
+        return id
     }
 }
 

@@ -223,6 +223,12 @@ public struct FieldViolations: Sendable {
 
     public var isEmpty: Bool { violations.isEmpty }
 
+    /// A request's `limit`: 0 means `defaultValue`; more than `max` is a violation of `field`.
+    public mutating func limit(_ value: UInt32, default defaultValue: Int, max: Int = 1_000, field: String = "limit") -> Int {
+        check(value <= max, field, "must be at most \(max)")
+        return value == 0 ? defaultValue : Int(value)
+    }
+
     /// A `BadRequest` detail naming every field.
     public var detail: ErrorDetail {
         var d = ErrorDetail()

@@ -41,7 +41,7 @@ public final class Outbox: Service, Sendable {
                               logger: Logger) async throws -> UUID {
         let id = UUID()
         let payload: [UInt8] = try message.serializedBytes()
-        try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("caremesh.outbox.\(schema)")))", logger: logger)
+        try await connection.lockForTransaction("caremesh.outbox.\(schema)", logger: logger)
         try await connection.query("""
             INSERT INTO outbox (event_id, type, key, payload)
             VALUES (\(id), \(type(of: message).protoMessageName), \(key), \(ByteBuffer(bytes: payload)))

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SwiftProtobuf
 import PostgresNIO
 
@@ -21,6 +22,14 @@ extension PostgresRowSequence {
 extension PostgresTransactionError {
     /// What went wrong: the transaction body's own error first.
     var cause: any Error { closureError ?? beginError ?? commitError ?? rollbackError ?? self }
+}
+
+extension PostgresConnection {
+    /// Waits for the transaction-scoped advisory lock `name` (released at commit or rollback):
+    /// serializes what one row lock cannot, e.g. "one at a time per person".
+    public func lockForTransaction(_ name: String, logger: Logger) async throws {
+        _ = try await query("SELECT pg_advisory_xact_lock(\(advisoryLockKey(name)))", logger: logger).hasRows()
+    }
 }
 
 /// An advisory-lock key for `name`: FNV-1a, the same in every process and build.

@@ -22,14 +22,11 @@ struct Appointments: Sendable {
 
     /// `text` as a practitioner id (empty: the caller, who must be a professional); someone
     /// else's schedule only for staff.
-    static func practitioner(_ text: String, _ caller: Caller) throws -> UUID {
-        if text.isEmpty {
-            guard caller.has(role: "professional") else {
-                throw RPCError(.permissionDenied, "only practitioners (professionals) have schedules")
-            }
-            return try caller.requireUserID()
+    static func practitioner(_ text: String, _ context: RPCContext) throws -> UUID {
+        if text.isEmpty, try !context.requireCaller().has(role: "professional") {
+            throw RPCError(.permissionDenied, "only practitioners (professionals) have schedules")
         }
-        return try SosDesk.ownOrStaff(text, field: "practitioner_id", caller, refusal: "only staff manage another practitioner's schedule")
+        return try context.requireSelf(text, field: "practitioner_id", orRole: Responders.staff)
     }
 
     static func relation(_ a: Record, _ caller: Caller) -> AppointmentRelation {
@@ -43,7 +40,7 @@ struct Appointments: Sendable {
     /// Serializes a practitioner's bookings against changes to their hours and blocked times
     /// (overlapping bookings are refused by the exclusion constraints, not by this lock).
     func lock(_ c: PostgresConnection, _ practitioner: UUID) async throws {
-        try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("dispatch.practitioner.\(practitioner)")))", logger: logger)
+        try await c.lockForTransaction("dispatch.practitioner.\(practitioner)", logger: logger)
     }
 
     static func uuid(_ text: String, _ field: String, into v: inout FieldViolations) -> UUID? {
@@ -85,8 +82,18 @@ struct Appointments: Sendable {
         return nil
     }
 
+    /// The practitioner's time zone and slot length (`NOT_FOUND` without a schedule): what booking, blocking
+    /// and the slot search need, without the windows.
+    func settings(_ c: PostgresConnection, _ practitioner: UUID) async throws -> (timeZone: String, slotMinutes: Int) {
+        let rows = try await c.query("""
+            SELECT time_zone, slot_minutes FROM practitioner_schedules WHERE practitioner_id = \(practitioner)
+            """, logger: logger)
+        for try await (zone, slot) in rows.decode((String, Int32).self) { return (zone, Int(slot)) }
+        throw RPCError(.notFound, "this practitioner has no schedule")
+    }
+
     func setSchedule(_ r: Caremesh_Dispatch_V1_SetScheduleRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_SetScheduleResponse {
-        let practitioner = try Self.practitioner(r.practitionerID, try context.requireCaller())
+        let practitioner = try Self.practitioner(r.practitionerID, context)
         var v = FieldViolations()
         let slot = r.slotMinutes == 0 ? 30 : Int(r.slotMinutes)
         v.check((5...480).contains(slot), "slot_minutes", "must be from 5 to 480 (0 for 30)")
@@ -180,7 +187,7 @@ struct Appointments: Sendable {
         -> Caremesh_Dispatch_V1_AddBlockedTimeResponse
     {
         let caller = try context.requireCaller()
-        let practitioner = try Self.practitioner(r.practitionerID, caller)
+        let practitioner = try Self.practitioner(r.practitionerID, context)
         var v = FieldViolations()
         let span = Self.range(r.hasStart ? r.start : nil, r.hasEnd ? r.end : nil, names: ("start", "end"), longest: Self.longestBlock, into: &v)
         v.check(r.reason.count <= 200, "reason", "must be at most 200 characters")
@@ -188,7 +195,7 @@ struct Appointments: Sendable {
         let (start, end) = span!
         return try await store.withTransaction { c in
             try await self.lock(c, practitioner)
-            guard try await self.schedule(c, practitioner) != nil else { throw RPCError(.notFound, "this practitioner has no schedule") }
+            _ = try await self.settings(c, practitioner)
             let booked = try await c.query("""
                 SELECT count(*) FROM appointments WHERE practitioner_id = \(practitioner) AND status IN ('PENDING', 'CONFIRMED')
                   AND during && tstzrange(\(start), \(end))
@@ -234,20 +241,16 @@ struct Appointments: Sendable {
         var v = FieldViolations()
         let practitioner = Self.uuid(r.practitionerID, "practitioner_id", into: &v)
         let span = Self.range(r.hasFrom ? r.from : nil, r.hasTo ? r.to : nil, names: ("from", "to"), longest: Self.longestSearch, into: &v)
-        v.check(r.limit <= 1_000, "limit", "must be at most 1000")
+        let limit = v.limit(r.limit, default: 100)
         try v.throwIfAny()
         let (from, to) = span!
-        let limit = r.limit == 0 ? 100 : Int(r.limit)
         return try await store.withConnection { c in
-            guard let schedule = try await self.schedule(c, practitioner!) else {
-                throw RPCError(.notFound, "this practitioner has no schedule")
-            }
+            let (timeZone, slot) = try await self.settings(c, practitioner!)
             // Each local day's windows become instants in the practitioner's zone (so a DST
             // change moves them in UTC, not on the wall clock), cut into slots, minus what is
             // past, blocked or booked.
             let rows = try await c.query("""
-                WITH s AS (SELECT time_zone AS tz, make_interval(mins => slot_minutes) AS step
-                           FROM practitioner_schedules WHERE practitioner_id = \(practitioner!)),
+                WITH s AS (SELECT \(timeZone)::text AS tz, make_interval(mins => \(slot)::int4) AS step),
                 days AS (SELECT d::date AS day FROM s,
                          generate_series(((\(from)::timestamptz AT TIME ZONE s.tz)::date - 1)::timestamp,
                                          (\(to)::timestamptz AT TIME ZONE s.tz)::date::timestamp, interval '1 day') d),
@@ -266,7 +269,7 @@ struct Appointments: Sendable {
                 ORDER BY start LIMIT \(limit)
                 """, logger: self.logger)
             var response = Caremesh_Dispatch_V1_FindFreeSlotsResponse()
-            response.timeZone = schedule.timeZone
+            response.timeZone = timeZone
             for try await (start, stop) in rows.decode((Double, Double).self) {
                 var slot = Caremesh_Dispatch_V1_Slot()
                 slot.start = Google_Protobuf_Timestamp(epochSeconds: start)
@@ -349,12 +352,9 @@ struct Appointments: Sendable {
         do {
             return try await store.withTransaction { c in
                 try await self.lock(c, practitioner!)
-                guard let schedule = try await self.schedule(c, practitioner!) else {
-                    throw RPCError(.notFound, "this practitioner has no schedule")
-                }
-                let minutes = r.durationMinutes == 0 ? Int(schedule.slotMinutes) : max(5, Int(r.durationMinutes))
+                let (tz, slot) = try await self.settings(c, practitioner!)
+                let minutes = r.durationMinutes == 0 ? slot : max(5, Int(r.durationMinutes))
                 let end = start.addingTimeInterval(Double(minutes * 60))
-                let tz = schedule.timeZone
                 for try await (inHours, blocked) in try await c.query("""
                     SELECT EXISTS (SELECT 1 FROM availability a, (SELECT \(start)::timestamptz AT TIME ZONE \(tz) AS local) l
                                    WHERE a.practitioner_id = \(practitioner!) AND a.weekday = extract(isodow FROM l.local)
@@ -491,7 +491,7 @@ struct Appointments: Sendable {
         let span = Self.range(from, to, names: ("from", "to"), longest: Self.longestList, into: &v)
         let statuses = r.statuses.map { AppointmentState(proto: $0) }
         v.check(!statuses.contains(nil), "statuses", "must be PENDING, CONFIRMED, CANCELLED or COMPLETED")
-        v.check(r.limit <= 1_000, "limit", "must be at most 1000")
+        let limit = v.limit(r.limit, default: 200)
         try v.throwIfAny()
         let staff = caller.hasAny(of: Responders.staff)
         // Others see only their own (as patient or practitioner); filters narrow that.
@@ -501,7 +501,6 @@ struct Appointments: Sendable {
         let (start, end) = span!
         let mine: UUID? = staff ? nil : me
         let wanted = statuses.compactMap { $0?.rawValue }
-        let limit = r.limit == 0 ? 200 : Int(r.limit)
         return try await store.withConnection { c in
             var response = Caremesh_Dispatch_V1_ListAppointmentsResponse()
             response.appointments = try await self.appointments(c, """

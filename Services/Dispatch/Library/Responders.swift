@@ -71,17 +71,7 @@ final class Responders: Sendable {
     }
 
     func get(_ r: Caremesh_Dispatch_V1_GetResponderRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_GetResponderResponse {
-        let caller = try context.requireCaller()
-        let id: UUID
-        if r.userID.isEmpty {
-            id = try caller.requireUserID()
-        } else {
-            guard let given = UUID(uuidString: r.userID) else { throw RPCError.invalidArgument(field: "user_id", "must be a UUID") }
-            id = given
-        }
-        guard caller.userID == id || caller.hasAny(of: Self.staff) else {
-            throw RPCError(.permissionDenied, "only the responder themselves, admins and coordinators may see this")
-        }
+        let id = try context.requireSelf(r.userID, field: "user_id", orRole: Self.staff)
         guard let responder = try await store.withConnection({ c in try await Self.load(c, id, logger: self.logger) }) else {
             throw RPCError(.notFound, "no responder with this id (not verified, never available)")
         }

@@ -144,7 +144,7 @@ final class SosDesk: Sendable {
         let window = Double(configuration.sosRateWindow.components.seconds)
         let response: Caremesh_Dispatch_V1_CreateSosResponse? = try await store.withTransaction { c in
             // The rate limit, counted under a per-person lock so bursts cannot slip past it.
-            try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("dispatch.sos-rate.\(me)")))", logger: self.logger)
+            try await c.lockForTransaction("dispatch.sos-rate.\(me)", logger: self.logger)
             let recent = try await c.query("""
                 SELECT count(*) FROM sos_requests
                 WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window))

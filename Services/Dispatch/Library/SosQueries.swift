@@ -7,13 +7,14 @@ import PostgresNIO
 /// Seed 001's queries: the requester's and the volunteer's histories, the staff's board of
 /// active SOS, and volunteers' performance.
 extension SosDesk {
-    /// After `columns`: the page key, the duration, and the feedback given (the feedback
-    /// looked up by a subquery so `columns` stay unqualified).
+    /// After `columns`: the page key, the duration, and the feedback given (`f`, joined by
+    /// `historyFeedback`, which exposes only its two columns so `columns` stay unambiguous).
     static let historyColumns = """
         \(columns), \(Page.micros("created_at")),
-        coalesce(extract(epoch FROM resolved_at - created_at)::float8, 0),
-        coalesce((SELECT f.rating FROM sos_feedback f WHERE f.sos_id = sos_requests.id), 0),
-        coalesce((SELECT f.comment FROM sos_feedback f WHERE f.sos_id = sos_requests.id), '')
+        coalesce(extract(epoch FROM resolved_at - created_at)::float8, 0), coalesce(f.rating, 0), coalesce(f.comment, '')
+        """
+    static let historyFeedback = """
+        LEFT JOIN LATERAL (SELECT rating, comment FROM sos_feedback WHERE sos_feedback.sos_id = sos_requests.id) f ON true
         """
 
     /// One page of history entries: the SOS whose `column` (requester_id, accepted_by) is `user`.
@@ -21,7 +22,7 @@ extension SosDesk {
         -> (rows: [Caremesh_Dispatch_V1_SosHistoryEntry], token: String)
     {
         let query: PostgresQuery = """
-            SELECT \(unescaped: Self.historyColumns) FROM sos_requests
+            SELECT \(unescaped: Self.historyColumns) FROM sos_requests \(unescaped: Self.historyFeedback)
             WHERE \(unescaped: column) = \(user) AND \(after: page, time: "created_at", id: "id")
             ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
             """
@@ -54,9 +55,7 @@ extension SosDesk {
     func listVolunteerSos(_ r: Caremesh_Dispatch_V1_ListVolunteerSosRequest, _ context: RPCContext) async throws
         -> Caremesh_Dispatch_V1_ListVolunteerSosResponse
     {
-        let caller = try context.requireCaller()
-        let volunteer = try Self.ownOrStaff(r.volunteerID, field: "volunteer_id", caller,
-                                            refusal: "only staff may see another volunteer's history")
+        let volunteer = try context.requireSelf(r.volunteerID, field: "volunteer_id", orRole: Responders.staff)
         var v = FieldViolations()
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
@@ -65,18 +64,11 @@ extension SosDesk {
         return response
     }
 
-    /// `text` as a user id (empty: the caller); someone else's only for staff.
-    static func ownOrStaff(_ text: String, field: String, _ caller: Caller, refusal: String) throws -> UUID {
-        guard !text.isEmpty else { return try caller.requireUserID() }
-        guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument(field: field, "must be a UUID") }
-        guard id == caller.userID || caller.hasAny(of: Responders.staff) else { throw RPCError(.permissionDenied, refusal) }
-        return id
-    }
-
     func activeBoard(_ r: Caremesh_Dispatch_V1_ActiveBoardRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_ActiveBoardResponse {
         _ = try context.requireRole(Responders.staff)
-        guard r.limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "must be at most 1000") }
-        let limit = r.limit == 0 ? 200 : Int(r.limit)
+        var v = FieldViolations()
+        let limit = v.limit(r.limit, default: 200)
+        try v.throwIfAny()
         return try await store.withConnection { c in
             // The partial index `sos_requests_active_priority` serves this order.
             let rows = try await c.query("""
@@ -101,11 +93,13 @@ extension SosDesk {
     func volunteerPerformance(_ r: Caremesh_Dispatch_V1_VolunteerPerformanceRequest, _ context: RPCContext) async throws
         -> Caremesh_Dispatch_V1_VolunteerPerformanceResponse
     {
-        let caller = try context.requireCaller()
-        let one: UUID? = r.volunteerID.isEmpty && caller.hasAny(of: Responders.staff) ? nil
-            : try Self.ownOrStaff(r.volunteerID, field: "volunteer_id", caller, refusal: "only staff may see another volunteer's figures")
-        guard r.limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "must be at most 1000") }
-        let limit = r.limit == 0 ? 100 : Int(r.limit)
+        let staff = try context.requireCaller().hasAny(of: Responders.staff)
+        // Staff asking for nobody in particular get every verified volunteer.
+        let one: UUID? = r.volunteerID.isEmpty && staff ? nil
+            : try context.requireSelf(r.volunteerID, field: "volunteer_id", orRole: Responders.staff)
+        var v = FieldViolations()
+        let limit = v.limit(r.limit, default: 100)
+        try v.throwIfAny()
         return try await store.withConnection { c in
             // Seed 001's query 4: verified volunteers (or the one asked for) by rating, then by
             // how many SOS they handled.

@@ -67,14 +67,14 @@ struct Zones: Sendable {
             let rows: PostgresRowSequence
             if let id {
                 rows = try await c.query("""
-                    UPDATE zones SET name = \(name), boundary = \(polygon: polygon)::geography,
-                        area_m2 = ST_Area(\(polygon: polygon)::geography)
+                    WITH shape AS (SELECT \(polygon: polygon)::geography AS g)
+                    UPDATE zones SET name = \(name), boundary = shape.g, area_m2 = ST_Area(shape.g) FROM shape
                     WHERE id = \(id) RETURNING \(unescaped: Self.columns)
                     """, logger: self.logger)
             } else {
                 rows = try await c.query("""
-                    INSERT INTO zones (name, boundary, area_m2)
-                    VALUES (\(name), \(polygon: polygon)::geography, ST_Area(\(polygon: polygon)::geography))
+                    WITH shape AS (SELECT \(polygon: polygon)::geography AS g)
+                    INSERT INTO zones (name, boundary, area_m2) SELECT \(name), g, ST_Area(g) FROM shape
                     ON CONFLICT (name) DO UPDATE SET boundary = excluded.boundary, area_m2 = excluded.area_m2
                     RETURNING \(unescaped: Self.columns)
                     """, logger: self.logger)

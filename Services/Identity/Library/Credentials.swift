@@ -263,10 +263,7 @@ final class Credentials: Sendable {
     }
 
     func get(_ r: Caremesh_Identity_V1_GetVerificationRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_GetVerificationResponse {
-        let caller = try context.requireCaller()
-        let target = r.userID.isEmpty ? caller.subject : r.userID
-        _ = try context.requireSelf(target, orRole: Roles.admin)
-        guard let id = UUID(uuidString: target) else { throw RPCError.invalidArgument(field: "user_id", "must be a UUID") }
+        let id = try context.requireSelf(r.userID, field: "user_id", orRole: Roles.admin)
         var response = Caremesh_Identity_V1_GetVerificationResponse()
         response.verification = try await store.withConnection { c in try await self.load(c, id) }
         return response

@@ -79,8 +79,7 @@ final class Keyring: Sendable {
     func reload() async throws -> [Key] {
         let configuration = self.configuration
         let keys = try await store.withTransaction { c in
-            _ = try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("identity.signing_keys")))", logger: self.logger)
-                .hasRows()
+            try await c.lockForTransaction("identity.signing_keys", logger: self.logger)
             var keys = try await self.load(c)
             if let lead = Self.leadForNewKey(keys, now: Self.epochNow(), rotation: configuration.keyRotation,
                                              publishLead: configuration.keyPublishLead) {

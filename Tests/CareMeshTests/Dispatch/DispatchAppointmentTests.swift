@@ -174,6 +174,12 @@ extension DispatchTests {
             let rebooked = try await book(desk, t(-2, 14), for: stranger.id)
             #expect(rebooked.patientID == stranger.id.uuidString.lowercased() && rebooked.bookedBy == desk.id.uuidString.lowercased())
 
+            // Unblocking is the practice's; Tuesday's two slots come back; a second removal is NOT_FOUND.
+            #expect(await code { _ = try await call(DispatchMethods.removeBlockedTime, patient, .with { $0.id = blocked.id }) } == .permissionDenied)
+            _ = try await call(DispatchMethods.removeBlockedTime, doctor, .with { $0.id = blocked.id })
+            #expect(try await free().count == 17)
+            #expect(await code { _ = try await call(DispatchMethods.removeBlockedTime, doctor, .with { $0.id = blocked.id }) } == .notFound)
+
             // One that has started: the practice completes it; then it cannot be cancelled.
             let pastID = try await s.sql("""
                 INSERT INTO dispatch.appointments (practitioner_id, patient_id, during, status, booked_by, confirmed_at)
