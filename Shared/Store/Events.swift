@@ -16,7 +16,8 @@ public typealias Event = Caremesh_Events_V1_Event
 /// Ordering: `append` takes a transaction-scoped advisory lock before it draws `seq`, so
 /// emitting transactions hold seq order until they commit: seq order is commit order, and a
 /// reader that saw N never later finds a committed event below N. The lock is held only from
-/// the outbox insert to commit: append events last in a transaction.
+/// the outbox insert to commit: append events last in a transaction (several at once through
+/// `PendingEvents`, one statement).
 public final class Outbox: Service, Sendable {
     public let schema: String
     public let store: Store
@@ -32,22 +33,43 @@ public final class Outbox: Service, Sendable {
     /// transaction that makes the change. Returns the event's id.
     @discardableResult
     public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
-        try await Self.append(message, key: key, schema: schema, on: connection, logger: store.logger)
+        var events = PendingEvents()
+        let id = try events.add(message, key: key)
+        try await append(events, on: connection)
+        return id
+    }
+
+    /// Appends `events` in their order, in one statement: a transaction that emits several
+    /// collects them and appends them last, just before it commits.
+    public func append(_ events: PendingEvents, on connection: PostgresConnection) async throws {
+        try await Self.append(events, schema: schema, on: connection, logger: store.logger)
     }
 
     /// `append` for code that has a connection to the schema but no running service (the CLI).
     @discardableResult
     public static func append(_ message: some SwiftProtobuf.Message, key: String, schema: String, on connection: PostgresConnection,
                               logger: Logger) async throws -> UUID {
-        let id = UUID()
-        let payload: [UInt8] = try message.serializedBytes()
-        try await connection.lockForTransaction("caremesh.outbox.\(schema)", logger: logger)
-        try await connection.query("""
-            INSERT INTO outbox (event_id, type, key, payload)
-            VALUES (\(id), \(type(of: message).protoMessageName), \(key), \(ByteBuffer(bytes: payload)))
-            """, logger: logger)
-        try await connection.query("SELECT pg_notify(\(channel(schema)), '')", logger: logger)
+        var events = PendingEvents()
+        let id = try events.add(message, key: key)
+        try await append(events, schema: schema, on: connection, logger: logger)
         return id
+    }
+
+    /// The one place events are written: the ordering lock, the rows (their `seq` drawn in
+    /// order, after the lock) and the NOTIFY (delivered at commit), in one round trip.
+    static func append(_ events: PendingEvents, schema: String, on connection: PostgresConnection, logger: Logger) async throws {
+        guard !events.isEmpty else { return }
+        try await connection.query("""
+            WITH ordering AS (SELECT pg_advisory_xact_lock(\(advisoryLockKey("caremesh.outbox.\(schema)")))),
+            written AS (
+                INSERT INTO outbox (event_id, type, key, payload)
+                SELECT e.id, e.type, e.key, e.payload
+                FROM ordering, unnest(\(events.ids)::uuid[], \(events.types)::text[], \(events.keys)::text[],
+                                      \(events.payloads)::bytea[]) WITH ORDINALITY AS e(id, type, key, payload, n)
+                ORDER BY e.n
+                RETURNING 1)
+            SELECT pg_notify(\(channel(schema)), '') FROM (SELECT 1 FROM written LIMIT 1) AS any_written
+            """, logger: logger)
     }
 
     static func channel(_ schema: String) -> String { "caremesh_outbox_\(schema)" }
@@ -126,6 +148,38 @@ public final class Outbox: Service, Sendable {
                 }
             }
         }
+    }
+}
+
+/// Events a transaction will emit, in order, to be appended together at its end.
+public struct PendingEvents: Sendable {
+    fileprivate var ids: [UUID] = []
+    fileprivate var types: [String] = []
+    fileprivate var keys: [String] = []
+    fileprivate var payloads: [ByteBuffer] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { ids.isEmpty }
+    public var count: Int { ids.count }
+
+    /// Adds `message` as an event about `key`; returns the event's id.
+    @discardableResult
+    public mutating func add(_ message: some SwiftProtobuf.Message, key: String) throws -> UUID {
+        let id = UUID()
+        let payload: [UInt8] = try message.serializedBytes()
+        ids.append(id)
+        types.append(type(of: message).protoMessageName)
+        keys.append(key)
+        payloads.append(ByteBuffer(bytes: payload))
+        return id
+    }
+
+    public mutating func add(contentsOf other: PendingEvents) {
+        ids += other.ids
+        types += other.types
+        keys += other.keys
+        payloads += other.payloads
     }
 }
 

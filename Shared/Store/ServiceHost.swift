@@ -1,6 +1,8 @@
 import CareMeshRPC
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// Assembles a domain service: its store (from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`,
@@ -70,7 +72,15 @@ extension ServiceHost {
     /// The body of every service executable: logging from the environment, the host, then
     /// serving until SIGTERM/SIGINT. A start-up failure (database unreachable, a refused
     /// migration) is printed with its reason and exits 1.
+    ///
+    /// Swift concurrency's tasks run on NIO's event loops (the threads postgres-nio already
+    /// uses) unless `CAREMESH_NIO_EXECUTOR=false`: a handler's query then resumes where its
+    /// answer was read, instead of hopping to another pool's thread after every statement.
+    /// Nothing blocking may run on the task pool (identity hashes on its own queue).
     public static func main(_ name: String, _ make: (Logger) async throws -> ServiceHost) async -> Never {
+        if !["false", "0", "no", "off"].contains((ProcessInfo.processInfo.environment["CAREMESH_NIO_EXECUTOR"] ?? "true").lowercased()) {
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         ServiceRunner.bootstrapLogging()
         let logger = Logger(label: "caremesh.\(name)")
         do {

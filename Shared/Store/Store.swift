@@ -153,9 +153,11 @@ public final class Store: Service, Sendable {
 
     // MARK: - Calls
 
-    /// Leases a pooled connection for `body`.
-    public func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
-        try await guarded { leased in try await self.client.withConnection { c in leased.set(); return try await body(c) } }
+    /// Leases a pooled connection for `body`. `timeout` bounds this call below
+    /// `operationTimeout` (work outside a handler, which has no deadline of its own to inherit).
+    public func withConnection<R: Sendable>(timeout: Duration? = nil,
+                                            _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await guarded(timeout: timeout) { leased in try await self.client.withConnection { c in leased.set(); return try await body(c) } }
     }
 
     /// Runs `body` in a transaction (committed if it returns, rolled back if it throws). The
@@ -188,10 +190,11 @@ public final class Store: Service, Sendable {
     /// connection the server has just closed, and ignores cancellation there (the write's
     /// failure is dropped), so an operation caught by a server-side disconnect could hang for
     /// ever: the caller gets UNAVAILABLE instead and the stuck task is left behind, cancelled.
-    private func guarded<R: Sendable>(_ operation: @escaping @Sendable (LeaseFlag) async throws -> R) async throws -> R {
+    private func guarded<R: Sendable>(timeout: Duration? = nil,
+                                      _ operation: @escaping @Sendable (LeaseFlag) async throws -> R) async throws -> R {
         if isDown { throw StoreError.unavailable("PostgreSQL is not reachable") }
         let leased = LeaseFlag()
-        var limit = operationTimeout
+        var limit = min(operationTimeout, timeout ?? operationTimeout)
         if let answerBy = RPCContext.current?.answerBy {
             // Give up before the caller's deadline, so a query stuck on a connection the
             // server dropped ends as UNAVAILABLE that reaches the caller, not as the worker's

@@ -143,28 +143,29 @@ final class SosDesk: Sendable {
         let configuration = self.configuration
         let window = Double(configuration.sosRateWindow.components.seconds)
         let response: Caremesh_Dispatch_V1_CreateSosResponse? = try await store.withTransaction { c in
-            // The rate limit, counted under a per-person lock so bursts cannot slip past it.
+            // The rate limit, counted under a per-person lock (taken in a statement of its own,
+            // so the count's snapshot sees whatever the previous holder committed): bursts
+            // cannot slip past it. Under the limit the insert happens in the same statement.
             try await c.lockForTransaction("dispatch.sos-rate.\(me)", logger: self.logger)
-            let recent = try await c.query("""
-                SELECT count(*) FROM sos_requests
-                WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window))
-                """, logger: self.logger).first(Int64.self) ?? 0
-            if recent >= configuration.sosRateLimit {
-                try await self.reportRateLimit(c, me, recent: recent, window: window)
-                return nil
-            }
             guard let record = try await self.one(c, """
                 INSERT INTO sos_requests (requester_id, emergency_type, priority, location, description)
-                VALUES (\(me), \(type!), \(priority!), \(point: r.location), \(r.description_p))
+                SELECT \(me), \(type!), \(priority!), \(point: r.location), \(r.description_p)
+                WHERE (SELECT count(*) FROM sos_requests
+                       WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window))) < \(configuration.sosRateLimit)
                 RETURNING \(unescaped: Self.columns)
-                """) else { throw RPCError(.internal, "the insert returned no row") }
+                """) else {
+                try await self.reportRateLimit(c, me, window: window)
+                return nil
+            }
+            var events = PendingEvents()
             var created = Caremesh_Dispatch_V1_SosCreated()
             created.sosID = record.sos.id
             created.requesterID = record.sos.requesterID
             created.emergencyType = r.emergencyType
             created.priority = r.priority
-            _ = try await self.outbox.append(created, key: record.sos.id, on: c)
-            let (sos, offers) = try await self.dispatch(c, record, from: 1)
+            try events.add(created, key: record.sos.id)
+            let (sos, offers) = try await self.dispatch(c, record, from: 1, &events)
+            try await self.outbox.append(events, on: c)
             var response = Caremesh_Dispatch_V1_CreateSosResponse()
             response.sos = sos.sos
             response.offers = offers
@@ -179,14 +180,17 @@ final class SosDesk: Sendable {
 
     /// Schedules one report to identity per person per window (the refusals in between are
     /// not reported again).
-    private func reportRateLimit(_ c: PostgresConnection, _ me: UUID, recent: Int64, window: Double) async throws {
-        let due = try await c.query("""
-            INSERT INTO sos_rate_reports (user_id) VALUES (\(me))
-            ON CONFLICT (user_id) DO UPDATE SET reported_at = now()
-            WHERE sos_rate_reports.reported_at < now() - make_interval(secs => \(window))
-            RETURNING 1
-            """, logger: logger).hasRows()
-        guard due else { return }
+    private func reportRateLimit(_ c: PostgresConnection, _ me: UUID, window: Double) async throws {
+        let recent = try await c.query("""
+            WITH due AS (
+                INSERT INTO sos_rate_reports (user_id) VALUES (\(me))
+                ON CONFLICT (user_id) DO UPDATE SET reported_at = now()
+                WHERE sos_rate_reports.reported_at < now() - make_interval(secs => \(window))
+                RETURNING 1)
+            SELECT count(*) FROM sos_requests
+            WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window)) AND EXISTS (SELECT 1 FROM due)
+            """, logger: logger).first(Int64.self) ?? 0
+        guard recent > 0 else { return }
         let payload = try JSONSerialization.data(withJSONObject: [
             "user_id": me.uuidString.lowercased(), "recent": "\(recent)", "window_s": "\(Int(window))",
         ], options: [.sortedKeys])
@@ -194,8 +198,11 @@ final class SosDesk: Sendable {
     }
 
     /// Offers `record` wave by wave from `wave` until a wave finds someone (or escalates),
-    /// arming that wave's timer. Returns the SOS as it now stands and the offers made.
-    func dispatch(_ c: PostgresConnection, _ record: Record, from first: Int) async throws -> (Record, [Caremesh_Dispatch_V1_Offer]) {
+    /// arming that wave's timer; its events go to `events`. Returns the SOS as it now stands
+    /// and the offers made.
+    func dispatch(_ c: PostgresConnection, _ record: Record, from first: Int, _ events: inout PendingEvents) async throws
+        -> (Record, [Caremesh_Dispatch_V1_Offer])
+    {
         // Empty waves are skipped at once; the escalation wave (professionals included) is
         // always the last tried, found or not.
         var tried: WavePlan?
@@ -207,19 +214,23 @@ final class SosDesk: Sendable {
         }
         guard let plan = tried else { return (record, []) }
         let escalation = plan.escalates ? try? SosLifecycle.apply(.escalate, to: record.state, by: []) : nil
-        guard let updated = try await one(c, """
-            UPDATE sos_requests SET wave = \(plan.wave), status = coalesce(\(escalation?.to.rawValue), status),
-                escalated_at = CASE WHEN \(escalation != nil) THEN now() ELSE escalated_at END
-            WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
-            """) else { throw RPCError(.internal, "the SOS vanished") }
+        var updated = record
+        if plan.wave != record.wave || escalation != nil {
+            guard let row = try await one(c, """
+                UPDATE sos_requests SET wave = \(plan.wave), status = coalesce(\(escalation?.to.rawValue), status),
+                    escalated_at = CASE WHEN \(escalation != nil) THEN now() ELSE escalated_at END
+                WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the SOS vanished") }
+            updated = row
+        }
         if let escalation {
             var e = Caremesh_Dispatch_V1_SosEscalated()
             e.sosID = record.sos.id
             e.wave = UInt32(plan.wave)
-            _ = try await outbox.append(e, key: record.sos.id, on: c)
-            try await statusChanged(c, record, to: escalation.to, actor: nil)
+            try events.add(e, key: record.sos.id)
+            try Self.statusChanged(&events, record, to: escalation.to, actor: nil)
         }
-        try await announce(c, updated, wave: plan.wave, offers.map(\.responderID), escalated: plan.includesProfessionals)
+        try Self.announce(&events, updated, wave: plan.wave, offers.map(\.responderID), escalated: plan.includesProfessionals)
         if !offers.isEmpty || plan.includesProfessionals {
             let runAt = Date().addingTimeInterval(Double(configuration.waveTimeout.components.seconds))
             try await Jobs.schedule(Self.waveJob, payload: Data("\(record.id) \(plan.wave)".utf8), runAt: runAt,
@@ -229,7 +240,7 @@ final class SosDesk: Sendable {
     }
 
     /// `SosOffered` for the responders who now hold an offer of `record` (none: no event).
-    func announce(_ c: PostgresConnection, _ record: Record, wave: Int, _ responders: [String], escalated: Bool) async throws {
+    static func announce(_ events: inout PendingEvents, _ record: Record, wave: Int, _ responders: [String], escalated: Bool) throws {
         guard !responders.isEmpty else { return }
         var e = Caremesh_Dispatch_V1_SosOffered()
         e.sosID = record.sos.id
@@ -238,7 +249,7 @@ final class SosDesk: Sendable {
         e.emergencyType = record.sos.emergencyType
         e.priority = record.sos.priority
         e.escalated = escalated
-        _ = try await outbox.append(e, key: record.sos.id, on: c)
+        try events.add(e, key: record.sos.id)
     }
 
     /// The wave's offers: among the `3 × waveSize` nearest eligible, available, free responders
@@ -274,7 +285,9 @@ final class SosDesk: Sendable {
         guard let record = try await one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id) FOR UPDATE"),
               record.state.isOpen, record.wave == wave
         else { return }
-        _ = try await dispatch(c, record, from: wave + 1)
+        var events = PendingEvents()
+        _ = try await dispatch(c, record, from: wave + 1, &events)
+        try await outbox.append(events, on: c)
     }
 
     // MARK: - Lifecycle
@@ -306,12 +319,14 @@ final class SosDesk: Sendable {
                 WHERE sos_id = \(id) AND response = 'PENDING'
                 """, logger: self.logger)
             try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+            var events = PendingEvents()
             var e = Caremesh_Dispatch_V1_SosAccepted()
             e.sosID = updated.sos.id
             e.requesterID = updated.sos.requesterID
             e.responderID = me.uuidString.lowercased()
-            _ = try await self.outbox.append(e, key: updated.sos.id, on: c)
-            try await self.statusChanged(c, record, to: t.to, actor: me)
+            try events.add(e, key: updated.sos.id)
+            try Self.statusChanged(&events, record, to: t.to, actor: me)
+            try await self.outbox.append(events, on: c)
             return updated.sos
         }
         return response
@@ -339,7 +354,10 @@ final class SosDesk: Sendable {
                 """, logger: self.logger).hasRows()
             guard !waiting else { return record.sos }
             try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
-            return try await self.dispatch(c, record, from: record.wave + 1).0.sos
+            var events = PendingEvents()
+            let sos = try await self.dispatch(c, record, from: record.wave + 1, &events).0.sos
+            try await self.outbox.append(events, on: c)
+            return sos
         }
         return response
     }
@@ -366,7 +384,9 @@ final class SosDesk: Sendable {
             guard let updated = try await self.one(c, """
                 UPDATE sos_requests SET status = \(t.to.rawValue), \(unescaped: set) WHERE id = \(id) RETURNING \(unescaped: Self.columns)
                 """) else { throw RPCError(.internal, "the SOS vanished") }
-            try await self.statusChanged(c, record, to: t.to, actor: caller.userID)
+            var events = PendingEvents()
+            try Self.statusChanged(&events, record, to: t.to, actor: caller.userID)
+            try await self.outbox.append(events, on: c)
             return updated.sos
         }
     }
@@ -398,7 +418,9 @@ final class SosDesk: Sendable {
             UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now() WHERE sos_id = \(record.id) AND response = 'PENDING'
             """, logger: logger)
         try await Jobs.cancel(Self.waveJob, uniqueKey: "\(record.id):\(record.wave)", on: c, logger: logger)
-        try await statusChanged(c, record, to: to, actor: actor)
+        var events = PendingEvents()
+        try Self.statusChanged(&events, record, to: to, actor: actor)
+        try await outbox.append(events, on: c)
         return updated.sos
     }
 
@@ -424,18 +446,21 @@ final class SosDesk: Sendable {
             """, logger: logger)
         var reoffered: [String] = []
         for try await responder in again.decode(UUID.self) { reoffered.append(responder.uuidString.lowercased()) }
-        try await statusChanged(c, record, to: to, actor: me)
-        try await announce(c, reopened, wave: reopened.wave, reoffered, escalated: reopened.wasEscalated)
-        return try await dispatch(c, reopened, from: reopened.wave + 1).0.sos
+        var events = PendingEvents()
+        try Self.statusChanged(&events, record, to: to, actor: me)
+        try Self.announce(&events, reopened, wave: reopened.wave, reoffered, escalated: reopened.wasEscalated)
+        let sos = try await dispatch(c, reopened, from: reopened.wave + 1, &events).0.sos
+        try await outbox.append(events, on: c)
+        return sos
     }
 
-    func statusChanged(_ c: PostgresConnection, _ before: Record, to: SosState, actor: UUID?) async throws {
+    static func statusChanged(_ events: inout PendingEvents, _ before: Record, to: SosState, actor: UUID?) throws {
         var e = Caremesh_Dispatch_V1_SosStatusChanged()
         e.sosID = before.sos.id
         e.status = to.proto
         e.previousStatus = before.state.proto
         e.actorID = actor?.uuidString.lowercased() ?? ""
-        _ = try await outbox.append(e, key: before.sos.id, on: c)
+        try events.add(e, key: before.sos.id)
     }
 
     // MARK: - Reading
