@@ -77,6 +77,7 @@ struct SosBench: AsyncParsableCommand {
                        CASE WHEN i % 3 = 0 THEN ARRAY['FIRST_AID'] ELSE '{}' END
                 FROM generate_series(1, \(volunteers)) i
                 ON CONFLICT (user_id) DO UPDATE SET verified = true, active = true, available = true, credential_expired = false
+                WHERE NOT (responders.verified AND responders.active AND responders.available AND NOT responders.credential_expired)
                 """, logger: logger)
             try await conn.query("""
                 INSERT INTO user_locations (user_id, location, accuracy_m, updated_at)
@@ -85,10 +86,13 @@ struct SosBench: AsyncParsableCommand {
                                                \(Self.center.lat) + (random() * 2 - 1) * \(Self.halfLat)), 4326)::geography,
                        10, now()
                 FROM generate_series(1, \(volunteers)) i
-                ON CONFLICT (user_id) DO UPDATE SET location = excluded.location, updated_at = now()
+                ON CONFLICT (user_id) DO UPDATE SET updated_at = now()
+                WHERE user_locations.updated_at < now() - interval '10 minutes'
                 """, logger: logger)
-            try await conn.query("ANALYZE responders", logger: logger)
-            try await conn.query("ANALYZE user_locations", logger: logger)
+            // A re-run keeps the city (same places, fixes refreshed only when they would go
+            // stale during the run) and starts without the dead rows of earlier runs: a KNN
+            // scan wading through them measures the last run's debris, not matching.
+            try await conn.query("VACUUM (ANALYZE) responders, user_locations, sos_requests, sos_offers, jobs", logger: logger)
         }
         print(String(format: "dispatch seed: volunteers=%d seconds=%.1f", volunteers, Double(monotonicNanos() - started) / 1e9))
 
@@ -139,7 +143,8 @@ struct SosBench: AsyncParsableCommand {
             print(result.line("dispatch location updates", "concurrency=\(c)"))
         }
 
-        // Close the bench's SOS (their wave timers then find nothing to do); keep or drop the city.
+        // Close the bench's SOS and cancel their wave timers (left scheduled, they would fire
+        // during a later run and load the box it measures); keep or drop the city.
         try await Store.withSingleConnection(database, timeout: .seconds(10), logger: logger) { conn in
             try await conn.query("""
                 WITH closed AS (
@@ -147,6 +152,11 @@ struct SosBench: AsyncParsableCommand {
                     WHERE description = 'bench' AND status IN ('PENDING', 'ESCALATED') RETURNING id)
                 UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now()
                 WHERE sos_id IN (SELECT id FROM closed) AND response = 'PENDING'
+                """, logger: logger)
+            try await conn.query("""
+                UPDATE jobs SET state = 'cancelled', finished_at = now()
+                WHERE kind = 'sos-wave' AND state = 'scheduled'
+                  AND lower(split_part(unique_key, ':', 1)) IN (SELECT id::text FROM sos_requests WHERE description = 'bench')
                 """, logger: logger)
             if remove {
                 try await conn.query("""

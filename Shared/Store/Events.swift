@@ -59,17 +59,22 @@ public final class Outbox: Service, Sendable {
     /// order, after the lock) and the NOTIFY (delivered at commit), in one round trip.
     static func append(_ events: PendingEvents, schema: String, on connection: PostgresConnection, logger: Logger) async throws {
         guard !events.isEmpty else { return }
-        try await connection.query("""
-            WITH ordering AS (SELECT pg_advisory_xact_lock(\(advisoryLockKey("caremesh.outbox.\(schema)")))),
+        try await connection.run(Prepared<AppendEvents>(advisoryLockKey("caremesh.outbox.\(schema)"), events.ids, events.types,
+                                                        events.keys, events.payloads, channel(schema)), logger: logger)
+    }
+
+    enum AppendEvents: PreparedSQL {
+        static let sql = """
+            WITH ordering AS (SELECT pg_advisory_xact_lock($1)),
             written AS (
                 INSERT INTO outbox (event_id, type, key, payload)
                 SELECT e.id, e.type, e.key, e.payload
-                FROM ordering, unnest(\(events.ids)::uuid[], \(events.types)::text[], \(events.keys)::text[],
-                                      \(events.payloads)::bytea[]) WITH ORDINALITY AS e(id, type, key, payload, n)
+                FROM ordering, unnest($2, $3, $4, $5) WITH ORDINALITY AS e(id, type, key, payload, n)
                 ORDER BY e.n
                 RETURNING 1)
-            SELECT pg_notify(\(channel(schema)), '') FROM (SELECT 1 FROM written LIMIT 1) AS any_written
-            """, logger: logger)
+            SELECT pg_notify($6, '') FROM (SELECT 1 FROM written LIMIT 1) AS any_written
+            """
+        static let types: [PostgresDataType] = [.int8, .uuidArray, .textArray, .textArray, .byteaArray, .text]
     }
 
     static func channel(_ schema: String) -> String { "caremesh_outbox_\(schema)" }

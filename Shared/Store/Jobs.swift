@@ -21,12 +21,19 @@ public enum Jobs {
     @discardableResult
     public static func schedule(_ kind: String, payload: Data = Data(), runAt: Date? = nil, uniqueKey: String? = nil,
                                 maxAttempts: Int = 10, on connection: PostgresConnection, logger: Logger) async throws -> Int64? {
-        try await connection.query("""
+        let rows = try await connection.run(Prepared<ScheduleJob>(kind, ByteBuffer(bytes: payload), runAt, uniqueKey, maxAttempts),
+                                            logger: logger)
+        return try rows.first?.decode(Int64.self)
+    }
+
+    enum ScheduleJob: PreparedSQL {
+        static let sql = """
             INSERT INTO jobs (kind, payload, run_at, unique_key, max_attempts)
-            VALUES (\(kind), \(ByteBuffer(bytes: payload)), coalesce(\(runAt), now()), \(uniqueKey), \(maxAttempts))
+            VALUES ($1, $2, coalesce($3, now()), $4, $5)
             ON CONFLICT (kind, unique_key) WHERE state = 'scheduled' AND unique_key IS NOT NULL DO NOTHING
             RETURNING id
-            """, logger: logger).first(Int64.self)
+            """
+        static let types: [PostgresDataType] = [.text, .bytea, .timestamptz, .text, .int8]
     }
 
     /// Cancels the scheduled job of `kind` and `uniqueKey` (e.g. a timer made moot); true if

@@ -28,7 +28,7 @@ extension PostgresConnection {
     /// Waits for the transaction-scoped advisory lock `name` (released at commit or rollback):
     /// serializes what one row lock cannot, e.g. "one at a time per person".
     public func lockForTransaction(_ name: String, logger: Logger) async throws {
-        _ = try await query("SELECT pg_advisory_xact_lock(\(advisoryLockKey(name)))", logger: logger).hasRows()
+        try await run(Prepared<AdvisoryTransactionLock>(advisoryLockKey(name)), logger: logger)
     }
 }
 

@@ -54,6 +54,18 @@ final class Responders: Sendable {
         var accuracyM: Double
     }
 
+    enum UpsertFixes: PreparedSQL {
+        static let sql = """
+            INSERT INTO user_locations (user_id, location, accuracy_m, updated_at)
+            SELECT u, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, acc, now()
+            FROM unnest($1, $2, $3, $4) AS f(u, lat, lon, acc)
+            ON CONFLICT (user_id) DO UPDATE SET location = EXCLUDED.location, accuracy_m = EXCLUDED.accuracy_m,
+                updated_at = EXCLUDED.updated_at
+            RETURNING user_id, extract(epoch FROM updated_at)::float8
+            """
+        static let types: [PostgresDataType] = [.uuidArray, .float8Array, .float8Array, .float8Array]
+    }
+
     /// Upserts a batch of fixes in one statement (a person's last fix in the batch wins: one
     /// row may change only once per statement); returns each fix's `updated_at` in epoch
     /// seconds, in the batch's order.
@@ -63,15 +75,12 @@ final class Responders: Sendable {
         let rows = last.values.sorted().map { batch[$0] }
         let written = try await store.withConnection(timeout: .seconds(5)) { c in
             var at: [UUID: Double] = [:]
-            for try await (id, t) in try await c.query("""
-                INSERT INTO user_locations (user_id, location, accuracy_m, updated_at)
-                SELECT u, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, acc, now()
-                FROM unnest(\(rows.map(\.userID))::uuid[], \(rows.map(\.latitude))::float8[], \(rows.map(\.longitude))::float8[],
-                            \(rows.map(\.accuracyM))::float8[]) AS f(u, lat, lon, acc)
-                ON CONFLICT (user_id) DO UPDATE SET location = EXCLUDED.location, accuracy_m = EXCLUDED.accuracy_m,
-                    updated_at = EXCLUDED.updated_at
-                RETURNING user_id, extract(epoch FROM updated_at)::float8
-                """, logger: logger).decode((UUID, Double).self) { at[id] = t }
+            let statement = try Prepared<UpsertFixes>(rows.map(\.userID), rows.map(\.latitude), rows.map(\.longitude),
+                                                      rows.map(\.accuracyM))
+            for row in try await c.run(statement, logger: logger) {
+                let (id, t) = try row.decode((UUID, Double).self)
+                at[id] = t
+            }
             return at
         }
         return try batch.map { fix in

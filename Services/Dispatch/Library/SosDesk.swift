@@ -89,6 +89,18 @@ final class SosDesk: Sendable {
         return out
     }
 
+    /// A new SOS, unless its requester already raised `limit` within the window (then no row).
+    enum InsertSos: PreparedSQL {
+        static let sql = """
+            INSERT INTO sos_requests (requester_id, emergency_type, priority, location, description)
+            SELECT $1, $2, $3, ST_SetSRID(ST_MakePoint($4, $5), 4326)::geography, $6
+            WHERE (SELECT count(*) FROM sos_requests
+                   WHERE requester_id = $1 AND created_at > now() - make_interval(secs => $7)) < $8
+            RETURNING \(SosDesk.columns)
+            """
+        static let types: [PostgresDataType] = [.uuid, .text, .text, .float8, .float8, .text, .float8, .int8]
+    }
+
     /// The SOS, locked for the rest of the transaction (concurrent changes queue behind it).
     func locked(_ c: PostgresConnection, _ id: UUID) async throws -> Record {
         guard let r = try await one(c, "SELECT \(unescaped: Self.columns) FROM sos_requests WHERE id = \(id) FOR UPDATE") else {
@@ -147,13 +159,10 @@ final class SosDesk: Sendable {
             // so the count's snapshot sees whatever the previous holder committed): bursts
             // cannot slip past it. Under the limit the insert happens in the same statement.
             try await c.lockForTransaction("dispatch.sos-rate.\(me)", logger: self.logger)
-            guard let record = try await self.one(c, """
-                INSERT INTO sos_requests (requester_id, emergency_type, priority, location, description)
-                SELECT \(me), \(type!), \(priority!), \(point: r.location), \(r.description_p)
-                WHERE (SELECT count(*) FROM sos_requests
-                       WHERE requester_id = \(me) AND created_at > now() - make_interval(secs => \(window))) < \(configuration.sosRateLimit)
-                RETURNING \(unescaped: Self.columns)
-                """) else {
+            let inserted = try await c.run(Prepared<InsertSos>(me, type!, priority!, r.location.longitude, r.location.latitude,
+                                                               r.description_p, window, configuration.sosRateLimit),
+                                           logger: self.logger)
+            guard let record = try inserted.first.map({ try Self.record($0.makeRandomAccess()) }) else {
                 try await self.reportRateLimit(c, me, window: window)
                 return nil
             }
@@ -262,20 +271,28 @@ final class SosDesk: Sendable {
         let maxAge = Double(configuration.locationMaxAge.components.seconds)
         let pool = 3 * configuration.waveSize
         let p = record.sos.location
-        // `match_candidates` (migration 0102): the KNN scan, with its planner setting.
-        let rows = try await c.query("""
+        let rows = try await c.run(Prepared<MatchWave>(record.id, record.requester, p.longitude, p.latitude, plan.radius, roles,
+                                                       preferred, maxAge, Int32(pool), Int32(plan.wave),
+                                                       Int32(configuration.waveSize)), logger: logger)
+        let offers = try rows.map { try Self.offer($0.makeRandomAccess(), sos: record.sos.id) }
+        return offers.sorted { ($0.skillMatch ? 0 : 1, $0.distanceM) < ($1.skillMatch ? 0 : 1, $1.distanceM) }
+    }
+
+    /// `match_candidates` (migration 0102: the KNN scan, with its planner setting), the best
+    /// `size` of them inserted as the wave's offers.
+    enum MatchWave: PreparedSQL {
+        static let sql = """
             WITH candidates AS (
-                SELECT * FROM match_candidates(\(record.id), \(record.requester), \(point: p), \(plan.radius)::float8,
-                                               \(roles)::text[], \(preferred)::text[], \(maxAge)::float8, \(pool)::int4)
+                SELECT * FROM match_candidates($1, $2, ST_SetSRID(ST_MakePoint($3, $4), 4326)::geography, $5, $6, $7, $8, $9)
             )
             INSERT INTO sos_offers (sos_id, responder_id, wave, distance_m, skill_match)
-            SELECT \(record.id), user_id, \(plan.wave), distance_m, skill_match FROM candidates
-            ORDER BY skill_match DESC, distance_m LIMIT \(configuration.waveSize)
-            RETURNING \(unescaped: Self.offerColumns)
-            """, logger: logger)
-        var offers: [Caremesh_Dispatch_V1_Offer] = []
-        for try await row in rows { offers.append(try Self.offer(row.makeRandomAccess(), sos: record.sos.id)) }
-        return offers.sorted { ($0.skillMatch ? 0 : 1, $0.distanceM) < ($1.skillMatch ? 0 : 1, $1.distanceM) }
+            SELECT $1, user_id, $10, distance_m, skill_match FROM candidates
+            ORDER BY skill_match DESC, distance_m LIMIT $11
+            RETURNING \(SosDesk.offerColumns)
+            """
+        static let types: [PostgresDataType] = [
+            .uuid, .uuid, .float8, .float8, .float8, .textArray, .textArray, .float8, .int4, .int4, .int4,
+        ]
     }
 
     /// The wave timer: if nobody accepted and the SOS is still on that wave, the next one.

@@ -35,13 +35,19 @@ struct CLITests {
     func upStatusDown() async throws {
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-up-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: home) }
-        let port = TestStack.freePort()
+        // Two ports each found free (port + 1 may be any connection's ephemeral source port).
+        let port = TestStack.freePort(), workerPort = TestStack.freePort()
         let env = ["CAREMESH_HOME": home.path,
                    "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
-                   "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(port + 1)"]
+                   "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)"]
         let up = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))
         defer { _ = try? FileManager.default.contentsOfDirectory(atPath: home.path) }
-        #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)")
+        // On failure, the stack's own logs say why (they go with the temporary home).
+        let logs = ["supervisor", "router", "identity"].map { name in
+            let text = (try? String(contentsOf: home.appendingPathComponent("logs/\(name).log"), encoding: .utf8)) ?? ""
+            return "--- \(name).log (last lines)\n" + text.split(separator: "\n").suffix(15).joined(separator: "\n")
+        }.joined(separator: "\n")
+        #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)\n\(logs)")
         #expect(up.stdout.contains("CareMesh is up"))
         #expect(up.stdout.contains("identity SERVING"))
         var migrationsText = ""

@@ -47,10 +47,11 @@ struct FailureTests {
 
     @Test("router restart: workers re-register and calls succeed again within 3 s")
     func routerRestart() async throws {
-        let port = TestStack.freePort()
+        // Two ports each found free (port + 1 may be any connection's ephemeral source port).
+        let port = TestStack.freePort(), workerPort = TestStack.freePort()
         let db = try await TestDatabase.fresh("restart")
         let env = db.environment.merging(["CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
-                                          "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(port + 1)",
+                                          "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)",
                                           "CAREMESH_LOG_LEVEL": "warning"]) { $1 }
         let routerBin = TestStack.binaries.appendingPathComponent("router")
         var router = try TestStack.spawn(routerBin, [], environment: env)
