@@ -86,10 +86,13 @@ struct FailureTests {
 
     @Test("SIGTERM under load: the worker drains, no call in flight fails, and it exits 0")
     func sigtermUnderLoad() async throws {
-        let router = try TestStack.startRouter(TestStack.routerConfiguration(heartbeatMs: 200))
+        // Heartbeats every 500 ms (liveness 1.5 s): at 200 ms a loaded CI box once stalled a
+        // process past the 600 ms liveness, and the router rightly counted its call lost;
+        // that is liveness working, not the drain this test is about.
+        let router = try TestStack.startRouter(TestStack.routerConfiguration(heartbeatMs: 500))
         defer { router.stop() }
         let args = ["bench-worker", "--endpoint", router.boundEndpoints.worker, "--capacity", "16"]
-        let env = ["CAREMESH_HEARTBEAT_MS": "200"]
+        let env = ["CAREMESH_HEARTBEAT_MS": "500"]
         let leaving = try TestStack.spawn(caremesh, args, environment: env)
         let staying = try TestStack.spawn(caremesh, args, environment: env)
         defer { for p in [leaving, staying] where p.isRunning { kill(p.processIdentifier, SIGKILL) } }
