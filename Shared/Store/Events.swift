@@ -33,10 +33,7 @@ public final class Outbox: Service, Sendable {
     /// transaction that makes the change. Returns the event's id.
     @discardableResult
     public func append(_ message: some SwiftProtobuf.Message, key: String, on connection: PostgresConnection) async throws -> UUID {
-        var events = PendingEvents()
-        let id = try events.add(message, key: key)
-        try await append(events, on: connection)
-        return id
+        try await Self.append(message, key: key, schema: schema, on: connection, logger: store.logger)
     }
 
     /// Appends `events` in their order, in one statement: a transaction that emits several
@@ -166,7 +163,6 @@ public struct PendingEvents: Sendable {
     public init() {}
 
     public var isEmpty: Bool { ids.isEmpty }
-    public var count: Int { ids.count }
 
     /// Adds `message` as an event about `key`; returns the event's id.
     @discardableResult
@@ -178,13 +174,6 @@ public struct PendingEvents: Sendable {
         keys.append(key)
         payloads.append(ByteBuffer(bytes: payload))
         return id
-    }
-
-    public mutating func add(contentsOf other: PendingEvents) {
-        ids += other.ids
-        types += other.types
-        keys += other.keys
-        payloads += other.payloads
     }
 }
 

@@ -37,6 +37,14 @@ public struct Page: Sendable {
         }
     }
 
+    /// The same, for a method whose only checked fields are the page's: throws
+    /// `INVALID_ARGUMENT` naming `page_token`.
+    public init(size: UInt32, token: String) throws(RPCError) {
+        var v = FieldViolations()
+        self.init(size: size, token: token, into: &v)
+        try v.throwIfAny()
+    }
+
     /// One more than the page, so that a full page knows whether another follows.
     public var limit: Int { size + 1 }
 

@@ -50,8 +50,12 @@ public struct ServiceHost: Sendable {
     }
 
     static func migrateOnStart(_ name: String, _ environment: [String: String]) -> Bool {
-        let value = environment["\(name.uppercased())_MIGRATE_ON_START"] ?? environment["CAREMESH_MIGRATE_ON_START"] ?? "true"
-        return !["false", "0", "no", "off"].contains(value.lowercased())
+        isOn(environment["\(name.uppercased())_MIGRATE_ON_START"] ?? environment["CAREMESH_MIGRATE_ON_START"])
+    }
+
+    /// A switch from the environment: on unless it says false, 0, no or off.
+    static func isOn(_ value: String?) -> Bool {
+        !["false", "0", "no", "off"].contains((value ?? "true").lowercased())
     }
 }
 
@@ -78,7 +82,7 @@ extension ServiceHost {
     /// answer was read, instead of hopping to another pool's thread after every statement.
     /// Nothing blocking may run on the task pool (identity hashes on its own queue).
     public static func main(_ name: String, _ make: (Logger) async throws -> ServiceHost) async -> Never {
-        if !["false", "0", "no", "off"].contains((ProcessInfo.processInfo.environment["CAREMESH_NIO_EXECUTOR"] ?? "true").lowercased()) {
+        if isOn(ProcessInfo.processInfo.environment["CAREMESH_NIO_EXECUTOR"]) {
             NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
         ServiceRunner.bootstrapLogging()

@@ -14,8 +14,11 @@ final class SosDesk: Sendable {
     let configuration: DispatchConfiguration
     let logger: Logger
 
-    /// The durable timer of a wave: payload "<sos id> <wave>".
+    /// The durable timer of a wave: payload "<sos id> <wave>", unique per `waveKey`.
     static let waveJob = "sos-wave"
+
+    /// The wave timer's unique key: "<sos id>:<wave>" (the id as PostgreSQL prints it).
+    static func waveKey(_ id: UUID, _ wave: Int) -> String { "\(id.uuidString.lowercased()):\(wave)" }
     /// Reports a person over the SOS rate limit to identity: payload JSON.
     static let rateReportJob = "sos-rate-report"
 
@@ -243,7 +246,7 @@ final class SosDesk: Sendable {
         if !offers.isEmpty || plan.includesProfessionals {
             let runAt = Date().addingTimeInterval(Double(configuration.waveTimeout.components.seconds))
             try await Jobs.schedule(Self.waveJob, payload: Data("\(record.id) \(plan.wave)".utf8), runAt: runAt,
-                                    uniqueKey: "\(record.id):\(plan.wave)", on: c, logger: logger)
+                                    uniqueKey: Self.waveKey(record.id, plan.wave), on: c, logger: logger)
         }
         return (updated, offers)
     }
@@ -335,7 +338,7 @@ final class SosDesk: Sendable {
                     responded_at = now()
                 WHERE sos_id = \(id) AND response = 'PENDING'
                 """, logger: self.logger)
-            try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+            try await Jobs.cancel(Self.waveJob, uniqueKey: Self.waveKey(id, record.wave), on: c, logger: self.logger)
             var events = PendingEvents()
             var e = Caremesh_Dispatch_V1_SosAccepted()
             e.sosID = updated.sos.id
@@ -370,7 +373,7 @@ final class SosDesk: Sendable {
                 SELECT 1 FROM sos_offers WHERE sos_id = \(id) AND wave = \(record.wave) AND response = 'PENDING' LIMIT 1
                 """, logger: self.logger).hasRows()
             guard !waiting else { return record.sos }
-            try await Jobs.cancel(Self.waveJob, uniqueKey: "\(id):\(record.wave)", on: c, logger: self.logger)
+            try await Jobs.cancel(Self.waveJob, uniqueKey: Self.waveKey(id, record.wave), on: c, logger: self.logger)
             var events = PendingEvents()
             let sos = try await self.dispatch(c, record, from: record.wave + 1, &events).0.sos
             try await self.outbox.append(events, on: c)
@@ -434,7 +437,7 @@ final class SosDesk: Sendable {
         try await c.query("""
             UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now() WHERE sos_id = \(record.id) AND response = 'PENDING'
             """, logger: logger)
-        try await Jobs.cancel(Self.waveJob, uniqueKey: "\(record.id):\(record.wave)", on: c, logger: logger)
+        try await Jobs.cancel(Self.waveJob, uniqueKey: Self.waveKey(record.id, record.wave), on: c, logger: logger)
         var events = PendingEvents()
         try Self.statusChanged(&events, record, to: to, actor: actor)
         try await outbox.append(events, on: c)
@@ -541,9 +544,7 @@ final class SosDesk: Sendable {
         -> Caremesh_Dispatch_V1_ListMyOffersResponse
     {
         let me = try context.requireCaller().requireUserID()
-        var v = FieldViolations()
-        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
-        try v.throwIfAny()
+        let page = try Page(size: r.pageSize, token: r.pageToken)
         return try await store.withConnection { c in
             let rows = try await c.query("""
                 SELECT o.*, s.*

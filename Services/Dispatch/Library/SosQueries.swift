@@ -44,9 +44,7 @@ extension SosDesk {
 
     func listMySos(_ r: Caremesh_Dispatch_V1_ListMySosRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_ListMySosResponse {
         let me = try context.requireCaller().requireUserID()
-        var v = FieldViolations()
-        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
-        try v.throwIfAny()
+        let page = try Page(size: r.pageSize, token: r.pageToken)
         var response = Caremesh_Dispatch_V1_ListMySosResponse()
         (response.entries, response.nextPageToken) = try await history("requester_id", me, page: page)
         return response
@@ -56,9 +54,7 @@ extension SosDesk {
         -> Caremesh_Dispatch_V1_ListVolunteerSosResponse
     {
         let volunteer = try context.requireSelf(r.volunteerID, field: "volunteer_id", orRole: Responders.staff)
-        var v = FieldViolations()
-        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
-        try v.throwIfAny()
+        let page = try Page(size: r.pageSize, token: r.pageToken)
         var response = Caremesh_Dispatch_V1_ListVolunteerSosResponse()
         (response.entries, response.nextPageToken) = try await history("accepted_by", volunteer, page: page)
         return response

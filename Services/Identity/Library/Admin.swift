@@ -138,9 +138,7 @@ final class Admin: Sendable {
         -> Caremesh_Identity_V1_ListPendingVerificationsResponse
     {
         _ = try context.requireRole(Roles.admin)
-        var v = FieldViolations()
-        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
-        try v.throwIfAny()
+        let page = try Page(size: r.pageSize, token: r.pageToken)
         return try await store.withConnection { c in
             let rows = try await c.query("""
                 SELECT user_id, \(unescaped: Page.micros("submitted_at")) FROM (

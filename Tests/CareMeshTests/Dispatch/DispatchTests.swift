@@ -483,6 +483,16 @@ import Testing
             #expect(escalated.offers.map(\.responderID) == [volunteer.id, professional.id].map { $0.uuidString.lowercased() })
             #expect(escalated.offers.map(\.response) == [.declined, .pending])
             #expect(try await s.count("SELECT count(*) FROM dispatch.outbox WHERE type = 'caremesh.dispatch.v1.SosEscalated'") == 1)
+            // The SOS's events in seq order: each transaction's, appended together at its end,
+            // keep the order they were made in; each wave names whom it offered.
+            let events = try await s.sql("SELECT type, payload FROM dispatch.outbox WHERE key = \(created.sos.id) ORDER BY seq")
+                .map { try $0.decode((String, ByteBuffer).self) }
+            #expect(events.map(\.0) == ["SosCreated", "SosOffered", "SosEscalated", "SosStatusChanged", "SosOffered"]
+                .map { "caremesh.dispatch.v1.\($0)" })
+            let offered = try events.filter { $0.0 == Caremesh_Dispatch_V1_SosOffered.protoMessageName }
+                .map { try Caremesh_Dispatch_V1_SosOffered(serializedBytes: Data($0.1.readableBytesView)) }
+            #expect(offered.map(\.responderIds) == [[volunteer.id], [professional.id]].map { $0.map { $0.uuidString.lowercased() } })
+            #expect(offered.map(\.wave) == [1, 2] && offered.map(\.escalated) == [false, true])
 
             // Open offers only: the volunteer has none left, the professional has this one.
             #expect(try await s.client.call(DispatchMethods.listMyOffers, request: open, options: volunteer.auth).offers.isEmpty)
