@@ -1,5 +1,6 @@
 import CareMeshContracts
 import Foundation
+import Logging
 import Synchronization
 
 /// A service's own sign-in: its name and secret (`<SERVICE>_SERVICE_SECRET`, which identity
@@ -35,5 +36,15 @@ public final class ServiceCredentials: Sendable {
         let response = try await client.call(IdentityMethods.issueServiceToken, request: request)
         token.withLock { $0 = (response.accessToken, response.expiresAt.seconds) }
         return "Bearer \(response.accessToken)"
+    }
+}
+
+extension RPCClient {
+    /// A service's client of the others: the bus from the environment (`ClientConfiguration`),
+    /// signed in as `service` with `<SERVICE>_SERVICE_SECRET` when it is set.
+    public static func forService(_ service: String, environment: [String: String], logger: Logger) -> RPCClient {
+        var configuration = ClientConfiguration(environment: environment)
+        configuration.credentials = ServiceCredentials(service: service, environment: environment)
+        return RPCClient(configuration: configuration, logger: logger)
     }
 }

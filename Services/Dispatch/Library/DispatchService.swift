@@ -22,9 +22,7 @@ public enum DispatchService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.dispatch")) async throws -> ServiceHost {
         let configuration = try DispatchConfiguration(environment: environment)
-        var clientConfiguration = ClientConfiguration(environment: environment)
-        clientConfiguration.credentials = ServiceCredentials(service: name, environment: environment)
-        let client = RPCClient(configuration: clientConfiguration, logger: logger)
+        let client = RPCClient.forService(name, environment: environment, logger: logger)
         return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
                                           handlers: { store, outbox in
             handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)

@@ -71,7 +71,7 @@ public enum IdentityService {
         h.register(IdentityMethods.recordSuspiciousActivity) { r, ctx in try await admin.recordSuspicious(r, ctx) }
         h.register(IdentityMethods.listSuspiciousActivities) { r, ctx in try await admin.listSuspicious(r, ctx) }
         h.register(IdentityMethods.listAuditEntries) { r, ctx in try await admin.listAudit(r, ctx) }
-        let people = People(store: store, logger: logger)
+        let people = People(store: store, outbox: outbox, logger: logger)
         h.register(IdentityMethods.createPatient) { r, ctx in try await people.create(r, ctx) }
         h.register(IdentityMethods.updatePatient) { r, ctx in try await people.update(r, ctx) }
         h.register(IdentityMethods.getPatient) { r, ctx in try await people.get(r, ctx) }

@@ -16,13 +16,15 @@ import SwiftProtobuf
 /// Audit entries hold ids, roles, the action and the purpose, never PHI.
 final class People: Sendable {
     let store: Store
+    let outbox: Outbox
     let logger: Logger
 
     /// Who may touch PHI (the database's `phi_access_allowed()` says the same).
     static let careRoles: Set<String> = ["admin", "coordinator", "professional", "caregiver", "ea"]
 
-    init(store: Store, logger: Logger) {
+    init(store: Store, outbox: Outbox, logger: Logger) {
         self.store = store
+        self.outbox = outbox
         self.logger = logger
     }
 
@@ -54,7 +56,7 @@ final class People: Sendable {
             VALUES (\(kind), \(fields.name), \(fields.birth)::date, \(fields.primary), \(fields.secondary), \(fields.language),
                     \(fields.sms), \(fields.zone), \(actor.id))
             RETURNING \(unescaped: Self.columns)
-            """)
+            """) { c, patient in try await self.zoneChanged(patient, on: c) }
         return response
     }
 
@@ -74,7 +76,7 @@ final class People: Sendable {
                 primary_phone = \(fields.primary), secondary_phone = \(fields.secondary),
                 preferred_language = \(fields.language), sms_preferred = \(fields.sms), home_zone_id = \(fields.zone)
             WHERE id = \(id!) RETURNING \(unescaped: Self.columns)
-            """)
+            """) { c, patient in try await self.zoneChanged(patient, on: c) }
         return response
     }
 
@@ -160,15 +162,27 @@ final class People: Sendable {
         }
     }
 
-    /// The one patient `query` writes or reads, audited as `action`, in a PHI transaction.
-    private func one(_ actor: Actor, _ action: String, _ purpose: String, _ query: PostgresQuery) async throws
-        -> Caremesh_Identity_V1_Patient
+    /// The one patient `query` writes or reads, audited as `action`, in a PHI transaction
+    /// (`then` runs in it too, e.g. to announce a write).
+    private func one(_ actor: Actor, _ action: String, _ purpose: String, _ query: PostgresQuery,
+                     then: @escaping @Sendable (PostgresConnection, Caremesh_Identity_V1_Patient) async throws -> Void = { _, _ in })
+        async throws -> Caremesh_Identity_V1_Patient
     {
         try await withPHI(actor) { c in
             let (id, patient) = try await self.load(c, query)
             try await self.audit(c, actor, action, ids: [id], purpose: purpose)
+            try await then(c, patient)
             return patient
         }
+    }
+
+    /// `PersonZoneChanged` with the zone as it now stands (ids only): alerts routes by it.
+    private func zoneChanged(_ patient: Caremesh_Identity_V1_Patient, on c: PostgresConnection) async throws {
+        var e = Caremesh_Identity_V1_PersonZoneChanged()
+        e.personID = patient.id
+        e.kind = patient.kind
+        e.zoneID = patient.homeZoneID
+        _ = try await outbox.append(e, key: patient.id, on: c)
     }
 
     /// One audit entry per record, in the caller's transaction.

@@ -4,14 +4,50 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "9a6110336244d4e3"
+public let protoFingerprint = "8cb71d80099b4175"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
     /// The MDP service name that serves them (nil: every worker does).
     public static let serviceName: String? = "alerts"
+    /// `/caremesh.alerts.v1.Alerts/RaiseCareAlert`
+    public static let raiseCareAlert = RPCMethod<Caremesh_Alerts_V1_RaiseCareAlertRequest, Caremesh_Alerts_V1_RaiseCareAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/RaiseCareAlert", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/GetCareAlert`
+    public static let getCareAlert = RPCMethod<Caremesh_Alerts_V1_GetCareAlertRequest, Caremesh_Alerts_V1_GetCareAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/GetCareAlert", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/AcknowledgeCareAlert`
+    public static let acknowledgeCareAlert = RPCMethod<Caremesh_Alerts_V1_AcknowledgeCareAlertRequest, Caremesh_Alerts_V1_AcknowledgeCareAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/AcknowledgeCareAlert", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ResolveCareAlert`
+    public static let resolveCareAlert = RPCMethod<Caremesh_Alerts_V1_ResolveCareAlertRequest, Caremesh_Alerts_V1_ResolveCareAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ResolveCareAlert", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/CancelCareAlert`
+    public static let cancelCareAlert = RPCMethod<Caremesh_Alerts_V1_CancelCareAlertRequest, Caremesh_Alerts_V1_CancelCareAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/CancelCareAlert", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/CoordinatorDashboard`
+    public static let coordinatorDashboard = RPCMethod<Caremesh_Alerts_V1_CoordinatorDashboardRequest, Caremesh_Alerts_V1_CoordinatorDashboardResponse>(
+        path: "/caremesh.alerts.v1.Alerts/CoordinatorDashboard", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListUnansweredCareAlerts`
+    public static let listUnansweredCareAlerts = RPCMethod<Caremesh_Alerts_V1_ListUnansweredCareAlertsRequest, Caremesh_Alerts_V1_ListUnansweredCareAlertsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListUnansweredCareAlerts", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListClientCareAlerts`
+    public static let listClientCareAlerts = RPCMethod<Caremesh_Alerts_V1_ListClientCareAlertsRequest, Caremesh_Alerts_V1_ListClientCareAlertsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListClientCareAlerts", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/PutCoordinator`
+    public static let putCoordinator = RPCMethod<Caremesh_Alerts_V1_PutCoordinatorRequest, Caremesh_Alerts_V1_PutCoordinatorResponse>(
+        path: "/caremesh.alerts.v1.Alerts/PutCoordinator", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListCoordinators`
+    public static let listCoordinators = RPCMethod<Caremesh_Alerts_V1_ListCoordinatorsRequest, Caremesh_Alerts_V1_ListCoordinatorsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListCoordinators", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/PutEscalationPolicy`
+    public static let putEscalationPolicy = RPCMethod<Caremesh_Alerts_V1_PutEscalationPolicyRequest, Caremesh_Alerts_V1_PutEscalationPolicyResponse>(
+        path: "/caremesh.alerts.v1.Alerts/PutEscalationPolicy", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListEscalationPolicies`
+    public static let listEscalationPolicies = RPCMethod<Caremesh_Alerts_V1_ListEscalationPoliciesRequest, Caremesh_Alerts_V1_ListEscalationPoliciesResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListEscalationPolicies", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = []
+    public static let all: [AnyRPCMethod] = [raiseCareAlert.erased, getCareAlert.erased, acknowledgeCareAlert.erased, resolveCareAlert.erased, cancelCareAlert.erased, coordinatorDashboard.erased, listUnansweredCareAlerts.erased, listClientCareAlerts.erased, putCoordinator.erased, listCoordinators.erased, putEscalationPolicy.erased, listEscalationPolicies.erased]
 }
 
 /// The methods of `caremesh.bench.v1.Bench` (caremesh/bench/v1/bench.proto).
@@ -244,6 +280,18 @@ public enum MessagingMethods {
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
 public let allRPCMethods: [AnyRPCMethod] = [
+    AlertsMethods.raiseCareAlert.erased,
+    AlertsMethods.getCareAlert.erased,
+    AlertsMethods.acknowledgeCareAlert.erased,
+    AlertsMethods.resolveCareAlert.erased,
+    AlertsMethods.cancelCareAlert.erased,
+    AlertsMethods.coordinatorDashboard.erased,
+    AlertsMethods.listUnansweredCareAlerts.erased,
+    AlertsMethods.listClientCareAlerts.erased,
+    AlertsMethods.putCoordinator.erased,
+    AlertsMethods.listCoordinators.erased,
+    AlertsMethods.putEscalationPolicy.erased,
+    AlertsMethods.listEscalationPolicies.erased,
     BenchMethods.echo.erased,
     BenchMethods.write.erased,
     IdentityMethods.register.erased,

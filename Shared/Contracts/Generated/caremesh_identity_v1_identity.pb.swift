@@ -1945,6 +1945,25 @@ public nonisolated struct Caremesh_Identity_V1_SuspiciousActivityRecorded: Senda
   public init() {}
 }
 
+/// A patient or client was created or updated: their home zone as it now stands (alerts routes a
+/// client's care alerts to their zone's coordinator). Ids only (no PHI).
+public nonisolated struct Caremesh_Identity_V1_PersonZoneChanged: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var personID: String = String()
+
+  public var kind: Caremesh_Identity_V1_PersonKind = .unspecified
+
+  /// A dispatch zone id; empty for none.
+  public var zoneID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caremesh.identity.v1"
@@ -5040,6 +5059,46 @@ nonisolated extension Caremesh_Identity_V1_SuspiciousActivityRecorded: SwiftProt
     if lhs.activityID != rhs.activityID {return false}
     if lhs.userID != rhs.userID {return false}
     if lhs.activityType != rhs.activityType {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_PersonZoneChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PersonZoneChanged"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}person_id\0\u{1}kind\0\u{3}zone_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.personID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.zoneID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.personID.isEmpty {
+      try visitor.visitSingularStringField(value: self.personID, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.zoneID.isEmpty {
+      try visitor.visitSingularStringField(value: self.zoneID, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_PersonZoneChanged, rhs: Caremesh_Identity_V1_PersonZoneChanged) -> Bool {
+    if lhs.personID != rhs.personID {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.zoneID != rhs.zoneID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -32,17 +32,9 @@ import Testing
         }
 
         /// Runs `sql` as the superuser in the test database (fixtures and checks).
-        func sql(_ query: PostgresQuery) async throws -> [PostgresRow] {
-            try await Store.withSingleConnection(db.admin, logger: TestDatabase.logger) { c in
-                var out: [PostgresRow] = []
-                for try await row in try await c.query(query, logger: TestDatabase.logger) { out.append(row) }
-                return out
-            }
-        }
+        func sql(_ query: PostgresQuery) async throws -> [PostgresRow] { try await db.sql(query) }
 
-        func count(_ query: PostgresQuery) async throws -> Int64 {
-            try await sql(query).first?.decode(Int64.self) ?? -1
-        }
+        func count(_ query: PostgresQuery) async throws -> Int64 { try await db.count(query) }
     }
 
     /// A fresh database, a router that requires tokens, identity and dispatch; with
@@ -69,27 +61,10 @@ import Testing
         }
     }
 
-    struct Account: Sendable {
-        let id: UUID
-        let auth: CallOptions
-    }
+    typealias Account = TestAccount
 
-    /// A signed-in account holding `role` (given by the superuser, as an admin would).
-    func account(_ s: Stack, _ role: String) async throws -> Account {
-        var r = Caremesh_Identity_V1_RegisterRequest()
-        r.email = "\(role).\(UInt32.random(in: 0...UInt32.max))@example.org"
-        r.password = "a long enough passphrase"
-        r.name = "Test \(role)"
-        r.phone = "+4479\(Int.random(in: 10_000_000...99_999_999))"
-        let signup = try await s.client.call(IdentityMethods.register, request: r)
-        _ = try await s.sql("UPDATE identity.users SET role = \(role) WHERE id = \(UUID(uuidString: signup.user.id)!)")
-        var login = Caremesh_Identity_V1_LoginRequest()
-        login.email = r.email
-        login.password = r.password
-        let session = try await s.client.call(IdentityMethods.login, request: login).session
-        return Account(id: UUID(uuidString: signup.user.id)!,
-                       auth: CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"]))
-    }
+    /// A signed-in account holding `role`.
+    func account(_ s: Stack, _ role: String) async throws -> Account { try await TestAccount.make(s.client, s.db, role: role) }
 
     /// A responder straight in dispatch's tables (as the projection would hold it), with a fix.
     func seedResponder(_ s: Stack, id: UUID = UUID(), role: String = "volunteer", verified: Bool = true, active: Bool = true,
@@ -116,18 +91,9 @@ import Testing
         return r
     }
 
-    func code(_ body: () async throws -> Void) async -> StatusCode? {
-        do { try await body(); return nil } catch let e as RPCError { return e.code } catch { return .unknown }
-    }
+    func code(_ body: () async throws -> Void) async -> StatusCode? { await statusCode(of: body) }
 
-    func violations(_ body: () async throws -> Void) async -> Set<String> {
-        do {
-            try await body()
-            return []
-        } catch let e as RPCError {
-            return Set(e.details.flatMap { $0.badRequest.fieldViolations.map(\.field) })
-        } catch { return ["not an RPCError"] }
-    }
+    func violations(_ body: () async throws -> Void) async -> Set<String> { await fieldViolations(of: body) }
 
     /// Great-circle distance on PostGIS's sphere (the WGS 84 mean radius, (2a + b) / 3).
     static func haversine(_ a: (lat: Double, lon: Double), _ b: (lat: Double, lon: Double)) -> Double {

@@ -85,18 +85,9 @@ import Testing
         return (signup.user.id, s.auth(try await s.client.call(IdentityMethods.login, request: login).session))
     }
 
-    func violations(_ body: () async throws -> Void) async -> Set<String> {
-        do {
-            try await body()
-            return []
-        } catch let e as RPCError {
-            return Set(e.details.flatMap { $0.badRequest.fieldViolations.map(\.field) })
-        } catch { return ["not an RPCError"] }
-    }
+    func violations(_ body: () async throws -> Void) async -> Set<String> { await fieldViolations(of: body) }
 
-    func code(_ body: () async throws -> Void) async -> StatusCode? {
-        do { try await body(); return nil } catch let e as RPCError { return e.code } catch { return .unknown }
-    }
+    func code(_ body: () async throws -> Void) async -> StatusCode? { await statusCode(of: body) }
 
     @Test("the token life: sign-up, who am I, rotation, concurrent refresh in the grace window, reuse revokes the family, logout")
     func tokenLife() async throws {

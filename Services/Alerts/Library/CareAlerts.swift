@@ -1,0 +1,633 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+/// Care alerts (seed 000): raising and routing, the calls of each escalation stage, call
+/// statuses and ring timeouts moving the alert along its chain (`CareAlertLifecycle` and
+/// `EscalationChain` decide; this applies them under the alert's row lock), and the queries.
+final class CareAlerts: Sendable {
+    let store: Store
+    let outbox: Outbox
+    let configuration: AlertsConfiguration
+    let logger: Logger
+
+    /// The durable ring timer of a stage: payload "<alert id> <step>", unique per `ringKey`.
+    static let ringJob = "care-alert-ring"
+
+    static func ringKey(_ id: UUID, _ step: Int) -> String { "\(id.uuidString.lowercased()):\(step)" }
+
+    /// Who may raise a care alert: care staff.
+    static let raisers: Set<String> = ["caregiver", "ea", "professional", "coordinator", "admin"]
+    /// Who sees every alert and works them.
+    static let staff: Set<String> = ["coordinator", "admin"]
+
+    init(store: Store, outbox: Outbox, configuration: AlertsConfiguration, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: - Rows
+
+    static let alertTypes: [Caremesh_Alerts_V1_CareAlertType: String] = [
+        .medicalConcern: "medical_concern", .medicationIssue: "medication_issue", .behavioralChange: "behavioral_change",
+        .safetyConcern: "safety_concern", .familyRequest: "family_request", .equipmentIssue: "equipment_issue", .other: "other",
+    ]
+
+    static let callStatuses: [String: Caremesh_Alerts_V1_CallAttemptStatus] = [
+        "requested": .requested, "queued": .queued, "ringing": .ringing, "in_progress": .inProgress, "completed": .completed,
+        "busy": .busy, "no_answer": .noAnswer, "failed": .failed, "canceled": .canceled, "machine": .machine,
+        "timed_out": .timedOut, "ended": .ended,
+    ]
+
+    /// Messaging's call statuses as a call attempt stores them.
+    static let providerStatuses: [Caremesh_Messaging_V1_CallStatus: String] = [
+        .queued: "queued", .ringing: "ringing", .inProgress: "in_progress", .completed: "completed", .busy: "busy",
+        .noAnswer: "no_answer", .failed: "failed", .canceled: "canceled", .machine: "machine",
+    ]
+
+    /// Calls still able to be answered.
+    static let liveCalls = ["requested", "queued", "ringing"]
+
+    /// An alert row as the desk works with it.
+    struct Record: Sendable {
+        var alert: Caremesh_Alerts_V1_CareAlert
+        var id: UUID
+        var state: CareAlertState
+        var staff: UUID
+        var coordinator: UUID?
+        var zone: UUID?
+        var step: Int
+    }
+
+    static let columns = """
+        id, client_id, staff_id, coordinator_id, zone_id, alert_type, voice_message_url, status, escalation_step,
+        escalation_level, answered_by, outcome, closed_by, extract(epoch FROM initiated_at)::float8,
+        extract(epoch FROM answered_at)::float8, extract(epoch FROM escalated_at)::float8,
+        extract(epoch FROM resolved_at)::float8, extract(epoch FROM cancelled_at)::float8
+        """
+
+    static func record(_ row: PostgresRandomAccessRow) throws -> Record {
+        var a = Caremesh_Alerts_V1_CareAlert()
+        let id = try row[0].decode(UUID.self)
+        let staff = try row[2].decode(UUID.self)
+        let coordinator = try row[3].decode(UUID?.self)
+        let zone = try row[4].decode(UUID?.self)
+        a.id = id.text
+        a.clientID = try row[1].decode(UUID.self).text
+        a.staffID = staff.text
+        a.coordinatorID = coordinator?.text ?? ""
+        a.zoneID = zone?.text ?? ""
+        a.alertType = alertTypes.key(for: try row[5].decode(String.self)) ?? .unspecified
+        a.voiceMessageURL = try row[6].decode(String?.self) ?? ""
+        let state = CareAlertState(rawValue: try row[7].decode(String.self)) ?? .initiated
+        a.status = state.proto
+        let step = Int(try row[8].decode(Int32.self))
+        a.escalationStep = UInt32(step)
+        a.escalationLevel = EscalationStage.Level(rawValue: try row[9].decode(String.self))?.proto ?? .unspecified
+        a.answeredBy = try row[10].decode(UUID?.self)?.text ?? ""
+        a.outcome = try row[11].decode(String?.self) ?? ""
+        a.closedBy = try row[12].decode(UUID?.self)?.text ?? ""
+        a.initiatedAt = Google_Protobuf_Timestamp(epochSeconds: try row[13].decode(Double.self))
+        if let t = try row[14].decode(Double?.self) { a.answeredAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[15].decode(Double?.self) { a.escalatedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[16].decode(Double?.self) { a.resolvedAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        if let t = try row[17].decode(Double?.self) { a.cancelledAt = Google_Protobuf_Timestamp(epochSeconds: t) }
+        return Record(alert: a, id: id, state: state, staff: staff, coordinator: coordinator, zone: zone, step: step)
+    }
+
+    func one(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> Record? {
+        var out: Record?
+        for try await row in try await c.query(query, logger: logger) { out = try Self.record(row.makeRandomAccess()) }
+        return out
+    }
+
+    func all(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> [Record] {
+        var out: [Record] = []
+        for try await row in try await c.query(query, logger: logger) { out.append(try Self.record(row.makeRandomAccess())) }
+        return out
+    }
+
+    /// The alert, locked for the rest of the transaction (call statuses, timers and people queue
+    /// behind each other).
+    func locked(_ c: PostgresConnection, _ id: UUID) async throws -> Record {
+        guard let r = try await one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id) FOR UPDATE") else {
+            throw RPCError(.notFound, "no care alert with this id")
+        }
+        return r
+    }
+
+    static let callColumns = """
+        id, alert_id, escalation_step, escalation_level, coordinator_id, phone_number, status,
+        extract(epoch FROM requested_at)::float8, extract(epoch FROM updated_at)::float8
+        """
+
+    static func call(_ row: PostgresRandomAccessRow) throws -> Caremesh_Alerts_V1_CallAttempt {
+        var a = Caremesh_Alerts_V1_CallAttempt()
+        a.id = try row[0].decode(UUID.self).text
+        a.alertID = try row[1].decode(UUID.self).text
+        a.escalationStep = UInt32(try row[2].decode(Int32.self))
+        a.escalationLevel = EscalationStage.Level(rawValue: try row[3].decode(String.self))?.proto ?? .unspecified
+        a.coordinatorID = try row[4].decode(UUID.self).text
+        a.phoneNumber = try row[5].decode(String.self)
+        a.status = callStatuses[try row[6].decode(String.self)] ?? .unspecified
+        a.requestedAt = Google_Protobuf_Timestamp(epochSeconds: try row[7].decode(Double.self))
+        a.updatedAt = Google_Protobuf_Timestamp(epochSeconds: try row[8].decode(Double.self))
+        return a
+    }
+
+    func calls(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> [Caremesh_Alerts_V1_CallAttempt] {
+        var out: [Caremesh_Alerts_V1_CallAttempt] = []
+        for try await row in try await c.query(query, logger: logger) { out.append(try Self.call(row.makeRandomAccess())) }
+        return out
+    }
+
+    static func alertID(_ text: String, field: String = "id") throws(RPCError) -> UUID {
+        guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument(field: field, "must be a UUID") }
+        return id
+    }
+
+    /// What `caller` is to `record`.
+    static func relation(_ record: Record, _ caller: Caller) -> CareAlertRelation {
+        var r: CareAlertRelation = []
+        if caller.userID == record.staff { r.insert(.raiser) }
+        if caller.has(role: "coordinator") { r.insert(.coordinator) }
+        if caller.has(role: "admin") { r.insert(.admin) }
+        return r
+    }
+
+    // MARK: - The escalation chain
+
+    /// The chain as the data now stands: the primary (`primary`, or with `choose` the least
+    /// busy active coordinator of `zone`), the first active backup along their backup chain,
+    /// the zone's policy (or the default one) with its active targets, and the on-call admins.
+    /// One round trip.
+    func chain(_ c: PostgresConnection, primary: UUID?, choose: Bool, zone: UUID?) async throws -> EscalationChain {
+        let rows = try await c.query("""
+            WITH RECURSIVE
+            first AS (
+                SELECT id, phone_number, backup_coordinator_id FROM coordinators
+                WHERE id = coalesce(\(primary), CASE WHEN \(choose) THEN (
+                    SELECT k.id FROM coordinators k
+                    WHERE k.zone_id = \(zone) AND k.is_active AND k.tier = 'coordinator'
+                    ORDER BY (SELECT count(*) FROM care_alerts a WHERE a.coordinator_id = k.id
+                              AND a.status IN ('initiated', 'ringing', 'answered', 'escalated', 'no_answer')),
+                             k.created_at, k.id
+                    LIMIT 1) END)
+            ),
+            backups (id, depth) AS (
+                SELECT backup_coordinator_id, 1 FROM first WHERE backup_coordinator_id IS NOT NULL
+                UNION ALL
+                SELECT k.backup_coordinator_id, b.depth + 1
+                FROM backups b JOIN coordinators k ON k.id = b.id AND NOT k.is_active
+                WHERE k.backup_coordinator_id IS NOT NULL AND b.depth < 100
+            ),
+            policy AS (
+                SELECT id, repeat_count FROM escalation_policies
+                WHERE zone_id = \(zone) OR zone_id IS NULL ORDER BY zone_id NULLS LAST LIMIT 1
+            )
+            SELECT 'primary', 0, 0, 0, id, phone_number FROM first
+            UNION ALL (
+                SELECT 'backup', b.depth, 0, 0, k.id, k.phone_number
+                FROM backups b JOIN coordinators k ON k.id = b.id AND k.is_active ORDER BY b.depth LIMIT 1)
+            UNION ALL (
+                SELECT 'policy', s.position, s.ring_timeout_s, p.repeat_count, k.id, k.phone_number
+                FROM policy p JOIN escalation_steps s ON s.policy_id = p.id
+                LEFT JOIN escalation_step_targets t ON t.policy_id = s.policy_id AND t.position = s.position
+                LEFT JOIN coordinators k ON k.id = t.coordinator_id AND k.is_active
+                ORDER BY s.position, k.created_at, k.id)
+            UNION ALL (
+                SELECT 'admins', 0, 0, 0, id, phone_number FROM coordinators
+                WHERE tier = 'admin' AND is_active ORDER BY created_at, id)
+            """, logger: logger)
+        var chain = EscalationChain(ringTimeoutS: configuration.ringTimeoutSeconds)
+        var steps: [Int: EscalationChain.Step] = [:]
+        for try await (kind, position, timeout, repeats, id, phone) in rows.decode((String, Int32, Int32, Int32, UUID?, String?).self) {
+            let target = id.flatMap { id in phone.map { EscalationTarget(coordinatorID: id, phone: $0) } }
+            switch kind {
+            case "primary": chain.primary = target
+            case "backup": chain.backup = target
+            case "policy":
+                chain.repeatCount = Int(repeats)
+                var step = steps[Int(position)] ?? EscalationChain.Step(ringTimeoutS: Int(timeout), targets: [])
+                if let target { step.targets.append(target) }
+                steps[Int(position)] = step
+            default: if let target { chain.admins.append(target) }
+            }
+        }
+        chain.policy = steps.sorted { $0.key < $1.key }.map(\.value)
+        return chain
+    }
+
+    /// Places the calls of `stage` for `record` (its rows, the ring timer) and returns the
+    /// requests for messaging.
+    func call(_ c: PostgresConnection, _ record: Record, step: Int, _ stage: EscalationStage) async throws
+        -> (attempts: [Caremesh_Alerts_V1_CallAttempt], requests: [Caremesh_Alerts_V1_CallRequest])
+    {
+        let attempts = try await calls(c, """
+            INSERT INTO care_alert_calls (alert_id, escalation_step, escalation_level, coordinator_id, phone_number)
+            SELECT \(record.id), \(step), \(stage.level.rawValue), t.coordinator, t.phone
+            FROM unnest(\(stage.targets.map(\.coordinatorID))::uuid[], \(stage.targets.map(\.phone))::text[]) AS t(coordinator, phone)
+            ON CONFLICT (alert_id, escalation_step, coordinator_id) DO NOTHING
+            RETURNING \(unescaped: Self.callColumns)
+            """)
+        let runAt = Date().addingTimeInterval(Double(stage.ringTimeoutS))
+        try await Jobs.schedule(Self.ringJob, payload: Data("\(record.id.text) \(step)".utf8), runAt: runAt,
+                                uniqueKey: Self.ringKey(record.id, step), on: c, logger: logger)
+        let requests = attempts.map { a in
+            var r = Caremesh_Alerts_V1_CallRequest()
+            r.callID = a.id
+            r.alertID = a.alertID
+            r.coordinatorID = a.coordinatorID
+            r.to = a.phoneNumber
+            r.voiceMessageURL = record.alert.voiceMessageURL
+            r.ringTimeoutS = UInt32(stage.ringTimeoutS)
+            r.reference = "care_alert:\(a.alertID)"
+            return r
+        }
+        return (attempts, requests)
+    }
+
+    /// Ends the alert's calls that could still be answered (all stages, or one), as `status`
+    /// ("ended": messaging hangs up; "timed_out": the stage's time passed). Returns their ids.
+    func endLiveCalls(_ c: PostgresConnection, _ id: UUID, as status: String, step: Int? = nil) async throws -> [String] {
+        let rows = try await c.query("""
+            UPDATE care_alert_calls SET status = \(status)
+            WHERE alert_id = \(id) AND status = ANY(\(Self.liveCalls)) AND (\(step)::int IS NULL OR escalation_step = \(step))
+            RETURNING id
+            """, logger: logger)
+        var ids: [String] = []
+        for try await id in rows.decode(UUID.self) { ids.append(id.text) }
+        return ids
+    }
+
+    static func statusChanged(_ events: inout PendingEvents, _ before: Record, to: CareAlertState, actor: UUID?,
+                              ended: [String]) throws {
+        var e = Caremesh_Alerts_V1_CareAlertStatusChanged()
+        e.alertID = before.alert.id
+        e.status = to.proto
+        e.previousStatus = before.state.proto
+        e.actorID = actor?.text ?? ""
+        e.endedCallIds = ended
+        try events.add(e, key: before.alert.id)
+    }
+
+    // MARK: - Raise
+
+    func raise(_ r: Caremesh_Alerts_V1_RaiseCareAlertRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_RaiseCareAlertResponse
+    {
+        let me = try context.requireRole(Self.raisers).requireUserID()
+        var v = FieldViolations()
+        let client = UUID(uuidString: r.clientID)
+        v.check(client != nil, "client_id", "must be a UUID")
+        let type = Self.alertTypes[r.alertType]
+        v.check(type != nil, "alert_type", "must be one of \(Self.alertTypes.values.sorted().joined(separator: ", ")) (upper case in the enum)")
+        if !r.voiceMessageURL.isEmpty {
+            let url = URL(string: r.voiceMessageURL)
+            v.check(r.voiceMessageURL.count <= 2_048 && url?.scheme == "https" && url?.host?.isEmpty == false,
+                    "voice_message_url", "must be an https URL of at most 2048 characters")
+        }
+        try v.throwIfAny()
+        let voice = r.voiceMessageURL.isEmpty ? nil : r.voiceMessageURL
+        return try await store.withTransaction { c in
+            let zone = try await c.query("SELECT zone_id FROM client_zones WHERE client_id = \(client!)", logger: self.logger)
+                .first(UUID?.self) ?? nil
+            let chain = try await self.chain(c, primary: nil, choose: true, zone: zone)
+            let first = chain.next(after: -1)
+            guard let record = try await self.one(c, """
+                INSERT INTO care_alerts (client_id, staff_id, coordinator_id, zone_id, alert_type, voice_message_url, status,
+                                         escalation_step, escalation_level)
+                VALUES (\(client!), \(me), \(chain.primary?.coordinatorID), \(zone), \(type!), \(voice),
+                        \(first == nil ? "no_answer" : "initiated"), \(first?.step ?? 0), \(first?.stage.level.rawValue ?? "primary"))
+                RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the insert returned no row") }
+            var response = Caremesh_Alerts_V1_RaiseCareAlertResponse()
+            var raised = Caremesh_Alerts_V1_CareAlertRaised()
+            raised.alertID = record.alert.id
+            raised.clientID = record.alert.clientID
+            raised.staffID = record.alert.staffID
+            raised.alertType = r.alertType
+            raised.zoneID = record.alert.zoneID
+            if let first {
+                (response.calls, raised.calls) = try await self.call(c, record, step: first.step, first.stage)
+            } else {
+                self.logger.warning("care alert raised with nobody to call", metadata: ["alert.id": "\(record.alert.id)"])
+            }
+            var events = PendingEvents()
+            try events.add(raised, key: record.alert.id)
+            try await self.outbox.append(events, on: c)
+            response.alert = record.alert
+            return response
+        }
+    }
+
+    // MARK: - Moving along the chain
+
+    /// Nobody of the current stage answered: the next stage with someone to call, or
+    /// `no_answer` when the chain is exhausted. `ended`: the stage's calls just given up.
+    func escalate(_ c: PostgresConnection, _ record: Record, ended: [String], _ events: inout PendingEvents) async throws {
+        let chain = try await chain(c, primary: record.coordinator, choose: false, zone: record.zone)
+        let next = chain.next(after: record.step)
+        guard let to = try CareAlertLifecycle.apply(.noAnswer(next: next != nil), to: record.state, by: .system) else { return }
+        try await c.query("""
+            UPDATE care_alerts SET status = \(to.rawValue), escalation_step = \(next?.step ?? record.step),
+                escalation_level = coalesce(\(next?.stage.level.rawValue), escalation_level),
+                escalated_at = CASE WHEN \(next != nil) THEN coalesce(escalated_at, now()) ELSE escalated_at END
+            WHERE id = \(record.id)
+            """, logger: logger)
+        if to != record.state { try Self.statusChanged(&events, record, to: to, actor: nil, ended: next == nil ? ended : []) }
+        guard let next else {
+            logger.warning("care alert unanswered by everyone on its chain", metadata: ["alert.id": "\(record.alert.id)"])
+            return
+        }
+        var e = Caremesh_Alerts_V1_CareAlertEscalated()
+        e.alertID = record.alert.id
+        e.escalationStep = UInt32(next.step)
+        e.escalationLevel = next.stage.level.proto
+        e.calls = try await call(c, record, step: next.step, next.stage).requests
+        e.endedCallIds = ended
+        try events.add(e, key: record.alert.id)
+    }
+
+    /// A person answered (`coordinator`, by phone or by acknowledging): escalation stops and the
+    /// other calls are hung up.
+    func answer(_ c: PostgresConnection, _ record: Record, _ action: CareAlertAction, by who: CareAlertRelation,
+                coordinator: UUID?, actor: UUID?) async throws -> Record {
+        guard let to = try CareAlertLifecycle.apply(action, to: record.state, by: who) else { return record }
+        guard let updated = try await one(c, """
+            UPDATE care_alerts SET status = \(to.rawValue), answered_by = \(coordinator), answered_at = now()
+            WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
+            """) else { throw RPCError(.internal, "the care alert vanished") }
+        let ended = try await endLiveCalls(c, record.id, as: "ended")
+        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
+        var events = PendingEvents()
+        try Self.statusChanged(&events, record, to: to, actor: actor, ended: ended)
+        try await outbox.append(events, on: c)
+        return updated
+    }
+
+    /// A call status from messaging (`CallStatusChanged`, applied once by the event consumer).
+    /// Statuses of calls this service did not place, or of stages the alert has left, change
+    /// only the call's own row.
+    func callStatus(_ e: Caremesh_Messaging_V1_CallStatusChanged, _ c: PostgresConnection) async throws {
+        guard let callID = UUID(uuidString: e.callID), let status = Self.providerStatuses[e.status],
+              let alertID = try await c.query("SELECT alert_id FROM care_alert_calls WHERE id = \(callID)", logger: logger)
+                .first(UUID.self)
+        else { return }
+        let record = try await locked(c, alertID)
+        var current = "", step = -1
+        var coordinator = UUID()
+        for try await (s, n, k) in try await c.query("""
+            SELECT status, escalation_step, coordinator_id FROM care_alert_calls WHERE id = \(callID) FOR UPDATE
+            """, logger: logger).decode((String, Int32, UUID).self) { (current, step, coordinator) = (s, Int(n), k) }
+        guard CallProgress.advances(from: current, to: status) else { return }
+        try await c.query("UPDATE care_alert_calls SET status = \(status) WHERE id = \(callID)", logger: logger)
+        guard step == record.step else { return }
+        switch status {
+        case "ringing":
+            guard let to = try CareAlertLifecycle.apply(.ring, to: record.state, by: .system) else { return }
+            try await c.query("UPDATE care_alerts SET status = \(to.rawValue) WHERE id = \(alertID)", logger: logger)
+            var events = PendingEvents()
+            try Self.statusChanged(&events, record, to: to, actor: nil, ended: [])
+            try await outbox.append(events, on: c)
+        case "in_progress", "completed":
+            _ = try await answer(c, record, .answer, by: .system, coordinator: coordinator, actor: nil)
+        case "queued":
+            return
+        default:
+            // This call failed; the stage has failed when none of its calls can still be answered.
+            let waiting = try await c.query("""
+                SELECT 1 FROM care_alert_calls
+                WHERE alert_id = \(alertID) AND escalation_step = \(step) AND status = ANY(\(Self.liveCalls)) LIMIT 1
+                """, logger: logger).hasRows()
+            guard !waiting else { return }
+            try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(alertID, step), on: c, logger: logger)
+            var events = PendingEvents()
+            try await escalate(c, record, ended: [], &events)
+            try await outbox.append(events, on: c)
+        }
+    }
+
+    /// The ring timer of a stage: if the alert is still calling that stage, its calls are given
+    /// up and the next stage is called.
+    func ringTimedOut(_ job: Job, _ c: PostgresConnection) async throws {
+        let parts = String(decoding: job.payload, as: UTF8.self).split(separator: " ")
+        guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), let step = Int(parts[1]) else { return }
+        guard let record = try await one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id) FOR UPDATE"),
+              record.state.isCalling, record.step == step
+        else { return }
+        let ended = try await endLiveCalls(c, id, as: "timed_out", step: step)
+        var events = PendingEvents()
+        try await escalate(c, record, ended: ended, &events)
+        try await outbox.append(events, on: c)
+    }
+
+    // MARK: - People's actions
+
+    func acknowledge(_ r: Caremesh_Alerts_V1_AcknowledgeCareAlertRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_AcknowledgeCareAlertResponse
+    {
+        let caller = try context.requireCaller()
+        let id = try Self.alertID(r.id)
+        var response = Caremesh_Alerts_V1_AcknowledgeCareAlertResponse()
+        response.alert = try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            let mine = try await c.query("SELECT id FROM coordinators WHERE user_id = \(caller.userID)", logger: self.logger)
+                .first(UUID.self)
+            return try await self.answer(c, record, .acknowledge, by: Self.relation(record, caller), coordinator: mine,
+                                         actor: caller.userID).alert
+        }
+        return response
+    }
+
+    func resolve(_ r: Caremesh_Alerts_V1_ResolveCareAlertRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_ResolveCareAlertResponse
+    {
+        var v = FieldViolations()
+        let id = UUID(uuidString: r.id)
+        v.check(id != nil, "id", "must be a UUID")
+        let outcome = r.outcome.trimmingCharacters(in: .whitespacesAndNewlines)
+        v.check(!outcome.isEmpty, "outcome", "say how it was resolved")
+        v.check(outcome.count <= 2_000, "outcome", "must be at most 2000 characters")
+        try v.throwIfAny()
+        var response = Caremesh_Alerts_V1_ResolveCareAlertResponse()
+        response.alert = try await close(id!, .resolve, outcome: outcome, context, set: "resolved_at = now()")
+        return response
+    }
+
+    func cancel(_ r: Caremesh_Alerts_V1_CancelCareAlertRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_CancelCareAlertResponse
+    {
+        var v = FieldViolations()
+        let id = UUID(uuidString: r.id)
+        v.check(id != nil, "id", "must be a UUID")
+        v.check(r.reason.count <= 500, "reason", "must be at most 500 characters")
+        try v.throwIfAny()
+        var response = Caremesh_Alerts_V1_CancelCareAlertResponse()
+        let reason = r.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        response.alert = try await close(id!, .cancel, outcome: reason.isEmpty ? nil : reason, context, set: "cancelled_at = now()")
+        return response
+    }
+
+    /// Resolve or cancel: the lifecycle decides, one UPDATE applies it, live calls are hung up
+    /// and the ring timer stops.
+    private func close(_ id: UUID, _ action: CareAlertAction, outcome: String?, _ context: RPCContext, set: String) async throws
+        -> Caremesh_Alerts_V1_CareAlert
+    {
+        let caller = try context.requireCaller()
+        let me = try caller.requireUserID()
+        return try await store.withTransaction { c in
+            let record = try await self.locked(c, id)
+            guard let to = try CareAlertLifecycle.apply(action, to: record.state, by: Self.relation(record, caller)) else {
+                return record.alert
+            }
+            guard let updated = try await self.one(c, """
+                UPDATE care_alerts SET status = \(to.rawValue), outcome = coalesce(\(outcome), outcome), closed_by = \(me),
+                    \(unescaped: set)
+                WHERE id = \(id) RETURNING \(unescaped: Self.columns)
+                """) else { throw RPCError(.internal, "the care alert vanished") }
+            let ended = try await self.endLiveCalls(c, id, as: "ended")
+            try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(id, record.step), on: c, logger: self.logger)
+            var events = PendingEvents()
+            try Self.statusChanged(&events, record, to: to, actor: me, ended: ended)
+            try await self.outbox.append(events, on: c)
+            return updated.alert
+        }
+    }
+
+    // MARK: - Reading
+
+    func get(_ r: Caremesh_Alerts_V1_GetCareAlertRequest, _ context: RPCContext) async throws -> Caremesh_Alerts_V1_GetCareAlertResponse {
+        let caller = try context.requireCaller()
+        let id = try Self.alertID(r.id)
+        return try await store.withConnection { c in
+            guard let record = try await self.one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id)") else {
+                throw RPCError(.notFound, "no care alert with this id")
+            }
+            guard !Self.relation(record, caller).isDisjoint(with: [.raiser, .coordinator, .admin]) else {
+                throw RPCError(.permissionDenied, "only the caregiver who raised it, coordinators and admins see a care alert")
+            }
+            var response = Caremesh_Alerts_V1_GetCareAlertResponse()
+            response.alert = record.alert
+            response.calls = try await self.calls(c, """
+                SELECT \(unescaped: Self.callColumns) FROM care_alert_calls WHERE alert_id = \(id)
+                ORDER BY escalation_step, requested_at, id
+                """)
+            return response
+        }
+    }
+
+    static let openStatuses = ["initiated", "ringing", "answered", "escalated", "no_answer"]
+    static let unansweredStatuses = ["initiated", "ringing", "escalated", "no_answer"]
+
+    func dashboard(_ r: Caremesh_Alerts_V1_CoordinatorDashboardRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_CoordinatorDashboardResponse
+    {
+        let caller = try context.requireRole(Self.staff)
+        var v = FieldViolations()
+        let named = r.coordinatorID.isEmpty ? nil : UUID(uuidString: r.coordinatorID)
+        v.check(r.coordinatorID.isEmpty || named != nil, "coordinator_id", "must be a UUID")
+        let limit = v.limit(r.limit, default: 100)
+        try v.throwIfAny()
+        return try await store.withConnection { c in
+            let coordinator: Caremesh_Alerts_V1_Coordinator
+            if let named {
+                guard let found = try await Coordinators.one(c, "SELECT \(unescaped: Coordinators.columns) FROM coordinators WHERE id = \(named)",
+                                                             logger: self.logger) else {
+                    throw RPCError(.notFound, "no coordinator with this id")
+                }
+                guard found.userID == caller.userID?.text || caller.has(role: "admin") else {
+                    throw RPCError(.permissionDenied, "coordinators see their own dashboard; admins see anyone's")
+                }
+                coordinator = found
+            } else {
+                guard let mine = try await Coordinators.one(c, """
+                    SELECT \(unescaped: Coordinators.columns) FROM coordinators WHERE user_id = \(caller.userID)
+                    """, logger: self.logger) else {
+                    throw RPCError(.failedPrecondition, "the caller is not a coordinator: name one with coordinator_id")
+                }
+                coordinator = mine
+            }
+            let id = UUID(uuidString: coordinator.id)!
+            var response = Caremesh_Alerts_V1_CoordinatorDashboardResponse()
+            response.coordinator = coordinator
+            response.alerts = try await self.all(c, """
+                SELECT \(unescaped: Self.columns) FROM care_alerts
+                WHERE (coordinator_id = \(id) OR answered_by = \(id)) AND status = ANY(\(Self.openStatuses))
+                ORDER BY initiated_at DESC, id DESC LIMIT \(limit)
+                """).map(\.alert)
+            for try await (status, n) in try await c.query("""
+                SELECT status, count(*) FROM care_alerts
+                WHERE (coordinator_id = \(id) OR answered_by = \(id)) AND status = ANY(\(Self.openStatuses)) GROUP BY status
+                """, logger: self.logger).decode((String, Int64).self) {
+                response.openByStatus[status] = UInt32(n)
+            }
+            return response
+        }
+    }
+
+    func unanswered(_ r: Caremesh_Alerts_V1_ListUnansweredCareAlertsRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_ListUnansweredCareAlertsResponse
+    {
+        _ = try context.requireRole(Self.staff)
+        var v = FieldViolations()
+        let limit = v.limit(r.limit, default: 100)
+        v.check(r.olderThanS <= 86_400 * 30, "older_than_s", "must be at most 30 days")
+        try v.throwIfAny()
+        let olderThan = r.olderThanS == 0 ? 15 : Double(r.olderThanS)
+        return try await store.withConnection { c in
+            let rows = try await c.query("""
+                SELECT \(unescaped: Self.columns), extract(epoch FROM now() - initiated_at)::float8 FROM care_alerts
+                WHERE status = ANY(\(Self.unansweredStatuses)) AND initiated_at < now() - make_interval(secs => \(olderThan))
+                ORDER BY initiated_at, id LIMIT \(limit)
+                """, logger: self.logger)
+            var response = Caremesh_Alerts_V1_ListUnansweredCareAlertsResponse()
+            for try await row in rows {
+                let a = row.makeRandomAccess()
+                var u = Caremesh_Alerts_V1_UnansweredCareAlert()
+                u.alert = try Self.record(a).alert
+                u.waitingS = try a[18].decode(Double.self)
+                response.alerts.append(u)
+            }
+            return response
+        }
+    }
+
+    func clientHistory(_ r: Caremesh_Alerts_V1_ListClientCareAlertsRequest, _ context: RPCContext) async throws
+        -> Caremesh_Alerts_V1_ListClientCareAlertsResponse
+    {
+        _ = try context.requireRole(Self.staff)
+        var v = FieldViolations()
+        let client = UUID(uuidString: r.clientID)
+        v.check(client != nil, "client_id", "must be a UUID")
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
+        try v.throwIfAny()
+        return try await store.withConnection { c in
+            let rows = try await c.query("""
+                SELECT \(unescaped: Self.columns), \(unescaped: Page.micros("initiated_at")) FROM care_alerts
+                WHERE client_id = \(client!) AND \(after: page, time: "initiated_at", id: "id")
+                ORDER BY initiated_at DESC, id DESC LIMIT \(page.limit)
+                """, logger: self.logger)
+            var found: [(row: Caremesh_Alerts_V1_CareAlert, micros: Int64, id: UUID)] = []
+            for try await row in rows {
+                let a = row.makeRandomAccess()
+                let record = try Self.record(a)
+                found.append((record.alert, try a[18].decode(Int64.self), record.id))
+            }
+            var response = Caremesh_Alerts_V1_ListClientCareAlertsResponse()
+            (response.alerts, response.nextPageToken) = page.collect(found)
+            return response
+        }
+    }
+}
+
+extension UUID {
+    /// The id as PostgreSQL and the API print it (lower case).
+    var text: String { uuidString.lowercased() }
+}

@@ -1,0 +1,10 @@
+DROP TABLE care_alert_calls;
+DROP TABLE care_alerts;
+DROP TABLE escalation_step_targets;
+DROP TABLE escalation_steps;
+DROP TABLE escalation_policies;
+DROP TRIGGER coordinators_backup_no_cycle ON coordinators;
+DROP FUNCTION coordinators_no_backup_cycle();
+DROP TABLE coordinators;
+DROP TABLE client_zones;
+DROP FUNCTION touch_updated_at();

@@ -1,0 +1,558 @@
+import AlertsService
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import CareMeshStore
+import CareMeshTesting
+import Foundation
+import IdentityService
+import Logging
+import MessagingService
+import PostgresNIO
+import SwiftProtobuf
+import Testing
+
+/// Care alerts through a router that requires tokens, with identity (clients' zones) and
+/// messaging (whose outbox carries the call statuses alerts consumes) beside it, on real
+/// PostgreSQL. Messaging's call statuses are published here as the messaging service will
+/// publish them: `CallStatusChanged` in messaging's own outbox, pulled by alerts through the
+/// router.
+@Suite(.serialized) struct AlertsTests {
+    let logger = TestDatabase.logger
+
+    struct Stack: Sendable {
+        let router: Router
+        let client: RPCClient
+        let db: TestDatabase
+        let environment: [String: String]
+        let messaging: ServiceHost
+
+        /// Runs an alerts service (its own instance) around `body`, then stops it as SIGTERM would.
+        func withAlerts<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+            let host = try await AlertsService.make(environment: environment, logger: TestDatabase.logger)
+            return try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "alerts")
+                return try await body()
+            }
+        }
+
+        /// Runs `sql` as the superuser in the test database (fixtures and checks).
+        func sql(_ query: PostgresQuery) async throws -> [PostgresRow] { try await db.sql(query) }
+
+        func count(_ query: PostgresQuery) async throws -> Int64 { try await db.count(query) }
+
+        /// Publishes a call status as messaging will: an event in messaging's outbox.
+        func callStatus(_ callID: String, _ status: Caremesh_Messaging_V1_CallStatus) async throws {
+            var e = Caremesh_Messaging_V1_CallStatusChanged()
+            e.callID = callID
+            e.status = status
+            e.provider = "sandbox"
+            e.occurredAt = Google_Protobuf_Timestamp(date: Date())
+            let event = e
+            _ = try await messaging.store.withTransaction { c in try await messaging.outbox.append(event, key: callID, on: c) }
+        }
+
+        /// The alert's events in alerts' outbox, in order, as (type name, payload).
+        func events(_ alertID: String) async throws -> [(String, Data)] {
+            try await sql("SELECT type, payload FROM alerts.outbox WHERE key = \(alertID) ORDER BY seq").map {
+                let (type, payload) = try $0.decode((String, ByteBuffer).self)
+                return (String(type.split(separator: ".").last!), Data(payload.readableBytesView))
+            }
+        }
+
+        func alert(_ id: String, as account: Account) async throws -> Caremesh_Alerts_V1_GetCareAlertResponse {
+            var r = Caremesh_Alerts_V1_GetCareAlertRequest()
+            r.id = id
+            return try await client.call(AlertsMethods.getCareAlert, request: r, options: account.auth)
+        }
+
+        /// Waits until the alert's status is `status` (events and timers are asynchronous).
+        @discardableResult
+        func until(_ id: String, is status: Caremesh_Alerts_V1_CareAlertStatus, as account: Account,
+                   timeout: Duration = .seconds(15)) async throws -> Caremesh_Alerts_V1_GetCareAlertResponse {
+            try await TestStack.eventually(timeout: timeout) {
+                let got = try await alert(id, as: account)
+                guard got.alert.status == status else {
+                    throw RPCError(.failedPrecondition, "alert is \(got.alert.status), waiting for \(status)")
+                }
+                return got
+            }
+        }
+    }
+
+    /// A fresh database, a router that requires tokens, identity, messaging, and (unless
+    /// `separateAlerts`) alerts.
+    func withStack(_ extra: [String: String] = [:], separateAlerts: Bool = false,
+                   _ body: @Sendable (Stack) async throws -> Void) async throws {
+        let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh("alerts")
+        let env = db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
+            .merging(["IDENTITY_SCRYPT_LN": "10", "CAREMESH_ROUTER": router.boundEndpoints.client, "ALERTS_RING_TIMEOUT_S": "30"]) { $1 }
+            .merging(extra) { $1 }
+        let identity = try await IdentityService.make(environment: env, logger: logger)
+        let messaging = try await MessagingService.make(environment: env, logger: logger)
+        var hosts = [identity, messaging]
+        if !separateAlerts { hosts.append(try await AlertsService.make(environment: env, logger: logger)) }
+        let client = TestStack.client(router, timeout: .seconds(10))
+        defer { client.close() }
+        try await TestStack.withHosts(hosts) {
+            for service in ["identity", "messaging"] + (separateAlerts ? [] : ["alerts"]) {
+                try await TestStack.waitUntilServing(client, service)
+            }
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
+            }
+            try await body(Stack(router: router, client: client, db: db, environment: env, messaging: messaging))
+        }
+    }
+
+    typealias Account = TestAccount
+
+    /// A signed-in account holding `role`.
+    func account(_ s: Stack, _ role: String) async throws -> Account { try await TestAccount.make(s.client, s.db, role: role) }
+
+    func code(_ body: () async throws -> Void) async -> StatusCode? { await statusCode(of: body) }
+
+    func violations(_ body: () async throws -> Void) async -> Set<String> { await fieldViolations(of: body) }
+
+    /// A coordinator row for a new coordinator account (put by `admin`).
+    func coordinator(_ s: Stack, admin: Account, zone: UUID?, backup: String = "", tier: Caremesh_Alerts_V1_CoordinatorTier = .coordinator,
+                     role: String = "coordinator") async throws -> (Account, Caremesh_Alerts_V1_Coordinator) {
+        let person = try await account(s, role)
+        var r = Caremesh_Alerts_V1_PutCoordinatorRequest()
+        r.coordinator.userID = person.id.uuidString
+        r.coordinator.zoneID = zone?.uuidString ?? ""
+        r.coordinator.phoneNumber = "+4420\(Int.random(in: 10_000_000...99_999_999))"
+        r.coordinator.backupCoordinatorID = backup
+        r.coordinator.tier = tier
+        return (person, try await s.client.call(AlertsMethods.putCoordinator, request: r, options: admin.auth).coordinator)
+    }
+
+    func setBackup(_ s: Stack, admin: Account, _ k: Caremesh_Alerts_V1_Coordinator, to backup: String) async throws
+        -> Caremesh_Alerts_V1_Coordinator {
+        var r = Caremesh_Alerts_V1_PutCoordinatorRequest()
+        r.coordinator = k
+        r.coordinator.clearActive()
+        r.coordinator.backupCoordinatorID = backup
+        return try await s.client.call(AlertsMethods.putCoordinator, request: r, options: admin.auth).coordinator
+    }
+
+    /// A client in `zone`, created at identity (whose `PersonZoneChanged` alerts applies).
+    func client(_ s: Stack, staff: Account, zone: UUID?) async throws -> String {
+        var r = Caremesh_Identity_V1_CreatePatientRequest()
+        r.patient.kind = .client
+        r.patient.fullName = "Client \(Int.random(in: 1_000...9_999))"
+        r.patient.homeZoneID = zone?.uuidString ?? ""
+        r.purpose = .careCoordination
+        let id = try await s.client.call(IdentityMethods.createPatient, request: r, options: staff.auth).patient.id
+        _ = try await TestStack.eventually {
+            guard try await s.count("SELECT count(*) FROM alerts.client_zones WHERE client_id = \(UUID(uuidString: id)!)") == 1 else {
+                throw RPCError(.unavailable, "alerts has not heard of the client yet")
+            }
+        }
+        return id
+    }
+
+    func raise(_ s: Stack, _ staff: Account, client: String, type: Caremesh_Alerts_V1_CareAlertType = .medicalConcern)
+        async throws -> Caremesh_Alerts_V1_RaiseCareAlertResponse {
+        var r = Caremesh_Alerts_V1_RaiseCareAlertRequest()
+        r.clientID = client
+        r.alertType = type
+        r.voiceMessageURL = "https://voice.example.org/messages/\(UUID().uuidString).mp3"
+        return try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: staff.auth)
+    }
+
+    @Test("routing: the client's zone (from identity's events) picks its coordinator, who is called; CareAlertRaised carries the call")
+    func routing() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let north = UUID(), south = UUID()
+            let (_, northCoordinator) = try await coordinator(s, admin: admin, zone: north)
+            let (_, southCoordinator) = try await coordinator(s, admin: admin, zone: south)
+            let client = try await client(s, staff: caregiver, zone: south)
+            let raised = try await raise(s, caregiver, client: client, type: .medicationIssue)
+            #expect(raised.alert.status == .initiated)
+            #expect(raised.alert.coordinatorID == southCoordinator.id)
+            #expect(raised.alert.coordinatorID != northCoordinator.id)
+            #expect(raised.alert.zoneID == south.uuidString.lowercased())
+            #expect(raised.alert.staffID == caregiver.id.uuidString.lowercased())
+            #expect(raised.alert.escalationLevel == .primary)
+            #expect(raised.calls.count == 1)
+            #expect(raised.calls.first?.phoneNumber == southCoordinator.phoneNumber)
+            #expect(raised.calls.first?.status == .requested)
+
+            let events = try await s.events(raised.alert.id)
+            #expect(events.map(\.0) == ["CareAlertRaised"])
+            let e = try Caremesh_Alerts_V1_CareAlertRaised(serializedBytes: events[0].1)
+            #expect(e.calls.map(\.callID) == raised.calls.map(\.id))
+            #expect(e.calls.first?.to == southCoordinator.phoneNumber)
+            #expect(e.calls.first?.reference == "care_alert:\(raised.alert.id)")
+            #expect(e.calls.first?.ringTimeoutS == 30)
+            #expect(e.calls.first?.voiceMessageURL.hasPrefix("https://voice.example.org/") == true)
+            #expect(e.alertType == .medicationIssue)
+            // The ring timer is armed, durable, for 30 s from now.
+            #expect(try await s.count("""
+                SELECT count(*) FROM alerts.jobs WHERE kind = 'care-alert-ring' AND state = 'scheduled'
+                  AND run_at BETWEEN now() + interval '25 seconds' AND now() + interval '31 seconds'
+                """) == 1)
+
+            // The busier coordinator of a zone is called after the idle one.
+            let (_, second) = try await coordinator(s, admin: admin, zone: south)
+            let next = try await raise(s, caregiver, client: client)
+            #expect(next.alert.coordinatorID == second.id)
+
+            // A deactivated coordinator (identity's UserDeactivated) no longer gets calls; a
+            // client without a zone goes to the admins.
+            let (onCall, adminLine) = try await coordinator(s, admin: admin, zone: nil, tier: .admin, role: "admin")
+            _ = onCall
+            var off = Caremesh_Identity_V1_DeactivateUserRequest()
+            off.userID = UUID(uuidString: second.userID)!.uuidString
+            off.reason = "left"
+            _ = try await s.client.call(IdentityMethods.deactivateUser, request: off, options: admin.auth)
+            _ = try await TestStack.eventually {
+                guard try await s.count("SELECT count(*) FROM alerts.coordinators WHERE id = \(UUID(uuidString: second.id)!) AND NOT is_active") == 1
+                else { throw RPCError(.unavailable, "not yet applied") }
+            }
+            let third = try await raise(s, caregiver, client: client)
+            #expect(third.alert.coordinatorID == southCoordinator.id)
+            let homeless = try await raise(s, caregiver, client: try await self.client(s, staff: caregiver, zone: nil))
+            #expect(homeless.alert.coordinatorID == "")
+            #expect(homeless.alert.escalationLevel == .admins)
+            #expect(homeless.calls.map(\.coordinatorID) == [adminLine.id])
+        }
+    }
+
+    @Test("the full chain with short timers: no answer → backup → policy → admins → no_answer; each stage an event")
+    func escalationChain() async throws {
+        try await withStack(["ALERTS_RING_TIMEOUT_S": "1"]) { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+            let (_, p1) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, p2) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, adminLine) = try await coordinator(s, admin: admin, zone: nil, tier: .admin, role: "admin")
+            var policy = Caremesh_Alerts_V1_PutEscalationPolicyRequest()
+            policy.policy.name = "zone-night"
+            policy.policy.zoneID = zone.uuidString
+            var step = Caremesh_Alerts_V1_EscalationStep()
+            step.ringTimeoutS = 5
+            step.coordinatorIds = [p1.id, p2.id]
+            policy.policy.steps = [step]
+            let saved = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy, options: admin.auth).policy
+            #expect(saved.steps.first?.coordinatorIds.sorted() == [p1.id, p2.id].sorted())
+
+            let client = try await client(s, staff: caregiver, zone: zone)
+            let raised = try await raise(s, caregiver, client: client)
+            #expect(raised.alert.coordinatorID == primary.id)
+            // The primary's phone rings, then they do not answer (messaging says so).
+            try await s.callStatus(raised.calls[0].id, .ringing)
+            try await s.until(raised.alert.id, is: .ringing, as: caregiver)
+            try await s.callStatus(raised.calls[0].id, .noAnswer)
+            // → the backup, by event; the backup's ring timeout (1 s) then passes → the policy step.
+            let atPolicy = try await TestStack.eventually {
+                let got = try await s.alert(raised.alert.id, as: admin)
+                guard got.alert.escalationLevel == .policy else { throw RPCError(.unavailable, "at \(got.alert.escalationLevel)") }
+                return got
+            }
+            #expect(atPolicy.alert.status == .escalated)
+            #expect(atPolicy.alert.hasEscalatedAt)
+            let byStep = Dictionary(grouping: atPolicy.calls, by: \.escalationStep)
+            #expect(byStep[0]?.map(\.status) == [.noAnswer])
+            #expect(byStep[1]?.map(\.coordinatorID) == [backup.id])
+            #expect(byStep[1]?.map(\.status) == [.timedOut])
+            #expect(Set(byStep[2]?.map(\.coordinatorID) ?? []) == [p1.id, p2.id])
+            // One of the two is busy: the step waits for the other; a machine is not an answer either.
+            let policyCalls = byStep[2]!.sorted { $0.coordinatorID < $1.coordinatorID }
+            try await s.callStatus(policyCalls[0].id, .busy)
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(try await s.alert(raised.alert.id, as: admin).alert.escalationLevel == .policy)
+            try await s.callStatus(policyCalls[1].id, .machine)
+            let atAdmins = try await TestStack.eventually {
+                let got = try await s.alert(raised.alert.id, as: admin)
+                guard got.alert.escalationLevel == .admins else { throw RPCError(.unavailable, "at \(got.alert.escalationLevel)") }
+                return got
+            }
+            #expect(atAdmins.calls.filter { $0.escalationLevel == .admins }.map(\.coordinatorID) == [adminLine.id])
+            // Nobody at all: no_answer (after the admins' 1 s), still open for a coordinator.
+            let exhausted = try await s.until(raised.alert.id, is: .noAnswer, as: admin)
+            #expect(exhausted.calls.allSatisfy { ![.requested, .queued, .ringing].contains($0.status) })
+
+            let events = try await s.events(raised.alert.id)
+            #expect(events.map(\.0) == [
+                "CareAlertRaised", "CareAlertStatusChanged", // ringing
+                "CareAlertStatusChanged", "CareAlertEscalated", // escalated: the backup
+                "CareAlertEscalated", // the policy (the backup's timer; still escalated)
+                "CareAlertEscalated", // the admins
+                "CareAlertStatusChanged", // no_answer
+            ])
+            let escalations = try events.filter { $0.0 == "CareAlertEscalated" }.map { try Caremesh_Alerts_V1_CareAlertEscalated(serializedBytes: $0.1) }
+            #expect(escalations.map(\.escalationLevel) == [.backup, .policy, .admins])
+            #expect(escalations.map { $0.calls.map(\.to).sorted() } == [[backup.phoneNumber], [p1.phoneNumber, p2.phoneNumber].sorted(),
+                                                                        [adminLine.phoneNumber]])
+            // The timed-out backup call is hung up with the escalation that replaced it.
+            #expect(escalations[1].endedCallIds == byStep[1]!.map(\.id))
+            #expect(escalations[1].calls.allSatisfy { $0.ringTimeoutS == 5 })
+            let last = try Caremesh_Alerts_V1_CareAlertStatusChanged(serializedBytes: events.last!.1)
+            #expect(last.status == .noAnswer && last.previousStatus == .escalated)
+
+            // A coordinator takes it and resolves it.
+            var resolve = Caremesh_Alerts_V1_ResolveCareAlertRequest()
+            resolve.id = raised.alert.id
+            resolve.outcome = "Called the family back; client seen by the GP."
+            let resolved = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: admin.auth).alert
+            #expect(resolved.status == .resolved && resolved.closedBy == admin.id.uuidString.lowercased())
+        }
+    }
+
+    @Test("a person answering stops it: no escalation after the ring timeout, late statuses ignored, other calls hung up")
+    func answeredStops() async throws {
+        try await withStack(["ALERTS_RING_TIMEOUT_S": "1"]) { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+            let (coordinatorAccount, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+            let client = try await client(s, staff: caregiver, zone: zone)
+            let raised = try await raise(s, caregiver, client: client)
+            let call = raised.calls[0].id
+            try await s.callStatus(call, .ringing)
+            try await s.callStatus(call, .inProgress)
+            let answered = try await s.until(raised.alert.id, is: .answered, as: caregiver)
+            #expect(answered.alert.answeredBy == primary.id)
+            #expect(answered.alert.hasAnsweredAt)
+            // Late and out-of-order statuses of the same call change nothing.
+            try await s.callStatus(call, .ringing)
+            try await s.callStatus(call, .noAnswer)
+            try await s.callStatus(call, .completed)
+            try await Task.sleep(for: .milliseconds(2_500))
+            let later = try await s.alert(raised.alert.id, as: caregiver)
+            #expect(later.alert.status == .answered)
+            #expect(later.alert.escalationLevel == .primary)
+            #expect(later.calls.map(\.status) == [.completed])
+            #expect(try await s.count("SELECT count(*) FROM alerts.outbox WHERE type = 'caremesh.alerts.v1.CareAlertEscalated'") == 0)
+            #expect(try await s.count("SELECT count(*) FROM alerts.jobs WHERE kind = 'care-alert-ring' AND state = 'cancelled'") == 1)
+
+            // The caregiver can no longer cancel it; the coordinator resolves it, once.
+            var cancel = Caremesh_Alerts_V1_CancelCareAlertRequest()
+            cancel.id = raised.alert.id
+            #expect(await code { _ = try await s.client.call(AlertsMethods.cancelCareAlert, request: cancel, options: caregiver.auth) }
+                    == .failedPrecondition)
+            var resolve = Caremesh_Alerts_V1_ResolveCareAlertRequest()
+            resolve.id = raised.alert.id
+            resolve.outcome = "Medication dose confirmed with the pharmacist."
+            #expect(await code { _ = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: caregiver.auth) }
+                    == .permissionDenied)
+            let resolved = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: coordinatorAccount.auth).alert
+            #expect(resolved.status == .resolved)
+            #expect(resolved.outcome == resolve.outcome)
+            #expect(await code { _ = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: coordinatorAccount.auth) }
+                    == .failedPrecondition)
+
+            // Acknowledging in the app (no call answered) also stops it, and hangs up the call.
+            let second = try await raise(s, caregiver, client: client)
+            var ack = Caremesh_Alerts_V1_AcknowledgeCareAlertRequest()
+            ack.id = second.alert.id
+            let taken = try await s.client.call(AlertsMethods.acknowledgeCareAlert, request: ack, options: coordinatorAccount.auth).alert
+            #expect(taken.status == .answered && taken.answeredBy == primary.id)
+            let changed = try await s.events(second.alert.id).filter { $0.0 == "CareAlertStatusChanged" }
+                .map { try Caremesh_Alerts_V1_CareAlertStatusChanged(serializedBytes: $0.1) }
+            #expect(changed.last?.endedCallIds == second.calls.map(\.id))
+            #expect(changed.last?.actorID == coordinatorAccount.id.uuidString.lowercased())
+
+            // The caregiver cancels a third before anyone answers: its call is hung up, its timer stops.
+            let third = try await raise(s, caregiver, client: client)
+            cancel.id = third.alert.id
+            cancel.reason = "pressed by mistake"
+            let cancelled = try await s.client.call(AlertsMethods.cancelCareAlert, request: cancel, options: caregiver.auth).alert
+            #expect(cancelled.status == .cancelled && cancelled.outcome == "pressed by mistake" && cancelled.hasCancelledAt)
+            try await Task.sleep(for: .milliseconds(1_500))
+            #expect(try await s.alert(third.alert.id, as: caregiver).calls.map(\.status) == [.ended])
+        }
+    }
+
+    @Test("ring timers survive a restart: raised under one alerts instance, escalated by the next")
+    func timersSurviveRestart() async throws {
+        try await withStack(["ALERTS_RING_TIMEOUT_S": "1"], separateAlerts: true) { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (raised, backupID) = try await s.withAlerts {
+                let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+                _ = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+                let client = try await client(s, staff: caregiver, zone: zone)
+                return (try await raise(s, caregiver, client: client), backup.id)
+            }
+            // Nothing runs while no alerts instance does; the timer is due meanwhile.
+            try await Task.sleep(for: .milliseconds(1_500))
+            #expect(try await s.count("SELECT count(*) FROM alerts.care_alerts WHERE status = 'initiated'") == 1)
+            try await s.withAlerts {
+                let escalated = try await TestStack.eventually {
+                    let got = try await s.alert(raised.alert.id, as: admin)
+                    guard got.alert.escalationLevel == .backup else { throw RPCError(.unavailable, "not yet") }
+                    return got
+                }
+                #expect(escalated.alert.status == .escalated)
+                #expect(escalated.calls.last?.coordinatorID == backupID)
+            }
+        }
+    }
+
+    @Test("backups: never itself, never a cycle (also when two admins close one at once); nothing written")
+    func backupCycles() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let (_, a) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, b) = try await coordinator(s, admin: admin, zone: nil, backup: a.id)
+            let (_, c) = try await coordinator(s, admin: admin, zone: nil, backup: b.id)
+            // c → b → a; a → c would close the loop.
+            #expect(await violations { _ = try await setBackup(s, admin: admin, a, to: c.id) } == ["coordinator.backup_coordinator_id"])
+            #expect(await violations { _ = try await setBackup(s, admin: admin, a, to: a.id) } == ["coordinator.backup_coordinator_id"])
+            #expect(await violations { _ = try await setBackup(s, admin: admin, a, to: UUID().uuidString) } == ["coordinator.backup_coordinator_id"])
+            #expect(try await s.count("SELECT count(*) FROM alerts.coordinators WHERE backup_coordinator_id IS NULL") == 1)
+            // A backup further along is fine.
+            #expect(try await setBackup(s, admin: admin, c, to: a.id).backupCoordinatorID == a.id)
+
+            // Two admins at once: x → y and y → x. Exactly one wins.
+            let (_, x) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, y) = try await coordinator(s, admin: admin, zone: nil)
+            async let first = code { _ = try await setBackup(s, admin: admin, x, to: y.id) }
+            async let second = code { _ = try await setBackup(s, admin: admin, y, to: x.id) }
+            let outcomes = await [first, second]
+            #expect(outcomes.filter { $0 == nil }.count == 1)
+            #expect(outcomes.filter { $0 == .invalidArgument }.count == 1)
+            #expect(try await s.count("""
+                SELECT count(*) FROM alerts.coordinators WHERE id IN (\(UUID(uuidString: x.id)!), \(UUID(uuidString: y.id)!))
+                  AND backup_coordinator_id IS NOT NULL
+                """) == 1)
+        }
+    }
+
+    @Test("bad input is INVALID_ARGUMENT naming the field, and nothing is written; roles are enforced")
+    func badInputAndRoles() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let stranger = try await account(s, "user")
+            let otherCaregiver = try await account(s, "caregiver")
+            var r = Caremesh_Alerts_V1_RaiseCareAlertRequest()
+            r.clientID = "not-a-uuid"
+            r.voiceMessageURL = "http://insecure.example.org/a.mp3"
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth) }
+                    == ["client_id", "alert_type", "voice_message_url"])
+            #expect(try await s.count("SELECT count(*) FROM alerts.care_alerts") == 0)
+            #expect(try await s.count("SELECT count(*) FROM alerts.outbox") == 0)
+
+            r.clientID = UUID().uuidString
+            r.alertType = .safetyConcern
+            r.voiceMessageURL = ""
+            #expect(await code { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: stranger.auth) }
+                    == .permissionDenied)
+            // An unknown client is still raised (never dropped): nobody to call means NO_ANSWER at once.
+            let lonely = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth)
+            #expect(lonely.alert.status == .noAnswer && lonely.calls.isEmpty)
+            #expect(await code { _ = try await s.alert(lonely.alert.id, as: otherCaregiver) } == .permissionDenied)
+            #expect(try await s.alert(lonely.alert.id, as: caregiver).alert.id == lonely.alert.id)
+
+            var resolve = Caremesh_Alerts_V1_ResolveCareAlertRequest()
+            resolve.id = lonely.alert.id
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: admin.auth) }
+                    == ["outcome"])
+
+            var put = Caremesh_Alerts_V1_PutCoordinatorRequest()
+            put.coordinator.userID = caregiver.id.uuidString
+            put.coordinator.phoneNumber = "07911 123456"
+            put.coordinator.zoneID = "north"
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.putCoordinator, request: put, options: admin.auth) }
+                    == ["coordinator.phone_number", "coordinator.zone_id"])
+            put.coordinator.phoneNumber = "+447911123456"
+            put.coordinator.zoneID = ""
+            #expect(await code { _ = try await s.client.call(AlertsMethods.putCoordinator, request: put, options: caregiver.auth) }
+                    == .permissionDenied)
+            #expect(try await s.count("SELECT count(*) FROM alerts.coordinators") == 0)
+
+            var policy = Caremesh_Alerts_V1_PutEscalationPolicyRequest()
+            policy.policy.name = "Night Shift"
+            policy.policy.repeatCount = 9
+            var step = Caremesh_Alerts_V1_EscalationStep()
+            step.ringTimeoutS = 2
+            step.coordinatorIds = ["x"]
+            policy.policy.steps = [step]
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy, options: admin.auth) }
+                    == ["policy.name", "policy.repeat_count", "policy.steps[0].ring_timeout_s", "policy.steps[0].coordinator_ids"])
+            policy.policy.name = "night"
+            policy.policy.repeatCount = 1
+            policy.policy.steps[0].ringTimeoutS = 20
+            policy.policy.steps[0].coordinatorIds = [UUID().uuidString]
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy, options: admin.auth) }
+                    == ["policy.steps"])
+            #expect(try await s.count("SELECT count(*) FROM alerts.escalation_policies") == 0)
+        }
+    }
+
+    @Test("queries: a coordinator's dashboard, SLA monitoring (unanswered past N seconds), a client's history by pages")
+    func queries() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (me, mine) = try await coordinator(s, admin: admin, zone: zone)
+            let (other, _) = try await coordinator(s, admin: admin, zone: UUID())
+            let client = try await client(s, staff: caregiver, zone: zone)
+            var raised: [Caremesh_Alerts_V1_RaiseCareAlertResponse] = []
+            for _ in 0..<5 { raised.append(try await raise(s, caregiver, client: client)) }
+            // Alternate coordinators? No: one coordinator in the zone takes them all.
+            #expect(Set(raised.map(\.alert.coordinatorID)) == [mine.id])
+            try await s.callStatus(raised[0].calls[0].id, .ringing)
+            try await s.until(raised[0].alert.id, is: .ringing, as: admin)
+            var ack = Caremesh_Alerts_V1_AcknowledgeCareAlertRequest()
+            ack.id = raised[1].alert.id
+            _ = try await s.client.call(AlertsMethods.acknowledgeCareAlert, request: ack, options: me.auth)
+            var resolve = Caremesh_Alerts_V1_ResolveCareAlertRequest()
+            resolve.id = raised[2].alert.id
+            resolve.outcome = "done"
+            _ = try await s.client.call(AlertsMethods.resolveCareAlert, request: resolve, options: me.auth)
+
+            let board = try await s.client.call(AlertsMethods.coordinatorDashboard, request: .init(), options: me.auth)
+            #expect(board.coordinator.id == mine.id)
+            #expect(board.alerts.map(\.id) == [raised[4], raised[3], raised[1], raised[0]].map(\.alert.id))
+            #expect(board.openByStatus == ["initiated": 2, "ringing": 1, "answered": 1])
+            var theirs = Caremesh_Alerts_V1_CoordinatorDashboardRequest()
+            theirs.coordinatorID = mine.id
+            #expect(await code { _ = try await s.client.call(AlertsMethods.coordinatorDashboard, request: theirs, options: other.auth) }
+                    == .permissionDenied)
+            #expect(try await s.client.call(AlertsMethods.coordinatorDashboard, request: theirs, options: admin.auth).alerts.count == 4)
+
+            // SLA: two alerts have waited a minute (backdated), one of them answered.
+            for i in [0, 1] {
+                _ = try await s.sql("""
+                    UPDATE alerts.care_alerts SET initiated_at = initiated_at - interval '60 seconds'
+                    WHERE id = \(UUID(uuidString: raised[i].alert.id)!)
+                    """)
+            }
+            var sla = Caremesh_Alerts_V1_ListUnansweredCareAlertsRequest()
+            sla.olderThanS = 30
+            let late = try await s.client.call(AlertsMethods.listUnansweredCareAlerts, request: sla, options: me.auth).alerts
+            #expect(late.map(\.alert.id) == [raised[0].alert.id])
+            #expect((late.first?.waitingS ?? 0) >= 60)
+            #expect(await code { _ = try await s.client.call(AlertsMethods.listUnansweredCareAlerts, request: sla, options: caregiver.auth) }
+                    == .permissionDenied)
+
+            var history = Caremesh_Alerts_V1_ListClientCareAlertsRequest()
+            history.clientID = client
+            history.pageSize = 2
+            var seen: [String] = []
+            repeat {
+                let page = try await s.client.call(AlertsMethods.listClientCareAlerts, request: history, options: admin.auth)
+                #expect(page.alerts.count <= 2)
+                seen += page.alerts.map(\.id)
+                history.pageToken = page.nextPageToken
+            } while !history.pageToken.isEmpty
+            // Newest first (the two backdated ones last, the older of them at the end).
+            #expect(seen == [raised[4], raised[3], raised[2], raised[1], raised[0]].map(\.alert.id))
+        }
+    }
+}
