@@ -5,11 +5,11 @@ import Foundation
 import Histogram
 import ZMQ
 
-/// `caremesh bench rpc|identity|sos`.
+/// `caremesh bench rpc|identity|sos|alerts`.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (record results in BENCHMARKS.md).",
-        subcommands: [RPC.self, IdentityBench.self, SosBench.self]
+        subcommands: [RPC.self, IdentityBench.self, SosBench.self, AlertsBench.self]
     )
 
     struct RPC: AsyncParsableCommand {

@@ -187,6 +187,11 @@ struct FixedRate {
     var processes: StackProcesses?
 
     func run(_ operation: @escaping @Sendable (Int) async throws -> Void) async -> Load.Result {
+        await runTimed { i, _, _ in try await operation(i) }
+    }
+
+    /// `run`, telling each call when it was due (monotonic ns) and whether it is measured.
+    func runTimed(_ operation: @escaping @Sendable (Int, UInt64, Bool) async throws -> Void) async -> Load.Result {
         let start = monotonicNanos() + 10_000_000
         let measureFrom = start + UInt64(warmup * 1e9)
         let end = measureFrom + UInt64(duration * 1e9)
@@ -199,7 +204,7 @@ struct FixedRate {
                 if due > now { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
                 group.addTask {
                     do {
-                        try await operation(i)
+                        try await operation(i, due, due >= measureFrom)
                         return (monotonicNanos() - due, due >= measureFrom)
                     } catch {
                         return (nil, due >= measureFrom)

@@ -1,0 +1,189 @@
+import AlertsService
+import ArgumentParser
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Histogram
+import IdentityService
+import PostgresNIO
+import Synchronization
+import ZMQ
+
+/// `caremesh bench alerts`: care alerts raised through a running stack's router at a fixed
+/// rate; how long until each one's call request is out (its `CareAlertRaised`, with the calls,
+/// read back through the router by a consumer long-polling alerts' outbox, as messaging does).
+struct AlertsBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alerts",
+        abstract: "Care alerts: raise → call requested p50/p99 (through the outbox) at a fixed rate; through the router.",
+        discussion: """
+            Needs a running stack (caremesh up, release build recommended). It puts --zones zones of two \
+            coordinators each (the second the first's backup) and --clients clients spread over them straight \
+            into alerts' tables (ids derived from 'caremesh-bench-…', so re-runs reuse them), registers \
+            caregivers and an admin at identity (roles given in identity's database, as `caremesh identity \
+            grant-role` does), then raises alerts open loop at --rate. Two figures per alert: the RaiseCareAlert \
+            call itself, and raise → its CareAlertRaised event (with the call requests) delivered to a consumer \
+            long-polling Events.Pull on alerts through the router: what messaging waits on before it dials. \
+            Latencies count from each raise's scheduled start. The bench's alerts are cancelled afterwards and \
+            their ring timers with them.
+            """
+    )
+
+    @OptionGroup var router: RouterOptions
+    @Option(help: "Alerts raised per second.") var rate = 50.0
+    @Option(help: "Zones (two coordinators each).") var zones = 20
+    @Option(help: "Clients, spread over the zones.") var clients = 1_000
+    @Option(help: "Caregiver accounts to register.") var caregivers = 16
+    @Option(help: "Warm-up seconds.") var warmup = 2.0
+    @Option(help: "Measured seconds.") var duration = 10.0
+
+    func validate() throws {
+        if !(rate > 0 && rate <= 10_000) { throw ValidationError("--rate must be between 0 and 10000") }
+        if zones < 1 || clients < 1 || caregivers < 1 { throw ValidationError("--zones, --clients and --caregivers must be at least 1") }
+        if !(warmup >= 0 && duration > 0) { throw ValidationError("--warmup must be at least 0 and --duration more than 0") }
+    }
+
+    func run() async throws {
+        print(machineLine())
+        let logger = cliLogger("caremesh.bench")
+        let layout = StackLayout()
+        let alertsDB = try LocalDatabase.url(for: AlertsService.name, layout: layout)
+        let identityDB = try LocalDatabase.url(for: IdentityService.name, layout: layout)
+        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        defer { client.close() }
+
+        // Coordinators (zone z: coordinator 2z+1 backed up by 2z+2) and clients in their zones.
+        try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                INSERT INTO coordinators (id, user_id, zone_id, phone_number, tier)
+                SELECT md5('caremesh-bench-coordinator-' || i)::uuid, md5('caremesh-bench-coordinator-user-' || i)::uuid,
+                       md5('caremesh-bench-zone-' || ((i - 1) / 2))::uuid, '+4420' || lpad(i::text, 8, '0'), 'coordinator'
+                FROM generate_series(1, \(2 * zones)) i
+                ON CONFLICT (user_id) DO UPDATE SET is_active = true
+                """, logger: logger)
+            try await conn.query("""
+                UPDATE coordinators k SET backup_coordinator_id = md5('caremesh-bench-coordinator-' || (i + 1))::uuid
+                FROM generate_series(1, \(2 * zones), 2) i
+                WHERE k.id = md5('caremesh-bench-coordinator-' || i)::uuid AND k.backup_coordinator_id IS NULL
+                """, logger: logger)
+            try await conn.query("""
+                INSERT INTO client_zones (client_id, kind, zone_id)
+                SELECT md5('caremesh-bench-client-' || i)::uuid, 'client', md5('caremesh-bench-zone-' || (i % \(zones)))::uuid
+                FROM generate_series(1, \(clients)) i
+                ON CONFLICT (client_id) DO UPDATE SET zone_id = EXCLUDED.zone_id
+                """, logger: logger)
+            try await conn.query("VACUUM (ANALYZE) coordinators, client_zones, care_alerts, care_alert_calls, jobs, outbox", logger: logger)
+        }
+
+        // People: caregivers who raise, an admin who reads the outbox (as a service would).
+        let run = UInt32.random(in: 0...UInt32.max)
+        let password = "bench passphrase \(run)"
+        let emails = (0...caregivers).map { "bench-alerts-\(run)-\($0)@example.org" }
+        _ = try await registerBenchAccounts(client, emails: emails, password: password, concurrency: 32)
+        try await Store.withSingleConnection(identityDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                UPDATE users SET role = CASE WHEN email = \(emails[0]) THEN 'admin' ELSE 'caregiver' END WHERE email = ANY(\(emails))
+                """, logger: logger)
+        }
+        var tokens: [CallOptions] = []
+        for email in emails {
+            var login = Caremesh_Identity_V1_LoginRequest()
+            login.email = email
+            login.password = password
+            let session = try await client.call(IdentityMethods.login, request: login, options: .init(timeout: .seconds(60))).session
+            tokens.append(CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"]))
+        }
+        let admin = tokens[0], raisers = Array(tokens.dropFirst())
+        let clientIDs = try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("SELECT md5('caremesh-bench-client-' || i)::uuid FROM generate_series(1, \(clients)) i", logger: logger)
+                .collect().map { try $0.decode(UUID.self).uuidString }
+        }
+
+        // The consumer: from the outbox's end now, every CareAlertRaised as it is delivered.
+        let seen = Seen()
+        let after = try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("SELECT coalesce(max(seq), 0) FROM outbox", logger: logger).first(Int64.self) ?? 0
+        }
+        let consumer = Task {
+            var cursor = after
+            while !Task.isCancelled {
+                var r = Caremesh_Events_V1_PullEventsRequest()
+                r.after = cursor
+                r.limit = 1_000
+                r.waitMs = 1_000
+                guard let response = try? await client.call(EventsMethods.pull, service: AlertsService.name, request: r,
+                                                            options: CallOptions(timeout: .seconds(5), metadata: admin.metadata))
+                else { continue }
+                let now = monotonicNanos()
+                for event in response.events {
+                    cursor = max(cursor, event.seq)
+                    guard event.type == Caremesh_Alerts_V1_CareAlertRaised.protoMessageName,
+                          let e = try? Caremesh_Alerts_V1_CareAlertRaised(serializedBytes: event.payload), !e.calls.isEmpty
+                    else { continue }
+                    seen.delivered(e.alertID, at: now)
+                }
+            }
+        }
+
+        let processes = StackProcesses(layout: layout, names: ["router", "alerts"])
+        let types: [Caremesh_Alerts_V1_CareAlertType] = [.medicalConcern, .medicationIssue, .safetyConcern, .behavioralChange]
+        let result = await FixedRate(rate: rate, warmup: warmup, duration: duration, processes: processes).runTimed { i, due, counted in
+            var r = Caremesh_Alerts_V1_RaiseCareAlertRequest()
+            r.clientID = clientIDs[i % clientIDs.count]
+            r.alertType = types[i % types.count]
+            r.voiceMessageURL = "https://voice.example.org/bench/\(i).mp3"
+            let raised = try await client.call(AlertsMethods.raiseCareAlert, request: r, options: raisers[i % raisers.count])
+            if counted { seen.raised(raised.alert.id, due: due) }
+        }
+        print(result.line("alerts raise (RaiseCareAlert call, open loop)", String(format: "rate=%.0f zones=%d", rate, zones)))
+
+        // Every counted alert's event, or a miss after 5 s.
+        let deadline = monotonicNanos() + 5_000_000_000
+        while seen.missing > 0 && monotonicNanos() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        consumer.cancel()
+        let (histogram, missing) = seen.latencies()
+        var delivered = Load.Result(histogram: histogram, errors: missing, duration: duration)
+        delivered.cpu = result.cpu
+        print(delivered.line("alerts raise → call requested (CareAlertRaised delivered through Events.Pull)",
+                             String(format: "rate=%.0f", rate)))
+
+        // Close the bench's alerts and stop their ring timers (they would escalate during a later run).
+        try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                WITH closed AS (
+                    UPDATE care_alerts SET status = 'cancelled', cancelled_at = now(), closed_by = staff_id, outcome = 'bench'
+                    WHERE client_id IN (SELECT md5('caremesh-bench-client-' || i)::uuid FROM generate_series(1, \(clients)) i)
+                      AND status NOT IN ('resolved', 'cancelled', 'answered') RETURNING id)
+                UPDATE jobs SET state = 'cancelled', finished_at = now()
+                WHERE kind = 'care-alert-ring' AND state = 'scheduled'
+                  AND split_part(unique_key, ':', 1) IN (SELECT id::text FROM closed)
+                """, logger: logger)
+        }
+    }
+
+    /// When each counted alert was due and when its event was delivered.
+    final class Seen: Sendable {
+        struct State {
+            var due: [String: UInt64] = [:]
+            var delivered: [String: UInt64] = [:]
+        }
+        let state = Mutex(State())
+
+        func raised(_ id: String, due: UInt64) { state.withLock { $0.due[id] = due } }
+        func delivered(_ id: String, at: UInt64) { state.withLock { $0.delivered[id] = at } }
+
+        var missing: Int { state.withLock { s in s.due.keys.filter { s.delivered[$0] == nil }.count } }
+
+        func latencies() -> (Histogram<UInt64>, missing: Int) {
+            state.withLock { s in
+                var h = Load.histogram()
+                var missing = 0
+                for (id, due) in s.due {
+                    if let at = s.delivered[id] { _ = h.record(at > due ? at - due : 0) } else { missing += 1 }
+                }
+                return (h, missing)
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import AlertsService
+import Foundation
+import Testing
+
+/// Local days and lateness across daylight-saving changes, and the rule engine, table by table
+/// without I/O.
+@Suite struct RuleEngineTests {
+    static func instant(_ iso: String) -> Date { ISO8601DateFormatter().date(from: iso)! }
+    static func day(_ text: String) -> LocalDate { LocalDate(text)! }
+    static let paris = TimeZone(identifier: "Europe/Paris")!
+    static let newYork = TimeZone(identifier: "America/New_York")!
+
+    @Test("local dates: parsing only real days, arithmetic across months and years, ISO weekdays")
+    func localDates() {
+        #expect(LocalDate("2026-02-29") == nil)
+        #expect(LocalDate("2028-02-29") != nil)
+        #expect(LocalDate("2026-13-01") == nil)
+        #expect(LocalDate("26-01-01") == nil)
+        #expect(Self.day("2026-12-31").adding(days: 1) == Self.day("2027-01-01"))
+        #expect(Self.day("2026-03-01").adding(days: -1) == Self.day("2026-02-28"))
+        #expect(Self.day("2026-03-25").days(to: Self.day("2026-04-02")) == 8)
+        #expect(Self.day("2026-11-23").isoWeekday == 1) // a Monday
+        #expect(Self.day("2026-11-22").isoWeekday == 7)
+        #expect(!Self.day("2026-11-21").isWeekday)
+        #expect(Self.day("2026-03-28").through(Self.day("2026-03-30")).map(\.description) == ["2026-03-28", "2026-03-29", "2026-03-30"])
+    }
+
+    /// (time zone, expected show-up, logged at (UTC), local day, minutes late)
+    static let latenessCases: [(TimeZone, String, String, String, Int)] = [
+        // Paris, 09:00: the week before and after the spring change (UTC+1 → UTC+2). A fixed
+        // offset would call one of these 65 minutes late or 55 early.
+        (paris, "09:00", "2026-03-27T08:05:00Z", "2026-03-27", 5),
+        (paris, "09:00", "2026-03-30T07:05:00Z", "2026-03-30", 5),
+        // And around the autumn change (UTC+2 → UTC+1): both on time.
+        (paris, "09:00", "2026-10-23T07:00:00Z", "2026-10-23", 0),
+        (paris, "09:00", "2026-10-26T08:00:00Z", "2026-10-26", 0),
+        (paris, "09:00", "2026-10-26T07:30:00Z", "2026-10-26", 0), // early is not late
+        // 02:30 does not exist on 29 March in Paris: due when the clock reaches it (03:00).
+        (paris, "02:30", "2026-03-29T01:10:00Z", "2026-03-29", 10),
+        // New York, 08:30, across its own changes (8 March and 1 November 2026).
+        (newYork, "08:30", "2026-03-06T13:45:00Z", "2026-03-06", 15),
+        (newYork, "08:30", "2026-03-09T12:45:00Z", "2026-03-09", 15),
+        (newYork, "08:30", "2026-11-02T13:31:00Z", "2026-11-02", 1),
+        // The local day, not the UTC day: 23:30 in New York is 04:30 UTC the next day.
+        (newYork, "22:00", "2026-11-03T04:30:00Z", "2026-11-02", 90),
+    ]
+
+    @Test("lateness is wall-clock time in the staff member's time zone, right across DST", arguments: 0..<latenessCases.count)
+    func lateness(_ i: Int) {
+        let (zone, expected, logged, day, minutes) = Self.latenessCases[i]
+        let found = Lateness.of(loggedAt: Self.instant(logged), expected: LocalTime(expected)!, timeZone: zone)
+        #expect(found.date == Self.day(day))
+        #expect(found.minutesLate == minutes)
+    }
+
+    @Test("the daily run is at the same wall-clock time every day, whatever the clocks did")
+    func nextDailyRun() {
+        let six = LocalTime("06:00")!
+        // Saturday 28 March 07:00 Paris (CET) → Sunday 29 March 06:00 CEST = 04:00 UTC.
+        #expect(Lateness.next(six, after: Self.instant("2026-03-28T06:00:00Z"), in: Self.paris) == Self.instant("2026-03-29T04:00:00Z"))
+        // Before 06:00 the same day.
+        #expect(Lateness.next(six, after: Self.instant("2026-10-25T03:00:00Z"), in: Self.paris) == Self.instant("2026-10-25T05:00:00Z"))
+        #expect(LocalTime("24:00") == nil && LocalTime("9:00") == nil && LocalTime("09:60") == nil)
+    }
+
+    // MARK: - Rules
+
+    static func condition(_ json: String) throws -> RuleCondition { try RuleCondition(json: Data(json.utf8)) }
+
+    static let lateStarts = #"{"metric": "late_starts", "op": ">=", "value": "count", "params": {"window_days": "window_days", "grace_minutes": "grace_minutes"}}"#
+
+    @Test("late starts: more than the grace, inside the window, PTO days and days before the pairing not counted")
+    func lateStartsRule() throws {
+        let rule = try Self.condition(Self.lateStarts)
+        #expect(rule.thresholdNames == ["count", "window_days", "grace_minutes"])
+        let thresholds = ["count": 3.0, "window_days": 14, "grace_minutes": 10]
+        let asOf = Self.day("2026-11-20")
+        var facts = PairingFacts(asOf: asOf, pairingStart: Self.day("2026-10-01"), logs: [
+            .init(date: asOf, minutesLate: 15),
+            .init(date: asOf.adding(days: -2), minutesLate: 11),
+            .init(date: asOf.adding(days: -3), minutesLate: 10), // within the grace
+            .init(date: asOf.adding(days: -13), minutesLate: 40),
+            .init(date: asOf.adding(days: -14), minutesLate: 90), // outside the 14 days
+        ])
+        var result = RuleEngine.evaluate(rule, thresholds: thresholds, facts: facts)
+        #expect(result.fires)
+        #expect(result.findings.first?.measured == 3)
+        #expect(result.findings.first?.days == [asOf.adding(days: -13), asOf.adding(days: -2), asOf])
+        #expect(result.findings.first?.from == asOf.adding(days: -13))
+        // A PTO day in the window does not count against them …
+        facts.pto = [asOf.adding(days: -2)]
+        result = RuleEngine.evaluate(rule, thresholds: thresholds, facts: facts)
+        #expect(!result.fires && result.findings.first?.measured == 2)
+        // … nor before the pairing began; and on a PTO day nothing is evaluated at all.
+        facts.pto = []
+        facts.pairingStart = asOf.adding(days: -5)
+        #expect(RuleEngine.evaluate(rule, thresholds: thresholds, facts: facts).findings.first?.measured == 2)
+        facts.pairingStart = Self.day("2026-10-01")
+        facts.pto = [asOf]
+        result = RuleEngine.evaluate(rule, thresholds: thresholds, facts: facts)
+        #expect(!result.fires && result.findings.isEmpty)
+        // Adjusting a threshold adjusts the rule.
+        facts.pto = []
+        #expect(!RuleEngine.evaluate(rule, thresholds: ["count": 4, "window_days": 14, "grace_minutes": 10], facts: facts).fires)
+        #expect(RuleEngine.evaluate(rule, thresholds: ["count": 4, "window_days": 14, "grace_minutes": 5], facts: facts).fires)
+    }
+
+    @Test("missing reports: weekdays of the window up to yesterday, without weekends, PTO or days before the pairing")
+    func missingReportsRule() throws {
+        let rule = try Self.condition(#"{"metric": "missing_reports", "op": ">=", "value": 2, "params": {"window_days": 7}}"#)
+        // Friday 20 November 2026: the window is Fri 13 … Thu 19 (5 weekdays).
+        let asOf = Self.day("2026-11-20")
+        let reported = ["2026-11-13", "2026-11-16", "2026-11-17"].map(Self.day)
+        var facts = PairingFacts(asOf: asOf, pairingStart: Self.day("2026-01-01"), reports: reported.map { .init(date: $0) })
+        var result = RuleEngine.evaluate(rule, thresholds: [:], facts: facts)
+        #expect(result.fires)
+        #expect(result.findings.first?.days == ["2026-11-18", "2026-11-19"].map(Self.day))
+        // A report today does not stand for yesterday's; a weekend report does not count as missing either way.
+        facts.reports.append(.init(date: asOf))
+        #expect(RuleEngine.evaluate(rule, thresholds: [:], facts: facts).findings.first?.measured == 2)
+        facts.pto = [Self.day("2026-11-19")]
+        result = RuleEngine.evaluate(rule, thresholds: [:], facts: facts)
+        #expect(!result.fires && result.findings.first?.measured == 1)
+        facts.pto = []
+        facts.pairingStart = Self.day("2026-11-19")
+        #expect(RuleEngine.evaluate(rule, thresholds: [:], facts: facts).findings.first?.measured == 1)
+    }
+
+    @Test("falling satisfaction compares two windows and needs enough reports in each; all/any combine")
+    func satisfactionRules() throws {
+        let drop = try Self.condition(#"{"metric": "satisfaction_drop", "op": ">=", "value": "drop", "params": {"window_days": 7, "min_reports": 2}}"#)
+        let asOf = Self.day("2026-11-20")
+        let earlier = (8...14).map { PairingFacts.Report(date: asOf.adding(days: -$0), clientSatisfaction: $0 % 2 == 0 ? 5 : 4) }
+        let recent = (1...7).map { PairingFacts.Report(date: asOf.adding(days: -$0), clientSatisfaction: 3, needsSupport: $0 <= 2) }
+        var facts = PairingFacts(asOf: asOf, pairingStart: Self.day("2026-01-01"), reports: earlier + recent)
+        var result = RuleEngine.evaluate(drop, thresholds: ["drop": 1], facts: facts)
+        #expect(result.fires)
+        let measured = try #require(result.findings.first?.measured)
+        #expect(abs(measured - (4.571_428 - 3)) < 0.001)
+        #expect(!RuleEngine.evaluate(drop, thresholds: ["drop": 2], facts: facts).fires)
+        // Too few earlier reports to compare: no finding holds.
+        facts.reports = recent + [earlier[0]]
+        result = RuleEngine.evaluate(drop, thresholds: ["drop": 1], facts: facts)
+        #expect(!result.fires && result.findings.first?.measured == nil)
+
+        facts.reports = earlier + recent
+        let both = try Self.condition("""
+            {"all": [\(#"{"metric": "needs_support", "op": ">=", "value": 2, "params": {"window_days": 7}}"#),
+                     \(#"{"metric": "average_satisfaction", "op": "<=", "value": 3, "params": {"window_days": 7, "min_reports": 3}}"#)]}
+            """)
+        result = RuleEngine.evaluate(both, thresholds: [:], facts: facts)
+        #expect(result.fires && result.findings.count == 2)
+        let either = try Self.condition("""
+            {"any": [\(#"{"metric": "needs_support", "op": ">=", "value": 5, "params": {"window_days": 7}}"#),
+                     \(#"{"metric": "average_hours", "op": ">=", "value": 10, "params": {"window_days": 7}}"#)]}
+            """)
+        #expect(!RuleEngine.evaluate(either, thresholds: [:], facts: facts).fires)
+    }
+
+    @Test("conditions that are not the language are refused with the reason")
+    func badConditions() {
+        let bad = [
+            "[]", "not json", #"{"metric": "mood", "op": ">=", "value": 1, "params": {"window_days": 7}}"#,
+            #"{"metric": "late_starts", "op": "=>", "value": 1, "params": {"window_days": 7}}"#,
+            #"{"metric": "late_starts", "op": ">=", "value": true, "params": {"window_days": 7}}"#,
+            #"{"metric": "late_starts", "op": ">=", "value": 1, "params": {"window_days": 7, "min_reports": 2}}"#,
+            #"{"metric": "late_starts", "op": ">=", "value": 1}"#,
+            #"{"metric": "late_starts", "op": ">=", "value": 1, "params": {"window_days": 7}, "extra": 1}"#,
+            #"{"all": []}"#,
+        ]
+        for text in bad {
+            #expect(throws: RuleCondition.Invalid.self, "\(text)") { try RuleCondition(json: Data(text.utf8)) }
+        }
+    }
+}
