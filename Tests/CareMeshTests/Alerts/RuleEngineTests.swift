@@ -173,3 +173,62 @@ import Testing
         }
     }
 }
+
+/// The rules CareMesh ships with: each parses, names only thresholds it ships, keeps its
+/// parameters in their ranges, and fires on the pattern it describes but not on a good week.
+@Suite struct DefaultRulesTests {
+    @Test("every shipped rule is a valid condition over its own thresholds")
+    func valid() throws {
+        #expect(DefaultRules.all.count >= 6)
+        #expect(Set(DefaultRules.all.map(\.number)).count == DefaultRules.all.count)
+        #expect(Set(DefaultRules.all.map(\.name)).count == DefaultRules.all.count)
+        for rule in DefaultRules.all {
+            let condition = try RuleCondition(json: Data(rule.condition.utf8))
+            #expect(condition.thresholdNames == Set(rule.defaultThresholds.keys), "\(rule.name)")
+            guard case .compare(let metric, _, _, let params) = condition else { continue }
+            for (key, operand) in params {
+                guard case .threshold(let name) = operand, let value = rule.defaultThresholds[name] else { continue }
+                #expect(metric.parameters[key]?.contains(value) == true, "\(rule.name).\(key)")
+            }
+        }
+    }
+
+    @Test("a good week fires nothing; each rule fires on its own pattern")
+    func patterns() throws {
+        let asOf = LocalDate("2026-11-20")! // a Friday
+        let days = (1...14).map { asOf.adding(days: -$0) }
+        let good = PairingFacts(asOf: asOf, pairingStart: LocalDate("2026-01-01")!,
+                                logs: days.map { .init(date: $0, minutesLate: 0) },
+                                reports: days.map { .init(date: $0, hoursWorked: 8, clientSatisfaction: 5, eaWellbeing: 4) })
+        func fires(_ number: Int, _ facts: PairingFacts) throws -> Bool {
+            let rule = DefaultRules.all.first { $0.number == number }!
+            return RuleEngine.evaluate(try RuleCondition(json: Data(rule.condition.utf8)), thresholds: rule.defaultThresholds, facts: facts).fires
+        }
+        for rule in DefaultRules.all { #expect(try !fires(rule.number, good), "\(rule.name)") }
+
+        var late = good
+        for i in 0..<3 { late.logs[i].minutesLate = 25 }
+        #expect(try fires(1, late))
+        var missing = good
+        missing.reports.removeAll { $0.date == asOf.adding(days: -1) }
+        #expect(try fires(2, missing))
+        var falling = good
+        for i in 0..<7 { falling.reports[i].clientSatisfaction = 3 }
+        #expect(try fires(3, falling))
+        var support = good
+        for i in 0..<2 { support.reports[i].needsSupport = true }
+        #expect(try fires(4, support))
+        var unhappy = good
+        for i in 0..<14 { unhappy.reports[i].clientSatisfaction = 2 }
+        #expect(try fires(5, unhappy))
+        var overtime = good
+        for i in 0..<7 { overtime.reports[i].hoursWorked = 11 }
+        #expect(try fires(6, overtime))
+        var tired = good
+        for i in 0..<7 { tired.reports[i].eaWellbeing = 1 }
+        #expect(try fires(7, tired))
+        var silent = good
+        for i in 0..<3 { silent.reports[i].clientUnresponsive = true }
+        #expect(try fires(8, silent))
+    }
+}
