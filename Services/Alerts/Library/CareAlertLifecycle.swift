@@ -224,6 +224,9 @@ public struct EscalationChain: Sendable, Equatable {
 /// A call attempt's status (as stored) only moves forward: a late "ringing" never overwrites
 /// an answer or an end, and once a person answered only the call's completion follows.
 public enum CallProgress {
+    /// Calls that can still be answered.
+    public static let live = ["requested", "queued", "ringing"]
+
     public static func advances(from current: String, to new: String) -> Bool {
         if current == "in_progress" { return new == "completed" }
         return rank(new) > rank(current)

@@ -51,9 +51,6 @@ final class CareAlerts: Sendable {
         .noAnswer: "no_answer", .failed: "failed", .canceled: "canceled", .machine: "machine",
     ]
 
-    /// Calls still able to be answered.
-    static let liveCalls = ["requested", "queued", "ringing"]
-
     /// An alert row as the desk works with it.
     struct Record: Sendable {
         var alert: Caremesh_Alerts_V1_CareAlert
@@ -114,11 +111,14 @@ final class CareAlerts: Sendable {
     }
 
     /// The alert, locked for the rest of the transaction (call statuses, timers and people queue
-    /// behind each other).
+    /// behind each other); nil if there is none.
+    func lockedIfAny(_ c: PostgresConnection, _ id: UUID) async throws -> Record? {
+        try await one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id) FOR UPDATE")
+    }
+
+    /// `lockedIfAny`, or `NOT_FOUND`.
     func locked(_ c: PostgresConnection, _ id: UUID) async throws -> Record {
-        guard let r = try await one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id) FOR UPDATE") else {
-            throw RPCError(.notFound, "no care alert with this id")
-        }
+        guard let r = try await lockedIfAny(c, id) else { throw RPCError(.notFound, "no care alert with this id") }
         return r
     }
 
@@ -147,9 +147,12 @@ final class CareAlerts: Sendable {
         return out
     }
 
-    static func alertID(_ text: String, field: String = "id") throws(RPCError) -> UUID {
-        guard let id = UUID(uuidString: text) else { throw RPCError.invalidArgument(field: field, "must be a UUID") }
-        return id
+    /// A request's `id` (the only field a few methods check).
+    static func alertID(_ text: String) throws(RPCError) -> UUID {
+        var v = FieldViolations()
+        let id = v.uuid(text, "id")
+        try v.throwIfAny()
+        return id!
     }
 
     /// What `caller` is to `record`.
@@ -176,7 +179,7 @@ final class CareAlerts: Sendable {
                     SELECT k.id FROM coordinators k
                     WHERE k.zone_id = \(zone) AND k.is_active AND k.tier = 'coordinator'
                     ORDER BY (SELECT count(*) FROM care_alerts a WHERE a.coordinator_id = k.id
-                              AND a.status IN ('initiated', 'ringing', 'answered', 'escalated', 'no_answer')),
+                              AND a.status = ANY(\(Self.openStatuses))),
                              k.created_at, k.id
                     LIMIT 1) END)
             ),
@@ -258,7 +261,7 @@ final class CareAlerts: Sendable {
     func endLiveCalls(_ c: PostgresConnection, _ id: UUID, as status: String, step: Int? = nil) async throws -> [String] {
         let rows = try await c.query("""
             UPDATE care_alert_calls SET status = \(status)
-            WHERE alert_id = \(id) AND status = ANY(\(Self.liveCalls)) AND (\(step)::int IS NULL OR escalation_step = \(step))
+            WHERE alert_id = \(id) AND status = ANY(\(CallProgress.live)) AND (\(step)::int IS NULL OR escalation_step = \(step))
             RETURNING id
             """, logger: logger)
         var ids: [String] = []
@@ -266,8 +269,10 @@ final class CareAlerts: Sendable {
         return ids
     }
 
+    /// `CareAlertStatusChanged`, unless the status stays what it was (a further escalation).
     static func statusChanged(_ events: inout PendingEvents, _ before: Record, to: CareAlertState, actor: UUID?,
                               ended: [String]) throws {
+        guard to != before.state else { return }
         var e = Caremesh_Alerts_V1_CareAlertStatusChanged()
         e.alertID = before.alert.id
         e.status = to.proto
@@ -277,6 +282,16 @@ final class CareAlerts: Sendable {
         try events.add(e, key: before.alert.id)
     }
 
+    /// The alert stops calling for good (answered, resolved, cancelled): its live calls are hung
+    /// up, its stage's ring timer stopped, and the change announced.
+    func stopCalling(_ c: PostgresConnection, _ record: Record, to: CareAlertState, actor: UUID?) async throws {
+        let ended = try await endLiveCalls(c, record.id, as: "ended")
+        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
+        var events = PendingEvents()
+        try Self.statusChanged(&events, record, to: to, actor: actor, ended: ended)
+        try await outbox.append(events, on: c)
+    }
+
     // MARK: - Raise
 
     func raise(_ r: Caremesh_Alerts_V1_RaiseCareAlertRequest, _ context: RPCContext) async throws
@@ -284,8 +299,7 @@ final class CareAlerts: Sendable {
     {
         let me = try context.requireRole(Self.raisers).requireUserID()
         var v = FieldViolations()
-        let client = UUID(uuidString: r.clientID)
-        v.check(client != nil, "client_id", "must be a UUID")
+        let client = v.uuid(r.clientID, "client_id")
         let type = Self.alertTypes[r.alertType]
         v.check(type != nil, "alert_type", "must be one of \(Self.alertTypes.values.sorted().joined(separator: ", ")) (upper case in the enum)")
         if !r.voiceMessageURL.isEmpty {
@@ -319,9 +333,7 @@ final class CareAlerts: Sendable {
             } else {
                 self.logger.warning("care alert raised with nobody to call", metadata: ["alert.id": "\(record.alert.id)"])
             }
-            var events = PendingEvents()
-            try events.add(raised, key: record.alert.id)
-            try await self.outbox.append(events, on: c)
+            _ = try await self.outbox.append(raised, key: record.alert.id, on: c)
             response.alert = record.alert
             return response
         }
@@ -329,8 +341,9 @@ final class CareAlerts: Sendable {
 
     // MARK: - Moving along the chain
 
-    /// Nobody of the current stage answered: the next stage with someone to call, or
-    /// `no_answer` when the chain is exhausted. `ended`: the stage's calls just given up.
+    /// Nobody of the current stage answered: its timer stops, and the next stage with someone to
+    /// call is called, or the alert is `no_answer` when the chain is exhausted. `ended`: the
+    /// stage's calls just given up.
     func escalate(_ c: PostgresConnection, _ record: Record, ended: [String], _ events: inout PendingEvents) async throws {
         let chain = try await chain(c, primary: record.coordinator, choose: false, zone: record.zone)
         let next = chain.next(after: record.step)
@@ -341,7 +354,8 @@ final class CareAlerts: Sendable {
                 escalated_at = CASE WHEN \(next != nil) THEN coalesce(escalated_at, now()) ELSE escalated_at END
             WHERE id = \(record.id)
             """, logger: logger)
-        if to != record.state { try Self.statusChanged(&events, record, to: to, actor: nil, ended: next == nil ? ended : []) }
+        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
+        try Self.statusChanged(&events, record, to: to, actor: nil, ended: next == nil ? ended : [])
         guard let next else {
             logger.warning("care alert unanswered by everyone on its chain", metadata: ["alert.id": "\(record.alert.id)"])
             return
@@ -364,11 +378,7 @@ final class CareAlerts: Sendable {
             UPDATE care_alerts SET status = \(to.rawValue), answered_by = \(coordinator), answered_at = now()
             WHERE id = \(record.id) RETURNING \(unescaped: Self.columns)
             """) else { throw RPCError(.internal, "the care alert vanished") }
-        let ended = try await endLiveCalls(c, record.id, as: "ended")
-        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
-        var events = PendingEvents()
-        try Self.statusChanged(&events, record, to: to, actor: actor, ended: ended)
-        try await outbox.append(events, on: c)
+        try await stopCalling(c, record, to: to, actor: actor)
         return updated
     }
 
@@ -404,10 +414,9 @@ final class CareAlerts: Sendable {
             // This call failed; the stage has failed when none of its calls can still be answered.
             let waiting = try await c.query("""
                 SELECT 1 FROM care_alert_calls
-                WHERE alert_id = \(alertID) AND escalation_step = \(step) AND status = ANY(\(Self.liveCalls)) LIMIT 1
+                WHERE alert_id = \(alertID) AND escalation_step = \(step) AND status = ANY(\(CallProgress.live)) LIMIT 1
                 """, logger: logger).hasRows()
             guard !waiting else { return }
-            try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(alertID, step), on: c, logger: logger)
             var events = PendingEvents()
             try await escalate(c, record, ended: [], &events)
             try await outbox.append(events, on: c)
@@ -419,8 +428,7 @@ final class CareAlerts: Sendable {
     func ringTimedOut(_ job: Job, _ c: PostgresConnection) async throws {
         let parts = String(decoding: job.payload, as: UTF8.self).split(separator: " ")
         guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), let step = Int(parts[1]) else { return }
-        guard let record = try await one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id) FOR UPDATE"),
-              record.state.isCalling, record.step == step
+        guard let record = try await lockedIfAny(c, id), record.state.isCalling, record.step == step
         else { return }
         let ended = try await endLiveCalls(c, id, as: "timed_out", step: step)
         var events = PendingEvents()
@@ -450,8 +458,7 @@ final class CareAlerts: Sendable {
         -> Caremesh_Alerts_V1_ResolveCareAlertResponse
     {
         var v = FieldViolations()
-        let id = UUID(uuidString: r.id)
-        v.check(id != nil, "id", "must be a UUID")
+        let id = v.uuid(r.id, "id")
         let outcome = r.outcome.trimmingCharacters(in: .whitespacesAndNewlines)
         v.check(!outcome.isEmpty, "outcome", "say how it was resolved")
         v.check(outcome.count <= 2_000, "outcome", "must be at most 2000 characters")
@@ -465,8 +472,7 @@ final class CareAlerts: Sendable {
         -> Caremesh_Alerts_V1_CancelCareAlertResponse
     {
         var v = FieldViolations()
-        let id = UUID(uuidString: r.id)
-        v.check(id != nil, "id", "must be a UUID")
+        let id = v.uuid(r.id, "id")
         v.check(r.reason.count <= 500, "reason", "must be at most 500 characters")
         try v.throwIfAny()
         var response = Caremesh_Alerts_V1_CancelCareAlertResponse()
@@ -492,11 +498,7 @@ final class CareAlerts: Sendable {
                     \(unescaped: set)
                 WHERE id = \(id) RETURNING \(unescaped: Self.columns)
                 """) else { throw RPCError(.internal, "the care alert vanished") }
-            let ended = try await self.endLiveCalls(c, id, as: "ended")
-            try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(id, record.step), on: c, logger: self.logger)
-            var events = PendingEvents()
-            try Self.statusChanged(&events, record, to: to, actor: me, ended: ended)
-            try await self.outbox.append(events, on: c)
+            try await self.stopCalling(c, record, to: to, actor: me)
             return updated.alert
         }
     }
@@ -510,7 +512,7 @@ final class CareAlerts: Sendable {
             guard let record = try await self.one(c, "SELECT \(unescaped: Self.columns) FROM care_alerts WHERE id = \(id)") else {
                 throw RPCError(.notFound, "no care alert with this id")
             }
-            guard !Self.relation(record, caller).isDisjoint(with: [.raiser, .coordinator, .admin]) else {
+            guard !Self.relation(record, caller).isEmpty else {
                 throw RPCError(.permissionDenied, "only the caregiver who raised it, coordinators and admins see a care alert")
             }
             var response = Caremesh_Alerts_V1_GetCareAlertResponse()
@@ -523,16 +525,15 @@ final class CareAlerts: Sendable {
         }
     }
 
-    static let openStatuses = ["initiated", "ringing", "answered", "escalated", "no_answer"]
-    static let unansweredStatuses = ["initiated", "ringing", "escalated", "no_answer"]
+    static let openStatuses = CareAlertState.allCases.filter { !$0.isFinal }.map(\.rawValue)
+    static let unansweredStatuses = CareAlertState.allCases.filter(\.isUnanswered).map(\.rawValue)
 
     func dashboard(_ r: Caremesh_Alerts_V1_CoordinatorDashboardRequest, _ context: RPCContext) async throws
         -> Caremesh_Alerts_V1_CoordinatorDashboardResponse
     {
         let caller = try context.requireRole(Self.staff)
         var v = FieldViolations()
-        let named = r.coordinatorID.isEmpty ? nil : UUID(uuidString: r.coordinatorID)
-        v.check(r.coordinatorID.isEmpty || named != nil, "coordinator_id", "must be a UUID")
+        let named = v.optionalUUID(r.coordinatorID, "coordinator_id")
         let limit = v.limit(r.limit, default: 100)
         try v.throwIfAny()
         return try await store.withConnection { c in
@@ -604,8 +605,7 @@ final class CareAlerts: Sendable {
     {
         _ = try context.requireRole(Self.staff)
         var v = FieldViolations()
-        let client = UUID(uuidString: r.clientID)
-        v.check(client != nil, "client_id", "must be a UUID")
+        let client = v.uuid(r.clientID, "client_id")
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         return try await store.withConnection { c in

@@ -48,30 +48,16 @@ final class Coordinators: Sendable {
         return out
     }
 
-    /// E.164: a plus, a country code that does not start with 0, 7 to 15 digits in all.
-    static func isE164(_ phone: String) -> Bool {
-        phone.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil
-    }
-
-    /// An optional UUID field: empty is nil, anything else must parse.
-    static func optionalID(_ text: String, _ field: String, into v: inout FieldViolations) -> UUID? {
-        guard !text.isEmpty else { return nil }
-        let id = UUID(uuidString: text)
-        v.check(id != nil, field, "must be a UUID (or empty)")
-        return id
-    }
-
     // MARK: - Coordinators
 
     func put(_ r: Caremesh_Alerts_V1_PutCoordinatorRequest, _ context: RPCContext) async throws -> Caremesh_Alerts_V1_PutCoordinatorResponse {
         _ = try context.requireRole(Self.admins)
         let k = r.coordinator
         var v = FieldViolations()
-        let user = UUID(uuidString: k.userID)
-        v.check(user != nil, "coordinator.user_id", "must be a UUID")
-        let zone = Self.optionalID(k.zoneID, "coordinator.zone_id", into: &v)
-        v.check(Self.isE164(k.phoneNumber), "coordinator.phone_number", "must be E.164, e.g. +447911123456")
-        let backup = Self.optionalID(k.backupCoordinatorID, "coordinator.backup_coordinator_id", into: &v)
+        let user = v.uuid(k.userID, "coordinator.user_id")
+        let zone = v.optionalUUID(k.zoneID, "coordinator.zone_id")
+        v.phone(k.phoneNumber, "coordinator.phone_number")
+        let backup = v.optionalUUID(k.backupCoordinatorID, "coordinator.backup_coordinator_id")
         let tier = k.tier == .unspecified ? "coordinator" : Self.tiers[k.tier]
         v.check(tier != nil, "coordinator.tier", "must be COORDINATOR or ADMIN")
         try v.throwIfAny()
@@ -107,7 +93,7 @@ final class Coordinators: Sendable {
     func list(_ r: Caremesh_Alerts_V1_ListCoordinatorsRequest, _ context: RPCContext) async throws -> Caremesh_Alerts_V1_ListCoordinatorsResponse {
         _ = try context.requireRole(CareAlerts.staff)
         var v = FieldViolations()
-        let zone = Self.optionalID(r.zoneID, "zone_id", into: &v)
+        let zone = v.optionalUUID(r.zoneID, "zone_id")
         try v.throwIfAny()
         return try await store.withConnection { c in
             var response = Caremesh_Alerts_V1_ListCoordinatorsResponse()
@@ -132,7 +118,7 @@ final class Coordinators: Sendable {
         var v = FieldViolations()
         v.check(p.name.wholeMatch(of: /[a-z0-9][a-z0-9-]{0,62}/) != nil, "policy.name",
                 "must be 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit")
-        let zone = Self.optionalID(p.zoneID, "policy.zone_id", into: &v)
+        let zone = v.optionalUUID(p.zoneID, "policy.zone_id")
         v.check(p.repeatCount <= 5, "policy.repeat_count", "must be from 0 to 5")
         v.check(!p.steps.isEmpty && p.steps.count <= 10, "policy.steps", "must have 1 to 10 steps")
         var targets: [[UUID]] = []

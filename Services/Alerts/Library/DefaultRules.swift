@@ -5,16 +5,6 @@ import Foundation
 public struct RuleDefinition: Sendable, Equatable {
     public enum Severity: String, Sendable, CaseIterable {
         case low, medium, high, critical
-
-        /// Most severe first.
-        public var rank: Int {
-            switch self {
-            case .critical: 0
-            case .high: 1
-            case .medium: 2
-            case .low: 3
-            }
-        }
     }
 
     public var number: Int

@@ -16,9 +16,11 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
     public init?(_ text: String) {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
-              let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]) else { return nil }
+              let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]), (1...12).contains(m), (1...31).contains(d)
+        else { return nil }
         self.init(year: y, month: m, day: d)
-        guard let noon = noonUTC, LocalDate(noon, in: .gmt) == self else { return nil }
+        // 30 February comes back as 2 March.
+        guard LocalDate(dayNumber: dayNumber) == self else { return nil }
     }
 
     /// The day `instant` falls on in `timeZone`.
@@ -29,40 +31,47 @@ public struct LocalDate: Sendable, Hashable, Comparable, CustomStringConvertible
         self.init(year: c.year!, month: c.month!, day: c.day!)
     }
 
+    /// The day `n` days after 1970-01-01 (proleptic Gregorian; Howard Hinnant's
+    /// civil_from_days): plain integer arithmetic, no calendar or time zone involved.
+    public init(dayNumber n: Int) {
+        let z = n + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let month = mp < 10 ? mp + 3 : mp - 9
+        self.init(year: yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month: month, day: dayOfYear - (153 * mp + 2) / 5 + 1)
+    }
+
+    /// Days since 1970-01-01 (days_from_civil, the inverse of `init(dayNumber:)`).
+    public var dayNumber: Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * ((month + 9) % 12) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+
     public var description: String { String(format: "%04d-%02d-%02d", year, month, day) }
 
     public static func < (a: LocalDate, b: LocalDate) -> Bool { (a.year, a.month, a.day) < (b.year, b.month, b.day) }
 
-    /// Noon UTC of this day: a fixed instant to count days from, far from any day boundary.
-    var noonUTC: Date? {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = .gmt
-        return calendar.date(from: DateComponents(year: year, month: month, day: day, hour: 12))
-    }
-
-    public func adding(days: Int) -> LocalDate {
-        LocalDate(noonUTC!.addingTimeInterval(Double(days) * 86_400), in: .gmt)
-    }
+    public func adding(days: Int) -> LocalDate { LocalDate(dayNumber: dayNumber + days) }
 
     /// Whole days from `self` to `other` (negative if `other` is earlier).
-    public func days(to other: LocalDate) -> Int {
-        Int(((other.noonUTC!.timeIntervalSince(noonUTC!)) / 86_400).rounded())
-    }
+    public func days(to other: LocalDate) -> Int { other.dayNumber - dayNumber }
 
-    /// ISO weekday: Monday 1 … Sunday 7.
-    public var isoWeekday: Int {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = .gmt
-        let w = calendar.component(.weekday, from: noonUTC!) // Sunday 1 … Saturday 7
-        return w == 1 ? 7 : w - 1
-    }
+    /// ISO weekday: Monday 1 … Sunday 7 (1970-01-01 was a Thursday).
+    public var isoWeekday: Int { ((dayNumber + 3) % 7 + 7) % 7 + 1 }
 
     public var isWeekday: Bool { isoWeekday <= 5 }
 
     /// The days from `self` through `last`, in order (empty if `last` is earlier).
     public func through(_ last: LocalDate) -> [LocalDate] {
-        let n = days(to: last)
-        return n < 0 ? [] : (0...n).map { adding(days: $0) }
+        let first = dayNumber
+        return first > last.dayNumber ? [] : (first...last.dayNumber).map(LocalDate.init(dayNumber:))
     }
 }
 

@@ -104,9 +104,6 @@ public enum RuleMetric: String, Sendable, CaseIterable {
         }
         return p
     }
-
-    /// How far back its facts reach for a window of `days` (the drop compares two windows).
-    public func reach(days: Int) -> Int { self == .satisfactionDrop ? 2 * days + 1 : days + 1 }
 }
 
 /// A rule's trigger condition, parsed from its JSON:
@@ -192,15 +189,6 @@ public indirect enum RuleCondition: Sendable, Equatable {
         case .compare(_, _, let value, let params):
             Set(([value] + Array(params.values)).compactMap { if case .threshold(let n) = $0 { n } else { nil } })
         case .all(let parts), .any(let parts): parts.reduce(into: Set<String>()) { $0.formUnion($1.thresholdNames) }
-        }
-    }
-
-    /// The widest reach in days of its metrics under `thresholds`.
-    public func reach(_ thresholds: [String: Double]) -> Int {
-        switch self {
-        case .compare(let metric, _, _, let params):
-            metric.reach(days: Int(Self.resolve(params["window_days"], thresholds) ?? 1))
-        case .all(let parts), .any(let parts): parts.map { $0.reach(thresholds) }.max() ?? 1
         }
     }
 

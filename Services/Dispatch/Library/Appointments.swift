@@ -43,12 +43,6 @@ struct Appointments: Sendable {
         try await c.lockForTransaction("dispatch.practitioner.\(practitioner)", logger: logger)
     }
 
-    static func uuid(_ text: String, _ field: String, into v: inout FieldViolations) -> UUID? {
-        let id = UUID(uuidString: text)
-        v.check(id != nil, field, "must be a UUID")
-        return id
-    }
-
     // MARK: - Schedules
 
     static let scheduleColumns = """
@@ -125,7 +119,7 @@ struct Appointments: Sendable {
     func getSchedule(_ r: Caremesh_Dispatch_V1_GetScheduleRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_GetScheduleResponse {
         let caller = try context.requireCaller()
         var v = FieldViolations()
-        let practitioner = r.practitionerID.isEmpty ? try caller.requireUserID() : Self.uuid(r.practitionerID, "practitioner_id", into: &v)
+        let practitioner = r.practitionerID.isEmpty ? try caller.requireUserID() : v.uuid(r.practitionerID, "practitioner_id")
         try v.throwIfAny()
         return try await store.withConnection { c in
             guard let schedule = try await self.schedule(c, practitioner!) else {
@@ -219,7 +213,7 @@ struct Appointments: Sendable {
     {
         let caller = try context.requireCaller()
         var v = FieldViolations()
-        let id = Self.uuid(r.id, "id", into: &v)
+        let id = v.uuid(r.id, "id")
         try v.throwIfAny()
         return try await store.withTransaction { c in
             guard let owner = try await c.query("SELECT practitioner_id FROM blocked_times WHERE id = \(id!) FOR UPDATE", logger: self.logger)
@@ -239,7 +233,7 @@ struct Appointments: Sendable {
     {
         _ = try context.requireCaller()
         var v = FieldViolations()
-        let practitioner = Self.uuid(r.practitionerID, "practitioner_id", into: &v)
+        let practitioner = v.uuid(r.practitionerID, "practitioner_id")
         let span = Self.range(r.hasFrom ? r.from : nil, r.hasTo ? r.to : nil, names: ("from", "to"), longest: Self.longestSearch, into: &v)
         let limit = v.limit(r.limit, default: 100)
         try v.throwIfAny()
@@ -337,8 +331,8 @@ struct Appointments: Sendable {
         let caller = try context.requireCaller()
         let me = try caller.requireUserID()
         var v = FieldViolations()
-        let practitioner = Self.uuid(r.practitionerID, "practitioner_id", into: &v)
-        let patient = r.patientID.isEmpty ? me : Self.uuid(r.patientID, "patient_id", into: &v)
+        let practitioner = v.uuid(r.practitionerID, "practitioner_id")
+        let patient = r.patientID.isEmpty ? me : v.uuid(r.patientID, "patient_id")
         v.check(r.hasStart, "start", "is required")
         v.check(!r.hasStart || r.start.date > Date(), "start", "must be in the future")
         v.check(r.durationMinutes <= 480, "duration_minutes", "must be at most 480 (0 for the practitioner's slot)")
@@ -404,7 +398,7 @@ struct Appointments: Sendable {
     /// is refused; an unknown id is NOT_FOUND).
     func locked(_ c: PostgresConnection, _ text: String, _ caller: Caller, forUpdate: Bool) async throws -> (Record, AppointmentRelation) {
         var v = FieldViolations()
-        let id = Self.uuid(text, "id", into: &v)
+        let id = v.uuid(text, "id")
         try v.throwIfAny()
         guard let record = try await appointments(c, "SELECT * FROM appointments WHERE id = \(id!) \(unescaped: forUpdate ? "FOR UPDATE" : "")").first else {
             throw RPCError(.notFound, "no appointment with this id")
@@ -484,8 +478,8 @@ struct Appointments: Sendable {
         let caller = try context.requireCaller()
         let me = try caller.requireUserID()
         var v = FieldViolations()
-        let practitioner = r.practitionerID.isEmpty ? nil : Self.uuid(r.practitionerID, "practitioner_id", into: &v)
-        let patient = r.patientID.isEmpty ? nil : Self.uuid(r.patientID, "patient_id", into: &v)
+        let practitioner = v.optionalUUID(r.practitionerID, "practitioner_id")
+        let patient = v.optionalUUID(r.patientID, "patient_id")
         let from = r.hasFrom ? r.from : Google_Protobuf_Timestamp(date: Date())
         let to = r.hasTo ? r.to : Google_Protobuf_Timestamp(date: from.date.addingTimeInterval(Self.longestSearch))
         let span = Self.range(from, to, names: ("from", "to"), longest: Self.longestList, into: &v)

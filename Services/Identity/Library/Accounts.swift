@@ -41,7 +41,7 @@ final class Accounts: Sendable {
         v.check(email != nil, "email", "must be a valid email address")
         Validate.password(r.password, email: email ?? "", into: &v)
         Validate.name(r.name, into: &v, field: "name")
-        Validate.phone(r.phone, into: &v, field: "phone")
+        v.phone(r.phone, "phone")
         let role = r.role == .unspecified ? .user : r.role
         v.check(Roles.selfService.contains(role), "role", "must be USER, VOLUNTEER, PROFESSIONAL or CAREGIVER; other roles are given by an admin")
         try v.throwIfAny()
@@ -316,7 +316,7 @@ final class Accounts: Sendable {
         let p = r.profile
         var v = FieldViolations()
         Validate.name(p.name, into: &v, field: "profile.name")
-        Validate.phone(p.phone, into: &v, field: "profile.phone")
+        v.phone(p.phone, "profile.phone")
         v.check(p.address.count <= 500, "profile.address", "must be at most 500 characters")
         Validate.httpsURL(p.photoURL, into: &v, field: "profile.photo_url", required: false)
         if !p.preferences.language.isEmpty {
@@ -325,7 +325,7 @@ final class Accounts: Sendable {
         v.check(p.emergencyContacts.count <= 5, "profile.emergency_contacts", "at most 5")
         for (i, contact) in p.emergencyContacts.enumerated() {
             Validate.name(contact.name, into: &v, field: "profile.emergency_contacts[\(i)].name")
-            Validate.phone(contact.phone, into: &v, field: "profile.emergency_contacts[\(i)].phone")
+            v.phone(contact.phone, "profile.emergency_contacts[\(i)].phone")
             v.check(contact.relationship.count <= 50, "profile.emergency_contacts[\(i)].relationship", "at most 50 characters")
         }
         try v.throwIfAny()

@@ -24,13 +24,6 @@ final class Admin: Sendable {
         self.logger = logger
     }
 
-    private static func optionalUUID(_ s: String, _ field: String, into v: inout FieldViolations) -> UUID? {
-        guard !s.isEmpty else { return nil }
-        let id = UUID(uuidString: s)
-        v.check(id != nil, field, "must be a UUID")
-        return id
-    }
-
     // MARK: - Users
 
     func listUsers(_ r: Caremesh_Identity_V1_ListUsersRequest, _ context: RPCContext) async throws -> Caremesh_Identity_V1_ListUsersResponse {
@@ -162,7 +155,7 @@ final class Admin: Sendable {
     {
         _ = try context.requireRole(Self.reporters)
         var v = FieldViolations()
-        let user = Self.optionalUUID(r.userID, "user_id", into: &v)
+        let user = v.optionalUUID(r.userID, "user_id")
         v.check(r.activityType.range(of: "^[A-Z][A-Z0-9_]{2,49}$", options: .regularExpression) != nil, "activity_type",
                 "must be an UPPER_SNAKE_CASE code such as RATE_LIMIT_EXCEEDED")
         v.check(r.details.count <= 20 && r.details.allSatisfy { $0.key.count <= 50 && $0.value.count <= 500 }, "details",
@@ -191,7 +184,7 @@ final class Admin: Sendable {
     {
         _ = try context.requireRole(Roles.admin)
         var v = FieldViolations()
-        let user = Self.optionalUUID(r.userID, "user_id", into: &v)
+        let user = v.optionalUUID(r.userID, "user_id")
         let type: String? = r.activityType.isEmpty ? nil : r.activityType
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
@@ -230,8 +223,8 @@ final class Admin: Sendable {
     {
         _ = try context.requireRole(Roles.admin)
         var v = FieldViolations()
-        let record = Self.optionalUUID(r.recordID, "record_id", into: &v)
-        let actor = Self.optionalUUID(r.actorID, "actor_id", into: &v)
+        let record = v.optionalUUID(r.recordID, "record_id")
+        let actor = v.optionalUUID(r.actorID, "actor_id")
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
         return try await store.withConnection { c in

@@ -101,7 +101,7 @@ final class People: Sendable {
         let prefix = r.namePrefix.trimmingCharacters(in: .whitespacesAndNewlines)
         v.check(!(prefix.isEmpty && r.phone.isEmpty), "name_prefix", "give a name prefix or a phone")
         v.check(prefix.isEmpty || (2...100).contains(prefix.count), "name_prefix", "must be 2 to 100 characters")
-        Validate.phone(r.phone, into: &v, field: "phone", required: false)
+        v.phone(r.phone, "phone", required: false)
         v.check([.unspecified, .patient, .client].contains(r.kind), "kind", "must be PATIENT, CLIENT or unset")
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
@@ -227,8 +227,8 @@ final class People: Sendable {
                     v.add("patient.date_of_birth", "must be a date, YYYY-MM-DD")
                 }
             }
-            Validate.phone(p.primaryPhone, into: &v, field: "patient.primary_phone", required: false)
-            Validate.phone(p.secondaryPhone, into: &v, field: "patient.secondary_phone", required: false)
+            v.phone(p.primaryPhone, "patient.primary_phone", required: false)
+            v.phone(p.secondaryPhone, "patient.secondary_phone", required: false)
             primary = p.primaryPhone.isEmpty ? nil : p.primaryPhone
             secondary = p.secondaryPhone.isEmpty ? nil : p.secondaryPhone
             v.check(secondary == nil || secondary != primary, "patient.secondary_phone", "must differ from the primary phone")

@@ -34,21 +34,6 @@ enum Validate {
     private static let common = ["password", "123456", "qwerty", "azerty", "letmein", "iloveyou", "admin", "welcome",
                                  "abc123", "111111", "caremesh"]
 
-    /// E.164: "+", a country code not starting with 0, 7 to 15 digits in all.
-    static func isE164(_ s: String) -> Bool {
-        let u = Array(s.utf8)
-        guard u.count >= 8, u.count <= 16, u[0] == UInt8(ascii: "+"), u[1] != UInt8(ascii: "0") else { return false }
-        return u.dropFirst().allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-    }
-
-    static func phone(_ s: String, into v: inout FieldViolations, field: String, required: Bool = true) {
-        if s.isEmpty {
-            if required { v.add(field, "is required (E.164, e.g. +33612345678)") }
-        } else if !isE164(s) {
-            v.add(field, "must be an E.164 number, e.g. +33612345678")
-        }
-    }
-
     static func name(_ s: String, into v: inout FieldViolations, field: String, max: Int = 200) {
         let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
         if t.isEmpty { v.add(field, "is required") } else if t.count > max { v.add(field, "must be at most \(max) characters") }

@@ -205,8 +205,7 @@ import Testing
 
             // A deactivated coordinator (identity's UserDeactivated) no longer gets calls; a
             // client without a zone goes to the admins.
-            let (onCall, adminLine) = try await coordinator(s, admin: admin, zone: nil, tier: .admin, role: "admin")
-            _ = onCall
+            let (_, adminLine) = try await coordinator(s, admin: admin, zone: nil, tier: .admin, role: "admin")
             var off = Caremesh_Identity_V1_DeactivateUserRequest()
             off.userID = UUID(uuidString: second.userID)!.uuidString
             off.reason = "left"
@@ -431,6 +430,63 @@ import Testing
         }
     }
 
+    @Test("coordinators and policies are listed for staff; one policy per zone and one default; a replaced policy keeps only its new steps")
+    func listsAndPolicies() async throws {
+        try await withStack { s in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let north = UUID()
+            let (reader, a) = try await coordinator(s, admin: admin, zone: north)
+            let (_, b) = try await coordinator(s, admin: admin, zone: nil)
+            var off = Caremesh_Alerts_V1_PutCoordinatorRequest()
+            off.coordinator = b
+            off.coordinator.active = false
+            _ = try await s.client.call(AlertsMethods.putCoordinator, request: off, options: admin.auth)
+
+            var list = Caremesh_Alerts_V1_ListCoordinatorsRequest()
+            #expect(Set(try await s.client.call(AlertsMethods.listCoordinators, request: list, options: reader.auth).coordinators.map(\.id))
+                    == [a.id, b.id])
+            list.activeOnly = true
+            #expect(try await s.client.call(AlertsMethods.listCoordinators, request: list, options: reader.auth).coordinators.map(\.id) == [a.id])
+            list.activeOnly = false
+            list.zoneID = north.uuidString
+            #expect(try await s.client.call(AlertsMethods.listCoordinators, request: list, options: admin.auth).coordinators.map(\.id) == [a.id])
+            #expect(await code { _ = try await s.client.call(AlertsMethods.listCoordinators, request: list, options: caregiver.auth) }
+                    == .permissionDenied)
+
+            func policy(_ name: String, zone: UUID?, _ steps: [[String]]) -> Caremesh_Alerts_V1_PutEscalationPolicyRequest {
+                var r = Caremesh_Alerts_V1_PutEscalationPolicyRequest()
+                r.policy.name = name
+                r.policy.zoneID = zone?.uuidString ?? ""
+                r.policy.repeatCount = 1
+                r.policy.steps = steps.map { ids in
+                    var step = Caremesh_Alerts_V1_EscalationStep()
+                    step.ringTimeoutS = 20
+                    step.coordinatorIds = ids
+                    return step
+                }
+                return r
+            }
+            _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy("north", zone: north, [[a.id], [a.id, b.id]]),
+                                        options: admin.auth)
+            _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy("default", zone: nil, [[b.id]]), options: admin.auth)
+            // A second policy for the same zone, or a second default, is refused and writes nothing.
+            #expect(await code { _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy("north-2", zone: north, [[a.id]]),
+                                                             options: admin.auth) } == .alreadyExists)
+            #expect(await code { _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy("other", zone: nil, [[a.id]]),
+                                                             options: admin.auth) } == .alreadyExists)
+            // Replacing a policy by name replaces its steps.
+            _ = try await s.client.call(AlertsMethods.putEscalationPolicy, request: policy("north", zone: north, [[b.id]]), options: admin.auth)
+            let policies = try await s.client.call(AlertsMethods.listEscalationPolicies, request: .init(), options: reader.auth).policies
+            #expect(policies.map(\.name) == ["north", "default"])
+            #expect(policies.map { $0.steps.map(\.coordinatorIds) } == [[[b.id]], [[b.id]]])
+            #expect(policies.first?.zoneID == north.uuidString.lowercased())
+            #expect(try await s.count("SELECT count(*) FROM alerts.escalation_steps") == 2)
+            #expect(await code { _ = try await s.client.call(AlertsMethods.listEscalationPolicies, request: .init(), options: caregiver.auth) }
+                    == .permissionDenied)
+        }
+    }
+
     @Test("bad input is INVALID_ARGUMENT naming the field, and nothing is written; roles are enforced")
     func badInputAndRoles() async throws {
         try await withStack { s in
@@ -504,7 +560,7 @@ import Testing
             let client = try await client(s, staff: caregiver, zone: zone)
             var raised: [Caremesh_Alerts_V1_RaiseCareAlertResponse] = []
             for _ in 0..<5 { raised.append(try await raise(s, caregiver, client: client)) }
-            // Alternate coordinators? No: one coordinator in the zone takes them all.
+            // The zone's only coordinator takes them all.
             #expect(Set(raised.map(\.alert.coordinatorID)) == [mine.id])
             try await s.callStatus(raised[0].calls[0].id, .ringing)
             try await s.until(raised[0].alert.id, is: .ringing, as: admin)
