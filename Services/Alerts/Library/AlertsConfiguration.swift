@@ -5,6 +5,9 @@ public struct AlertsConfiguration: Sendable, Equatable {
     /// How long a coordinator's or admin's phone rings before the alert moves on
     /// (`ALERTS_RING_TIMEOUT_S`, 30). Policy steps carry their own.
     public var ringTimeout: Duration = .seconds(30)
+    /// The wall-clock time, in each EA's own time zone, at which their pairings' rules are
+    /// evaluated every day (`ALERTS_DAILY_EVALUATION_AT`, "06:00").
+    public var dailyEvaluationAt = LocalTime(hour: 6, minute: 0)!
 
     public init() {}
 
@@ -17,6 +20,10 @@ public struct AlertsConfiguration: Sendable, Equatable {
         if let text = env["ALERTS_RING_TIMEOUT_S"] {
             guard let v = Int(text), (1...3_600).contains(v) else { throw BadValue(key: "ALERTS_RING_TIMEOUT_S") }
             ringTimeout = .seconds(v)
+        }
+        if let text = env["ALERTS_DAILY_EVALUATION_AT"] {
+            guard let t = LocalTime(text) else { throw BadValue(key: "ALERTS_DAILY_EVALUATION_AT") }
+            dailyEvaluationAt = t
         }
     }
 

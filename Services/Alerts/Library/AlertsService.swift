@@ -23,12 +23,14 @@ public enum AlertsService {
                             logger: Logger = Logger(label: "caremesh.alerts")) async throws -> ServiceHost {
         let configuration = try AlertsConfiguration(environment: environment)
         let client = RPCClient.forService(name, environment: environment, logger: logger)
-        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
-                                          handlers: { store, outbox in
+        let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
+                                              handlers: { store, outbox in
             handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
         }, jobs: { store, outbox in
             let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
-            return [CareAlerts.ringJob: { job, c in try await desk.ringTimedOut(job, c) }]
+            let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
+            return [CareAlerts.ringJob: { job, c in try await desk.ringTimedOut(job, c) },
+                    RuleDesk.dailyJob: { job, c in try await rules.daily(job, c) }]
         }, background: { store, outbox in
             let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
             return [ClientLifetime(client),
@@ -40,6 +42,8 @@ public enum AlertsService {
                         try await desk.callStatus(try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(event.payload)), c)
                     }]
         })
+        try await RuleDesk.seed(try DatabaseURL.forService(name, environment: environment), logger: logger)
+        return host
     }
 
     static func handlers(configuration: AlertsConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
@@ -58,6 +62,30 @@ public enum AlertsService {
         h.register(AlertsMethods.listCoordinators) { r, ctx in try await coordinators.list(r, ctx) }
         h.register(AlertsMethods.putEscalationPolicy) { r, ctx in try await coordinators.putPolicy(r, ctx) }
         h.register(AlertsMethods.listEscalationPolicies) { r, ctx in try await coordinators.listPolicies(r, ctx) }
+        let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
+        h.register(AlertsMethods.listAlertRules) { r, ctx in try await rules.listRules(r, ctx) }
+        h.register(AlertsMethods.getAlertRule) { r, ctx in try await rules.getRule(r, ctx) }
+        h.register(AlertsMethods.createAlertRule) { r, ctx in try await rules.createRule(r, ctx) }
+        h.register(AlertsMethods.updateAlertRule) { r, ctx in try await rules.updateRule(r, ctx) }
+        h.register(AlertsMethods.listRuleAlerts) { r, ctx in try await rules.listAlerts(r, ctx) }
+        h.register(AlertsMethods.assignRuleAlert) { r, ctx in try await rules.triage(r.id, .assign, assignee: r.assignedTo, ctx) }
+        h.register(AlertsMethods.acknowledgeRuleAlert) { r, ctx in try await rules.triage(r.id, .acknowledge, ctx) }
+        h.register(AlertsMethods.resolveRuleAlert) { r, ctx in try await rules.triage(r.id, .resolve, notes: r.notes, ctx) }
+        h.register(AlertsMethods.dismissRuleAlert) { r, ctx in try await rules.triage(r.id, .dismiss, notes: r.notes, ctx) }
+        let records = StaffRecords(store: store, rules: rules, configuration: configuration, logger: logger)
+        h.register(AlertsMethods.putStaffSettings) { r, ctx in try await records.putSettings(r, ctx) }
+        h.register(AlertsMethods.getStaffSettings) { r, ctx in try await records.getSettings(r, ctx) }
+        h.register(AlertsMethods.createPairing) { r, ctx in try await records.createPairing(r, ctx) }
+        h.register(AlertsMethods.listPairings) { r, ctx in try await records.listPairings(r, ctx) }
+        h.register(AlertsMethods.setPairingHealth) { r, ctx in try await records.setHealth(r, ctx) }
+        h.register(AlertsMethods.submitEndOfDayReport) { r, ctx in try await records.submitReport(r, ctx) }
+        h.register(AlertsMethods.listEndOfDayReports) { r, ctx in try await records.listReports(r, ctx) }
+        h.register(AlertsMethods.logStartOfDay) { r, ctx in try await records.logStart(r, ctx) }
+        h.register(AlertsMethods.addPto) { r, ctx in try await records.addPto(r, ctx) }
+        h.register(AlertsMethods.listPto) { r, ctx in try await records.listPto(r, ctx) }
+        h.register(AlertsMethods.deletePto) { r, ctx in try await records.deletePto(r, ctx) }
+        h.register(AlertsMethods.putCoachingNote) { r, ctx in try await records.putNote(r, ctx) }
+        h.register(AlertsMethods.listCoachingNotes) { r, ctx in try await records.listNotes(r, ctx) }
         return h
     }
 

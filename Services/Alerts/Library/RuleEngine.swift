@@ -302,3 +302,84 @@ public enum RuleEngine {
         }
     }
 }
+
+extension RuleCondition {
+    /// What is wrong with this condition under `thresholds`, as sentences (empty when it can
+    /// be used): a threshold it names without a value, a threshold it does not use, a value
+    /// that is not finite, a parameter outside its metric's range.
+    public func problems(thresholds: [String: Double]) -> [String] {
+        var out: [String] = []
+        for name in thresholdNames.subtracting(thresholds.keys).sorted() { out.append("threshold \"\(name)\" has no value") }
+        for name in Set(thresholds.keys).subtracting(thresholdNames).sorted() { out.append("the condition does not use threshold \"\(name)\"") }
+        for (name, value) in thresholds.sorted(by: { $0.key < $1.key }) where !value.isFinite {
+            out.append("threshold \"\(name)\" must be a finite number")
+        }
+        func walk(_ c: RuleCondition) {
+            switch c {
+            case .all(let parts), .any(let parts): parts.forEach(walk)
+            case .compare(let metric, _, let value, let params):
+                if case .number(let n) = value, !n.isFinite { out.append("\(metric.rawValue): value must be a finite number") }
+                for (key, operand) in params.sorted(by: { $0.key < $1.key }) {
+                    guard let range = metric.parameters[key], let v = RuleCondition.resolve(operand, thresholds) else { continue }
+                    if !range.contains(v) {
+                        out.append("\(metric.rawValue).\(key) must be within \(range.lowerBound.formatted())…\(range.upperBound.formatted()), not \(v.formatted())")
+                    }
+                }
+            }
+        }
+        walk(self)
+        return out
+    }
+
+    /// How many days before the day evaluated its facts reach back (the longest window, twice
+    /// for a comparison with the window before), so that evaluation reads no more than it needs.
+    public func lookbackDays(thresholds: [String: Double]) -> Int {
+        switch self {
+        case .all(let parts), .any(let parts): return parts.map { $0.lookbackDays(thresholds: thresholds) }.max() ?? 1
+        case .compare(let metric, _, _, let params):
+            let window = Int(min(90, max(1, RuleCondition.resolve(params["window_days"], thresholds) ?? 1)))
+            return (metric == .satisfactionDrop ? 2 * window : window) + 1
+        }
+    }
+}
+
+/// An alert's evidence, stored as JSON: the day evaluated, the thresholds in force, and every
+/// measure compared (those that held and those that did not).
+public struct RuleEvidence: Sendable, Encodable, Equatable {
+    public struct Finding: Sendable, Encodable, Equatable {
+        public var metric: String
+        public var op: String
+        public var measured: Double?
+        public var threshold: Double
+        public var from: String
+        public var through: String
+        public var days: [String]
+        public var holds: Bool
+    }
+
+    public var asOf: String
+    public var thresholds: [String: Double]
+    public var findings: [Finding]
+    /// The latest day among the findings that held (the day evaluated when none names one):
+    /// an alert once closed is raised again only on facts later than this.
+    public var through: LocalDate
+
+    enum CodingKeys: String, CodingKey { case asOf = "as_of", thresholds, findings }
+
+    public init(asOf: LocalDate, thresholds: [String: Double], findings: [RuleFinding]) {
+        self.asOf = asOf.description
+        self.thresholds = thresholds
+        self.findings = findings.map {
+            Finding(metric: $0.metric.rawValue, op: $0.op.rawValue, measured: $0.measured, threshold: $0.threshold,
+                    from: $0.from.description, through: $0.through.description, days: $0.days.map(\.description), holds: $0.holds)
+        }
+        through = findings.filter(\.holds).flatMap(\.days).max() ?? asOf
+    }
+
+    /// Compact JSON with sorted keys.
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "8cb71d80099b4175"
+public let protoFingerprint = "339259345cf481dc"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -46,8 +46,74 @@ public enum AlertsMethods {
     /// `/caremesh.alerts.v1.Alerts/ListEscalationPolicies`
     public static let listEscalationPolicies = RPCMethod<Caremesh_Alerts_V1_ListEscalationPoliciesRequest, Caremesh_Alerts_V1_ListEscalationPoliciesResponse>(
         path: "/caremesh.alerts.v1.Alerts/ListEscalationPolicies", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/PutStaffSettings`
+    public static let putStaffSettings = RPCMethod<Caremesh_Alerts_V1_PutStaffSettingsRequest, Caremesh_Alerts_V1_PutStaffSettingsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/PutStaffSettings", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/GetStaffSettings`
+    public static let getStaffSettings = RPCMethod<Caremesh_Alerts_V1_GetStaffSettingsRequest, Caremesh_Alerts_V1_GetStaffSettingsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/GetStaffSettings", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/CreatePairing`
+    public static let createPairing = RPCMethod<Caremesh_Alerts_V1_CreatePairingRequest, Caremesh_Alerts_V1_CreatePairingResponse>(
+        path: "/caremesh.alerts.v1.Alerts/CreatePairing", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListPairings`
+    public static let listPairings = RPCMethod<Caremesh_Alerts_V1_ListPairingsRequest, Caremesh_Alerts_V1_ListPairingsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListPairings", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/SetPairingHealth`
+    public static let setPairingHealth = RPCMethod<Caremesh_Alerts_V1_SetPairingHealthRequest, Caremesh_Alerts_V1_SetPairingHealthResponse>(
+        path: "/caremesh.alerts.v1.Alerts/SetPairingHealth", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/SubmitEndOfDayReport`
+    public static let submitEndOfDayReport = RPCMethod<Caremesh_Alerts_V1_SubmitEndOfDayReportRequest, Caremesh_Alerts_V1_SubmitEndOfDayReportResponse>(
+        path: "/caremesh.alerts.v1.Alerts/SubmitEndOfDayReport", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListEndOfDayReports`
+    public static let listEndOfDayReports = RPCMethod<Caremesh_Alerts_V1_ListEndOfDayReportsRequest, Caremesh_Alerts_V1_ListEndOfDayReportsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListEndOfDayReports", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/LogStartOfDay`
+    public static let logStartOfDay = RPCMethod<Caremesh_Alerts_V1_LogStartOfDayRequest, Caremesh_Alerts_V1_LogStartOfDayResponse>(
+        path: "/caremesh.alerts.v1.Alerts/LogStartOfDay", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/AddPto`
+    public static let addPto = RPCMethod<Caremesh_Alerts_V1_AddPtoRequest, Caremesh_Alerts_V1_AddPtoResponse>(
+        path: "/caremesh.alerts.v1.Alerts/AddPto", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListPto`
+    public static let listPto = RPCMethod<Caremesh_Alerts_V1_ListPtoRequest, Caremesh_Alerts_V1_ListPtoResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListPto", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/DeletePto`
+    public static let deletePto = RPCMethod<Caremesh_Alerts_V1_DeletePtoRequest, Caremesh_Alerts_V1_DeletePtoResponse>(
+        path: "/caremesh.alerts.v1.Alerts/DeletePto", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListAlertRules`
+    public static let listAlertRules = RPCMethod<Caremesh_Alerts_V1_ListAlertRulesRequest, Caremesh_Alerts_V1_ListAlertRulesResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListAlertRules", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/GetAlertRule`
+    public static let getAlertRule = RPCMethod<Caremesh_Alerts_V1_GetAlertRuleRequest, Caremesh_Alerts_V1_GetAlertRuleResponse>(
+        path: "/caremesh.alerts.v1.Alerts/GetAlertRule", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/CreateAlertRule`
+    public static let createAlertRule = RPCMethod<Caremesh_Alerts_V1_CreateAlertRuleRequest, Caremesh_Alerts_V1_CreateAlertRuleResponse>(
+        path: "/caremesh.alerts.v1.Alerts/CreateAlertRule", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/UpdateAlertRule`
+    public static let updateAlertRule = RPCMethod<Caremesh_Alerts_V1_UpdateAlertRuleRequest, Caremesh_Alerts_V1_UpdateAlertRuleResponse>(
+        path: "/caremesh.alerts.v1.Alerts/UpdateAlertRule", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListRuleAlerts`
+    public static let listRuleAlerts = RPCMethod<Caremesh_Alerts_V1_ListRuleAlertsRequest, Caremesh_Alerts_V1_ListRuleAlertsResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListRuleAlerts", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/AssignRuleAlert`
+    public static let assignRuleAlert = RPCMethod<Caremesh_Alerts_V1_AssignRuleAlertRequest, Caremesh_Alerts_V1_RuleAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/AssignRuleAlert", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/AcknowledgeRuleAlert`
+    public static let acknowledgeRuleAlert = RPCMethod<Caremesh_Alerts_V1_AcknowledgeRuleAlertRequest, Caremesh_Alerts_V1_RuleAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/AcknowledgeRuleAlert", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ResolveRuleAlert`
+    public static let resolveRuleAlert = RPCMethod<Caremesh_Alerts_V1_ResolveRuleAlertRequest, Caremesh_Alerts_V1_RuleAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ResolveRuleAlert", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/DismissRuleAlert`
+    public static let dismissRuleAlert = RPCMethod<Caremesh_Alerts_V1_DismissRuleAlertRequest, Caremesh_Alerts_V1_RuleAlertResponse>(
+        path: "/caremesh.alerts.v1.Alerts/DismissRuleAlert", serviceName: "alerts", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/PutCoachingNote`
+    public static let putCoachingNote = RPCMethod<Caremesh_Alerts_V1_PutCoachingNoteRequest, Caremesh_Alerts_V1_PutCoachingNoteResponse>(
+        path: "/caremesh.alerts.v1.Alerts/PutCoachingNote", serviceName: "alerts", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.alerts.v1.Alerts/ListCoachingNotes`
+    public static let listCoachingNotes = RPCMethod<Caremesh_Alerts_V1_ListCoachingNotesRequest, Caremesh_Alerts_V1_ListCoachingNotesResponse>(
+        path: "/caremesh.alerts.v1.Alerts/ListCoachingNotes", serviceName: "alerts", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [raiseCareAlert.erased, getCareAlert.erased, acknowledgeCareAlert.erased, resolveCareAlert.erased, cancelCareAlert.erased, coordinatorDashboard.erased, listUnansweredCareAlerts.erased, listClientCareAlerts.erased, putCoordinator.erased, listCoordinators.erased, putEscalationPolicy.erased, listEscalationPolicies.erased]
+    public static let all: [AnyRPCMethod] = [raiseCareAlert.erased, getCareAlert.erased, acknowledgeCareAlert.erased, resolveCareAlert.erased, cancelCareAlert.erased, coordinatorDashboard.erased, listUnansweredCareAlerts.erased, listClientCareAlerts.erased, putCoordinator.erased, listCoordinators.erased, putEscalationPolicy.erased, listEscalationPolicies.erased, putStaffSettings.erased, getStaffSettings.erased, createPairing.erased, listPairings.erased, setPairingHealth.erased, submitEndOfDayReport.erased, listEndOfDayReports.erased, logStartOfDay.erased, addPto.erased, listPto.erased, deletePto.erased, listAlertRules.erased, getAlertRule.erased, createAlertRule.erased, updateAlertRule.erased, listRuleAlerts.erased, assignRuleAlert.erased, acknowledgeRuleAlert.erased, resolveRuleAlert.erased, dismissRuleAlert.erased, putCoachingNote.erased, listCoachingNotes.erased]
 }
 
 /// The methods of `caremesh.bench.v1.Bench` (caremesh/bench/v1/bench.proto).
@@ -292,6 +358,28 @@ public let allRPCMethods: [AnyRPCMethod] = [
     AlertsMethods.listCoordinators.erased,
     AlertsMethods.putEscalationPolicy.erased,
     AlertsMethods.listEscalationPolicies.erased,
+    AlertsMethods.putStaffSettings.erased,
+    AlertsMethods.getStaffSettings.erased,
+    AlertsMethods.createPairing.erased,
+    AlertsMethods.listPairings.erased,
+    AlertsMethods.setPairingHealth.erased,
+    AlertsMethods.submitEndOfDayReport.erased,
+    AlertsMethods.listEndOfDayReports.erased,
+    AlertsMethods.logStartOfDay.erased,
+    AlertsMethods.addPto.erased,
+    AlertsMethods.listPto.erased,
+    AlertsMethods.deletePto.erased,
+    AlertsMethods.listAlertRules.erased,
+    AlertsMethods.getAlertRule.erased,
+    AlertsMethods.createAlertRule.erased,
+    AlertsMethods.updateAlertRule.erased,
+    AlertsMethods.listRuleAlerts.erased,
+    AlertsMethods.assignRuleAlert.erased,
+    AlertsMethods.acknowledgeRuleAlert.erased,
+    AlertsMethods.resolveRuleAlert.erased,
+    AlertsMethods.dismissRuleAlert.erased,
+    AlertsMethods.putCoachingNote.erased,
+    AlertsMethods.listCoachingNotes.erased,
     BenchMethods.echo.erased,
     BenchMethods.write.erased,
     IdentityMethods.register.erased,

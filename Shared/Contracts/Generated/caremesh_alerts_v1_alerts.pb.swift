@@ -340,6 +340,242 @@ public nonisolated enum Caremesh_Alerts_V1_CoordinatorTier: SwiftProtobuf.Enum, 
 
 }
 
+public nonisolated enum Caremesh_Alerts_V1_PairingHealth: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case green // = 1
+  case yellow // = 2
+  case red // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .green
+    case 2: self = .yellow
+    case 3: self = .red
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .green: return 1
+    case .yellow: return 2
+    case .red: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Alerts_V1_PairingHealth] = [
+    .unspecified,
+    .green,
+    .yellow,
+    .red,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Alerts_V1_RuleSeverity: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case low // = 1
+  case medium // = 2
+  case high // = 3
+  case critical // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .low
+    case 2: self = .medium
+    case 3: self = .high
+    case 4: self = .critical
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .low: return 1
+    case .medium: return 2
+    case .high: return 3
+    case .critical: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Alerts_V1_RuleSeverity] = [
+    .unspecified,
+    .low,
+    .medium,
+    .high,
+    .critical,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Alerts_V1_RuleAlertStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case `open` // = 1
+  case acknowledged // = 2
+  case resolved // = 3
+  case dismissed // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .open
+    case 2: self = .acknowledged
+    case 3: self = .resolved
+    case 4: self = .dismissed
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .open: return 1
+    case .acknowledged: return 2
+    case .resolved: return 3
+    case .dismissed: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Alerts_V1_RuleAlertStatus] = [
+    .unspecified,
+    .open,
+    .acknowledged,
+    .resolved,
+    .dismissed,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Alerts_V1_PtoReason: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case vacation // = 1
+  case sick // = 2
+  case personal // = 3
+  case publicHoliday // = 4
+  case bereavement // = 5
+  case other // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .vacation
+    case 2: self = .sick
+    case 3: self = .personal
+    case 4: self = .publicHoliday
+    case 5: self = .bereavement
+    case 6: self = .other
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .vacation: return 1
+    case .sick: return 2
+    case .personal: return 3
+    case .publicHoliday: return 4
+    case .bereavement: return 5
+    case .other: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Alerts_V1_PtoReason] = [
+    .unspecified,
+    .vacation,
+    .sick,
+    .personal,
+    .publicHoliday,
+    .bereavement,
+    .other,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Alerts_V1_CoachingNoteType: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// About one EA (ea_id).
+  case ea // = 1
+
+  /// About one pairing (pairing_id).
+  case pairing // = 2
+
+  /// The team's general coaching guidance (neither).
+  case general // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .ea
+    case 2: self = .pairing
+    case 3: self = .general
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .ea: return 1
+    case .pairing: return 2
+    case .general: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Alerts_V1_CoachingNoteType] = [
+    .unspecified,
+    .ea,
+    .pairing,
+    .general,
+  ]
+
+}
+
 /// Someone who receives care-alert calls.
 public nonisolated struct Caremesh_Alerts_V1_Coordinator: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1076,6 +1312,1265 @@ public nonisolated struct Caremesh_Alerts_V1_ListEscalationPoliciesResponse: Sen
   public init() {}
 }
 
+/// An EA's work settings (seed 002's EAs table).
+public nonisolated struct Caremesh_Alerts_V1_StaffSettings: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The EA's user id.
+  public var eaID: String = String()
+
+  /// "HH:MM", wall-clock time in `time_zone`.
+  public var expectedShowUpTime: String = String()
+
+  /// IANA, e.g. "Europe/Paris".
+  public var timeZone: String = String()
+
+  /// "YYYY-MM-DD", or empty.
+  public var healthcareEligibilityDate: String = String()
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {self._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {self._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Creates or replaces an EA's settings (admins); re-arms their daily evaluation.
+public nonisolated struct Caremesh_Alerts_V1_PutStaffSettingsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var settings: Caremesh_Alerts_V1_StaffSettings {
+    get {_settings ?? Caremesh_Alerts_V1_StaffSettings()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _settings: Caremesh_Alerts_V1_StaffSettings? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_PutStaffSettingsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var settings: Caremesh_Alerts_V1_StaffSettings {
+    get {_settings ?? Caremesh_Alerts_V1_StaffSettings()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _settings: Caremesh_Alerts_V1_StaffSettings? = nil
+}
+
+/// An EA's settings: their own, or anyone's for admins and coordinators.
+public nonisolated struct Caremesh_Alerts_V1_GetStaffSettingsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty for the caller.
+  public var eaID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_GetStaffSettingsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var settings: Caremesh_Alerts_V1_StaffSettings {
+    get {_settings ?? Caremesh_Alerts_V1_StaffSettings()}
+    set {_settings = newValue}
+  }
+  /// Returns true if `settings` has been explicitly set.
+  public var hasSettings: Bool {self._settings != nil}
+  /// Clears the value of `settings`. Subsequent reads from it will return its default value.
+  public mutating func clearSettings() {self._settings = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _settings: Caremesh_Alerts_V1_StaffSettings? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_Pairing: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var eaID: String = String()
+
+  public var clientID: String = String()
+
+  public var startDate: String = String()
+
+  /// The most severe open alert's (high or critical: red; low or medium: yellow; none:
+  /// green), unless overridden.
+  public var healthStatus: Caremesh_Alerts_V1_PairingHealth = .unspecified
+
+  public var healthStatusOverride: Bool = false
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {self._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {self._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Pairs an EA (who has settings) with a client identity knows (admins). One pairing per EA
+/// and client: ALREADY_EXISTS otherwise.
+public nonisolated struct Caremesh_Alerts_V1_CreatePairingRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var eaID: String = String()
+
+  public var clientID: String = String()
+
+  public var startDate: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_CreatePairingResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pairing: Caremesh_Alerts_V1_Pairing {
+    get {_pairing ?? Caremesh_Alerts_V1_Pairing()}
+    set {_pairing = newValue}
+  }
+  /// Returns true if `pairing` has been explicitly set.
+  public var hasPairing: Bool {self._pairing != nil}
+  /// Clears the value of `pairing`. Subsequent reads from it will return its default value.
+  public mutating func clearPairing() {self._pairing = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pairing: Caremesh_Alerts_V1_Pairing? = nil
+}
+
+/// Pairings, newest first: an EA sees their own; admins and coordinators anyone's.
+public nonisolated struct Caremesh_Alerts_V1_ListPairingsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var eaID: String = String()
+
+  public var clientID: String = String()
+
+  /// Only pairings of this health.
+  public var healthStatus: Caremesh_Alerts_V1_PairingHealth = .unspecified
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListPairingsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pairings: [Caremesh_Alerts_V1_Pairing] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Overrides a pairing's health (admins and coordinators); UNSPECIFIED clears the override
+/// and the health follows the open alerts again.
+public nonisolated struct Caremesh_Alerts_V1_SetPairingHealthRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pairingID: String = String()
+
+  public var healthStatus: Caremesh_Alerts_V1_PairingHealth = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_SetPairingHealthResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pairing: Caremesh_Alerts_V1_Pairing {
+    get {_pairing ?? Caremesh_Alerts_V1_Pairing()}
+    set {_pairing = newValue}
+  }
+  /// Returns true if `pairing` has been explicitly set.
+  public var hasPairing: Bool {self._pairing != nil}
+  /// Clears the value of `pairing`. Subsequent reads from it will return its default value.
+  public mutating func clearPairing() {self._pairing = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pairing: Caremesh_Alerts_V1_Pairing? = nil
+}
+
+/// The ten fields of an end-of-day report (seed 002 names ten without listing them): the
+/// numbers and flags are the facts rules use; the two texts are for people.
+public nonisolated struct Caremesh_Alerts_V1_EndOfDayReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var pairingID: String = String()
+
+  public var eaID: String = String()
+
+  /// The working day reported on, in the EA's time zone (not in the future).
+  public var reportDate: String = String()
+
+  /// 1. Hours worked, 0 to 24.
+  public var hoursWorked: Double = 0
+
+  /// 2. Tasks completed, 0 to 1 000.
+  public var tasksCompleted: UInt32 = 0
+
+  /// 3. Tasks still pending, 0 to 1 000.
+  public var tasksPending: UInt32 = 0
+
+  /// 4. The client's satisfaction as the EA read it, 1 (very unhappy) to 5 (delighted).
+  public var clientSatisfaction: UInt32 = 0
+
+  /// 5. How the EA's day went for them, 1 to 5.
+  public var eaWellbeing: UInt32 = 0
+
+  /// 6. The EA asks for support from the team.
+  public var needsSupport: Bool = false
+
+  /// 7. The client did not respond when the EA needed them.
+  public var clientUnresponsive: Bool = false
+
+  /// 8. The client asked for work outside the agreed scope.
+  public var scopeChangeRequested: Bool = false
+
+  /// 9. What went well (at most 4 000 characters).
+  public var highlights: String = String()
+
+  /// 10. What is in the way (at most 4 000 characters).
+  public var blockers: String = String()
+
+  public var submittedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_submittedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_submittedAt = newValue}
+  }
+  /// Returns true if `submittedAt` has been explicitly set.
+  public var hasSubmittedAt: Bool {self._submittedAt != nil}
+  /// Clears the value of `submittedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearSubmittedAt() {self._submittedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _submittedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Files (or corrects: one report per pairing and day) a report: the pairing's EA only.
+/// Evaluates the rules in the same transaction and returns the alerts it raised.
+public nonisolated struct Caremesh_Alerts_V1_SubmitEndOfDayReportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var report: Caremesh_Alerts_V1_EndOfDayReport {
+    get {_report ?? Caremesh_Alerts_V1_EndOfDayReport()}
+    set {_report = newValue}
+  }
+  /// Returns true if `report` has been explicitly set.
+  public var hasReport: Bool {self._report != nil}
+  /// Clears the value of `report`. Subsequent reads from it will return its default value.
+  public mutating func clearReport() {self._report = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _report: Caremesh_Alerts_V1_EndOfDayReport? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_SubmitEndOfDayReportResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var report: Caremesh_Alerts_V1_EndOfDayReport {
+    get {_storage._report ?? Caremesh_Alerts_V1_EndOfDayReport()}
+    set {_uniqueStorage()._report = newValue}
+  }
+  /// Returns true if `report` has been explicitly set.
+  public var hasReport: Bool {_storage._report != nil}
+  /// Clears the value of `report`. Subsequent reads from it will return its default value.
+  public mutating func clearReport() {_uniqueStorage()._report = nil}
+
+  /// True when this replaced an earlier report of the same day.
+  public var replaced: Bool {
+    get {_storage._replaced}
+    set {_uniqueStorage()._replaced = newValue}
+  }
+
+  public var raised: [Caremesh_Alerts_V1_RuleAlert] {
+    get {_storage._raised}
+    set {_uniqueStorage()._raised = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A pairing's reports between two dates (inclusive), newest first: its EA, admins and
+/// coordinators.
+public nonisolated struct Caremesh_Alerts_V1_ListEndOfDayReportsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pairingID: String = String()
+
+  /// Default: 30 days before `through`.
+  public var from: String = String()
+
+  /// Default: the EA's today.
+  public var through: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListEndOfDayReportsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reports: [Caremesh_Alerts_V1_EndOfDayReport] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_StartOfDayLog: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var eaID: String = String()
+
+  /// The day `logged_at` falls on in the EA's time zone.
+  public var logDate: String = String()
+
+  public var loggedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_loggedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_loggedAt = newValue}
+  }
+  /// Returns true if `loggedAt` has been explicitly set.
+  public var hasLoggedAt: Bool {self._loggedAt != nil}
+  /// Clears the value of `loggedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearLoggedAt() {self._loggedAt = nil}
+
+  /// The expected time that day ("HH:MM", from the EA's settings).
+  public var expectedShowUpTime: String = String()
+
+  public var wasLate: Bool = false
+
+  /// Whole minutes after the expected time, wall clock in the EA's time zone (0 if on time).
+  public var minutesLate: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _loggedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Logs the start of an EA's day: the first log of a local day stands (a second is not an
+/// error: `created` is false and the first is returned). Evaluates the rules of each of the
+/// EA's pairings.
+public nonisolated struct Caremesh_Alerts_V1_LogStartOfDayRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty for the caller (an EA); admins and coordinators may log for an EA.
+  public var eaID: String = String()
+
+  /// When they started; default now. Only admins and coordinators may set it (back-filling);
+  /// never in the future.
+  public var loggedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_loggedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_loggedAt = newValue}
+  }
+  /// Returns true if `loggedAt` has been explicitly set.
+  public var hasLoggedAt: Bool {self._loggedAt != nil}
+  /// Clears the value of `loggedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearLoggedAt() {self._loggedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _loggedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_LogStartOfDayResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var log: Caremesh_Alerts_V1_StartOfDayLog {
+    get {_log ?? Caremesh_Alerts_V1_StartOfDayLog()}
+    set {_log = newValue}
+  }
+  /// Returns true if `log` has been explicitly set.
+  public var hasLog: Bool {self._log != nil}
+  /// Clears the value of `log`. Subsequent reads from it will return its default value.
+  public mutating func clearLog() {self._log = nil}
+
+  public var created: Bool = false
+
+  public var raised: [Caremesh_Alerts_V1_RuleAlert] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _log: Caremesh_Alerts_V1_StartOfDayLog? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_PtoRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var eaID: String = String()
+
+  public var startDate: String = String()
+
+  /// Inclusive; at most 365 days after `start_date`.
+  public var endDate: String = String()
+
+  public var reason: Caremesh_Alerts_V1_PtoReason = .unspecified
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Records time off (admins and coordinators, or the EA themselves): no rule fires on those
+/// days and they never count against the EA.
+public nonisolated struct Caremesh_Alerts_V1_AddPtoRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pto: Caremesh_Alerts_V1_PtoRecord {
+    get {_pto ?? Caremesh_Alerts_V1_PtoRecord()}
+    set {_pto = newValue}
+  }
+  /// Returns true if `pto` has been explicitly set.
+  public var hasPto: Bool {self._pto != nil}
+  /// Clears the value of `pto`. Subsequent reads from it will return its default value.
+  public mutating func clearPto() {self._pto = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pto: Caremesh_Alerts_V1_PtoRecord? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_AddPtoResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pto: Caremesh_Alerts_V1_PtoRecord {
+    get {_pto ?? Caremesh_Alerts_V1_PtoRecord()}
+    set {_pto = newValue}
+  }
+  /// Returns true if `pto` has been explicitly set.
+  public var hasPto: Bool {self._pto != nil}
+  /// Clears the value of `pto`. Subsequent reads from it will return its default value.
+  public mutating func clearPto() {self._pto = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pto: Caremesh_Alerts_V1_PtoRecord? = nil
+}
+
+/// An EA's PTO overlapping [from, through] (default: everything), by start date.
+public nonisolated struct Caremesh_Alerts_V1_ListPtoRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var eaID: String = String()
+
+  public var from: String = String()
+
+  public var through: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListPtoResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var records: [Caremesh_Alerts_V1_PtoRecord] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Removes a PTO record (admins and coordinators, or the EA themselves).
+public nonisolated struct Caremesh_Alerts_V1_DeletePtoRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_DeletePtoResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An alert rule, as data. `trigger_condition` is JSON:
+///   {"metric": M, "op": ">=" | ">" | "<=" | "<" | "==", "value": V, "params": {P: V, ...}}
+///   {"all": [conditions]}   {"any": [conditions]}
+/// where a value V is a number or the name of one of the rule's thresholds. Metrics and their
+/// parameters (every metric takes window_days, 1 to 90): late_starts (grace_minutes),
+/// missing_reports, average_satisfaction (min_reports), satisfaction_drop (min_reports),
+/// needs_support, average_wellbeing (min_reports), average_hours (min_reports),
+/// client_unresponsive.
+public nonisolated struct Caremesh_Alerts_V1_AlertRule: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var ruleNumber: UInt32 {
+    get {_storage._ruleNumber}
+    set {_uniqueStorage()._ruleNumber = newValue}
+  }
+
+  /// Unique, e.g. "repeated-late-starts".
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  /// What kind of problem it finds, e.g. "lateness".
+  public var ruleType: String {
+    get {_storage._ruleType}
+    set {_uniqueStorage()._ruleType = newValue}
+  }
+
+  public var severity: Caremesh_Alerts_V1_RuleSeverity {
+    get {_storage._severity}
+    set {_uniqueStorage()._severity = newValue}
+  }
+
+  public var enabled: Bool {
+    get {_storage._enabled}
+    set {_uniqueStorage()._enabled = newValue}
+  }
+
+  public var triggerCondition: String {
+    get {_storage._triggerCondition}
+    set {_uniqueStorage()._triggerCondition = newValue}
+  }
+
+  /// "start_of_day_logs", "end_of_day_reports" or "start_of_day_logs,end_of_day_reports".
+  public var dataSource: String {
+    get {_storage._dataSource}
+    set {_uniqueStorage()._dataSource = newValue}
+  }
+
+  public var businessRationale: String {
+    get {_storage._businessRationale}
+    set {_uniqueStorage()._businessRationale = newValue}
+  }
+
+  public var alertTitle: String {
+    get {_storage._alertTitle}
+    set {_uniqueStorage()._alertTitle = newValue}
+  }
+
+  public var alertDescription: String {
+    get {_storage._alertDescription}
+    set {_uniqueStorage()._alertDescription = newValue}
+  }
+
+  public var suggestedAction: String {
+    get {_storage._suggestedAction}
+    set {_uniqueStorage()._suggestedAction = newValue}
+  }
+
+  /// The thresholds in force (an admin adjusts these).
+  public var thresholds: Dictionary<String,Double> {
+    get {_storage._thresholds}
+    set {_uniqueStorage()._thresholds = newValue}
+  }
+
+  /// The thresholds as shipped or created.
+  public var defaultThresholds: Dictionary<String,Double> {
+    get {_storage._defaultThresholds}
+    set {_uniqueStorage()._defaultThresholds = newValue}
+  }
+
+  /// 1 when created; each edit adds one.
+  public var version: UInt32 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {_storage._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {_uniqueStorage()._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListAlertRulesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListAlertRulesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rules: [Caremesh_Alerts_V1_AlertRule] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A rule as it is now, or as it was at `version` (what an alert's `rule_version` names).
+public nonisolated struct Caremesh_Alerts_V1_GetAlertRuleRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  /// 0 for the current version.
+  public var version: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_GetAlertRuleResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rule: Caremesh_Alerts_V1_AlertRule {
+    get {_rule ?? Caremesh_Alerts_V1_AlertRule()}
+    set {_rule = newValue}
+  }
+  /// Returns true if `rule` has been explicitly set.
+  public var hasRule: Bool {self._rule != nil}
+  /// Clears the value of `rule`. Subsequent reads from it will return its default value.
+  public mutating func clearRule() {self._rule = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rule: Caremesh_Alerts_V1_AlertRule? = nil
+}
+
+/// A new rule (admins): `rule_number` is assigned, `thresholds` start as `default_thresholds`.
+public nonisolated struct Caremesh_Alerts_V1_CreateAlertRuleRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rule: Caremesh_Alerts_V1_AlertRule {
+    get {_rule ?? Caremesh_Alerts_V1_AlertRule()}
+    set {_rule = newValue}
+  }
+  /// Returns true if `rule` has been explicitly set.
+  public var hasRule: Bool {self._rule != nil}
+  /// Clears the value of `rule`. Subsequent reads from it will return its default value.
+  public mutating func clearRule() {self._rule = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rule: Caremesh_Alerts_V1_AlertRule? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_CreateAlertRuleResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rule: Caremesh_Alerts_V1_AlertRule {
+    get {_rule ?? Caremesh_Alerts_V1_AlertRule()}
+    set {_rule = newValue}
+  }
+  /// Returns true if `rule` has been explicitly set.
+  public var hasRule: Bool {self._rule != nil}
+  /// Clears the value of `rule`. Subsequent reads from it will return its default value.
+  public mutating func clearRule() {self._rule = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rule: Caremesh_Alerts_V1_AlertRule? = nil
+}
+
+/// Edits a rule (admins): only the fields given change; the result is a new version (none if
+/// nothing changed). Alerts already raised keep the version that fired.
+public nonisolated struct Caremesh_Alerts_V1_UpdateAlertRuleRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var enabled: Bool {
+    get {_enabled ?? false}
+    set {_enabled = newValue}
+  }
+  /// Returns true if `enabled` has been explicitly set.
+  public var hasEnabled: Bool {self._enabled != nil}
+  /// Clears the value of `enabled`. Subsequent reads from it will return its default value.
+  public mutating func clearEnabled() {self._enabled = nil}
+
+  /// UNSPECIFIED: unchanged.
+  public var severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
+
+  /// Merged into the thresholds in force; every name must be one the condition uses.
+  public var thresholds: Dictionary<String,Double> = [:]
+
+  /// Empty: unchanged. A new condition may name only thresholds the rule has (or gets here).
+  public var triggerCondition: String = String()
+
+  public var alertTitle: String = String()
+
+  public var alertDescription: String = String()
+
+  public var suggestedAction: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _enabled: Bool? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_UpdateAlertRuleResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rule: Caremesh_Alerts_V1_AlertRule {
+    get {_rule ?? Caremesh_Alerts_V1_AlertRule()}
+    set {_rule = newValue}
+  }
+  /// Returns true if `rule` has been explicitly set.
+  public var hasRule: Bool {self._rule != nil}
+  /// Clears the value of `rule`. Subsequent reads from it will return its default value.
+  public mutating func clearRule() {self._rule = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rule: Caremesh_Alerts_V1_AlertRule? = nil
+}
+
+/// An alert a rule raised about a pairing.
+public nonisolated struct Caremesh_Alerts_V1_RuleAlert: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var pairingID: String {
+    get {_storage._pairingID}
+    set {_uniqueStorage()._pairingID = newValue}
+  }
+
+  public var eaID: String {
+    get {_storage._eaID}
+    set {_uniqueStorage()._eaID = newValue}
+  }
+
+  public var clientID: String {
+    get {_storage._clientID}
+    set {_uniqueStorage()._clientID = newValue}
+  }
+
+  public var ruleID: String {
+    get {_storage._ruleID}
+    set {_uniqueStorage()._ruleID = newValue}
+  }
+
+  /// The version of the rule that fired.
+  public var ruleVersion: UInt32 {
+    get {_storage._ruleVersion}
+    set {_uniqueStorage()._ruleVersion = newValue}
+  }
+
+  public var ruleName: String {
+    get {_storage._ruleName}
+    set {_uniqueStorage()._ruleName = newValue}
+  }
+
+  public var title: String {
+    get {_storage._title}
+    set {_uniqueStorage()._title = newValue}
+  }
+
+  public var severity: Caremesh_Alerts_V1_RuleSeverity {
+    get {_storage._severity}
+    set {_uniqueStorage()._severity = newValue}
+  }
+
+  public var status: Caremesh_Alerts_V1_RuleAlertStatus {
+    get {_storage._status}
+    set {_uniqueStorage()._status = newValue}
+  }
+
+  /// A user id, or empty.
+  public var assignedTo: String {
+    get {_storage._assignedTo}
+    set {_uniqueStorage()._assignedTo = newValue}
+  }
+
+  public var detectedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._detectedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._detectedAt = newValue}
+  }
+  /// Returns true if `detectedAt` has been explicitly set.
+  public var hasDetectedAt: Bool {_storage._detectedAt != nil}
+  /// Clears the value of `detectedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDetectedAt() {_uniqueStorage()._detectedAt = nil}
+
+  public var acknowledgedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._acknowledgedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._acknowledgedAt = newValue}
+  }
+  /// Returns true if `acknowledgedAt` has been explicitly set.
+  public var hasAcknowledgedAt: Bool {_storage._acknowledgedAt != nil}
+  /// Clears the value of `acknowledgedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearAcknowledgedAt() {_uniqueStorage()._acknowledgedAt = nil}
+
+  public var resolvedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._resolvedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._resolvedAt = newValue}
+  }
+  /// Returns true if `resolvedAt` has been explicitly set.
+  public var hasResolvedAt: Bool {_storage._resolvedAt != nil}
+  /// Clears the value of `resolvedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearResolvedAt() {_uniqueStorage()._resolvedAt = nil}
+
+  /// JSON: the day evaluated, the thresholds used, and each measure compared (metric, value
+  /// measured, threshold, window, the days that counted).
+  public var evidence: String {
+    get {_storage._evidence}
+    set {_uniqueStorage()._evidence = newValue}
+  }
+
+  public var notes: String {
+    get {_storage._notes}
+    set {_uniqueStorage()._notes = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Alerts, newest first (admins and coordinators).
+public nonisolated struct Caremesh_Alerts_V1_ListRuleAlertsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: open and acknowledged.
+  public var statuses: [Caremesh_Alerts_V1_RuleAlertStatus] = []
+
+  /// Empty: every severity.
+  public var severities: [Caremesh_Alerts_V1_RuleSeverity] = []
+
+  public var pairingID: String = String()
+
+  public var eaID: String = String()
+
+  public var assignedTo: String = String()
+
+  public var ruleID: String = String()
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListRuleAlertsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alerts: [Caremesh_Alerts_V1_RuleAlert] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Triage (admins and coordinators). An open or acknowledged alert may be assigned (empty
+/// `assigned_to`: unassign), acknowledged, resolved with notes, or dismissed; resolved and
+/// dismissed are final (FAILED_PRECONDITION).
+public nonisolated struct Caremesh_Alerts_V1_AssignRuleAlertRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var assignedTo: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_AcknowledgeRuleAlertRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ResolveRuleAlertRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  /// Required: what was done.
+  public var notes: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_DismissRuleAlertRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  /// Why it is not a problem (optional).
+  public var notes: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_RuleAlertResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alert: Caremesh_Alerts_V1_RuleAlert {
+    get {_alert ?? Caremesh_Alerts_V1_RuleAlert()}
+    set {_alert = newValue}
+  }
+  /// Returns true if `alert` has been explicitly set.
+  public var hasAlert: Bool {self._alert != nil}
+  /// Clears the value of `alert`. Subsequent reads from it will return its default value.
+  public mutating func clearAlert() {self._alert = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _alert: Caremesh_Alerts_V1_RuleAlert? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_CoachingNote: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var noteType: Caremesh_Alerts_V1_CoachingNoteType = .unspecified
+
+  /// For EA notes.
+  public var eaID: String = String()
+
+  /// For pairing notes.
+  public var pairingID: String = String()
+
+  /// 1 to 20 000 characters.
+  public var content: String = String()
+
+  public var updatedBy: String = String()
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {self._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {self._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Creates or replaces the one note of its type and subject (admins and coordinators).
+public nonisolated struct Caremesh_Alerts_V1_PutCoachingNoteRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var note: Caremesh_Alerts_V1_CoachingNote {
+    get {_note ?? Caremesh_Alerts_V1_CoachingNote()}
+    set {_note = newValue}
+  }
+  /// Returns true if `note` has been explicitly set.
+  public var hasNote: Bool {self._note != nil}
+  /// Clears the value of `note`. Subsequent reads from it will return its default value.
+  public mutating func clearNote() {self._note = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _note: Caremesh_Alerts_V1_CoachingNote? = nil
+}
+
+public nonisolated struct Caremesh_Alerts_V1_PutCoachingNoteResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var note: Caremesh_Alerts_V1_CoachingNote {
+    get {_note ?? Caremesh_Alerts_V1_CoachingNote()}
+    set {_note = newValue}
+  }
+  /// Returns true if `note` has been explicitly set.
+  public var hasNote: Bool {self._note != nil}
+  /// Clears the value of `note`. Subsequent reads from it will return its default value.
+  public mutating func clearNote() {self._note = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _note: Caremesh_Alerts_V1_CoachingNote? = nil
+}
+
+/// Notes of a type and/or subject (admins and coordinators).
+public nonisolated struct Caremesh_Alerts_V1_ListCoachingNotesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var noteType: Caremesh_Alerts_V1_CoachingNoteType = .unspecified
+
+  public var eaID: String = String()
+
+  public var pairingID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Alerts_V1_ListCoachingNotesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var notes: [Caremesh_Alerts_V1_CoachingNote] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A call messaging is asked to place: play the voice message to `to`, report its statuses as
 /// CallStatusChanged with this `call_id`, give up ringing after `ring_timeout_s`.
 public nonisolated struct Caremesh_Alerts_V1_CallRequest: Sendable {
@@ -1171,6 +2666,31 @@ public nonisolated struct Caremesh_Alerts_V1_CareAlertStatusChanged: Sendable {
   public init() {}
 }
 
+/// A rule raised an alert about a pairing (for notifications and dashboards).
+public nonisolated struct Caremesh_Alerts_V1_RuleAlertRaised: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alertID: String = String()
+
+  public var pairingID: String = String()
+
+  public var eaID: String = String()
+
+  public var ruleID: String = String()
+
+  public var ruleVersion: UInt32 = 0
+
+  public var severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
+
+  public var title: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caremesh.alerts.v1"
@@ -1193,6 +2713,26 @@ nonisolated extension Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf._Proto
 
 nonisolated extension Caremesh_Alerts_V1_CoordinatorTier: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COORDINATOR_TIER_UNSPECIFIED\0\u{1}COORDINATOR_TIER_COORDINATOR\0\u{1}COORDINATOR_TIER_ADMIN\0")
+}
+
+nonisolated extension Caremesh_Alerts_V1_PairingHealth: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PAIRING_HEALTH_UNSPECIFIED\0\u{1}PAIRING_HEALTH_GREEN\0\u{1}PAIRING_HEALTH_YELLOW\0\u{1}PAIRING_HEALTH_RED\0")
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleSeverity: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RULE_SEVERITY_UNSPECIFIED\0\u{1}RULE_SEVERITY_LOW\0\u{1}RULE_SEVERITY_MEDIUM\0\u{1}RULE_SEVERITY_HIGH\0\u{1}RULE_SEVERITY_CRITICAL\0")
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleAlertStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RULE_ALERT_STATUS_UNSPECIFIED\0\u{1}RULE_ALERT_STATUS_OPEN\0\u{1}RULE_ALERT_STATUS_ACKNOWLEDGED\0\u{1}RULE_ALERT_STATUS_RESOLVED\0\u{1}RULE_ALERT_STATUS_DISMISSED\0")
+}
+
+nonisolated extension Caremesh_Alerts_V1_PtoReason: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PTO_REASON_UNSPECIFIED\0\u{1}PTO_REASON_VACATION\0\u{1}PTO_REASON_SICK\0\u{1}PTO_REASON_PERSONAL\0\u{1}PTO_REASON_PUBLIC_HOLIDAY\0\u{1}PTO_REASON_BEREAVEMENT\0\u{1}PTO_REASON_OTHER\0")
+}
+
+nonisolated extension Caremesh_Alerts_V1_CoachingNoteType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COACHING_NOTE_TYPE_UNSPECIFIED\0\u{1}COACHING_NOTE_TYPE_EA\0\u{1}COACHING_NOTE_TYPE_PAIRING\0\u{1}COACHING_NOTE_TYPE_GENERAL\0")
 }
 
 nonisolated extension Caremesh_Alerts_V1_Coordinator: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2484,6 +4024,2289 @@ nonisolated extension Caremesh_Alerts_V1_ListEscalationPoliciesResponse: SwiftPr
   }
 }
 
+nonisolated extension Caremesh_Alerts_V1_StaffSettings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StaffSettings"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0\u{3}expected_show_up_time\0\u{3}time_zone\0\u{3}healthcare_eligibility_date\0\u{3}updated_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.expectedShowUpTime) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.timeZone) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.healthcareEligibilityDate) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    if !self.expectedShowUpTime.isEmpty {
+      try visitor.visitSingularStringField(value: self.expectedShowUpTime, fieldNumber: 2)
+    }
+    if !self.timeZone.isEmpty {
+      try visitor.visitSingularStringField(value: self.timeZone, fieldNumber: 3)
+    }
+    if !self.healthcareEligibilityDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.healthcareEligibilityDate, fieldNumber: 4)
+    }
+    try { if let v = self._updatedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_StaffSettings, rhs: Caremesh_Alerts_V1_StaffSettings) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.expectedShowUpTime != rhs.expectedShowUpTime {return false}
+    if lhs.timeZone != rhs.timeZone {return false}
+    if lhs.healthcareEligibilityDate != rhs.healthcareEligibilityDate {return false}
+    if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_PutStaffSettingsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutStaffSettingsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}settings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_PutStaffSettingsRequest, rhs: Caremesh_Alerts_V1_PutStaffSettingsRequest) -> Bool {
+    if lhs._settings != rhs._settings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_PutStaffSettingsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutStaffSettingsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}settings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_PutStaffSettingsResponse, rhs: Caremesh_Alerts_V1_PutStaffSettingsResponse) -> Bool {
+    if lhs._settings != rhs._settings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_GetStaffSettingsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStaffSettingsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_GetStaffSettingsRequest, rhs: Caremesh_Alerts_V1_GetStaffSettingsRequest) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_GetStaffSettingsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStaffSettingsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}settings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._settings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._settings {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_GetStaffSettingsResponse, rhs: Caremesh_Alerts_V1_GetStaffSettingsResponse) -> Bool {
+    if lhs._settings != rhs._settings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_Pairing: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Pairing"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}ea_id\0\u{3}client_id\0\u{3}start_date\0\u{3}health_status\0\u{3}health_status_override\0\u{3}created_at\0\u{3}updated_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.startDate) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.healthStatus) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.healthStatusOverride) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 2)
+    }
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientID, fieldNumber: 3)
+    }
+    if !self.startDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.startDate, fieldNumber: 4)
+    }
+    if self.healthStatus != .unspecified {
+      try visitor.visitSingularEnumField(value: self.healthStatus, fieldNumber: 5)
+    }
+    if self.healthStatusOverride != false {
+      try visitor.visitSingularBoolField(value: self.healthStatusOverride, fieldNumber: 6)
+    }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._updatedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_Pairing, rhs: Caremesh_Alerts_V1_Pairing) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs.startDate != rhs.startDate {return false}
+    if lhs.healthStatus != rhs.healthStatus {return false}
+    if lhs.healthStatusOverride != rhs.healthStatusOverride {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
+    if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_CreatePairingRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreatePairingRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0\u{3}client_id\0\u{3}start_date\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.startDate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientID, fieldNumber: 2)
+    }
+    if !self.startDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.startDate, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_CreatePairingRequest, rhs: Caremesh_Alerts_V1_CreatePairingRequest) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs.startDate != rhs.startDate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_CreatePairingResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreatePairingResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pairing\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pairing) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pairing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_CreatePairingResponse, rhs: Caremesh_Alerts_V1_CreatePairingResponse) -> Bool {
+    if lhs._pairing != rhs._pairing {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListPairingsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPairingsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0\u{3}client_id\0\u{3}health_status\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.healthStatus) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientID, fieldNumber: 2)
+    }
+    if self.healthStatus != .unspecified {
+      try visitor.visitSingularEnumField(value: self.healthStatus, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListPairingsRequest, rhs: Caremesh_Alerts_V1_ListPairingsRequest) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs.healthStatus != rhs.healthStatus {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListPairingsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPairingsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pairings\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.pairings) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pairings.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pairings, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListPairingsResponse, rhs: Caremesh_Alerts_V1_ListPairingsResponse) -> Bool {
+    if lhs.pairings != rhs.pairings {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_SetPairingHealthRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetPairingHealthRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pairing_id\0\u{3}health_status\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.healthStatus) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 1)
+    }
+    if self.healthStatus != .unspecified {
+      try visitor.visitSingularEnumField(value: self.healthStatus, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_SetPairingHealthRequest, rhs: Caremesh_Alerts_V1_SetPairingHealthRequest) -> Bool {
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.healthStatus != rhs.healthStatus {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_SetPairingHealthResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetPairingHealthResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pairing\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pairing) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pairing {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_SetPairingHealthResponse, rhs: Caremesh_Alerts_V1_SetPairingHealthResponse) -> Bool {
+    if lhs._pairing != rhs._pairing {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_EndOfDayReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EndOfDayReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}report_date\0\u{3}hours_worked\0\u{3}tasks_completed\0\u{3}tasks_pending\0\u{3}client_satisfaction\0\u{3}ea_wellbeing\0\u{3}needs_support\0\u{3}client_unresponsive\0\u{3}scope_change_requested\0\u{1}highlights\0\u{1}blockers\0\u{3}submitted_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reportDate) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.hoursWorked) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.tasksCompleted) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.tasksPending) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.clientSatisfaction) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.eaWellbeing) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.needsSupport) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.clientUnresponsive) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.scopeChangeRequested) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.highlights) }()
+      case 14: try { try decoder.decodeSingularStringField(value: &self.blockers) }()
+      case 15: try { try decoder.decodeSingularMessageField(value: &self._submittedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 2)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 3)
+    }
+    if !self.reportDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.reportDate, fieldNumber: 4)
+    }
+    if self.hoursWorked.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.hoursWorked, fieldNumber: 5)
+    }
+    if self.tasksCompleted != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tasksCompleted, fieldNumber: 6)
+    }
+    if self.tasksPending != 0 {
+      try visitor.visitSingularUInt32Field(value: self.tasksPending, fieldNumber: 7)
+    }
+    if self.clientSatisfaction != 0 {
+      try visitor.visitSingularUInt32Field(value: self.clientSatisfaction, fieldNumber: 8)
+    }
+    if self.eaWellbeing != 0 {
+      try visitor.visitSingularUInt32Field(value: self.eaWellbeing, fieldNumber: 9)
+    }
+    if self.needsSupport != false {
+      try visitor.visitSingularBoolField(value: self.needsSupport, fieldNumber: 10)
+    }
+    if self.clientUnresponsive != false {
+      try visitor.visitSingularBoolField(value: self.clientUnresponsive, fieldNumber: 11)
+    }
+    if self.scopeChangeRequested != false {
+      try visitor.visitSingularBoolField(value: self.scopeChangeRequested, fieldNumber: 12)
+    }
+    if !self.highlights.isEmpty {
+      try visitor.visitSingularStringField(value: self.highlights, fieldNumber: 13)
+    }
+    if !self.blockers.isEmpty {
+      try visitor.visitSingularStringField(value: self.blockers, fieldNumber: 14)
+    }
+    try { if let v = self._submittedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_EndOfDayReport, rhs: Caremesh_Alerts_V1_EndOfDayReport) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.reportDate != rhs.reportDate {return false}
+    if lhs.hoursWorked != rhs.hoursWorked {return false}
+    if lhs.tasksCompleted != rhs.tasksCompleted {return false}
+    if lhs.tasksPending != rhs.tasksPending {return false}
+    if lhs.clientSatisfaction != rhs.clientSatisfaction {return false}
+    if lhs.eaWellbeing != rhs.eaWellbeing {return false}
+    if lhs.needsSupport != rhs.needsSupport {return false}
+    if lhs.clientUnresponsive != rhs.clientUnresponsive {return false}
+    if lhs.scopeChangeRequested != rhs.scopeChangeRequested {return false}
+    if lhs.highlights != rhs.highlights {return false}
+    if lhs.blockers != rhs.blockers {return false}
+    if lhs._submittedAt != rhs._submittedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_SubmitEndOfDayReportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitEndOfDayReportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}report\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._report) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._report {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_SubmitEndOfDayReportRequest, rhs: Caremesh_Alerts_V1_SubmitEndOfDayReportRequest) -> Bool {
+    if lhs._report != rhs._report {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_SubmitEndOfDayReportResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitEndOfDayReportResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}report\0\u{1}replaced\0\u{1}raised\0")
+
+  fileprivate class _StorageClass {
+    var _report: Caremesh_Alerts_V1_EndOfDayReport? = nil
+    var _replaced: Bool = false
+    var _raised: [Caremesh_Alerts_V1_RuleAlert] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _report = source._report
+      _replaced = source._replaced
+      _raised = source._raised
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._report) }()
+        case 2: try { try decoder.decodeSingularBoolField(value: &_storage._replaced) }()
+        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._raised) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._report {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._replaced != false {
+        try visitor.visitSingularBoolField(value: _storage._replaced, fieldNumber: 2)
+      }
+      if !_storage._raised.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._raised, fieldNumber: 3)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_SubmitEndOfDayReportResponse, rhs: Caremesh_Alerts_V1_SubmitEndOfDayReportResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._report != rhs_storage._report {return false}
+        if _storage._replaced != rhs_storage._replaced {return false}
+        if _storage._raised != rhs_storage._raised {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListEndOfDayReportsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListEndOfDayReportsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pairing_id\0\u{1}from\0\u{1}through\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.through) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 1)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if !self.through.isEmpty {
+      try visitor.visitSingularStringField(value: self.through, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListEndOfDayReportsRequest, rhs: Caremesh_Alerts_V1_ListEndOfDayReportsRequest) -> Bool {
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.through != rhs.through {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListEndOfDayReportsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListEndOfDayReportsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reports\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.reports) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reports.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.reports, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListEndOfDayReportsResponse, rhs: Caremesh_Alerts_V1_ListEndOfDayReportsResponse) -> Bool {
+    if lhs.reports != rhs.reports {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_StartOfDayLog: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StartOfDayLog"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}ea_id\0\u{3}log_date\0\u{3}logged_at\0\u{3}expected_show_up_time\0\u{3}was_late\0\u{3}minutes_late\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.logDate) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._loggedAt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.expectedShowUpTime) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.wasLate) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.minutesLate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 2)
+    }
+    if !self.logDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.logDate, fieldNumber: 3)
+    }
+    try { if let v = self._loggedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.expectedShowUpTime.isEmpty {
+      try visitor.visitSingularStringField(value: self.expectedShowUpTime, fieldNumber: 5)
+    }
+    if self.wasLate != false {
+      try visitor.visitSingularBoolField(value: self.wasLate, fieldNumber: 6)
+    }
+    if self.minutesLate != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minutesLate, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_StartOfDayLog, rhs: Caremesh_Alerts_V1_StartOfDayLog) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.logDate != rhs.logDate {return false}
+    if lhs._loggedAt != rhs._loggedAt {return false}
+    if lhs.expectedShowUpTime != rhs.expectedShowUpTime {return false}
+    if lhs.wasLate != rhs.wasLate {return false}
+    if lhs.minutesLate != rhs.minutesLate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_LogStartOfDayRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogStartOfDayRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0\u{3}logged_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._loggedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    try { if let v = self._loggedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_LogStartOfDayRequest, rhs: Caremesh_Alerts_V1_LogStartOfDayRequest) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs._loggedAt != rhs._loggedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_LogStartOfDayResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogStartOfDayResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}log\0\u{1}created\0\u{1}raised\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._log) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.created) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.raised) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._log {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.created != false {
+      try visitor.visitSingularBoolField(value: self.created, fieldNumber: 2)
+    }
+    if !self.raised.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.raised, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_LogStartOfDayResponse, rhs: Caremesh_Alerts_V1_LogStartOfDayResponse) -> Bool {
+    if lhs._log != rhs._log {return false}
+    if lhs.created != rhs.created {return false}
+    if lhs.raised != rhs.raised {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_PtoRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PtoRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}ea_id\0\u{3}start_date\0\u{3}end_date\0\u{1}reason\0\u{3}created_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.startDate) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.endDate) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 2)
+    }
+    if !self.startDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.startDate, fieldNumber: 3)
+    }
+    if !self.endDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.endDate, fieldNumber: 4)
+    }
+    if self.reason != .unspecified {
+      try visitor.visitSingularEnumField(value: self.reason, fieldNumber: 5)
+    }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_PtoRecord, rhs: Caremesh_Alerts_V1_PtoRecord) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.startDate != rhs.startDate {return false}
+    if lhs.endDate != rhs.endDate {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_AddPtoRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddPtoRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pto\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pto) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pto {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_AddPtoRequest, rhs: Caremesh_Alerts_V1_AddPtoRequest) -> Bool {
+    if lhs._pto != rhs._pto {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_AddPtoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddPtoResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pto\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pto) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pto {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_AddPtoResponse, rhs: Caremesh_Alerts_V1_AddPtoResponse) -> Bool {
+    if lhs._pto != rhs._pto {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListPtoRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPtoRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ea_id\0\u{1}from\0\u{1}through\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.through) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 1)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 2)
+    }
+    if !self.through.isEmpty {
+      try visitor.visitSingularStringField(value: self.through, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListPtoRequest, rhs: Caremesh_Alerts_V1_ListPtoRequest) -> Bool {
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.through != rhs.through {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListPtoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPtoResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.records) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.records.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.records, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListPtoResponse, rhs: Caremesh_Alerts_V1_ListPtoResponse) -> Bool {
+    if lhs.records != rhs.records {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_DeletePtoRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeletePtoRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_DeletePtoRequest, rhs: Caremesh_Alerts_V1_DeletePtoRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_DeletePtoResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeletePtoResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_DeletePtoResponse, rhs: Caremesh_Alerts_V1_DeletePtoResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_AlertRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AlertRule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}rule_number\0\u{1}name\0\u{3}rule_type\0\u{1}severity\0\u{1}enabled\0\u{3}trigger_condition\0\u{3}data_source\0\u{3}business_rationale\0\u{3}alert_title\0\u{3}alert_description\0\u{3}suggested_action\0\u{1}thresholds\0\u{3}default_thresholds\0\u{1}version\0\u{3}updated_at\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _ruleNumber: UInt32 = 0
+    var _name: String = String()
+    var _ruleType: String = String()
+    var _severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
+    var _enabled: Bool = false
+    var _triggerCondition: String = String()
+    var _dataSource: String = String()
+    var _businessRationale: String = String()
+    var _alertTitle: String = String()
+    var _alertDescription: String = String()
+    var _suggestedAction: String = String()
+    var _thresholds: Dictionary<String,Double> = [:]
+    var _defaultThresholds: Dictionary<String,Double> = [:]
+    var _version: UInt32 = 0
+    var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _ruleNumber = source._ruleNumber
+      _name = source._name
+      _ruleType = source._ruleType
+      _severity = source._severity
+      _enabled = source._enabled
+      _triggerCondition = source._triggerCondition
+      _dataSource = source._dataSource
+      _businessRationale = source._businessRationale
+      _alertTitle = source._alertTitle
+      _alertDescription = source._alertDescription
+      _suggestedAction = source._suggestedAction
+      _thresholds = source._thresholds
+      _defaultThresholds = source._defaultThresholds
+      _version = source._version
+      _updatedAt = source._updatedAt
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._ruleNumber) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._ruleType) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._severity) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._enabled) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._triggerCondition) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._dataSource) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._businessRationale) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._alertTitle) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._alertDescription) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._suggestedAction) }()
+        case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._thresholds) }()
+        case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._defaultThresholds) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._version) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._updatedAt) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if _storage._ruleNumber != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ruleNumber, fieldNumber: 2)
+      }
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 3)
+      }
+      if !_storage._ruleType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ruleType, fieldNumber: 4)
+      }
+      if _storage._severity != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._severity, fieldNumber: 5)
+      }
+      if _storage._enabled != false {
+        try visitor.visitSingularBoolField(value: _storage._enabled, fieldNumber: 6)
+      }
+      if !_storage._triggerCondition.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._triggerCondition, fieldNumber: 7)
+      }
+      if !_storage._dataSource.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._dataSource, fieldNumber: 8)
+      }
+      if !_storage._businessRationale.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._businessRationale, fieldNumber: 9)
+      }
+      if !_storage._alertTitle.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._alertTitle, fieldNumber: 10)
+      }
+      if !_storage._alertDescription.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._alertDescription, fieldNumber: 11)
+      }
+      if !_storage._suggestedAction.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._suggestedAction, fieldNumber: 12)
+      }
+      if !_storage._thresholds.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: _storage._thresholds, fieldNumber: 13)
+      }
+      if !_storage._defaultThresholds.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: _storage._defaultThresholds, fieldNumber: 14)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._version, fieldNumber: 15)
+      }
+      try { if let v = _storage._updatedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_AlertRule, rhs: Caremesh_Alerts_V1_AlertRule) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._ruleNumber != rhs_storage._ruleNumber {return false}
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._ruleType != rhs_storage._ruleType {return false}
+        if _storage._severity != rhs_storage._severity {return false}
+        if _storage._enabled != rhs_storage._enabled {return false}
+        if _storage._triggerCondition != rhs_storage._triggerCondition {return false}
+        if _storage._dataSource != rhs_storage._dataSource {return false}
+        if _storage._businessRationale != rhs_storage._businessRationale {return false}
+        if _storage._alertTitle != rhs_storage._alertTitle {return false}
+        if _storage._alertDescription != rhs_storage._alertDescription {return false}
+        if _storage._suggestedAction != rhs_storage._suggestedAction {return false}
+        if _storage._thresholds != rhs_storage._thresholds {return false}
+        if _storage._defaultThresholds != rhs_storage._defaultThresholds {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._updatedAt != rhs_storage._updatedAt {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListAlertRulesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAlertRulesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListAlertRulesRequest, rhs: Caremesh_Alerts_V1_ListAlertRulesRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListAlertRulesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAlertRulesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rules\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListAlertRulesResponse, rhs: Caremesh_Alerts_V1_ListAlertRulesResponse) -> Bool {
+    if lhs.rules != rhs.rules {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_GetAlertRuleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetAlertRuleRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_GetAlertRuleRequest, rhs: Caremesh_Alerts_V1_GetAlertRuleRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_GetAlertRuleResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetAlertRuleResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._rule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_GetAlertRuleResponse, rhs: Caremesh_Alerts_V1_GetAlertRuleResponse) -> Bool {
+    if lhs._rule != rhs._rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_CreateAlertRuleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateAlertRuleRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._rule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_CreateAlertRuleRequest, rhs: Caremesh_Alerts_V1_CreateAlertRuleRequest) -> Bool {
+    if lhs._rule != rhs._rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_CreateAlertRuleResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateAlertRuleResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._rule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_CreateAlertRuleResponse, rhs: Caremesh_Alerts_V1_CreateAlertRuleResponse) -> Bool {
+    if lhs._rule != rhs._rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_UpdateAlertRuleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateAlertRuleRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}enabled\0\u{1}severity\0\u{1}thresholds\0\u{3}trigger_condition\0\u{3}alert_title\0\u{3}alert_description\0\u{3}suggested_action\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._enabled) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.thresholds) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.triggerCondition) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.alertTitle) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.alertDescription) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.suggestedAction) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try { if let v = self._enabled {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    if self.severity != .unspecified {
+      try visitor.visitSingularEnumField(value: self.severity, fieldNumber: 3)
+    }
+    if !self.thresholds.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.thresholds, fieldNumber: 4)
+    }
+    if !self.triggerCondition.isEmpty {
+      try visitor.visitSingularStringField(value: self.triggerCondition, fieldNumber: 5)
+    }
+    if !self.alertTitle.isEmpty {
+      try visitor.visitSingularStringField(value: self.alertTitle, fieldNumber: 6)
+    }
+    if !self.alertDescription.isEmpty {
+      try visitor.visitSingularStringField(value: self.alertDescription, fieldNumber: 7)
+    }
+    if !self.suggestedAction.isEmpty {
+      try visitor.visitSingularStringField(value: self.suggestedAction, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_UpdateAlertRuleRequest, rhs: Caremesh_Alerts_V1_UpdateAlertRuleRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs._enabled != rhs._enabled {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.thresholds != rhs.thresholds {return false}
+    if lhs.triggerCondition != rhs.triggerCondition {return false}
+    if lhs.alertTitle != rhs.alertTitle {return false}
+    if lhs.alertDescription != rhs.alertDescription {return false}
+    if lhs.suggestedAction != rhs.suggestedAction {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_UpdateAlertRuleResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateAlertRuleResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rule\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._rule) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._rule {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_UpdateAlertRuleResponse, rhs: Caremesh_Alerts_V1_UpdateAlertRuleResponse) -> Bool {
+    if lhs._rule != rhs._rule {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleAlert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleAlert"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}client_id\0\u{3}rule_id\0\u{3}rule_version\0\u{3}rule_name\0\u{1}title\0\u{1}severity\0\u{1}status\0\u{3}assigned_to\0\u{3}detected_at\0\u{3}acknowledged_at\0\u{3}resolved_at\0\u{1}evidence\0\u{1}notes\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _pairingID: String = String()
+    var _eaID: String = String()
+    var _clientID: String = String()
+    var _ruleID: String = String()
+    var _ruleVersion: UInt32 = 0
+    var _ruleName: String = String()
+    var _title: String = String()
+    var _severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
+    var _status: Caremesh_Alerts_V1_RuleAlertStatus = .unspecified
+    var _assignedTo: String = String()
+    var _detectedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _acknowledgedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _resolvedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _evidence: String = String()
+    var _notes: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _pairingID = source._pairingID
+      _eaID = source._eaID
+      _clientID = source._clientID
+      _ruleID = source._ruleID
+      _ruleVersion = source._ruleVersion
+      _ruleName = source._ruleName
+      _title = source._title
+      _severity = source._severity
+      _status = source._status
+      _assignedTo = source._assignedTo
+      _detectedAt = source._detectedAt
+      _acknowledgedAt = source._acknowledgedAt
+      _resolvedAt = source._resolvedAt
+      _evidence = source._evidence
+      _notes = source._notes
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._pairingID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._eaID) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._clientID) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._ruleID) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._ruleVersion) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._ruleName) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._title) }()
+        case 9: try { try decoder.decodeSingularEnumField(value: &_storage._severity) }()
+        case 10: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._assignedTo) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._detectedAt) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._acknowledgedAt) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._resolvedAt) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._evidence) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._notes) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._pairingID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._pairingID, fieldNumber: 2)
+      }
+      if !_storage._eaID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._eaID, fieldNumber: 3)
+      }
+      if !_storage._clientID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clientID, fieldNumber: 4)
+      }
+      if !_storage._ruleID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ruleID, fieldNumber: 5)
+      }
+      if _storage._ruleVersion != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ruleVersion, fieldNumber: 6)
+      }
+      if !_storage._ruleName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._ruleName, fieldNumber: 7)
+      }
+      if !_storage._title.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._title, fieldNumber: 8)
+      }
+      if _storage._severity != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._severity, fieldNumber: 9)
+      }
+      if _storage._status != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 10)
+      }
+      if !_storage._assignedTo.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._assignedTo, fieldNumber: 11)
+      }
+      try { if let v = _storage._detectedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
+      try { if let v = _storage._acknowledgedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._resolvedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      if !_storage._evidence.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._evidence, fieldNumber: 15)
+      }
+      if !_storage._notes.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._notes, fieldNumber: 16)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_RuleAlert, rhs: Caremesh_Alerts_V1_RuleAlert) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._pairingID != rhs_storage._pairingID {return false}
+        if _storage._eaID != rhs_storage._eaID {return false}
+        if _storage._clientID != rhs_storage._clientID {return false}
+        if _storage._ruleID != rhs_storage._ruleID {return false}
+        if _storage._ruleVersion != rhs_storage._ruleVersion {return false}
+        if _storage._ruleName != rhs_storage._ruleName {return false}
+        if _storage._title != rhs_storage._title {return false}
+        if _storage._severity != rhs_storage._severity {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._assignedTo != rhs_storage._assignedTo {return false}
+        if _storage._detectedAt != rhs_storage._detectedAt {return false}
+        if _storage._acknowledgedAt != rhs_storage._acknowledgedAt {return false}
+        if _storage._resolvedAt != rhs_storage._resolvedAt {return false}
+        if _storage._evidence != rhs_storage._evidence {return false}
+        if _storage._notes != rhs_storage._notes {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListRuleAlertsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRuleAlertsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}statuses\0\u{1}severities\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}assigned_to\0\u{3}rule_id\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedEnumField(value: &self.statuses) }()
+      case 2: try { try decoder.decodeRepeatedEnumField(value: &self.severities) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.assignedTo) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.ruleID) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.statuses.isEmpty {
+      try visitor.visitPackedEnumField(value: self.statuses, fieldNumber: 1)
+    }
+    if !self.severities.isEmpty {
+      try visitor.visitPackedEnumField(value: self.severities, fieldNumber: 2)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 3)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 4)
+    }
+    if !self.assignedTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignedTo, fieldNumber: 5)
+    }
+    if !self.ruleID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ruleID, fieldNumber: 6)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 7)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListRuleAlertsRequest, rhs: Caremesh_Alerts_V1_ListRuleAlertsRequest) -> Bool {
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.severities != rhs.severities {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.assignedTo != rhs.assignedTo {return false}
+    if lhs.ruleID != rhs.ruleID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListRuleAlertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRuleAlertsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}alerts\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.alerts) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.alerts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.alerts, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListRuleAlertsResponse, rhs: Caremesh_Alerts_V1_ListRuleAlertsResponse) -> Bool {
+    if lhs.alerts != rhs.alerts {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_AssignRuleAlertRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AssignRuleAlertRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}assigned_to\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.assignedTo) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.assignedTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignedTo, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_AssignRuleAlertRequest, rhs: Caremesh_Alerts_V1_AssignRuleAlertRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.assignedTo != rhs.assignedTo {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_AcknowledgeRuleAlertRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AcknowledgeRuleAlertRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_AcknowledgeRuleAlertRequest, rhs: Caremesh_Alerts_V1_AcknowledgeRuleAlertRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ResolveRuleAlertRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResolveRuleAlertRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}notes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.notes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.notes.isEmpty {
+      try visitor.visitSingularStringField(value: self.notes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ResolveRuleAlertRequest, rhs: Caremesh_Alerts_V1_ResolveRuleAlertRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.notes != rhs.notes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_DismissRuleAlertRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DismissRuleAlertRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}notes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.notes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.notes.isEmpty {
+      try visitor.visitSingularStringField(value: self.notes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_DismissRuleAlertRequest, rhs: Caremesh_Alerts_V1_DismissRuleAlertRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.notes != rhs.notes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleAlertResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleAlertResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}alert\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._alert) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._alert {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_RuleAlertResponse, rhs: Caremesh_Alerts_V1_RuleAlertResponse) -> Bool {
+    if lhs._alert != rhs._alert {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_CoachingNote: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CoachingNote"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}note_type\0\u{3}ea_id\0\u{3}pairing_id\0\u{1}content\0\u{3}updated_by\0\u{3}created_at\0\u{3}updated_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.noteType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.content) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.updatedBy) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.noteType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.noteType, fieldNumber: 2)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 3)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 4)
+    }
+    if !self.content.isEmpty {
+      try visitor.visitSingularStringField(value: self.content, fieldNumber: 5)
+    }
+    if !self.updatedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.updatedBy, fieldNumber: 6)
+    }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._updatedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_CoachingNote, rhs: Caremesh_Alerts_V1_CoachingNote) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.noteType != rhs.noteType {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.content != rhs.content {return false}
+    if lhs.updatedBy != rhs.updatedBy {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
+    if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_PutCoachingNoteRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutCoachingNoteRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._note {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_PutCoachingNoteRequest, rhs: Caremesh_Alerts_V1_PutCoachingNoteRequest) -> Bool {
+    if lhs._note != rhs._note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_PutCoachingNoteResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutCoachingNoteResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._note {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_PutCoachingNoteResponse, rhs: Caremesh_Alerts_V1_PutCoachingNoteResponse) -> Bool {
+    if lhs._note != rhs._note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListCoachingNotesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListCoachingNotesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}note_type\0\u{3}ea_id\0\u{3}pairing_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.noteType) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.noteType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.noteType, fieldNumber: 1)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 2)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListCoachingNotesRequest, rhs: Caremesh_Alerts_V1_ListCoachingNotesRequest) -> Bool {
+    if lhs.noteType != rhs.noteType {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_ListCoachingNotesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListCoachingNotesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}notes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.notes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.notes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.notes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_ListCoachingNotesResponse, rhs: Caremesh_Alerts_V1_ListCoachingNotesResponse) -> Bool {
+    if lhs.notes != rhs.notes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{3}alert_id\0\u{3}coordinator_id\0\u{1}to\0\u{3}voice_message_url\0\u{3}ring_timeout_s\0\u{1}reference\0")
@@ -2694,6 +6517,66 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.M
     if lhs.previousStatus != rhs.previousStatus {return false}
     if lhs.actorID != rhs.actorID {return false}
     if lhs.endedCallIds != rhs.endedCallIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleAlertRaised: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleAlertRaised"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}rule_id\0\u{3}rule_version\0\u{1}severity\0\u{1}title\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.alertID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.eaID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ruleID) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.ruleVersion) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.title) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.alertID.isEmpty {
+      try visitor.visitSingularStringField(value: self.alertID, fieldNumber: 1)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 2)
+    }
+    if !self.eaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.eaID, fieldNumber: 3)
+    }
+    if !self.ruleID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ruleID, fieldNumber: 4)
+    }
+    if self.ruleVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ruleVersion, fieldNumber: 5)
+    }
+    if self.severity != .unspecified {
+      try visitor.visitSingularEnumField(value: self.severity, fieldNumber: 6)
+    }
+    if !self.title.isEmpty {
+      try visitor.visitSingularStringField(value: self.title, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_RuleAlertRaised, rhs: Caremesh_Alerts_V1_RuleAlertRaised) -> Bool {
+    if lhs.alertID != rhs.alertID {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.eaID != rhs.eaID {return false}
+    if lhs.ruleID != rhs.ruleID {return false}
+    if lhs.ruleVersion != rhs.ruleVersion {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.title != rhs.title {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

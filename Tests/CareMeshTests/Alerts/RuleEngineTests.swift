@@ -184,12 +184,7 @@ import Testing
         #expect(Set(DefaultRules.all.map(\.name)).count == DefaultRules.all.count)
         for rule in DefaultRules.all {
             let condition = try RuleCondition(json: Data(rule.condition.utf8))
-            #expect(condition.thresholdNames == Set(rule.defaultThresholds.keys), "\(rule.name)")
-            guard case .compare(let metric, _, _, let params) = condition else { continue }
-            for (key, operand) in params {
-                guard case .threshold(let name) = operand, let value = rule.defaultThresholds[name] else { continue }
-                #expect(metric.parameters[key]?.contains(value) == true, "\(rule.name).\(key)")
-            }
+            #expect(condition.problems(thresholds: rule.defaultThresholds) == [], "\(rule.name)")
         }
     }
 
@@ -230,5 +225,76 @@ import Testing
         var silent = good
         for i in 0..<3 { silent.reports[i].clientUnresponsive = true }
         #expect(try fires(8, silent))
+    }
+}
+
+/// What a condition may be used with, how far back it reads, the evidence it leaves, and the
+/// triage of the alerts it raises, without I/O.
+@Suite struct RuleUseTests {
+    static let late = RuleCondition.compare(metric: .lateStarts, op: .ge, value: .threshold("count"),
+                                            params: ["window_days": .threshold("days"), "grace_minutes": .number(10)])
+
+    @Test("a condition's problems name missing, unused, non-finite and out-of-range thresholds")
+    func problems() {
+        #expect(Self.late.problems(thresholds: ["count": 3, "days": 14]) == [])
+        #expect(Self.late.problems(thresholds: ["count": 3]) == ["threshold \"days\" has no value"])
+        #expect(Self.late.problems(thresholds: ["count": 3, "days": 14, "extra": 1]) == ["the condition does not use threshold \"extra\""])
+        #expect(Self.late.problems(thresholds: ["count": .infinity, "days": 14]) == ["threshold \"count\" must be a finite number"])
+        #expect(Self.late.problems(thresholds: ["count": 3, "days": 91]).first?.hasPrefix("late_starts.window_days must be within 1") == true)
+        let fixed = RuleCondition.compare(metric: .averageSatisfaction, op: .le, value: .number(2),
+                                          params: ["window_days": .number(7), "min_reports": .number(0)])
+        #expect(fixed.problems(thresholds: [:]).count == 1)
+    }
+
+    @Test("evaluation reads back the longest window, twice for a comparison with the window before")
+    func lookback() {
+        #expect(Self.late.lookbackDays(thresholds: ["days": 14]) == 15)
+        let drop = RuleCondition.compare(metric: .satisfactionDrop, op: .ge, value: .number(1), params: ["window_days": .number(7)])
+        #expect(RuleCondition.any([Self.late, drop]).lookbackDays(thresholds: ["days": 3]) == 15)
+        #expect(RuleCondition.all([Self.late]).lookbackDays(thresholds: ["days": 500]) == 91)
+    }
+
+    @Test("evidence keeps every finding and is dated by the latest day among those that held")
+    func evidence() throws {
+        let asOf = LocalDate("2026-11-20")!
+        let facts = PairingFacts(asOf: asOf, pairingStart: LocalDate("2026-01-01")!,
+                                 logs: [.init(date: LocalDate("2026-11-17")!, minutesLate: 30), .init(date: LocalDate("2026-11-18")!, minutesLate: 40),
+                                        .init(date: LocalDate("2026-11-19")!, minutesLate: 5)])
+        let thresholds = ["count": 2.0, "days": 7]
+        let (fires, findings) = RuleEngine.evaluate(Self.late, thresholds: thresholds, facts: facts)
+        #expect(fires)
+        let e = RuleEvidence(asOf: asOf, thresholds: thresholds, findings: findings)
+        #expect(e.through == LocalDate("2026-11-18")!)
+        let json = try JSONSerialization.jsonObject(with: Data(e.json.utf8)) as? [String: Any]
+        #expect(json?["as_of"] as? String == "2026-11-20")
+        let first = (json?["findings"] as? [[String: Any]])?.first
+        #expect(first?["days"] as? [String] == ["2026-11-17", "2026-11-18"])
+        #expect(first?["measured"] as? Double == 2)
+        // Nothing held: dated by the day evaluated.
+        #expect(RuleEvidence(asOf: asOf, thresholds: [:], findings: []).through == asOf)
+    }
+
+    @Test("triage: open and acknowledged alerts move on; resolved and dismissed are final")
+    func triage() {
+        #expect(RuleAlertTriage.apply(.acknowledge, to: .open) == .acknowledged)
+        #expect(RuleAlertTriage.apply(.acknowledge, to: .acknowledged) == .acknowledged)
+        #expect(RuleAlertTriage.apply(.assign, to: .open) == .open)
+        #expect(RuleAlertTriage.apply(.assign, to: .acknowledged) == .acknowledged)
+        #expect(RuleAlertTriage.apply(.resolve, to: .open) == .resolved)
+        #expect(RuleAlertTriage.apply(.dismiss, to: .acknowledged) == .dismissed)
+        for closed in [RuleAlertState.resolved, .dismissed] {
+            for action in [RuleAlertAction.assign, .acknowledge, .resolve, .dismiss] {
+                #expect(RuleAlertTriage.apply(action, to: closed) == nil)
+            }
+        }
+    }
+
+    @Test("a pairing's health follows its most severe open alert")
+    func health() {
+        #expect(PairingHealthLevel.of(openSeverities: []) == .green)
+        #expect(PairingHealthLevel.of(openSeverities: [.low]) == .yellow)
+        #expect(PairingHealthLevel.of(openSeverities: [.low, .medium]) == .yellow)
+        #expect(PairingHealthLevel.of(openSeverities: [.low, .high]) == .red)
+        #expect(PairingHealthLevel.of(openSeverities: [.critical]) == .red)
     }
 }

@@ -1,0 +1,11 @@
+DROP TABLE coaching_notes;
+DROP TABLE alerts;
+DROP TABLE alert_rule_versions;
+DROP TABLE alert_rules;
+DROP FUNCTION alert_rules_keep_version();
+DROP FUNCTION alert_rules_bump_version();
+DROP TABLE pto_records;
+DROP TABLE start_of_day_logs;
+DROP TABLE end_of_day_reports;
+DROP TABLE pairings;
+DROP TABLE staff_settings;
