@@ -37,8 +37,15 @@ struct AlertsBench: AsyncParsableCommand {
     @Option(help: "Caregiver accounts to register.") var caregivers = 16
     @Option(help: "Warm-up seconds.") var warmup = 2.0
     @Option(help: "Measured seconds.") var duration = 10.0
+    @Option(help: "What to measure: care (raise → call requested), rules (report evaluation throughput) or both.")
+    var part = "both"
+    @Option(help: "Rules: EAs, each paired with one client, with 14 days of reports and logs.") var eas = 200
+    @Option(help: "Rules: reports in flight at once (closed loop).") var concurrency = 16
 
     func validate() throws {
+        if !["care", "rules", "both"].contains(part) { throw ValidationError("--part must be care, rules or both") }
+        if eas < 1 || eas > clients { throw ValidationError("--eas must be between 1 and --clients") }
+        if concurrency < 1 || concurrency > 1_000 { throw ValidationError("--concurrency must be between 1 and 1000") }
         if !(rate > 0 && rate <= 10_000) { throw ValidationError("--rate must be between 0 and 10000") }
         if zones < 1 || clients < 1 || caregivers < 1 { throw ValidationError("--zones, --clients and --caregivers must be at least 1") }
         if !(warmup >= 0 && duration > 0) { throw ValidationError("--warmup must be at least 0 and --duration more than 0") }
@@ -95,6 +102,8 @@ struct AlertsBench: AsyncParsableCommand {
             tokens.append(CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"]))
         }
         let admin = tokens[0], raisers = Array(tokens.dropFirst())
+        if part != "care" { try await rules(client, admin: admin, alertsDB: alertsDB, logger: logger) }
+        guard part != "rules" else { return }
         let clientIDs = try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
             try await conn.query("SELECT md5('caremesh-bench-client-' || i)::uuid FROM generate_series(1, \(clients)) i", logger: logger)
                 .collect().map { try $0.decode(UUID.self).uuidString }
@@ -160,6 +169,68 @@ struct AlertsBench: AsyncParsableCommand {
                   AND split_part(unique_key, ':', 1) IN (SELECT id::text FROM closed)
                 """, logger: logger)
         }
+    }
+
+    /// Rule evaluation throughput: end-of-day reports submitted back to back by `concurrency`
+    /// callers (an admin, who may file for any EA), each evaluated against every enabled rule
+    /// over its pairing's last weeks in the transaction that stores it.
+    func rules(_ client: RPCClient, admin: CallOptions, alertsDB: DatabaseURL, logger: Logger) async throws {
+        let pairings = try await Store.withSingleConnection(alertsDB, timeout: .seconds(30), logger: logger) { conn in
+            try await conn.query("""
+                INSERT INTO staff_settings (ea_id, expected_show_up_time, time_zone)
+                SELECT md5('caremesh-bench-ea-' || i)::uuid, '09:00', 'Europe/Paris' FROM generate_series(1, \(eas)) i
+                ON CONFLICT (ea_id) DO NOTHING
+                """, logger: logger)
+            try await conn.query("""
+                INSERT INTO pairings (ea_id, client_id, start_date)
+                SELECT md5('caremesh-bench-ea-' || i)::uuid, md5('caremesh-bench-client-' || i)::uuid, current_date - 60
+                FROM generate_series(1, \(eas)) i
+                ON CONFLICT (ea_id, client_id) DO NOTHING
+                """, logger: logger)
+            // Two weeks of history: mostly good days, a late start and a support request now and then.
+            try await conn.query("""
+                INSERT INTO end_of_day_reports (pairing_id, ea_id, report_date, hours_worked, tasks_completed, tasks_pending,
+                    client_satisfaction, ea_wellbeing, needs_support, client_unresponsive, scope_change_requested)
+                SELECT p.id, p.ea_id, current_date - d, 7 + (d % 3), 5, 2, 3 + (d % 3), 4, d % 9 = 0, false, false
+                FROM pairings p, generate_series(2, 15) d
+                WHERE p.ea_id IN (SELECT md5('caremesh-bench-ea-' || i)::uuid FROM generate_series(1, \(eas)) i)
+                ON CONFLICT (pairing_id, report_date) DO NOTHING
+                """, logger: logger)
+            try await conn.query("""
+                INSERT INTO start_of_day_logs (ea_id, log_date, logged_at, expected_show_up_time, was_late, minutes_late)
+                SELECT s.ea_id, current_date - d, (current_date - d) + time '08:00' + (d % 4) * interval '10 minutes',
+                       '09:00', false, 0
+                FROM staff_settings s, generate_series(1, 15) d
+                WHERE s.ea_id IN (SELECT md5('caremesh-bench-ea-' || i)::uuid FROM generate_series(1, \(eas)) i)
+                ON CONFLICT (ea_id, log_date) DO NOTHING
+                """, logger: logger)
+            try await conn.query("VACUUM (ANALYZE) staff_settings, pairings, end_of_day_reports, start_of_day_logs, alerts", logger: logger)
+            return try await conn.query("""
+                SELECT p.id FROM pairings p
+                WHERE p.ea_id IN (SELECT md5('caremesh-bench-ea-' || i)::uuid FROM generate_series(1, \(eas)) i) ORDER BY p.id
+                """, logger: logger).collect().map { try $0.decode(UUID.self).uuidString }
+        }
+        let yesterday = LocalDate(Date().addingTimeInterval(-86_400), in: TimeZone(identifier: "Europe/Paris")!).description
+        let processes = StackProcesses(layout: StackLayout(), names: ["router", "alerts"])
+        let counter = Atomic<Int>(0)
+        let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration, processes: processes).run { _ in
+            let n = counter.add(1, ordering: .relaxed).newValue
+            var r = Caremesh_Alerts_V1_SubmitEndOfDayReportRequest()
+            r.report.pairingID = pairings[n % pairings.count]
+            r.report.reportDate = yesterday
+            r.report.hoursWorked = Double(6 + n % 6)
+            r.report.tasksCompleted = UInt32(n % 12)
+            r.report.tasksPending = UInt32(n % 5)
+            r.report.clientSatisfaction = UInt32(1 + n % 5)
+            r.report.eaWellbeing = UInt32(1 + (n / 5) % 5)
+            r.report.needsSupport = n % 7 == 0
+            r.report.highlights = "Bench report \(n)."
+            _ = try await client.call(AlertsMethods.submitEndOfDayReport, request: r, options: admin)
+        }
+        let enabled = try await client.call(AlertsMethods.listAlertRules, request: Caremesh_Alerts_V1_ListAlertRulesRequest(),
+                                            options: admin).rules.filter(\.enabled).count
+        print(result.line("alerts rules (SubmitEndOfDayReport, each evaluated in its transaction; closed loop)",
+                          "concurrency=\(concurrency) eas=\(eas) rules=\(enabled)"))
     }
 
     /// When each counted alert was due and when its event was delivered.

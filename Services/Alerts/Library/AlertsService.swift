@@ -42,7 +42,8 @@ public enum AlertsService {
                         try await desk.callStatus(try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(event.payload)), c)
                     }]
         })
-        try await RuleDesk.seed(try DatabaseURL.forService(name, environment: environment), logger: logger)
+        try await RuleDesk.prepare(try DatabaseURL.forService(name, environment: environment), configuration: configuration,
+                                   logger: logger)
         return host
     }
 

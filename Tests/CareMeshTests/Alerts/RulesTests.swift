@@ -367,6 +367,14 @@ extension AlertsTests {
                 """).map { try $0.decode(Double.self) }
             #expect(next.count == 1)
             #expect(abs((next.first ?? 0) - Lateness.next(LocalTime(hour: 6, minute: 0)!, after: Date(), in: ea.zone).timeIntervalSince1970) < 1)
+
+            // A daily job that failed for good is armed again when an alerts instance starts.
+            _ = try await s.sql("UPDATE alerts.jobs SET state = 'failed', finished_at = now() WHERE kind = 'rules-daily' AND unique_key = \(ea.id) AND state = 'scheduled'")
+            #expect(try await s.count("SELECT count(*) FROM alerts.jobs WHERE kind = 'rules-daily' AND state = 'scheduled'") == 0)
+            try await s.withAlerts {}
+            #expect(try await s.count("""
+                SELECT count(*) FROM alerts.jobs WHERE kind = 'rules-daily' AND unique_key = \(ea.id) AND state = 'scheduled'
+                """) == 1)
         }
     }
 
