@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import SwiftProtobuf
+import Synchronization
 
 /// Alert rules over staff reports (seed 002): the rules as data with their versions, their
 /// evaluation against a pairing's facts (when a report or log arrives, and daily per EA at a
@@ -14,6 +15,8 @@ final class RuleDesk: Sendable {
     let outbox: Outbox
     let configuration: AlertsConfiguration
     let logger: Logger
+    /// Rules already parsed, by id (each with the version it is).
+    let parsed = Mutex<[UUID: ActiveRule]>([:])
 
     /// The durable daily evaluation of one EA's pairings (payload and unique key: the EA's id).
     static let dailyJob = "rules-daily"
@@ -273,6 +276,9 @@ final class RuleDesk: Sendable {
         var thresholds: [String: Double]
     }
 
+    /// The enabled rules as they are now. A rule's condition and thresholds are parsed once per
+    /// version (`parsed`); the query still runs every time, so an edit counts from the next
+    /// evaluation on.
     func activeRules(_ c: PostgresConnection) async throws -> [ActiveRule] {
         var out: [ActiveRule] = []
         let rows = try await c.query("""
@@ -281,14 +287,20 @@ final class RuleDesk: Sendable {
             """, logger: logger)
         for try await (id, version, name, title, severity, condition, thresholds)
             in rows.decode((UUID, Int32, String, String, String, String, String).self) {
+            if let known = parsed.withLock({ $0[id] }), known.version == version {
+                out.append(known)
+                continue
+            }
             guard let severity = RuleDefinition.Severity(rawValue: severity),
-                  let parsed = try? RuleCondition(json: Data(condition.utf8))
+                  let condition = try? RuleCondition(json: Data(condition.utf8))
             else {
                 logger.error("alert rule cannot be evaluated", metadata: ["rule_id": "\(id.text)", "version": "\(version)"])
                 continue
             }
-            out.append(ActiveRule(id: id, version: version, name: name, title: title, severity: severity, condition: parsed,
-                                  thresholds: Self.thresholds(thresholds)))
+            let rule = ActiveRule(id: id, version: version, name: name, title: title, severity: severity, condition: condition,
+                                  thresholds: Self.thresholds(thresholds))
+            parsed.withLock { $0[id] = rule }
+            out.append(rule)
         }
         return out
     }
