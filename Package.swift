@@ -108,7 +108,7 @@ let package = Package(
                 path: "Services/Alerts/Library", swiftSettings: swiftSettings),
         .executableTarget(name: "AlertsMain", dependencies: ["AlertsService", "CareMeshStore"],
                           path: "Services/Alerts/Main", swiftSettings: swiftSettings),
-        .target(name: "MessagingService", dependencies: ["CareMeshRPC", "CareMeshStore"],
+        .target(name: "MessagingService", dependencies: ["CareMeshRPC", "CareMeshStore", .product(name: "Crypto", package: "swift-crypto")],
                 path: "Services/Messaging/Library", swiftSettings: swiftSettings),
         .executableTarget(name: "MessagingMain", dependencies: ["MessagingService", "CareMeshStore"],
                           path: "Services/Messaging/Main", swiftSettings: swiftSettings),
