@@ -187,7 +187,8 @@ struct AlertsBench: AsyncParsableCommand {
                 FROM generate_series(1, \(eas)) i
                 ON CONFLICT (ea_id, client_id) DO NOTHING
                 """, logger: logger)
-            // Two weeks of history: mostly good days, a late start and a support request now and then.
+            // Two weeks of history: reports with varied satisfaction and a support request now and
+            // then, and a start-of-day log each day, on time.
             try await conn.query("""
                 INSERT INTO end_of_day_reports (pairing_id, ea_id, report_date, hours_worked, tasks_completed, tasks_pending,
                     client_satisfaction, ea_wellbeing, needs_support, client_unresponsive, scope_change_requested)

@@ -24,11 +24,24 @@ public struct ServiceHost: Sendable {
 
     public var services: [any Service] { [store, outbox] + background + [jobs, worker] }
 
+    /// What a service brings to its host: its RPC handlers, its job handlers by kind, and its
+    /// background parts. Built in one place, so an object serving both RPCs and jobs (a desk
+    /// with a cache, say) exists once.
+    public struct Parts {
+        public var handlers: RPCHandlers
+        public var jobs: [String: JobRunner.Handler]
+        public var background: [any Service]
+
+        public init(handlers: RPCHandlers = RPCHandlers(), jobs: [String: JobRunner.Handler] = [:], background: [any Service] = []) {
+            self.handlers = handlers
+            self.jobs = jobs
+            self.background = background
+        }
+    }
+
     public static func make(
         service name: String, migrations: [Migration], environment: [String: String], logger: Logger,
-        handlers: (Store, Outbox) -> RPCHandlers = { _, _ in RPCHandlers() },
-        jobs: (Store, Outbox) -> [String: JobRunner.Handler] = { _, _ in [:] },
-        background: (Store, Outbox) -> [any Service] = { _, _ in [] }
+        parts: (Store, Outbox) -> Parts = { _, _ in Parts() }
     ) async throws -> ServiceHost {
         let url = try DatabaseURL.forService(name, environment: environment)
         let store = try await Store.connect(url: url, logger: logger)
@@ -40,13 +53,12 @@ public struct ServiceHost: Sendable {
             try await migrator.requireUpToDate(url)
         }
         let outbox = Outbox(schema: name, store: store)
-        var all = handlers(store, outbox)
-        outbox.register(in: &all)
+        var own = parts(store, outbox)
+        outbox.register(in: &own.handlers)
         let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),
-                                   handlers: all, logger: logger)
-        let runner = JobRunner(store: store, handlers: jobs(store, outbox), logger: logger)
-        return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner,
-                           background: background(store, outbox))
+                                   handlers: own.handlers, logger: logger)
+        let runner = JobRunner(store: store, handlers: own.jobs, logger: logger)
+        return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner, background: own.background)
     }
 
     static func migrateOnStart(_ name: String, _ environment: [String: String]) -> Bool {

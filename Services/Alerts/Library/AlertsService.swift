@@ -23,33 +23,31 @@ public enum AlertsService {
                             logger: Logger = Logger(label: "caremesh.alerts")) async throws -> ServiceHost {
         let configuration = try AlertsConfiguration(environment: environment)
         let client = RPCClient.forService(name, environment: environment, logger: logger)
-        let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
-                                              handlers: { store, outbox in
-            handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
-        }, jobs: { store, outbox in
+        let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
             let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
-            return [CareAlerts.ringJob: { job, c in try await desk.ringTimedOut(job, c) },
-                    RuleDesk.dailyJob: { job, c in try await rules.daily(job, c) }]
-        }, background: { store, outbox in
-            let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
-            return [ClientLifetime(client),
+            return ServiceHost.Parts(
+                handlers: handlers(configuration: configuration, store: store, desk: desk, rules: rules, logger: logger),
+                jobs: [CareAlerts.ringJob: { job, c in try await desk.ringTimedOut(job, c) },
+                       RuleDesk.dailyJob: { job, c in try await rules.daily(job, c) }],
+                background: [
+                    ClientLifetime(client),
                     EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
                         try await applyIdentity(event, c, logger: logger)
                     },
                     EventConsumer(source: "messaging", store: store, client: client, logger: logger) { event, c in
                         guard event.type == Caremesh_Messaging_V1_CallStatusChanged.protoMessageName else { return }
                         try await desk.callStatus(try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(event.payload)), c)
-                    }]
-        })
+                    },
+                ])
+        }
         try await RuleDesk.prepare(try DatabaseURL.forService(name, environment: environment), configuration: configuration,
                                    logger: logger)
         return host
     }
 
-    static func handlers(configuration: AlertsConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
+    static func handlers(configuration: AlertsConfiguration, store: Store, desk: CareAlerts, rules: RuleDesk, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
-        let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
         h.register(AlertsMethods.raiseCareAlert) { r, ctx in try await desk.raise(r, ctx) }
         h.register(AlertsMethods.getCareAlert) { r, ctx in try await desk.get(r, ctx) }
         h.register(AlertsMethods.acknowledgeCareAlert) { r, ctx in try await desk.acknowledge(r, ctx) }
@@ -63,7 +61,6 @@ public enum AlertsService {
         h.register(AlertsMethods.listCoordinators) { r, ctx in try await coordinators.list(r, ctx) }
         h.register(AlertsMethods.putEscalationPolicy) { r, ctx in try await coordinators.putPolicy(r, ctx) }
         h.register(AlertsMethods.listEscalationPolicies) { r, ctx in try await coordinators.listPolicies(r, ctx) }
-        let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
         h.register(AlertsMethods.listAlertRules) { r, ctx in try await rules.listRules(r, ctx) }
         h.register(AlertsMethods.getAlertRule) { r, ctx in try await rules.getRule(r, ctx) }
         h.register(AlertsMethods.createAlertRule) { r, ctx in try await rules.createRule(r, ctx) }

@@ -614,14 +614,12 @@ final class CareAlerts: Sendable {
                 WHERE client_id = \(client!) AND \(after: page, time: "initiated_at", id: "id")
                 ORDER BY initiated_at DESC, id DESC LIMIT \(page.limit)
                 """, logger: self.logger)
-            var found: [(row: Caremesh_Alerts_V1_CareAlert, micros: Int64, id: UUID)] = []
-            for try await row in rows {
+            var response = Caremesh_Alerts_V1_ListClientCareAlertsResponse()
+            (response.alerts, response.nextPageToken) = try await page.collect(rows) { row in
                 let a = row.makeRandomAccess()
                 let record = try Self.record(a)
-                found.append((record.alert, try a[18].decode(Int64.self), record.id))
+                return (record.alert, try a[18].decode(Int64.self), record.id)
             }
-            var response = Caremesh_Alerts_V1_ListClientCareAlertsResponse()
-            (response.alerts, response.nextPageToken) = page.collect(found)
             return response
         }
     }

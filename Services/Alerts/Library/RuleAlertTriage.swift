@@ -9,6 +9,12 @@ public enum RuleAlertState: String, Sendable, CaseIterable, ProtoMirror {
     /// Counted in the pairing's health, and the one alert per rule and pairing.
     public var isOpen: Bool { self == .open || self == .acknowledged }
 
+    /// The stored names of the open statuses and of the closed ones, for queries. (The partial
+    /// unique index `alerts_one_open` and the `ON CONFLICT` that names it spell the open ones
+    /// out: PostgreSQL matches an index predicate as written.)
+    static let openStatuses = allCases.filter(\.isOpen).map(\.rawValue)
+    static let closedStatuses = allCases.filter { !$0.isOpen }.map(\.rawValue)
+
     public var proto: Caremesh_Alerts_V1_RuleAlertStatus {
         switch self {
         case .open: .open

@@ -86,7 +86,10 @@ final class RuleDesk: Sendable {
         """
     }
 
-    static let currentRule = "SELECT \(ruleColumns("r", updated: "updated_at")) FROM alert_rules r"
+    /// The rule in force, read from `table` (`alert_rules`, or a CTE of rows just written).
+    static func ruleSelect(from table: String = "alert_rules") -> String {
+        "SELECT \(ruleColumns("r", updated: "updated_at")) FROM \(table) r"
+    }
 
     static func rule(_ row: PostgresRandomAccessRow) throws -> Caremesh_Alerts_V1_AlertRule {
         var r = Caremesh_Alerts_V1_AlertRule()
@@ -121,7 +124,7 @@ final class RuleDesk: Sendable {
         _ = try context.requireRole(Self.managers)
         var response = Caremesh_Alerts_V1_ListAlertRulesResponse()
         response.rules = try await store.withConnection { c in
-            try await Self.rules(c, "\(unescaped: Self.currentRule) ORDER BY r.rule_number", logger: self.logger)
+            try await Self.rules(c, "\(unescaped: Self.ruleSelect()) ORDER BY r.rule_number", logger: self.logger)
         }
         return response
     }
@@ -133,7 +136,7 @@ final class RuleDesk: Sendable {
         try v.throwIfAny()
         let found = try await store.withConnection { c in
             r.version == 0
-                ? try await Self.rules(c, "\(unescaped: Self.currentRule) WHERE r.id = \(id!)", logger: self.logger)
+                ? try await Self.rules(c, "\(unescaped: Self.ruleSelect()) WHERE r.id = \(id!)", logger: self.logger)
                 : try await Self.rules(c, """
                     SELECT \(unescaped: Self.ruleColumns("v", updated: "created_at"))
                     FROM alert_rule_versions v JOIN alert_rules r ON r.id = v.rule_id
@@ -156,18 +159,14 @@ final class RuleDesk: Sendable {
         v.check(rationale.count <= 2_000, "\(prefix)business_rationale", "must be at most 2 000 characters")
     }
 
-    /// A condition's JSON and the thresholds it will run with, checked together.
-    static func checkCondition(_ v: inout FieldViolations, _ json: String, thresholds: [String: Double], field: String,
-                               thresholdsField: String) -> RuleCondition? {
-        let condition: RuleCondition
+    /// A condition from its JSON, or nil with the reason added as a violation of `field`.
+    static func parseCondition(_ v: inout FieldViolations, _ json: String, field: String) -> RuleCondition? {
         do {
-            condition = try RuleCondition(json: Data(json.utf8))
+            return try RuleCondition(json: Data(json.utf8))
         } catch {
             v.add(field, error.description)
             return nil
         }
-        for problem in condition.problems(thresholds: thresholds) { v.add(thresholdsField, problem) }
-        return condition
     }
 
     func createRule(_ r: Caremesh_Alerts_V1_CreateAlertRuleRequest, _ context: RPCContext) async throws
@@ -185,8 +184,9 @@ final class RuleDesk: Sendable {
         Self.checkTexts(&v, title: k.alertTitle, description: k.alertDescription, action: k.suggestedAction,
                         rationale: k.businessRationale, prefix: "rule.", titleRequired: true)
         let defaults = k.defaultThresholds.isEmpty ? k.thresholds : k.defaultThresholds
-        _ = Self.checkCondition(&v, k.triggerCondition, thresholds: defaults, field: "rule.trigger_condition",
-                                thresholdsField: "rule.default_thresholds")
+        if let condition = Self.parseCondition(&v, k.triggerCondition, field: "rule.trigger_condition") {
+            for problem in condition.problems(thresholds: defaults) { v.add("rule.default_thresholds", problem) }
+        }
         try v.throwIfAny()
         let thresholds = Self.json(defaults)
         do {
@@ -203,7 +203,7 @@ final class RuleDesk: Sendable {
                             \(k.suggestedAction), \(thresholds)::jsonb, \(thresholds)::jsonb, \(caller.userID)
                         FROM alert_rules
                         RETURNING *)
-                    \(unescaped: Self.currentRule.replacingOccurrences(of: "FROM alert_rules r", with: "FROM r"))
+                    \(unescaped: Self.ruleSelect(from: "r"))
                     """, logger: self.logger)
                 guard let rule = created.first else { throw RPCError(.internal, "the insert returned no row") }
                 return rule
@@ -230,18 +230,18 @@ final class RuleDesk: Sendable {
         try v.throwIfAny()
         var response = Caremesh_Alerts_V1_UpdateAlertRuleResponse()
         response.rule = try await store.withTransaction { c in
-            guard let current = try await Self.rules(c, "\(unescaped: Self.currentRule) WHERE r.id = \(id!) FOR UPDATE",
+            guard let current = try await Self.rules(c, "\(unescaped: Self.ruleSelect()) WHERE r.id = \(id!) FOR UPDATE",
                                                      logger: self.logger).first
             else { throw RPCError(.notFound, "no such rule") }
             let conditionText = r.triggerCondition.isEmpty ? current.triggerCondition : r.triggerCondition
-            // A new condition keeps only the thresholds in force that it still names.
-            var thresholds = current.thresholds
-            if !r.triggerCondition.isEmpty, let names = try? RuleCondition(json: Data(conditionText.utf8)).thresholdNames {
-                thresholds = thresholds.filter { names.contains($0.key) }
-            }
-            thresholds.merge(r.thresholds) { $1 }
             var v = FieldViolations()
-            _ = Self.checkCondition(&v, conditionText, thresholds: thresholds, field: "trigger_condition", thresholdsField: "thresholds")
+            var thresholds = current.thresholds
+            if let condition = Self.parseCondition(&v, conditionText, field: "trigger_condition") {
+                // A new condition keeps only the thresholds in force that it still names.
+                if !r.triggerCondition.isEmpty { thresholds = thresholds.filter { condition.thresholdNames.contains($0.key) } }
+                thresholds.merge(r.thresholds) { $1 }
+                for problem in condition.problems(thresholds: thresholds) { v.add("thresholds", problem) }
+            }
             try v.throwIfAny()
             let title = r.alertTitle.isEmpty ? current.alertTitle : r.alertTitle
             let description = r.alertDescription.isEmpty ? current.alertDescription : r.alertDescription
@@ -255,7 +255,7 @@ final class RuleDesk: Sendable {
                         alert_title = \(title), alert_description = \(description), suggested_action = \(action),
                         changed_by = \(caller.userID)
                     WHERE id = \(id!) RETURNING *)
-                \(unescaped: Self.currentRule.replacingOccurrences(of: "FROM alert_rules r", with: "FROM r"))
+                \(unescaped: Self.ruleSelect(from: "r"))
                 """, logger: self.logger)
             guard let rule = updated.first else { throw RPCError(.internal, "the update returned no row") }
             return rule
@@ -305,22 +305,34 @@ final class RuleDesk: Sendable {
         return out
     }
 
-    /// Evaluates every enabled rule for the pairings of `ea` (or only `pairing`) as of the EA's
-    /// today at `now`, in the caller's transaction: raises what fires (at most one open alert
-    /// per rule and pairing; a closed one again only on later facts), stores the evidence,
-    /// announces each alert and updates the pairings' health. Evaluations of one EA are
-    /// serialized, so each sees everything committed before it.
-    func evaluate(ea: UUID, pairing only: UUID? = nil, now: Date, on c: PostgresConnection) async throws -> [Caremesh_Alerts_V1_RuleAlert] {
+    /// One pairing to evaluate, as its caller already read it.
+    struct KnownPairing: Sendable {
+        var id: UUID
+        var start: LocalDate
+        /// The EA's time zone.
+        var zone: TimeZone
+    }
+
+    /// Evaluates every enabled rule for the pairings of `ea` (or only `pairing`, which the
+    /// caller has read) as of the EA's today at `now`, in the caller's transaction: raises what
+    /// fires (at most one open alert per rule and pairing; a closed one again only on later
+    /// facts), stores the evidence, announces each alert and updates the pairings' health.
+    /// Evaluations of one EA are serialized, so each sees everything committed before it.
+    func evaluate(ea: UUID, pairing known: KnownPairing? = nil, now: Date, on c: PostgresConnection) async throws
+        -> [Caremesh_Alerts_V1_RuleAlert]
+    {
         try await c.lockForTransaction("alerts.rules.ea:\(ea.text)", logger: logger)
-        var pairings: [(id: UUID, start: LocalDate)] = []
-        var zone: TimeZone?
-        for try await (id, start, tz) in try await c.query("""
-            SELECT p.id, p.start_date::text, s.time_zone FROM pairings p JOIN staff_settings s ON s.ea_id = p.ea_id
-            WHERE p.ea_id = \(ea) AND (\(only)::uuid IS NULL OR p.id = \(only)) ORDER BY p.id
-            """, logger: logger).decode((UUID, String, String).self) {
-            guard let start = LocalDate(start) else { continue }
-            pairings.append((id, start))
-            zone = TimeZone(identifier: tz)
+        var pairings: [(id: UUID, start: LocalDate)] = known.map { [($0.id, $0.start)] } ?? []
+        var zone = known?.zone
+        if known == nil {
+            for try await (id, start, tz) in try await c.query("""
+                SELECT p.id, p.start_date::text, s.time_zone FROM pairings p JOIN staff_settings s ON s.ea_id = p.ea_id
+                WHERE p.ea_id = \(ea) ORDER BY p.id
+                """, logger: logger).decode((UUID, String, String).self) {
+                guard let start = LocalDate(start) else { continue }
+                pairings.append((id, start))
+                zone = TimeZone(identifier: tz)
+            }
         }
         guard let zone, !pairings.isEmpty else { return [] }
         let rules = try await activeRules(c)
@@ -372,7 +384,7 @@ final class RuleDesk: Sendable {
                         SELECT \(pairing.id), \(rule.id), \(rule.version), \(rule.severity.rawValue), \(evidence.json)::jsonb,
                                \(evidence.through.description)::date
                         WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE rule_id = \(rule.id) AND pairing_id = \(pairing.id)
-                                          AND status IN ('resolved', 'dismissed')
+                                          AND status = ANY(\(RuleAlertState.closedStatuses))
                                           AND evidence_through >= \(evidence.through.description)::date)
                         ON CONFLICT (rule_id, pairing_id) WHERE status IN ('open', 'acknowledged') DO NOTHING
                         RETURNING *)
@@ -399,7 +411,7 @@ final class RuleDesk: Sendable {
     static func refreshHealth(_ pairing: UUID, _ c: PostgresConnection, logger: Logger) async throws {
         var severities: [RuleDefinition.Severity] = []
         for try await s in try await c.query("""
-            SELECT severity FROM alerts WHERE pairing_id = \(pairing) AND status IN ('open', 'acknowledged')
+            SELECT severity FROM alerts WHERE pairing_id = \(pairing) AND status = ANY(\(RuleAlertState.openStatuses))
             """, logger: logger).decode(String.self) {
             if let s = RuleDefinition.Severity(rawValue: s) { severities.append(s) }
         }
@@ -440,7 +452,8 @@ final class RuleDesk: Sendable {
         """
     }
 
-    static func alert(_ row: PostgresRandomAccessRow) throws -> (alert: Caremesh_Alerts_V1_RuleAlert, micros: Int64, id: UUID) {
+    /// An alert and its page key.
+    static func alert(_ row: PostgresRandomAccessRow) throws -> (row: Caremesh_Alerts_V1_RuleAlert, micros: Int64, id: UUID) {
         var a = Caremesh_Alerts_V1_RuleAlert()
         let id = try row[0].decode(UUID.self)
         a.id = id.text
@@ -464,7 +477,7 @@ final class RuleDesk: Sendable {
 
     static func alerts(_ c: PostgresConnection, _ query: PostgresQuery, logger: Logger) async throws -> [Caremesh_Alerts_V1_RuleAlert] {
         var out: [Caremesh_Alerts_V1_RuleAlert] = []
-        for try await row in try await c.query(query, logger: logger) { out.append(try alert(row.makeRandomAccess()).alert) }
+        for try await row in try await c.query(query, logger: logger) { out.append(try alert(row.makeRandomAccess()).row) }
         return out
     }
 
@@ -483,8 +496,7 @@ final class RuleDesk: Sendable {
         let rule = v.optionalUUID(r.ruleID, "rule_id")
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
-        let statusTexts = statuses.isEmpty ? [RuleAlertState.open.rawValue, RuleAlertState.acknowledged.rawValue]
-            : statuses.compactMap { $0?.rawValue }
+        let statusTexts = statuses.isEmpty ? RuleAlertState.openStatuses : statuses.compactMap { $0?.rawValue }
         let severityTexts = severities.isEmpty ? RuleDefinition.Severity.allCases.map(\.rawValue) : severities.compactMap { $0?.rawValue }
         return try await store.withConnection { c in
             let rows = try await c.query("""
@@ -495,13 +507,8 @@ final class RuleDesk: Sendable {
                   AND \(after: page, time: "a.detected_at", id: "a.id")
                 ORDER BY a.detected_at DESC, a.id DESC LIMIT \(page.limit)
                 """, logger: self.logger)
-            var found: [(row: Caremesh_Alerts_V1_RuleAlert, micros: Int64, id: UUID)] = []
-            for try await row in rows {
-                let a = try Self.alert(row.makeRandomAccess())
-                found.append((a.alert, a.micros, a.id))
-            }
             var response = Caremesh_Alerts_V1_ListRuleAlertsResponse()
-            (response.alerts, response.nextPageToken) = page.collect(found)
+            (response.alerts, response.nextPageToken) = try await page.collect(rows) { try Self.alert($0.makeRandomAccess()) }
             return response
         }
     }
@@ -527,19 +534,18 @@ final class RuleDesk: Sendable {
                 throw RPCError(.failedPrecondition, "the alert is \(status.rawValue); it can no longer change")
             }
             let notesValue: String? = notes.isEmpty ? nil : notes
-            try await c.query("""
-                UPDATE alerts SET status = \(next.rawValue),
-                    assigned_to = CASE WHEN \(action == .assign) THEN \(assignee) ELSE assigned_to END,
-                    acknowledged_at = CASE WHEN \(next.rawValue) = 'acknowledged' THEN coalesce(acknowledged_at, now())
-                                           ELSE acknowledged_at END,
-                    resolved_at = CASE WHEN \(next.isOpen) THEN NULL ELSE now() END,
-                    notes = coalesce(\(notesValue), notes)
-                WHERE id = \(id!)
-                """, logger: self.logger)
+            guard let alert = try await Self.alerts(c, """
+                WITH a AS (
+                    UPDATE alerts SET status = \(next.rawValue),
+                        assigned_to = CASE WHEN \(action == .assign) THEN \(assignee) ELSE assigned_to END,
+                        acknowledged_at = CASE WHEN \(next.rawValue) = 'acknowledged' THEN coalesce(acknowledged_at, now())
+                                               ELSE acknowledged_at END,
+                        resolved_at = CASE WHEN \(next.isOpen) THEN NULL ELSE now() END,
+                        notes = coalesce(\(notesValue), notes)
+                    WHERE id = \(id!) RETURNING *)
+                \(unescaped: Self.alertSelect(from: "a"))
+                """, logger: self.logger).first else { throw RPCError(.internal, "the update returned no row") }
             if !next.isOpen { try await Self.refreshHealth(pairing, c, logger: self.logger) }
-            guard let alert = try await Self.alerts(c, "\(unescaped: Self.alertSelect(from: "alerts")) WHERE a.id = \(id!)",
-                                                    logger: self.logger).first
-            else { throw RPCError(.internal, "the alert vanished") }
             return alert
         }
         return response

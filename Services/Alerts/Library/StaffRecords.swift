@@ -297,7 +297,7 @@ final class StaffRecords: Sendable {
                 response.report = try Self.report(a)
                 response.replaced = try a[15].decode(Bool.self)
             }
-            response.raised = try await self.rules.evaluate(ea: ea, pairing: pairing!, now: now, on: c)
+            response.raised = try await self.rules.evaluate(ea: ea, pairing: .init(id: pairing!, start: start, zone: zone), now: now, on: c)
             return response
         }
     }
@@ -328,6 +328,28 @@ final class StaffRecords: Sendable {
 
     // MARK: - Start-of-day logs
 
+    static let logColumns = """
+        id, ea_id, log_date::text, extract(epoch FROM logged_at)::float8, to_char(expected_show_up_time, 'HH24:MI'),
+        was_late, minutes_late
+        """
+
+    static func log(_ c: PostgresConnection, _ query: PostgresQuery, logger: Logger) async throws -> Caremesh_Alerts_V1_StartOfDayLog? {
+        var out: Caremesh_Alerts_V1_StartOfDayLog?
+        for try await (id, ea, date, at, expected, late, minutes) in try await c.query(query, logger: logger)
+            .decode((UUID, UUID, String, Double, String, Bool, Int32).self) {
+            var l = Caremesh_Alerts_V1_StartOfDayLog()
+            l.id = id.text
+            l.eaID = ea.text
+            l.logDate = date
+            l.loggedAt = Google_Protobuf_Timestamp(epochSeconds: at)
+            l.expectedShowUpTime = expected
+            l.wasLate = late
+            l.minutesLate = UInt32(minutes)
+            out = l
+        }
+        return out
+    }
+
     func logStart(_ r: Caremesh_Alerts_V1_LogStartOfDayRequest, _ context: RPCContext) async throws
         -> Caremesh_Alerts_V1_LogStartOfDayResponse
     {
@@ -351,40 +373,20 @@ final class StaffRecords: Sendable {
                 let expected = LocalTime(expectedText), let zone = TimeZone(identifier: zoneName)
             else { throw RPCError(.failedPrecondition, "ea_id: this EA has no staff settings yet") }
             let (day, minutesLate) = Lateness.of(loggedAt: loggedAt, expected: expected, timeZone: zone)
-            let columns = """
-                id, ea_id, log_date::text, extract(epoch FROM logged_at)::float8, to_char(expected_show_up_time, 'HH24:MI'),
-                was_late, minutes_late
-                """
-            func read(_ query: PostgresQuery) async throws -> Caremesh_Alerts_V1_StartOfDayLog? {
-                var out: Caremesh_Alerts_V1_StartOfDayLog?
-                for try await (id, ea, date, at, expected, late, minutes) in try await c.query(query, logger: self.logger)
-                    .decode((UUID, UUID, String, Double, String, Bool, Int32).self) {
-                    var l = Caremesh_Alerts_V1_StartOfDayLog()
-                    l.id = id.text
-                    l.eaID = ea.text
-                    l.logDate = date
-                    l.loggedAt = Google_Protobuf_Timestamp(epochSeconds: at)
-                    l.expectedShowUpTime = expected
-                    l.wasLate = late
-                    l.minutesLate = UInt32(minutes)
-                    out = l
-                }
-                return out
-            }
             let minutes = Int32(min(minutesLate, 1_440))
             var response = Caremesh_Alerts_V1_LogStartOfDayResponse()
-            if let created = try await read("""
+            if let created = try await Self.log(c, """
                 INSERT INTO start_of_day_logs (ea_id, log_date, logged_at, expected_show_up_time, was_late, minutes_late)
                 VALUES (\(ea), \(day.description)::date, \(loggedAt), \(expected.description)::time, \(minutes > 0), \(minutes))
                 ON CONFLICT (ea_id, log_date) DO NOTHING
-                RETURNING \(unescaped: columns)
-                """) {
+                RETURNING \(unescaped: Self.logColumns)
+                """, logger: self.logger) {
                 response.log = created
                 response.created = true
                 response.raised = try await self.rules.evaluate(ea: ea, now: now, on: c)
-            } else if let first = try await read("""
-                SELECT \(unescaped: columns) FROM start_of_day_logs WHERE ea_id = \(ea) AND log_date = \(day.description)::date
-                """) {
+            } else if let first = try await Self.log(c, """
+                SELECT \(unescaped: Self.logColumns) FROM start_of_day_logs WHERE ea_id = \(ea) AND log_date = \(day.description)::date
+                """, logger: self.logger) {
                 response.log = first
             }
             return response

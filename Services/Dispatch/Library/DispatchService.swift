@@ -23,30 +23,29 @@ public enum DispatchService {
                             logger: Logger = Logger(label: "caremesh.dispatch")) async throws -> ServiceHost {
         let configuration = try DispatchConfiguration(environment: environment)
         let client = RPCClient.forService(name, environment: environment, logger: logger)
-        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
-                                          handlers: { store, outbox in
-            handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
-        }, jobs: { store, outbox in
+        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
-            return [
-                SosDesk.waveJob: { job, c in try await desk.waveTimedOut(job, c) },
-                SosDesk.rateReportJob: { job, _ in try await reportRateLimit(job, client: client) },
-            ]
-        }, background: { store, _ in
-            [ClientLifetime(client),
-             EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
-                 try await Responders.apply(event, c, logger: logger)
-             }]
-        })
+            return ServiceHost.Parts(
+                handlers: handlers(store: store, outbox: outbox, desk: desk, logger: logger),
+                jobs: [
+                    SosDesk.waveJob: { job, c in try await desk.waveTimedOut(job, c) },
+                    SosDesk.rateReportJob: { job, _ in try await reportRateLimit(job, client: client) },
+                ],
+                background: [
+                    ClientLifetime(client),
+                    EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
+                        try await Responders.apply(event, c, logger: logger)
+                    },
+                ])
+        }
     }
 
-    static func handlers(configuration: DispatchConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, outbox: Outbox, desk: SosDesk, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         let responders = Responders(store: store, logger: logger)
         h.register(DispatchMethods.updateLocation) { r, ctx in try await responders.updateLocation(r, ctx) }
         h.register(DispatchMethods.setAvailability) { r, ctx in try await responders.setAvailability(r, ctx) }
         h.register(DispatchMethods.getResponder) { r, ctx in try await responders.get(r, ctx) }
-        let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
         h.register(DispatchMethods.createSos) { r, ctx in try await desk.create(r, ctx) }
         h.register(DispatchMethods.getSos) { r, ctx in try await desk.get(r, ctx) }
         h.register(DispatchMethods.listMyOffers) { r, ctx in try await desk.listMyOffers(r, ctx) }

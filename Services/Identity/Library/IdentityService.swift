@@ -20,13 +20,12 @@ public enum IdentityService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.identity")) async throws -> ServiceHost {
         let configuration = try IdentityConfiguration(environment: environment)
-        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger,
-                                          handlers: { store, outbox in
-            handlers(configuration: configuration, store: store, outbox: outbox, logger: logger)
-        }, jobs: { store, outbox in
+        return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let credentials = Credentials(store: store, outbox: outbox, logger: logger)
-            return [Credentials.expiryJob: { job, c in try await credentials.expire(job, c) }]
-        })
+            return ServiceHost.Parts(
+                handlers: handlers(configuration: configuration, store: store, outbox: outbox, credentials: credentials, logger: logger),
+                jobs: [Credentials.expiryJob: { job, c in try await credentials.expire(job, c) }])
+        }
     }
 
     /// Gives the account with `email` a role, straight in identity's database (`url`): how
@@ -43,7 +42,8 @@ public enum IdentityService {
         }
     }
 
-    static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, logger: Logger) -> RPCHandlers {
+    static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, credentials: Credentials,
+                         logger: Logger) -> RPCHandlers {
         let keyring = Keyring(configuration: configuration, store: store, logger: logger)
         let accounts = Accounts(store: store, outbox: outbox, keyring: keyring, configuration: configuration, logger: logger)
         var h = RPCHandlers()
@@ -56,7 +56,6 @@ public enum IdentityService {
         h.register(IdentityMethods.logoutEverywhere) { _, ctx in try await accounts.logoutEverywhere(ctx) }
         h.register(IdentityMethods.whoAmI) { _, ctx in try await accounts.whoAmI(ctx) }
         h.register(IdentityMethods.updateProfile) { r, ctx in try await accounts.updateProfile(r, ctx) }
-        let credentials = Credentials(store: store, outbox: outbox, logger: logger)
         h.register(IdentityMethods.submitVolunteerCredentials) { r, ctx in try await credentials.submitVolunteer(r, ctx) }
         h.register(IdentityMethods.submitProfessionalCredentials) { r, ctx in try await credentials.submitProfessional(r, ctx) }
         h.register(IdentityMethods.getVerification) { r, ctx in try await credentials.get(r, ctx) }

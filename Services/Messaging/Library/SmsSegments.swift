@@ -46,7 +46,4 @@ public struct SmsSegments: Sendable, Equatable {
             segments = count
         }
     }
-
-    /// Whether every character of `text` is in the GSM-7 alphabet (default or extension).
-    public static func isGSM7(_ text: String) -> Bool { SmsSegments(text).encoding == .gsm7 }
 }

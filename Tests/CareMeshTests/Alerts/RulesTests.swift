@@ -295,6 +295,20 @@ extension AlertsTests {
             #expect(acked.status == .acknowledged && acked.hasAcknowledgedAt)
             #expect(await code { _ = try await s.client.call(AlertsMethods.acknowledgeRuleAlert, request: ack, options: ea.account.auth) }
                 == .permissionDenied)
+            // The list's filters: assignee, EA and rule; severity; a status that is none.
+            var filter = Caremesh_Alerts_V1_ListRuleAlertsRequest()
+            filter.assignedTo = coordinator.id.uuidString
+            filter.eaID = ea.id
+            filter.ruleID = alert.ruleID
+            #expect(try await s.client.call(AlertsMethods.listRuleAlerts, request: filter, options: admin.auth).alerts.map(\.id) == [alert.id])
+            filter.severities = [.low, .medium]
+            #expect(try await s.client.call(AlertsMethods.listRuleAlerts, request: filter, options: admin.auth).alerts.isEmpty)
+            filter.severities = []
+            filter.assignedTo = admin.id.uuidString
+            #expect(try await s.client.call(AlertsMethods.listRuleAlerts, request: filter, options: admin.auth).alerts.isEmpty)
+            filter.statuses = [.unspecified]
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.listRuleAlerts, request: filter, options: admin.auth) }
+                == ["statuses"])
             var resolve = Caremesh_Alerts_V1_ResolveRuleAlertRequest()
             resolve.id = alert.id
             #expect(await violations { _ = try await s.client.call(AlertsMethods.resolveRuleAlert, request: resolve, options: coordinator.auth) }
@@ -305,6 +319,7 @@ extension AlertsTests {
             #expect(await code { _ = try await s.client.call(AlertsMethods.resolveRuleAlert, request: resolve, options: coordinator.auth) }
                 == .failedPrecondition)
             #expect(try await pairingHealth(s, coordinator, p) == .green)
+            #expect(try await ruleAlerts(s, coordinator, pairing: p.id, statuses: [.resolved]).map(\.id) == [alert.id])
 
             // The same facts again raise nothing; a later day's support request does.
             _ = try await report(s, ea, p, today.adding(days: -2)) { $0.needsSupport = true }
