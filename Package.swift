@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         // libzmq from Debian (libzmq3-dev), through a system-library target.
@@ -109,8 +111,15 @@ let package = Package(
         .executableTarget(name: "AlertsMain", dependencies: ["AlertsService", "CareMeshStore"],
                           path: "Services/Alerts/Main", swiftSettings: swiftSettings),
         .target(name: "MessagingService",
-                dependencies: ["CareMeshRPC", "CareMeshStore", "CareMeshContracts", .product(name: "Crypto", package: "swift-crypto")],
+                dependencies: ["CareMeshRPC", "CareMeshStore", "CareMeshContracts", .product(name: "Crypto", package: "swift-crypto"),
+                               .product(name: "AsyncHTTPClient", package: "async-http-client")],
                 path: "Services/Messaging/Library", swiftSettings: swiftSettings),
+        // The provider sandbox: a local HTTP server speaking Twilio's and Orange's APIs, posting
+        // signed status callbacks with scripted outcomes (tests and `caremesh up`).
+        .target(name: "ProviderSandbox",
+                dependencies: ["MessagingService", .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "AsyncHTTPClient", package: "async-http-client")],
+                path: "Services/Sandbox", swiftSettings: swiftSettings),
         .executableTarget(name: "MessagingMain", dependencies: ["MessagingService", "CareMeshStore"],
                           path: "Services/Messaging/Main", swiftSettings: swiftSettings),
         // The command line: call, health, up/down/status, bench.
@@ -141,7 +150,7 @@ let package = Package(
             dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "CareMeshStore", "ZMQ",
                            "CareMeshAuth", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "PostgresNIO", package: "postgres-nio"),
-                           "IdentityService", "DispatchService", "AlertsService", "MessagingService"],
+                           "IdentityService", "DispatchService", "AlertsService", "MessagingService", "ProviderSandbox"],
             path: "Tests/CareMeshTests",
             swiftSettings: swiftSettings
         ),

@@ -4,20 +4,47 @@ import CareMeshStore
 import Foundation
 import Logging
 
-/// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`. Its domain arrives
-/// with its own issue; today it migrates its schema (the platform's outbox, event cursors and
-/// jobs), serves `Events.Pull` and health.
+/// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
+/// SMS with consent, templates and delivery through the providers (`SmsSender`), and the
+/// providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
 
     /// The schema's own migrations (after the platform's).
-    public static let migrations: [Migration] = []
+    public static let migrations: [Migration] = MessagingMigrations.all
 
-    /// Store, migrations, outbox, jobs and worker, configured from the environment
-    /// (`MESSAGING_DATABASE_URL` or `DATABASE_URL`; see `WorkerConfiguration` for the bus).
+    /// Store, migrations, outbox, jobs, the SMS sender and the worker, configured from the
+    /// environment (`MESSAGING_DATABASE_URL` or `DATABASE_URL`; `MessagingConfiguration`;
+    /// `WorkerConfiguration` for the bus).
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.messaging")) async throws -> ServiceHost {
-        try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger)
+        let configuration = try MessagingConfiguration(environment: environment)
+        let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
+            let sender = SmsSender(store: store, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
+            let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
+            return ServiceHost.Parts(
+                handlers: handlers(store: store, desk: desk, logger: logger),
+                background: [sender])
+        }
+        try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
+            try await Templates.seed(on: c, logger: logger)
+        }
+        return host
+    }
+
+    static func handlers(store: Store, desk: SmsDesk, logger: Logger) -> RPCHandlers {
+        var h = RPCHandlers()
+        h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
+        h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
+        h.register(MessagingMethods.listSms) { r, ctx in try await desk.list(r, ctx) }
+        h.register(MessagingMethods.cancelSms) { r, ctx in try await desk.cancel(r, ctx) }
+        let consent = ConsentLedger(store: store, logger: logger)
+        h.register(MessagingMethods.recordSmsConsent) { r, ctx in try await consent.record(r, ctx) }
+        h.register(MessagingMethods.getSmsConsent) { r, ctx in try await consent.get(r, ctx) }
+        let templates = Templates(store: store, logger: logger)
+        h.register(MessagingMethods.listSmsTemplates) { r, ctx in try await templates.list(r, ctx) }
+        h.register(MessagingMethods.putSmsTemplate) { r, ctx in try await templates.put(r, ctx) }
+        return h
     }
 }

@@ -38,9 +38,14 @@ public enum SmsConsent {
     /// Whether a message for `purpose` may be sent, given the ledger (any order; by time, and
     /// by position among entries of the same instant).
     public static func maySend(_ purpose: Purpose, ledger: [Entry]) -> Bool {
+        maySend(purpose, optedIn: current(ledger)?.optedIn)
+    }
+
+    /// The same, given only whether the entry in force is an opt-in (nil: no entry).
+    public static func maySend(_ purpose: Purpose, optedIn: Bool?) -> Bool {
         switch purpose {
         case .optOutConfirmation, .help: return true
-        case .regular: return current(ledger)?.optedIn ?? false
+        case .regular: return optedIn ?? false
         }
     }
 

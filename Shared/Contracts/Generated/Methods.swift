@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "339259345cf481dc"
+public let protoFingerprint = "7f5c91596ff4c98b"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -340,8 +340,38 @@ public enum HealthMethods {
 public enum MessagingMethods {
     /// The MDP service name that serves them (nil: every worker does).
     public static let serviceName: String? = "messaging"
+    /// `/caremesh.messaging.v1.Messaging/SendSms`
+    public static let sendSms = RPCMethod<Caremesh_Messaging_V1_SendSmsRequest, Caremesh_Messaging_V1_SendSmsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/SendSms", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/GetSms`
+    public static let getSms = RPCMethod<Caremesh_Messaging_V1_GetSmsRequest, Caremesh_Messaging_V1_GetSmsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/GetSms", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListSms`
+    public static let listSms = RPCMethod<Caremesh_Messaging_V1_ListSmsRequest, Caremesh_Messaging_V1_ListSmsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListSms", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/CancelSms`
+    public static let cancelSms = RPCMethod<Caremesh_Messaging_V1_CancelSmsRequest, Caremesh_Messaging_V1_CancelSmsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/CancelSms", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RecordSmsConsent`
+    public static let recordSmsConsent = RPCMethod<Caremesh_Messaging_V1_RecordSmsConsentRequest, Caremesh_Messaging_V1_RecordSmsConsentResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RecordSmsConsent", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/GetSmsConsent`
+    public static let getSmsConsent = RPCMethod<Caremesh_Messaging_V1_GetSmsConsentRequest, Caremesh_Messaging_V1_GetSmsConsentResponse>(
+        path: "/caremesh.messaging.v1.Messaging/GetSmsConsent", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListSmsTemplates`
+    public static let listSmsTemplates = RPCMethod<Caremesh_Messaging_V1_ListSmsTemplatesRequest, Caremesh_Messaging_V1_ListSmsTemplatesResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListSmsTemplates", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/PutSmsTemplate`
+    public static let putSmsTemplate = RPCMethod<Caremesh_Messaging_V1_PutSmsTemplateRequest, Caremesh_Messaging_V1_PutSmsTemplateResponse>(
+        path: "/caremesh.messaging.v1.Messaging/PutSmsTemplate", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/HandleWebhook`
+    public static let handleWebhook = RPCMethod<Caremesh_Messaging_V1_WebhookRequest, Caremesh_Messaging_V1_WebhookResponse>(
+        path: "/caremesh.messaging.v1.Messaging/HandleWebhook", serviceName: "messaging", idempotency: .unknown, access: .public)
+    /// `/caremesh.messaging.v1.Messaging/ListWebhookLogs`
+    public static let listWebhookLogs = RPCMethod<Caremesh_Messaging_V1_ListWebhookLogsRequest, Caremesh_Messaging_V1_ListWebhookLogsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListWebhookLogs", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = []
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -440,4 +470,14 @@ public let allRPCMethods: [AnyRPCMethod] = [
     DispatchMethods.listAppointments.erased,
     EventsMethods.pull.erased,
     HealthMethods.check.erased,
+    MessagingMethods.sendSms.erased,
+    MessagingMethods.getSms.erased,
+    MessagingMethods.listSms.erased,
+    MessagingMethods.cancelSms.erased,
+    MessagingMethods.recordSmsConsent.erased,
+    MessagingMethods.getSmsConsent.erased,
+    MessagingMethods.listSmsTemplates.erased,
+    MessagingMethods.putSmsTemplate.erased,
+    MessagingMethods.handleWebhook.erased,
+    MessagingMethods.listWebhookLogs.erased,
 ]

@@ -8,10 +8,18 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// The messaging service's contract. Its methods arrive with the issue that builds the domain;
-/// until then every messaging worker serves caremesh.health.v1.Health, and its events below
-/// are the contract other services (alerts) already consume.
+/// The messaging service: talking to people by SMS and voice (and, with later work, chat).
+///
+/// SMS (seed 004): sends from templates or text, consent checked in the transaction that
+/// records the send, delivery through a provider (Twilio's or Orange's API, or the local sandbox
+/// speaking theirs) with retries and failover, status callbacks and inbound keywords through
+/// webhooks. Its events are the contract other services (alerts) consume.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -22,6 +30,222 @@ import SwiftProtobuf
 fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobuf.ProtobufAPIVersionCheck {
   struct _2: SwiftProtobuf.ProtobufAPIVersion_2 {}
   typealias Version = _2
+}
+
+public nonisolated enum Caremesh_Messaging_V1_SmsStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Waits for its `scheduled_at`.
+  case scheduled // = 1
+
+  /// Accepted; queued for, or being handed to, the provider.
+  case pending // = 2
+
+  /// The provider took it.
+  case sent // = 3
+  case delivered // = 4
+  case failed // = 5
+  case cancelled // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .scheduled
+    case 2: self = .pending
+    case 3: self = .sent
+    case 4: self = .delivered
+    case 5: self = .failed
+    case 6: self = .cancelled
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .scheduled: return 1
+    case .pending: return 2
+    case .sent: return 3
+    case .delivered: return 4
+    case .failed: return 5
+    case .cancelled: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Messaging_V1_SmsStatus] = [
+    .unspecified,
+    .scheduled,
+    .pending,
+    .sent,
+    .delivered,
+    .failed,
+    .cancelled,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Messaging_V1_SmsMessageType: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case sevenDayReminder // = 1
+  case oneDayReminder // = 2
+  case overdueReminder // = 3
+
+  /// Free text from a person or a service.
+  case custom // = 4
+  case announcement // = 5
+
+  /// Answers to inbound keywords (sent without consent: the carriers require them).
+  case optOutConfirmation // = 6
+  case optInConfirmation // = 7
+  case help // = 8
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .sevenDayReminder
+    case 2: self = .oneDayReminder
+    case 3: self = .overdueReminder
+    case 4: self = .custom
+    case 5: self = .announcement
+    case 6: self = .optOutConfirmation
+    case 7: self = .optInConfirmation
+    case 8: self = .help
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .sevenDayReminder: return 1
+    case .oneDayReminder: return 2
+    case .overdueReminder: return 3
+    case .custom: return 4
+    case .announcement: return 5
+    case .optOutConfirmation: return 6
+    case .optInConfirmation: return 7
+    case .help: return 8
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Messaging_V1_SmsMessageType] = [
+    .unspecified,
+    .sevenDayReminder,
+    .oneDayReminder,
+    .overdueReminder,
+    .custom,
+    .announcement,
+    .optOutConfirmation,
+    .optInConfirmation,
+    .help,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Messaging_V1_SmsEncoding: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case gsm7 // = 1
+  case ucs2 // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .gsm7
+    case 2: self = .ucs2
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .gsm7: return 1
+    case .ucs2: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Messaging_V1_SmsEncoding] = [
+    .unspecified,
+    .gsm7,
+    .ucs2,
+  ]
+
+}
+
+public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case registration // = 1
+  case verbal // = 2
+  case written // = 3
+
+  /// A keyword texted by the person (STOP, START, ...).
+  case smsReply // = 4
+  case admin // = 5
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .registration
+    case 2: self = .verbal
+    case 3: self = .written
+    case 4: self = .smsReply
+    case 5: self = .admin
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .registration: return 1
+    case .verbal: return 2
+    case .written: return 3
+    case .smsReply: return 4
+    case .admin: return 5
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Messaging_V1_ConsentMethod] = [
+    .unspecified,
+    .registration,
+    .verbal,
+    .written,
+    .smsReply,
+    .admin,
+  ]
+
 }
 
 /// A voice call's status as the provider reports it (Twilio's CallStatus, with answering-machine
@@ -100,6 +324,698 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
 
 }
 
+public nonisolated struct Caremesh_Messaging_V1_SmsMessage: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var clientCorrelator: String {
+    get {_storage._clientCorrelator}
+    set {_uniqueStorage()._clientCorrelator = newValue}
+  }
+
+  /// E.164.
+  public var to: String {
+    get {_storage._to}
+    set {_uniqueStorage()._to = newValue}
+  }
+
+  /// A patient (identity), or empty.
+  public var patientID: String {
+    get {_storage._patientID}
+    set {_uniqueStorage()._patientID = newValue}
+  }
+
+  public var messageType: Caremesh_Messaging_V1_SmsMessageType {
+    get {_storage._messageType}
+    set {_uniqueStorage()._messageType = newValue}
+  }
+
+  public var body: String {
+    get {_storage._body}
+    set {_uniqueStorage()._body = newValue}
+  }
+
+  /// The template's language, or empty for free text.
+  public var language: String {
+    get {_storage._language}
+    set {_uniqueStorage()._language = newValue}
+  }
+
+  public var encoding: Caremesh_Messaging_V1_SmsEncoding {
+    get {_storage._encoding}
+    set {_uniqueStorage()._encoding = newValue}
+  }
+
+  public var segments: UInt32 {
+    get {_storage._segments}
+    set {_uniqueStorage()._segments = newValue}
+  }
+
+  public var status: Caremesh_Messaging_V1_SmsStatus {
+    get {_storage._status}
+    set {_uniqueStorage()._status = newValue}
+  }
+
+  /// The provider's own delivery status (e.g. "DeliveredToTerminal", "undelivered").
+  public var deliveryStatus: String {
+    get {_storage._deliveryStatus}
+    set {_uniqueStorage()._deliveryStatus = newValue}
+  }
+
+  public var deliveryDescription: String {
+    get {_storage._deliveryDescription}
+    set {_uniqueStorage()._deliveryDescription = newValue}
+  }
+
+  /// "twilio", "orange" or "sandbox", once one took it, and its id there.
+  public var provider: String {
+    get {_storage._provider}
+    set {_uniqueStorage()._provider = newValue}
+  }
+
+  public var providerMessageID: String {
+    get {_storage._providerMessageID}
+    set {_uniqueStorage()._providerMessageID = newValue}
+  }
+
+  public var senderAddress: String {
+    get {_storage._senderAddress}
+    set {_uniqueStorage()._senderAddress = newValue}
+  }
+
+  public var scheduledAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._scheduledAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._scheduledAt = newValue}
+  }
+  /// Returns true if `scheduledAt` has been explicitly set.
+  public var hasScheduledAt: Bool {_storage._scheduledAt != nil}
+  /// Clears the value of `scheduledAt`. Subsequent reads from it will return its default value.
+  public mutating func clearScheduledAt() {_uniqueStorage()._scheduledAt = nil}
+
+  public var sentAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._sentAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._sentAt = newValue}
+  }
+  /// Returns true if `sentAt` has been explicitly set.
+  public var hasSentAt: Bool {_storage._sentAt != nil}
+  /// Clears the value of `sentAt`. Subsequent reads from it will return its default value.
+  public mutating func clearSentAt() {_uniqueStorage()._sentAt = nil}
+
+  public var deliveredAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._deliveredAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._deliveredAt = newValue}
+  }
+  /// Returns true if `deliveredAt` has been explicitly set.
+  public var hasDeliveredAt: Bool {_storage._deliveredAt != nil}
+  /// Clears the value of `deliveredAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDeliveredAt() {_uniqueStorage()._deliveredAt = nil}
+
+  public var failedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._failedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._failedAt = newValue}
+  }
+  /// Returns true if `failedAt` has been explicitly set.
+  public var hasFailedAt: Bool {_storage._failedAt != nil}
+  /// Clears the value of `failedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearFailedAt() {_uniqueStorage()._failedAt = nil}
+
+  /// Failed attempts so far (at most 3 retries after the first).
+  public var retryCount: UInt32 {
+    get {_storage._retryCount}
+    set {_uniqueStorage()._retryCount = newValue}
+  }
+
+  /// Why it failed (the provider's code and text, or ours), never the body.
+  public var errorMessage: String {
+    get {_storage._errorMessage}
+    set {_uniqueStorage()._errorMessage = newValue}
+  }
+
+  public var callbackData: String {
+    get {_storage._callbackData}
+    set {_uniqueStorage()._callbackData = newValue}
+  }
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {_storage._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {_uniqueStorage()._createdAt = nil}
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {_storage._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {_uniqueStorage()._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Either `template_type` (with `variables`; the recipient's `language`, falling back to
+/// English) or `text`. A missing variable is INVALID_ARGUMENT naming it; no consent for `to` is
+/// FAILED_PRECONDITION; in both cases nothing is recorded.
+public nonisolated struct Caremesh_Messaging_V1_SendSmsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Our idempotency key (Orange's clientCorrelator), at most 100 characters; empty: a new one.
+  public var clientCorrelator: String = String()
+
+  public var to: String = String()
+
+  public var patientID: String = String()
+
+  public var templateType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+
+  public var language: String = String()
+
+  public var variables: Dictionary<String,String> = [:]
+
+  public var text: String = String()
+
+  /// Free text's type: CUSTOM (default) or ANNOUNCEMENT.
+  public var messageType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+
+  /// Not before this time (a durable timer); empty: now.
+  public var scheduledAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_scheduledAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_scheduledAt = newValue}
+  }
+  /// Returns true if `scheduledAt` has been explicitly set.
+  public var hasScheduledAt: Bool {self._scheduledAt != nil}
+  /// Clears the value of `scheduledAt`. Subsequent reads from it will return its default value.
+  public mutating func clearScheduledAt() {self._scheduledAt = nil}
+
+  /// At most 200 characters, returned in receipts.
+  public var callbackData: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scheduledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_SendSmsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var message: Caremesh_Messaging_V1_SmsMessage {
+    get {_message ?? Caremesh_Messaging_V1_SmsMessage()}
+    set {_message = newValue}
+  }
+  /// Returns true if `message` has been explicitly set.
+  public var hasMessage: Bool {self._message != nil}
+  /// Clears the value of `message`. Subsequent reads from it will return its default value.
+  public mutating func clearMessage() {self._message = nil}
+
+  /// False when the correlator named a message recorded earlier (which is returned).
+  public var created: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _message: Caremesh_Messaging_V1_SmsMessage? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_GetSmsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_GetSmsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var message: Caremesh_Messaging_V1_SmsMessage {
+    get {_message ?? Caremesh_Messaging_V1_SmsMessage()}
+    set {_message = newValue}
+  }
+  /// Returns true if `message` has been explicitly set.
+  public var hasMessage: Bool {self._message != nil}
+  /// Clears the value of `message`. Subsequent reads from it will return its default value.
+  public mutating func clearMessage() {self._message = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _message: Caremesh_Messaging_V1_SmsMessage? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ListSmsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Filters (all optional).
+  public var to: String = String()
+
+  public var patientID: String = String()
+
+  public var statuses: [Caremesh_Messaging_V1_SmsStatus] = []
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ListSmsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var messages: [Caremesh_Messaging_V1_SmsMessage] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Only a scheduled or pending message can be cancelled (FAILED_PRECONDITION otherwise).
+public nonisolated struct Caremesh_Messaging_V1_CancelSmsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_CancelSmsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var message: Caremesh_Messaging_V1_SmsMessage {
+    get {_message ?? Caremesh_Messaging_V1_SmsMessage()}
+    set {_message = newValue}
+  }
+  /// Returns true if `message` has been explicitly set.
+  public var hasMessage: Bool {self._message != nil}
+  /// Clears the value of `message`. Subsequent reads from it will return its default value.
+  public mutating func clearMessage() {self._message = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _message: Caremesh_Messaging_V1_SmsMessage? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ConsentEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var phone: String = String()
+
+  public var patientID: String = String()
+
+  public var optedIn: Bool = false
+
+  public var method: Caremesh_Messaging_V1_ConsentMethod = .unspecified
+
+  /// What shows it: a form's reference, the inbound message's id, a note.
+  public var evidence: String = String()
+
+  /// Who recorded it (a user id, or "service:messaging" for an inbound keyword).
+  public var recordedBy: String = String()
+
+  public var at: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_at ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_at = newValue}
+  }
+  /// Returns true if `at` has been explicitly set.
+  public var hasAt: Bool {self._at != nil}
+  /// Clears the value of `at`. Subsequent reads from it will return its default value.
+  public mutating func clearAt() {self._at = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _at: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_RecordSmsConsentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var phone: String = String()
+
+  public var patientID: String = String()
+
+  public var optedIn: Bool = false
+
+  public var method: Caremesh_Messaging_V1_ConsentMethod = .unspecified
+
+  public var evidence: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_RecordSmsConsentResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entry: Caremesh_Messaging_V1_ConsentEntry {
+    get {_entry ?? Caremesh_Messaging_V1_ConsentEntry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _entry: Caremesh_Messaging_V1_ConsentEntry? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_GetSmsConsentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var phone: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_GetSmsConsentResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Whether regular messages may go to the number now (the latest entry is an opt-in).
+  public var consentGiven: Bool = false
+
+  public var current: Caremesh_Messaging_V1_ConsentEntry {
+    get {_current ?? Caremesh_Messaging_V1_ConsentEntry()}
+    set {_current = newValue}
+  }
+  /// Returns true if `current` has been explicitly set.
+  public var hasCurrent: Bool {self._current != nil}
+  /// Clears the value of `current`. Subsequent reads from it will return its default value.
+  public mutating func clearCurrent() {self._current = nil}
+
+  /// Newest first.
+  public var history: [Caremesh_Messaging_V1_ConsentEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _current: Caremesh_Messaging_V1_ConsentEntry? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_SmsTemplate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var templateType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+
+  public var language: String = String()
+
+  public var text: String = String()
+
+  /// Characters, and what one message of it costs before variables are filled in.
+  public var characterCount: UInt32 = 0
+
+  public var encoding: Caremesh_Messaging_V1_SmsEncoding = .unspecified
+
+  public var segments: UInt32 = 0
+
+  public var isActive: Bool = false
+
+  public var updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_updatedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_updatedAt = newValue}
+  }
+  /// Returns true if `updatedAt` has been explicitly set.
+  public var hasUpdatedAt: Bool {self._updatedAt != nil}
+  /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdatedAt() {self._updatedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ListSmsTemplatesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var templateType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+
+  public var language: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ListSmsTemplatesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var templates: [Caremesh_Messaging_V1_SmsTemplate] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Creates or replaces the template of a type and language (admins). Its name is
+/// "<type>_<language>"; variables are `{lower_case}` placeholders.
+public nonisolated struct Caremesh_Messaging_V1_PutSmsTemplateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var templateType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+
+  public var language: String = String()
+
+  public var text: String = String()
+
+  public var isActive: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_PutSmsTemplateResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var template: Caremesh_Messaging_V1_SmsTemplate {
+    get {_template ?? Caremesh_Messaging_V1_SmsTemplate()}
+    set {_template = newValue}
+  }
+  /// Returns true if `template` has been explicitly set.
+  public var hasTemplate: Bool {self._template != nil}
+  /// Clears the value of `template`. Subsequent reads from it will return its default value.
+  public mutating func clearTemplate() {self._template = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _template: Caremesh_Messaging_V1_SmsTemplate? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_HttpHeader: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var value: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_WebhookRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "sms" (delivery status and inbound messages) or "voice" (call status).
+  public var kind: String = String()
+
+  /// "twilio", "orange" or "sandbox".
+  public var provider: String = String()
+
+  /// The URL the provider was given (and signed), as the edge reconstructs it.
+  public var url: String = String()
+
+  public var headers: [Caremesh_Messaging_V1_HttpHeader] = []
+
+  public var body: Data = Data()
+
+  public var sourceAddress: String = String()
+
+  public var receivedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_receivedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_receivedAt = newValue}
+  }
+  /// Returns true if `receivedAt` has been explicitly set.
+  public var hasReceivedAt: Bool {self._receivedAt != nil}
+  /// Clears the value of `receivedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceivedAt() {self._receivedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _receivedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Messaging_V1_WebhookResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var status: UInt32 = 0
+
+  public var contentType: String = String()
+
+  public var body: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_WebhookLog: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var kind: String = String()
+
+  public var provider: String = String()
+
+  /// "delivery_status", "inbound_message", "call_status" or "unknown".
+  public var webhookType: String = String()
+
+  public var processed: Bool = false
+
+  public var processingError: String = String()
+
+  public var relatedSmsMessageID: String = String()
+
+  public var responseStatus: UInt32 = 0
+
+  public var createdAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createdAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createdAt = newValue}
+  }
+  /// Returns true if `createdAt` has been explicitly set.
+  public var hasCreatedAt: Bool {self._createdAt != nil}
+  /// Clears the value of `createdAt`. Subsequent reads from it will return its default value.
+  public mutating func clearCreatedAt() {self._createdAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Admins. Headers and bodies are PHI and stay in the database.
+public nonisolated struct Caremesh_Messaging_V1_ListWebhookLogsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var relatedSmsMessageID: String = String()
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_ListWebhookLogsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var logs: [Caremesh_Messaging_V1_WebhookLog] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A call placed for another service changed status. `call_id` is the id the requester gave the
 /// call (e.g. alerts' call attempt), so the requester needs no provider ids.
 public nonisolated struct Caremesh_Messaging_V1_CallStatusChanged: Sendable {
@@ -142,8 +1058,1319 @@ public nonisolated struct Caremesh_Messaging_V1_CallStatusChanged: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "caremesh.messaging.v1"
 
+nonisolated extension Caremesh_Messaging_V1_SmsStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SMS_STATUS_UNSPECIFIED\0\u{1}SMS_STATUS_SCHEDULED\0\u{1}SMS_STATUS_PENDING\0\u{1}SMS_STATUS_SENT\0\u{1}SMS_STATUS_DELIVERED\0\u{1}SMS_STATUS_FAILED\0\u{1}SMS_STATUS_CANCELLED\0")
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsMessageType: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SMS_MESSAGE_TYPE_UNSPECIFIED\0\u{1}SMS_MESSAGE_TYPE_SEVEN_DAY_REMINDER\0\u{1}SMS_MESSAGE_TYPE_ONE_DAY_REMINDER\0\u{1}SMS_MESSAGE_TYPE_OVERDUE_REMINDER\0\u{1}SMS_MESSAGE_TYPE_CUSTOM\0\u{1}SMS_MESSAGE_TYPE_ANNOUNCEMENT\0\u{1}SMS_MESSAGE_TYPE_OPT_OUT_CONFIRMATION\0\u{1}SMS_MESSAGE_TYPE_OPT_IN_CONFIRMATION\0\u{1}SMS_MESSAGE_TYPE_HELP\0")
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsEncoding: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SMS_ENCODING_UNSPECIFIED\0\u{1}SMS_ENCODING_GSM7\0\u{1}SMS_ENCODING_UCS2\0")
+}
+
+nonisolated extension Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONSENT_METHOD_UNSPECIFIED\0\u{1}CONSENT_METHOD_REGISTRATION\0\u{1}CONSENT_METHOD_VERBAL\0\u{1}CONSENT_METHOD_WRITTEN\0\u{1}CONSENT_METHOD_SMS_REPLY\0\u{1}CONSENT_METHOD_ADMIN\0")
+}
+
 nonisolated extension Caremesh_Messaging_V1_CallStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CALL_STATUS_UNSPECIFIED\0\u{1}CALL_STATUS_QUEUED\0\u{1}CALL_STATUS_RINGING\0\u{1}CALL_STATUS_IN_PROGRESS\0\u{1}CALL_STATUS_COMPLETED\0\u{1}CALL_STATUS_BUSY\0\u{1}CALL_STATUS_NO_ANSWER\0\u{1}CALL_STATUS_FAILED\0\u{1}CALL_STATUS_CANCELED\0\u{1}CALL_STATUS_MACHINE\0")
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SmsMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}client_correlator\0\u{1}to\0\u{3}patient_id\0\u{3}message_type\0\u{1}body\0\u{1}language\0\u{1}encoding\0\u{1}segments\0\u{1}status\0\u{3}delivery_status\0\u{3}delivery_description\0\u{1}provider\0\u{3}provider_message_id\0\u{3}sender_address\0\u{3}scheduled_at\0\u{3}sent_at\0\u{3}delivered_at\0\u{3}failed_at\0\u{3}retry_count\0\u{3}error_message\0\u{3}callback_data\0\u{3}created_at\0\u{3}updated_at\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _clientCorrelator: String = String()
+    var _to: String = String()
+    var _patientID: String = String()
+    var _messageType: Caremesh_Messaging_V1_SmsMessageType = .unspecified
+    var _body: String = String()
+    var _language: String = String()
+    var _encoding: Caremesh_Messaging_V1_SmsEncoding = .unspecified
+    var _segments: UInt32 = 0
+    var _status: Caremesh_Messaging_V1_SmsStatus = .unspecified
+    var _deliveryStatus: String = String()
+    var _deliveryDescription: String = String()
+    var _provider: String = String()
+    var _providerMessageID: String = String()
+    var _senderAddress: String = String()
+    var _scheduledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _sentAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _deliveredAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _failedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _retryCount: UInt32 = 0
+    var _errorMessage: String = String()
+    var _callbackData: String = String()
+    var _createdAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _clientCorrelator = source._clientCorrelator
+      _to = source._to
+      _patientID = source._patientID
+      _messageType = source._messageType
+      _body = source._body
+      _language = source._language
+      _encoding = source._encoding
+      _segments = source._segments
+      _status = source._status
+      _deliveryStatus = source._deliveryStatus
+      _deliveryDescription = source._deliveryDescription
+      _provider = source._provider
+      _providerMessageID = source._providerMessageID
+      _senderAddress = source._senderAddress
+      _scheduledAt = source._scheduledAt
+      _sentAt = source._sentAt
+      _deliveredAt = source._deliveredAt
+      _failedAt = source._failedAt
+      _retryCount = source._retryCount
+      _errorMessage = source._errorMessage
+      _callbackData = source._callbackData
+      _createdAt = source._createdAt
+      _updatedAt = source._updatedAt
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._clientCorrelator) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._to) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._patientID) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._messageType) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._body) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._language) }()
+        case 8: try { try decoder.decodeSingularEnumField(value: &_storage._encoding) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._segments) }()
+        case 10: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._deliveryStatus) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._deliveryDescription) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._provider) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._providerMessageID) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._senderAddress) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._scheduledAt) }()
+        case 17: try { try decoder.decodeSingularMessageField(value: &_storage._sentAt) }()
+        case 18: try { try decoder.decodeSingularMessageField(value: &_storage._deliveredAt) }()
+        case 19: try { try decoder.decodeSingularMessageField(value: &_storage._failedAt) }()
+        case 20: try { try decoder.decodeSingularUInt32Field(value: &_storage._retryCount) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._errorMessage) }()
+        case 22: try { try decoder.decodeSingularStringField(value: &_storage._callbackData) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._createdAt) }()
+        case 24: try { try decoder.decodeSingularMessageField(value: &_storage._updatedAt) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._clientCorrelator.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clientCorrelator, fieldNumber: 2)
+      }
+      if !_storage._to.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._to, fieldNumber: 3)
+      }
+      if !_storage._patientID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._patientID, fieldNumber: 4)
+      }
+      if _storage._messageType != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._messageType, fieldNumber: 5)
+      }
+      if !_storage._body.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._body, fieldNumber: 6)
+      }
+      if !_storage._language.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._language, fieldNumber: 7)
+      }
+      if _storage._encoding != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._encoding, fieldNumber: 8)
+      }
+      if _storage._segments != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._segments, fieldNumber: 9)
+      }
+      if _storage._status != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 10)
+      }
+      if !_storage._deliveryStatus.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._deliveryStatus, fieldNumber: 11)
+      }
+      if !_storage._deliveryDescription.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._deliveryDescription, fieldNumber: 12)
+      }
+      if !_storage._provider.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._provider, fieldNumber: 13)
+      }
+      if !_storage._providerMessageID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._providerMessageID, fieldNumber: 14)
+      }
+      if !_storage._senderAddress.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._senderAddress, fieldNumber: 15)
+      }
+      try { if let v = _storage._scheduledAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
+      try { if let v = _storage._sentAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+      } }()
+      try { if let v = _storage._deliveredAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      } }()
+      try { if let v = _storage._failedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      } }()
+      if _storage._retryCount != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._retryCount, fieldNumber: 20)
+      }
+      if !_storage._errorMessage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._errorMessage, fieldNumber: 21)
+      }
+      if !_storage._callbackData.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._callbackData, fieldNumber: 22)
+      }
+      try { if let v = _storage._createdAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
+      try { if let v = _storage._updatedAt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SmsMessage, rhs: Caremesh_Messaging_V1_SmsMessage) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._clientCorrelator != rhs_storage._clientCorrelator {return false}
+        if _storage._to != rhs_storage._to {return false}
+        if _storage._patientID != rhs_storage._patientID {return false}
+        if _storage._messageType != rhs_storage._messageType {return false}
+        if _storage._body != rhs_storage._body {return false}
+        if _storage._language != rhs_storage._language {return false}
+        if _storage._encoding != rhs_storage._encoding {return false}
+        if _storage._segments != rhs_storage._segments {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._deliveryStatus != rhs_storage._deliveryStatus {return false}
+        if _storage._deliveryDescription != rhs_storage._deliveryDescription {return false}
+        if _storage._provider != rhs_storage._provider {return false}
+        if _storage._providerMessageID != rhs_storage._providerMessageID {return false}
+        if _storage._senderAddress != rhs_storage._senderAddress {return false}
+        if _storage._scheduledAt != rhs_storage._scheduledAt {return false}
+        if _storage._sentAt != rhs_storage._sentAt {return false}
+        if _storage._deliveredAt != rhs_storage._deliveredAt {return false}
+        if _storage._failedAt != rhs_storage._failedAt {return false}
+        if _storage._retryCount != rhs_storage._retryCount {return false}
+        if _storage._errorMessage != rhs_storage._errorMessage {return false}
+        if _storage._callbackData != rhs_storage._callbackData {return false}
+        if _storage._createdAt != rhs_storage._createdAt {return false}
+        if _storage._updatedAt != rhs_storage._updatedAt {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SendSmsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SendSmsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_correlator\0\u{1}to\0\u{3}patient_id\0\u{3}template_type\0\u{1}language\0\u{1}variables\0\u{1}text\0\u{3}message_type\0\u{3}scheduled_at\0\u{3}callback_data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.clientCorrelator) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.templateType) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.variables) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.messageType) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._scheduledAt) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.callbackData) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.clientCorrelator.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientCorrelator, fieldNumber: 1)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 2)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 3)
+    }
+    if self.templateType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.templateType, fieldNumber: 4)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 5)
+    }
+    if !self.variables.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.variables, fieldNumber: 6)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 7)
+    }
+    if self.messageType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.messageType, fieldNumber: 8)
+    }
+    try { if let v = self._scheduledAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    if !self.callbackData.isEmpty {
+      try visitor.visitSingularStringField(value: self.callbackData, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SendSmsRequest, rhs: Caremesh_Messaging_V1_SendSmsRequest) -> Bool {
+    if lhs.clientCorrelator != rhs.clientCorrelator {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.templateType != rhs.templateType {return false}
+    if lhs.language != rhs.language {return false}
+    if lhs.variables != rhs.variables {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.messageType != rhs.messageType {return false}
+    if lhs._scheduledAt != rhs._scheduledAt {return false}
+    if lhs.callbackData != rhs.callbackData {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SendSmsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SendSmsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0\u{1}created\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._message) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.created) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._message {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.created != false {
+      try visitor.visitSingularBoolField(value: self.created, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SendSmsResponse, rhs: Caremesh_Messaging_V1_SendSmsResponse) -> Bool {
+    if lhs._message != rhs._message {return false}
+    if lhs.created != rhs.created {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_GetSmsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSmsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_GetSmsRequest, rhs: Caremesh_Messaging_V1_GetSmsRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_GetSmsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSmsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._message {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_GetSmsResponse, rhs: Caremesh_Messaging_V1_GetSmsResponse) -> Bool {
+    if lhs._message != rhs._message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListSmsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSmsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}to\0\u{3}patient_id\0\u{1}statuses\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 3: try { try decoder.decodeRepeatedEnumField(value: &self.statuses) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 1)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 2)
+    }
+    if !self.statuses.isEmpty {
+      try visitor.visitPackedEnumField(value: self.statuses, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListSmsRequest, rhs: Caremesh_Messaging_V1_ListSmsRequest) -> Bool {
+    if lhs.to != rhs.to {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListSmsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSmsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}messages\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.messages) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.messages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.messages, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListSmsResponse, rhs: Caremesh_Messaging_V1_ListSmsResponse) -> Bool {
+    if lhs.messages != rhs.messages {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_CancelSmsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CancelSmsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_CancelSmsRequest, rhs: Caremesh_Messaging_V1_CancelSmsRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_CancelSmsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CancelSmsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._message {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_CancelSmsResponse, rhs: Caremesh_Messaging_V1_CancelSmsResponse) -> Bool {
+    if lhs._message != rhs._message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ConsentEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConsentEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}phone\0\u{3}patient_id\0\u{3}opted_in\0\u{1}method\0\u{1}evidence\0\u{3}recorded_by\0\u{1}at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.phone) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.optedIn) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.method) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.evidence) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.recordedBy) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._at) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.phone.isEmpty {
+      try visitor.visitSingularStringField(value: self.phone, fieldNumber: 2)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 3)
+    }
+    if self.optedIn != false {
+      try visitor.visitSingularBoolField(value: self.optedIn, fieldNumber: 4)
+    }
+    if self.method != .unspecified {
+      try visitor.visitSingularEnumField(value: self.method, fieldNumber: 5)
+    }
+    if !self.evidence.isEmpty {
+      try visitor.visitSingularStringField(value: self.evidence, fieldNumber: 6)
+    }
+    if !self.recordedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordedBy, fieldNumber: 7)
+    }
+    try { if let v = self._at {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ConsentEntry, rhs: Caremesh_Messaging_V1_ConsentEntry) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.phone != rhs.phone {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.optedIn != rhs.optedIn {return false}
+    if lhs.method != rhs.method {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.recordedBy != rhs.recordedBy {return false}
+    if lhs._at != rhs._at {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_RecordSmsConsentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordSmsConsentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phone\0\u{3}patient_id\0\u{3}opted_in\0\u{1}method\0\u{1}evidence\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.phone) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.optedIn) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.method) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.evidence) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.phone.isEmpty {
+      try visitor.visitSingularStringField(value: self.phone, fieldNumber: 1)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 2)
+    }
+    if self.optedIn != false {
+      try visitor.visitSingularBoolField(value: self.optedIn, fieldNumber: 3)
+    }
+    if self.method != .unspecified {
+      try visitor.visitSingularEnumField(value: self.method, fieldNumber: 4)
+    }
+    if !self.evidence.isEmpty {
+      try visitor.visitSingularStringField(value: self.evidence, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_RecordSmsConsentRequest, rhs: Caremesh_Messaging_V1_RecordSmsConsentRequest) -> Bool {
+    if lhs.phone != rhs.phone {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.optedIn != rhs.optedIn {return false}
+    if lhs.method != rhs.method {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_RecordSmsConsentResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordSmsConsentResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_RecordSmsConsentResponse, rhs: Caremesh_Messaging_V1_RecordSmsConsentResponse) -> Bool {
+    if lhs._entry != rhs._entry {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_GetSmsConsentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSmsConsentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phone\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.phone) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.phone.isEmpty {
+      try visitor.visitSingularStringField(value: self.phone, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_GetSmsConsentRequest, rhs: Caremesh_Messaging_V1_GetSmsConsentRequest) -> Bool {
+    if lhs.phone != rhs.phone {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_GetSmsConsentResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSmsConsentResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}consent_given\0\u{1}current\0\u{1}history\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.consentGiven) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._current) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.history) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.consentGiven != false {
+      try visitor.visitSingularBoolField(value: self.consentGiven, fieldNumber: 1)
+    }
+    try { if let v = self._current {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.history.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.history, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_GetSmsConsentResponse, rhs: Caremesh_Messaging_V1_GetSmsConsentResponse) -> Bool {
+    if lhs.consentGiven != rhs.consentGiven {return false}
+    if lhs._current != rhs._current {return false}
+    if lhs.history != rhs.history {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsTemplate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SmsTemplate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}template_type\0\u{1}language\0\u{1}text\0\u{3}character_count\0\u{1}encoding\0\u{1}segments\0\u{3}is_active\0\u{3}updated_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.templateType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.characterCount) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.encoding) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.segments) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.isActive) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.templateType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.templateType, fieldNumber: 2)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 3)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 4)
+    }
+    if self.characterCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.characterCount, fieldNumber: 5)
+    }
+    if self.encoding != .unspecified {
+      try visitor.visitSingularEnumField(value: self.encoding, fieldNumber: 6)
+    }
+    if self.segments != 0 {
+      try visitor.visitSingularUInt32Field(value: self.segments, fieldNumber: 7)
+    }
+    if self.isActive != false {
+      try visitor.visitSingularBoolField(value: self.isActive, fieldNumber: 8)
+    }
+    try { if let v = self._updatedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SmsTemplate, rhs: Caremesh_Messaging_V1_SmsTemplate) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.templateType != rhs.templateType {return false}
+    if lhs.language != rhs.language {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.characterCount != rhs.characterCount {return false}
+    if lhs.encoding != rhs.encoding {return false}
+    if lhs.segments != rhs.segments {return false}
+    if lhs.isActive != rhs.isActive {return false}
+    if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListSmsTemplatesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSmsTemplatesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}template_type\0\u{1}language\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.templateType) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.templateType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.templateType, fieldNumber: 1)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListSmsTemplatesRequest, rhs: Caremesh_Messaging_V1_ListSmsTemplatesRequest) -> Bool {
+    if lhs.templateType != rhs.templateType {return false}
+    if lhs.language != rhs.language {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListSmsTemplatesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSmsTemplatesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}templates\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.templates) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.templates.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.templates, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListSmsTemplatesResponse, rhs: Caremesh_Messaging_V1_ListSmsTemplatesResponse) -> Bool {
+    if lhs.templates != rhs.templates {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_PutSmsTemplateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutSmsTemplateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}template_type\0\u{1}language\0\u{1}text\0\u{3}is_active\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.templateType) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.isActive) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.templateType != .unspecified {
+      try visitor.visitSingularEnumField(value: self.templateType, fieldNumber: 1)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 2)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 3)
+    }
+    if self.isActive != false {
+      try visitor.visitSingularBoolField(value: self.isActive, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_PutSmsTemplateRequest, rhs: Caremesh_Messaging_V1_PutSmsTemplateRequest) -> Bool {
+    if lhs.templateType != rhs.templateType {return false}
+    if lhs.language != rhs.language {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.isActive != rhs.isActive {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_PutSmsTemplateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutSmsTemplateResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}template\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._template) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._template {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_PutSmsTemplateResponse, rhs: Caremesh_Messaging_V1_PutSmsTemplateResponse) -> Bool {
+    if lhs._template != rhs._template {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_HttpHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HttpHeader"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.value.isEmpty {
+      try visitor.visitSingularStringField(value: self.value, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_HttpHeader, rhs: Caremesh_Messaging_V1_HttpHeader) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_WebhookRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WebhookRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}provider\0\u{1}url\0\u{1}headers\0\u{1}body\0\u{3}source_address\0\u{3}received_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.url) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.headers) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.body) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.sourceAddress) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._receivedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 2)
+    }
+    if !self.url.isEmpty {
+      try visitor.visitSingularStringField(value: self.url, fieldNumber: 3)
+    }
+    if !self.headers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.headers, fieldNumber: 4)
+    }
+    if !self.body.isEmpty {
+      try visitor.visitSingularBytesField(value: self.body, fieldNumber: 5)
+    }
+    if !self.sourceAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.sourceAddress, fieldNumber: 6)
+    }
+    try { if let v = self._receivedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_WebhookRequest, rhs: Caremesh_Messaging_V1_WebhookRequest) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.provider != rhs.provider {return false}
+    if lhs.url != rhs.url {return false}
+    if lhs.headers != rhs.headers {return false}
+    if lhs.body != rhs.body {return false}
+    if lhs.sourceAddress != rhs.sourceAddress {return false}
+    if lhs._receivedAt != rhs._receivedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_WebhookResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WebhookResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}status\0\u{3}content_type\0\u{1}body\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.status) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.contentType) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.body) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.status != 0 {
+      try visitor.visitSingularUInt32Field(value: self.status, fieldNumber: 1)
+    }
+    if !self.contentType.isEmpty {
+      try visitor.visitSingularStringField(value: self.contentType, fieldNumber: 2)
+    }
+    if !self.body.isEmpty {
+      try visitor.visitSingularBytesField(value: self.body, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_WebhookResponse, rhs: Caremesh_Messaging_V1_WebhookResponse) -> Bool {
+    if lhs.status != rhs.status {return false}
+    if lhs.contentType != rhs.contentType {return false}
+    if lhs.body != rhs.body {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_WebhookLog: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WebhookLog"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{1}provider\0\u{3}webhook_type\0\u{1}processed\0\u{3}processing_error\0\u{3}related_sms_message_id\0\u{3}response_status\0\u{3}created_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.webhookType) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.processed) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.processingError) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.relatedSmsMessageID) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.responseStatus) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 3)
+    }
+    if !self.webhookType.isEmpty {
+      try visitor.visitSingularStringField(value: self.webhookType, fieldNumber: 4)
+    }
+    if self.processed != false {
+      try visitor.visitSingularBoolField(value: self.processed, fieldNumber: 5)
+    }
+    if !self.processingError.isEmpty {
+      try visitor.visitSingularStringField(value: self.processingError, fieldNumber: 6)
+    }
+    if !self.relatedSmsMessageID.isEmpty {
+      try visitor.visitSingularStringField(value: self.relatedSmsMessageID, fieldNumber: 7)
+    }
+    if self.responseStatus != 0 {
+      try visitor.visitSingularUInt32Field(value: self.responseStatus, fieldNumber: 8)
+    }
+    try { if let v = self._createdAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_WebhookLog, rhs: Caremesh_Messaging_V1_WebhookLog) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.provider != rhs.provider {return false}
+    if lhs.webhookType != rhs.webhookType {return false}
+    if lhs.processed != rhs.processed {return false}
+    if lhs.processingError != rhs.processingError {return false}
+    if lhs.relatedSmsMessageID != rhs.relatedSmsMessageID {return false}
+    if lhs.responseStatus != rhs.responseStatus {return false}
+    if lhs._createdAt != rhs._createdAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListWebhookLogsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListWebhookLogsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}related_sms_message_id\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.relatedSmsMessageID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.relatedSmsMessageID.isEmpty {
+      try visitor.visitSingularStringField(value: self.relatedSmsMessageID, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListWebhookLogsRequest, rhs: Caremesh_Messaging_V1_ListWebhookLogsRequest) -> Bool {
+    if lhs.relatedSmsMessageID != rhs.relatedSmsMessageID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_ListWebhookLogsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListWebhookLogsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}logs\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.logs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.logs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.logs, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_ListWebhookLogsResponse, rhs: Caremesh_Messaging_V1_ListWebhookLogsResponse) -> Bool {
+    if lhs.logs != rhs.logs {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Caremesh_Messaging_V1_CallStatusChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -1,0 +1,307 @@
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+
+typealias SmsMessageProto = Caremesh_Messaging_V1_SmsMessage
+typealias SmsType = Caremesh_Messaging_V1_SmsMessageType
+
+/// SMS as callers see it: send (from a template or text, consent checked in the transaction
+/// that records the send), read, list and cancel; the consent ledger; templates. `SmsSender`
+/// hands the recorded messages to the providers.
+final class SmsDesk: Sendable {
+    let store: Store
+    let configuration: MessagingConfiguration
+    let sender: SmsSender
+    let logger: Logger
+
+    /// Who sends and reads SMS and records consent: care staff and services.
+    static let senders: Set<String> = ["admin", "coordinator", "professional", "service"]
+    static let admins: Set<String> = ["admin"]
+
+    init(store: Store, configuration: MessagingConfiguration, sender: SmsSender, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.sender = sender
+        self.logger = logger
+    }
+
+    static let types: [SmsType: String] = [
+        .sevenDayReminder: "7_day_reminder", .oneDayReminder: "1_day_reminder", .overdueReminder: "overdue_reminder",
+        .custom: "custom", .announcement: "announcement", .optOutConfirmation: "opt_out_confirmation",
+        .optInConfirmation: "opt_in_confirmation", .help: "help",
+    ]
+    static let templateTypes: [SmsType: SmsTemplate.Kind] = [
+        .sevenDayReminder: .sevenDayReminder, .oneDayReminder: .oneDayReminder, .overdueReminder: .overdueReminder,
+    ]
+    static let statuses: [Caremesh_Messaging_V1_SmsStatus: SmsStatus] = [
+        .scheduled: .scheduled, .pending: .pending, .sent: .sent, .delivered: .delivered, .failed: .failed, .cancelled: .cancelled,
+    ]
+    static let encodings: [SmsSegments.Encoding: Caremesh_Messaging_V1_SmsEncoding] = [.gsm7: .gsm7, .ucs2: .ucs2]
+
+    /// The message types sent only with consent.
+    static func purpose(ofType type: String) -> SmsConsent.Purpose {
+        switch type {
+        case "opt_out_confirmation": .optOutConfirmation
+        case "help": .help
+        default: .regular
+        }
+    }
+
+    // MARK: - Rows
+
+    static let columns = """
+        id, client_correlator, phone_number, patient_id, message_type, message_content, language_code, encoding, segments,
+        status, delivery_status, delivery_description, provider, provider_message_id, sender_address,
+        extract(epoch FROM scheduled_at)::float8, extract(epoch FROM sent_at)::float8, extract(epoch FROM delivered_at)::float8,
+        extract(epoch FROM failed_at)::float8, retry_count, error_message, callback_data,
+        extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8
+        """
+
+    static func message(_ row: PostgresRandomAccessRow) throws -> SmsMessageProto {
+        func time(_ i: Int) throws -> Google_Protobuf_Timestamp? {
+            try row[i].decode(Double?.self).map(Google_Protobuf_Timestamp.init(epochSeconds:))
+        }
+        var m = SmsMessageProto()
+        m.id = try row[0].decode(UUID.self).text
+        m.clientCorrelator = try row[1].decode(String.self)
+        m.to = try row[2].decode(String.self)
+        m.patientID = try row[3].decode(UUID?.self)?.text ?? ""
+        m.messageType = types.key(for: try row[4].decode(String.self)) ?? .unspecified
+        m.body = try row[5].decode(String.self)
+        m.language = try row[6].decode(String?.self) ?? ""
+        m.encoding = try row[7].decode(String.self) == SmsSegments.Encoding.ucs2.rawValue ? .ucs2 : .gsm7
+        m.segments = UInt32(try row[8].decode(Int32.self))
+        m.status = statuses.key(for: SmsStatus(rawValue: try row[9].decode(String.self)) ?? .pending) ?? .unspecified
+        m.deliveryStatus = try row[10].decode(String?.self) ?? ""
+        m.deliveryDescription = try row[11].decode(String?.self) ?? ""
+        m.provider = try row[12].decode(String?.self) ?? ""
+        m.providerMessageID = try row[13].decode(String?.self) ?? ""
+        m.senderAddress = try row[14].decode(String.self)
+        if let t = try time(15) { m.scheduledAt = t }
+        if let t = try time(16) { m.sentAt = t }
+        if let t = try time(17) { m.deliveredAt = t }
+        if let t = try time(18) { m.failedAt = t }
+        m.retryCount = UInt32(try row[19].decode(Int32.self))
+        m.errorMessage = try row[20].decode(String?.self) ?? ""
+        m.callbackData = try row[21].decode(String?.self) ?? ""
+        m.createdAt = try time(22)!
+        m.updatedAt = try time(23)!
+        return m
+    }
+
+    static func one(_ c: PostgresConnection, _ query: PostgresQuery, logger: Logger) async throws -> SmsMessageProto? {
+        var out: SmsMessageProto?
+        for try await row in try await c.query(query, logger: logger) { out = try message(row.makeRandomAccess()) }
+        return out
+    }
+
+    // MARK: - Send
+
+    /// What a valid send request asks for, before its text is known.
+    struct SendPlan: Sendable {
+        var correlator: String
+        var to: String
+        var patient: UUID?
+        var type: String
+        var template: SmsTemplate.Kind?
+        var language: String?
+        var variables: [String: String]
+        var text: String
+        var scheduledAt: Date?
+        var callbackData: String?
+    }
+
+    static func plan(_ r: Caremesh_Messaging_V1_SendSmsRequest, now: Date = Date()) throws(RPCError) -> SendPlan {
+        var v = FieldViolations()
+        v.phone(r.to, "to")
+        let patient = v.optionalUUID(r.patientID, "patient_id")
+        v.check(r.clientCorrelator.count <= 100 && r.clientCorrelator.allSatisfy { $0.isASCII && !$0.isWhitespace && !$0.isNewline },
+                "client_correlator", "must be at most 100 printable ASCII characters without spaces")
+        let template = templateTypes[r.templateType]
+        var type = "custom"
+        if r.templateType != .unspecified {
+            v.check(template != nil, "template_type", "must be SEVEN_DAY_REMINDER, ONE_DAY_REMINDER or OVERDUE_REMINDER")
+            v.check(r.text.isEmpty, "text", "must be empty when a template is named")
+            type = types[r.templateType] ?? "custom"
+        } else {
+            v.check(!r.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "text", "is required without a template_type")
+            v.check(r.text.count <= 1_600, "text", "must be at most 1600 characters")
+            v.check(r.variables.isEmpty, "variables", "are only for a template")
+            switch r.messageType {
+            case .unspecified, .custom: type = "custom"
+            case .announcement: type = "announcement"
+            default: v.add("message_type", "must be CUSTOM or ANNOUNCEMENT for free text")
+            }
+        }
+        v.check(r.language.isEmpty || r.language.wholeMatch(of: /[a-z]{2}/) != nil, "language", "must be a two-letter ISO 639-1 code")
+        v.check(r.callbackData.count <= 200, "callback_data", "must be at most 200 characters")
+        var scheduledAt: Date?
+        if r.hasScheduledAt {
+            let at = r.scheduledAt.date
+            v.check((0..<1_000_000_000).contains(r.scheduledAt.nanos) && at < now.addingTimeInterval(366 * 86_400), "scheduled_at", "must be a valid time within a year")
+            if at > now { scheduledAt = at }
+        }
+        try v.throwIfAny()
+        return SendPlan(correlator: r.clientCorrelator.isEmpty ? "sms_" + UUID().uuidString.lowercased() : r.clientCorrelator,
+                        to: r.to, patient: patient, type: type, template: template,
+                        language: r.language.isEmpty ? nil : r.language, variables: r.variables, text: r.text,
+                        scheduledAt: scheduledAt, callbackData: r.callbackData.isEmpty ? nil : r.callbackData)
+    }
+
+    func send(_ r: Caremesh_Messaging_V1_SendSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
+        let caller = try context.requireRole(Self.senders)
+        let plan = try Self.plan(r)
+        let response = try await store.withTransaction { c in
+            try await self.record(plan, by: caller.subject, on: c)
+        }
+        if response.created, response.message.status == .pending { sender.wake() }
+        return response
+    }
+
+    /// Records a send in the caller's transaction: the number's consent read under a shared
+    /// lock (a consent change holds it exclusively), the text rendered, the row inserted. The
+    /// same correlator again returns the first message (ALREADY_EXISTS if it was for another
+    /// number or text).
+    func record(_ plan: SendPlan, by actor: String, on c: PostgresConnection) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
+        var response = Caremesh_Messaging_V1_SendSmsResponse()
+        if let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
+                                            logger: logger) {
+            response.message = try Self.same(earlier, plan)
+            return response
+        }
+        try await c.query("SELECT pg_advisory_xact_lock_shared(\(Self.consentLockKey(plan.to)))", logger: logger)
+        var body = plan.text
+        var language: String?
+        if let kind = plan.template {
+            let (template, found) = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger)
+            guard let template else { throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)") }
+            do { body = try template.render(plan.variables) } catch {
+                throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
+            }
+            language = found
+        }
+        let consented = try await Self.consentGiven(plan.to, on: c, logger: logger)
+        guard SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: consented) else {
+            throw RPCError(.failedPrecondition, "the number has not consented to SMS (or opted out)",
+                           details: [RPCError.fieldDetail("to", "has no SMS consent"), RPCError.detail(reason: "SMS_NO_CONSENT", domain: "messaging")])
+        }
+        let segments = SmsSegments(body)
+        let status = plan.scheduledAt == nil ? "pending" : "scheduled"
+        let inserted = try await Self.one(c, """
+            INSERT INTO sms_messages (patient_id, phone_number, message_content, message_type, language_code, encoding, segments,
+                client_correlator, sender_address, status, scheduled_at, next_attempt_at, callback_data, created_by)
+            VALUES (\(plan.patient), \(plan.to), \(body), \(plan.type), \(language), \(segments.encoding.rawValue), \(Int32(segments.segments)),
+                \(plan.correlator), \(configuration.defaultSender), \(status), \(plan.scheduledAt), coalesce(\(plan.scheduledAt), now()),
+                \(plan.callbackData), \(actor))
+            ON CONFLICT (client_correlator) DO NOTHING
+            RETURNING \(unescaped: Self.columns)
+            """, logger: logger)
+        if let inserted {
+            response.message = inserted
+            response.created = true
+            return response
+        }
+        // A concurrent send with the same correlator won.
+        guard let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
+                                               logger: logger) else { throw RPCError(.aborted, "the send raced another; try again") }
+        response.message = try Self.same(earlier, plan)
+        return response
+    }
+
+    /// `earlier`, if it is what `plan` asks for again; a correlator reused for another number,
+    /// type or text is ALREADY_EXISTS.
+    static func same(_ earlier: SmsMessageProto, _ plan: SendPlan) throws(RPCError) -> SmsMessageProto {
+        guard earlier.to == plan.to, types[earlier.messageType] == plan.type, plan.template != nil || earlier.body == plan.text else {
+            throw RPCError(.alreadyExists, "client_correlator names an earlier, different message",
+                           details: [RPCError.fieldDetail("client_correlator", "was used for another message")])
+        }
+        return earlier
+    }
+
+    /// The advisory-lock key that serializes a number's sends (shared) and consent changes.
+    static func consentLockKey(_ phone: String) -> Int64 { advisoryLockKey("messaging.consent:" + phone) }
+
+    /// The latest ledger entry's opt-in, or nil with no entry.
+    static func consentGiven(_ phone: String, on c: PostgresConnection, logger: Logger) async throws -> Bool? {
+        try await c.query("SELECT consent_given FROM sms_consent WHERE phone_number = \(phone) ORDER BY seq DESC LIMIT 1",
+                          logger: logger).first(Bool.self)
+    }
+
+    // MARK: - Read, list, cancel
+
+    func get(_ r: Caremesh_Messaging_V1_GetSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_GetSmsResponse {
+        _ = try context.requireRole(Self.senders)
+        guard let id = UUID(uuidString: r.id) else { throw RPCError.invalidArgument(field: "id", "must be a UUID") }
+        return try await store.withConnection { c in
+            guard let m = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE id = \(id)", logger: self.logger) else {
+                throw RPCError(.notFound, "no such message")
+            }
+            var response = Caremesh_Messaging_V1_GetSmsResponse()
+            response.message = m
+            return response
+        }
+    }
+
+    func list(_ r: Caremesh_Messaging_V1_ListSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_ListSmsResponse {
+        _ = try context.requireRole(Self.senders)
+        var v = FieldViolations()
+        if !r.to.isEmpty { v.phone(r.to, "to") }
+        let patient = v.optionalUUID(r.patientID, "patient_id")
+        let statuses = r.statuses.compactMap { Self.statuses[$0]?.rawValue }
+        v.check(statuses.count == r.statuses.count, "statuses", "must be known statuses")
+        let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
+        try v.throwIfAny()
+        let to = r.to.isEmpty ? nil : r.to
+        return try await store.withConnection { c in
+            let rows = try await c.query("""
+                SELECT \(unescaped: Self.columns), \(unescaped: Page.micros("created_at")) FROM sms_messages
+                WHERE (\(to)::text IS NULL OR phone_number = \(to)) AND (\(patient)::uuid IS NULL OR patient_id = \(patient))
+                  AND (cardinality(\(statuses)::text[]) = 0 OR status = ANY(\(statuses)))
+                  AND \(after: page, time: "created_at", id: "id")
+                ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
+                """, logger: self.logger)
+            let (messages, token) = try await page.collect(rows) { row in
+                let r = row.makeRandomAccess()
+                let m = try Self.message(r)
+                return (m, try r[24].decode(Int64.self), UUID(uuidString: m.id)!)
+            }
+            var response = Caremesh_Messaging_V1_ListSmsResponse()
+            response.messages = messages
+            response.nextPageToken = token
+            return response
+        }
+    }
+
+    func cancel(_ r: Caremesh_Messaging_V1_CancelSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_CancelSmsResponse {
+        _ = try context.requireRole(Self.senders)
+        guard let id = UUID(uuidString: r.id) else { throw RPCError.invalidArgument(field: "id", "must be a UUID") }
+        return try await store.withTransaction { c in
+            guard let m = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE id = \(id) FOR UPDATE",
+                                             logger: self.logger) else { throw RPCError(.notFound, "no such message") }
+            var response = Caremesh_Messaging_V1_CancelSmsResponse()
+            if m.status == .cancelled {
+                response.message = m
+                return response
+            }
+            // Not while a sender holds it: the provider may be taking it right now.
+            guard let cancelled = try await Self.one(c, """
+                UPDATE sms_messages SET status = 'cancelled', cancelled_at = now()
+                WHERE id = \(id) AND status IN ('scheduled', 'pending') AND (lease_until IS NULL OR lease_until < now())
+                RETURNING \(unescaped: Self.columns)
+                """, logger: self.logger) else {
+                throw RPCError(.failedPrecondition, "the message has already gone to the provider (or is going now)")
+            }
+            response.message = cancelled
+            return response
+        }
+    }
+}
+
+extension UUID {
+    /// Lower-case text, as PostgreSQL prints a uuid.
+    var text: String { uuidString.lowercased() }
+}

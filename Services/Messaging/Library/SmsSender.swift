@@ -1,0 +1,192 @@
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+/// What became of one attempt to hand a message to the providers.
+enum SendOutcome: Sendable, Equatable {
+    /// A provider took it.
+    case accepted(ProviderAcceptance)
+    /// Every provider failed with a retryable error: try again later (or give up, see `next`).
+    case retryLater(ProviderError)
+    /// A provider refused it for good (an invalid number, a refused text).
+    case refused(ProviderError)
+    /// Its consent was withdrawn while it waited.
+    case noConsent
+    /// No provider is configured.
+    case noProvider
+}
+
+/// Hands recorded messages to the providers. Each round claims due messages (scheduled or
+/// pending, their time come, not leased) with `FOR UPDATE SKIP LOCKED` and leases them, so any
+/// number of messaging instances share the work and a crashed one's messages are taken again
+/// when the lease runs out; then sends them concurrently, outside any transaction, and records
+/// every outcome in one statement.
+///
+/// Per message and round, the providers are tried in order: a retryable failure (5xx, 429, a
+/// timeout) moves on to the next (failover); a permanent one fails the message. When all failed
+/// retryably it is retried after `backoff · 2^(n-1)`, at most `maxRetries` times.
+///
+/// Delivery to a provider is at least once: if the process dies between the provider's
+/// acceptance and the record of it, the message goes out again after its lease (Orange drops
+/// the repeat by its client correlator; Twilio has no such key).
+public final class SmsSender: Service, Sendable {
+    let store: Store
+    let configuration: MessagingConfiguration
+    let providers: [any SmsProvider]
+    let logger: Logger
+    let signal = ChangeSignal()
+
+    init(store: Store, configuration: MessagingConfiguration, providers: [any SmsProvider], logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.providers = providers
+        self.logger = logger
+    }
+
+    /// A message became due: look now instead of at the next poll.
+    func wake() { signal.fire() }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let seen = self.signal.generation
+                var sent = 0
+                do { sent = try await self.runOnce() } catch {
+                    if !Task.isCancelled {
+                        self.logger.warning("SMS sender round failed; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
+                    }
+                }
+                // A full batch: more may be due at once.
+                if sent < self.configuration.batchSize {
+                    await self.signal.wait(after: seen, timeout: self.configuration.pollInterval)
+                }
+            }
+        }
+    }
+
+    struct Claimed: Sendable {
+        var sms: OutboundSms
+        var type: String
+        var retryCount: Int
+        var consented: Bool?
+    }
+
+    /// One round: claim, send, record. Returns how many messages it claimed.
+    @discardableResult
+    func runOnce() async throws -> Int {
+        let claimed = try await claim()
+        guard !claimed.isEmpty else { return 0 }
+        let outcomes = await withTaskGroup(of: (UUID, SendOutcome).self) { group in
+            for m in claimed {
+                group.addTask { (m.sms.id, await self.attempt(m)) }
+            }
+            var out: [UUID: SendOutcome] = [:]
+            for await (id, outcome) in group { out[id] = outcome }
+            return out
+        }
+        try await record(claimed, outcomes)
+        return claimed.count
+    }
+
+    func claim() async throws -> [Claimed] {
+        let lease = Double(configuration.lease.nanoseconds) / 1e9
+        return try await store.withConnection { c in
+            var out: [Claimed] = []
+            let rows = try await c.query("""
+                UPDATE sms_messages m SET lease_until = now() + make_interval(secs => \(lease)), status = 'pending'
+                FROM (SELECT id FROM sms_messages
+                      WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                      ORDER BY next_attempt_at LIMIT \(self.configuration.batchSize) FOR UPDATE SKIP LOCKED) due
+                WHERE m.id = due.id
+                RETURNING m.id, m.phone_number, m.message_content, m.client_correlator, m.message_type, m.retry_count,
+                    (SELECT consent_given FROM sms_consent c WHERE c.phone_number = m.phone_number ORDER BY seq DESC LIMIT 1)
+                """, logger: self.logger)
+            for try await (id, to, body, correlator, type, retries, consented) in rows.decode((UUID, String, String, String, String, Int32, Bool?).self) {
+                out.append(Claimed(sms: OutboundSms(id: id, to: to, body: body, clientCorrelator: correlator), type: type,
+                                   retryCount: Int(retries), consented: consented))
+            }
+            return out
+        }
+    }
+
+    /// Tries the providers in order for one message.
+    func attempt(_ m: Claimed) async -> SendOutcome {
+        guard SmsConsent.maySend(SmsDesk.purpose(ofType: m.type), optedIn: m.consented) else { return .noConsent }
+        guard !providers.isEmpty else { return .noProvider }
+        var last: ProviderError?
+        for provider in providers {
+            do {
+                return .accepted(try await provider.send(m.sms, timeout: configuration.sendTimeout))
+            } catch {
+                if !error.retryable { return .refused(error) }
+                logger.notice("SMS provider failed; trying the next", metadata: [
+                    "sms.id": "\(m.sms.id)", "provider": "\(provider.name)", "error.code": "\(error.code)"])
+                last = error
+            }
+        }
+        return .retryLater(last!)
+    }
+
+    /// The row changes for each outcome, written in one statement. A status already moved on by
+    /// a webhook (the provider's callback can beat this record) is kept.
+    func record(_ claimed: [Claimed], _ outcomes: [UUID: SendOutcome]) async throws {
+        // Arrays of text cannot hold NULL here: "" stands for none.
+        var ids: [UUID] = [], kinds: [String] = [], providers: [String] = [], providerIDs: [String] = []
+        var senders: [String] = [], errors: [String] = [], delays: [Double] = []
+        for m in claimed {
+            guard let outcome = outcomes[m.sms.id] else { continue }
+            ids.append(m.sms.id)
+            var provider: String?, providerID: String?, sender: String?, error: String?, delay = 0.0
+            let kind: String
+            switch outcome {
+            case .accepted(let a):
+                kind = "sent"
+                (provider, providerID, sender) = (a.provider, a.providerMessageID, a.from)
+            case .retryLater(let e) where m.retryCount < configuration.maxRetries:
+                kind = "retry"
+                error = e.description
+                delay = Double(configuration.retryDelay(m.retryCount + 1).nanoseconds) / 1e9
+            case .retryLater(let e), .refused(let e):
+                kind = "failed"
+                error = e.description
+            case .noConsent:
+                kind = "cancelled"
+                error = "consent withdrawn before sending"
+            case .noProvider:
+                kind = "retry"
+                error = "no SMS provider is configured"
+                delay = Double(configuration.retryDelay(configuration.maxRetries).nanoseconds) / 1e9
+            }
+            kinds.append(kind); providers.append(provider ?? ""); providerIDs.append(providerID ?? "")
+            senders.append(sender ?? ""); errors.append(error ?? ""); delays.append(delay)
+            if kind != "sent" {
+                logger.notice("SMS not sent", metadata: ["sms.id": "\(m.sms.id)", "outcome": "\(kind)"])
+            }
+        }
+        let query: PostgresQuery = """
+                UPDATE sms_messages m SET
+                    lease_until = NULL,
+                    status = CASE WHEN m.status <> 'pending' THEN m.status
+                                  WHEN o.kind = 'retry' THEN 'pending' ELSE o.kind END,
+                    provider = coalesce(m.provider, o.provider),
+                    provider_message_id = coalesce(m.provider_message_id, o.provider_id),
+                    sender_address = coalesce(o.sender, m.sender_address),
+                    sent_at = CASE WHEN o.kind = 'sent' THEN coalesce(m.sent_at, now()) ELSE m.sent_at END,
+                    failed_at = CASE WHEN o.kind = 'failed' AND m.status = 'pending' THEN now() ELSE m.failed_at END,
+                    cancelled_at = CASE WHEN o.kind = 'cancelled' AND m.status = 'pending' THEN now() ELSE m.cancelled_at END,
+                    retry_count = CASE WHEN o.kind = 'retry' AND m.retry_count < \(self.configuration.maxRetries)
+                                       THEN m.retry_count + 1 ELSE m.retry_count END,
+                    next_attempt_at = now() + make_interval(secs => o.delay),
+                    error_message = CASE WHEN o.kind = 'sent' THEN NULL ELSE o.error END
+                FROM (SELECT id, kind, nullif(provider, '') AS provider, nullif(provider_id, '') AS provider_id,
+                             nullif(sender, '') AS sender, nullif(error, '') AS error, delay
+                      FROM unnest(\(ids)::uuid[], \(kinds)::text[], \(providers)::text[], \(providerIDs)::text[], \(senders)::text[],
+                                  \(errors)::text[], \(delays)::float8[]) AS u(id, kind, provider, provider_id, sender, error, delay)) o
+                WHERE m.id = o.id
+                """
+        _ = try await store.withConnection { c in try await c.query(query, logger: self.logger) }
+    }
+}

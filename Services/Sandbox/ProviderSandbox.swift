@@ -1,0 +1,354 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import MessagingService
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// A local stand-in for the SMS providers, speaking their wire formats: Twilio's Messages API
+/// (HTTP Basic with the account SID and auth token, form bodies, `X-Twilio-Signature`d status
+/// callbacks to the message's `StatusCallback`) and Orange's SMS API (OAuth 2.0 client
+/// credentials, `outboundSMSMessageRequest`, delivery receipts to the `notifyURL`).
+///
+/// Outcomes are scripted, per API and per destination number: the next sends may answer HTTP
+/// errors (for retries and failover), a number's messages end delivered, undelivered or
+/// failed, after a delay. Scripts come from Swift (tests) or `POST /sandbox/script`; what was
+/// sent is listed at `GET /sandbox/messages`.
+public final class ProviderSandbox: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        /// 0: any free port (read `port` once started).
+        public var port = 0
+        public var twilioAccountSID = "AC00000000000000000000000000000000"
+        public var twilioAuthToken = "sandbox-twilio-auth-token"
+        public var orangeClientID = "sandbox-orange-client"
+        public var orangeClientSecret = "sandbox-orange-secret"
+        /// Before each status callback.
+        public var callbackDelay: Duration = .milliseconds(20)
+
+        public init() {}
+
+        /// `SANDBOX_HOST`, `SANDBOX_PORT`, `SANDBOX_TWILIO_ACCOUNT_SID`, `SANDBOX_TWILIO_AUTH_TOKEN`,
+        /// `SANDBOX_ORANGE_CLIENT_ID`, `SANDBOX_ORANGE_CLIENT_SECRET`, `SANDBOX_CALLBACK_DELAY_MS`.
+        public init(environment env: [String: String]) {
+            if let v = env["SANDBOX_HOST"] { host = v }
+            if let v = env["SANDBOX_PORT"].flatMap(Int.init) { port = v }
+            if let v = env["SANDBOX_TWILIO_ACCOUNT_SID"] { twilioAccountSID = v }
+            if let v = env["SANDBOX_TWILIO_AUTH_TOKEN"] { twilioAuthToken = v }
+            if let v = env["SANDBOX_ORANGE_CLIENT_ID"] { orangeClientID = v }
+            if let v = env["SANDBOX_ORANGE_CLIENT_SECRET"] { orangeClientSecret = v }
+            if let v = env["SANDBOX_CALLBACK_DELAY_MS"].flatMap(Int.init) { callbackDelay = .milliseconds(v) }
+        }
+    }
+
+    /// How a message ends.
+    public enum Outcome: String, Sendable, Codable, CaseIterable {
+        case delivered, undelivered, failed
+    }
+
+    public struct Script: Sendable, Codable, Equatable {
+        /// "twilio", "orange", or nil for both.
+        public var api: String?
+        /// A destination number, or nil for every number.
+        public var to: String?
+        /// The next sends answer these HTTP statuses, one each, in order.
+        public var sendErrors: [Int]?
+        public var outcome: Outcome?
+        /// Extra delay before the final callback.
+        public var delayMs: Int?
+
+        enum CodingKeys: String, CodingKey { case api, to, sendErrors = "send_errors", outcome, delayMs = "delay_ms" }
+
+        public init(api: String? = nil, to: String? = nil, sendErrors: [Int]? = nil, outcome: Outcome? = nil, delayMs: Int? = nil) {
+            self.api = api
+            self.to = to
+            self.sendErrors = sendErrors
+            self.outcome = outcome
+            self.delayMs = delayMs
+        }
+    }
+
+    /// A message the sandbox took.
+    public struct Received: Sendable, Codable, Equatable {
+        public var api: String
+        public var id: String
+        public var to: String
+        public var from: String
+        public var body: String
+        public var clientCorrelator: String?
+    }
+
+    struct State {
+        var sendErrors: [String: [Int]] = [:]
+        var outcomes: [String: Outcome] = [:]
+        var delays: [String: Int] = [:]
+        var received: [Received] = []
+        var byCorrelator: [String: Received] = [:]
+        var tokens: Set<String> = []
+        var sendAttempts: [String: Int] = [:]
+    }
+
+    public let configuration: Configuration
+    let logger: Logger
+    private let state = Mutex(State())
+    private let bound = Mutex<Int?>(nil)
+    private let ready = AsyncStream<Int>.makeStream()
+
+    public init(configuration: Configuration = .init(), logger: Logger = Logger(label: "caremesh.sandbox")) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The port it listens on, once running.
+    public func port() async -> Int {
+        if let p = bound.withLock({ $0 }) { return p }
+        for await p in ready.stream { return p }
+        return bound.withLock { $0 } ?? 0
+    }
+
+    public var baseURL: String { "http://\(configuration.host):\(bound.withLock { $0 } ?? configuration.port)" }
+
+    // MARK: - Scripts
+
+    public func apply(_ script: Script) {
+        state.withLock { s in
+            for api in script.api.map({ [$0] }) ?? ["twilio", "orange"] {
+                let key = api + "|" + (script.to ?? "*")
+                if let errors = script.sendErrors { s.sendErrors[key] = errors }
+                if let outcome = script.outcome { s.outcomes[key] = outcome }
+                if let delay = script.delayMs { s.delays[key] = delay }
+            }
+        }
+    }
+
+    public func reset() { state.withLock { $0 = State() } }
+
+    /// Every message taken, oldest first.
+    public var received: [Received] { state.withLock { $0.received } }
+
+    /// Send requests answered, successful or not, per API.
+    public func attempts(_ api: String) -> Int { state.withLock { $0.sendAttempts[api] ?? 0 } }
+
+    /// The scripted HTTP error for this send, if any (consumed).
+    func nextError(api: String, to: String) -> Int? {
+        state.withLock { s in
+            s.sendAttempts[api, default: 0] += 1
+            for key in [api + "|" + to, api + "|*"] {
+                if var errors = s.sendErrors[key], !errors.isEmpty {
+                    let e = errors.removeFirst()
+                    s.sendErrors[key] = errors
+                    return e
+                }
+            }
+            return nil
+        }
+    }
+
+    func plan(api: String, to: String) -> (Outcome, Int) {
+        state.withLock { s in
+            let outcome = s.outcomes[api + "|" + to] ?? s.outcomes[api + "|*"] ?? .delivered
+            let delay = s.delays[api + "|" + to] ?? s.delays[api + "|*"] ?? 0
+            return (outcome, delay)
+        }
+    }
+
+    // MARK: - Server
+
+    public func run() async throws {
+        let router = Router()
+        router.post("/2010-04-01/Accounts/:sid/Messages.json") { request, context in
+            try await self.twilioSend(request, context)
+        }
+        router.post("/oauth/v3/token") { request, context in try await self.orangeToken(request, context) }
+        router.post("/smsmessaging/v1/outbound/:sender/requests") { request, context in
+            try await self.orangeSend(request, context)
+        }
+        router.post("/sandbox/script") { request, context -> HTTPResponse.Status in
+            self.apply(try await request.decode(as: Script.self, context: context))
+            return .noContent
+        }
+        router.post("/sandbox/reset") { _, _ -> HTTPResponse.Status in
+            self.reset()
+            return .noContent
+        }
+        router.get("/sandbox/messages") { _, _ in
+            Self.json(.ok, try JSONEncoder().encode(self.received))
+        }
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "caremesh-sandbox"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                self.bound.withLock { $0 = port }
+                self.ready.continuation.yield(port)
+            },
+            logger: logger)
+        try await app.run()
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ body: Data) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        json(status, (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
+    }
+
+    static func basicCredentials(_ request: Request) -> (String, String)? {
+        guard let value = request.headers[.authorization], value.hasPrefix("Basic "),
+              let decoded = Data(base64Encoded: String(value.dropFirst(6))).flatMap({ String(data: $0, encoding: .utf8) }),
+              let colon = decoded.firstIndex(of: ":") else { return nil }
+        return (String(decoded[..<colon]), String(decoded[decoded.index(after: colon)...]))
+    }
+
+    static func newID(_ prefix: String) -> String {
+        prefix + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    }
+
+    // MARK: Twilio
+
+    func twilioError(_ status: HTTPResponse.Status, code: Int, _ message: String) -> Response {
+        Self.json(status, ["code": code, "message": message, "more_info": "https://www.twilio.com/docs/errors/\(code)",
+                           "status": Int(status.code)])
+    }
+
+    func twilioSend(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let sid = context.parameters.get("sid") ?? ""
+        guard let (user, password) = Self.basicCredentials(request), user == configuration.twilioAccountSID, user == sid,
+              password == configuration.twilioAuthToken else {
+            return twilioError(.unauthorized, code: 20003, "Authenticate")
+        }
+        var body = request
+        let buffer = try await body.collectBody(upTo: 1 << 20)
+        guard let form = FormEncoding.decode(String(buffer: buffer)) else {
+            return twilioError(.badRequest, code: 21000, "The request body could not be read")
+        }
+        func field(_ name: String) -> String? { form.first { $0.name == name }?.value }
+        let to = field("To") ?? "", from = field("From") ?? "", text = field("Body") ?? ""
+        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
+            return twilioError(.badRequest, code: 21211, "The 'To' number \(to) is not a valid phone number.")
+        }
+        guard !text.isEmpty else { return twilioError(.badRequest, code: 21602, "Message body is required.") }
+        if let status = nextError(api: "twilio", to: to) {
+            return twilioError(HTTPResponse.Status(code: status), code: status == 429 ? 20429 : 20500, "Scripted failure")
+        }
+        let message = Received(api: "twilio", id: Self.newID("SM"), to: to, from: from, body: text, clientCorrelator: nil)
+        state.withLock { $0.received.append(message) }
+        if let callback = field("StatusCallback") {
+            let (outcome, delay) = plan(api: "twilio", to: to)
+            Task { await self.twilioCallbacks(message, outcome: outcome, extraDelayMs: delay, url: callback) }
+        }
+        return Self.json(.created, ["sid": message.id, "account_sid": sid, "to": to, "from": from, "body": text,
+                                    "status": "queued", "num_segments": "\(SmsSegments(text).segments)",
+                                    "date_created": Date().formatted(.iso8601)])
+    }
+
+    /// `sent`, then the outcome, each a signed form POST to the message's callback URL.
+    func twilioCallbacks(_ m: Received, outcome: Outcome, extraDelayMs: Int, url: String) async {
+        try? await Task.sleep(for: configuration.callbackDelay)
+        await postTwilio(url: url, [("MessageSid", m.id), ("SmsSid", m.id), ("AccountSid", configuration.twilioAccountSID),
+                                    ("From", m.from), ("To", m.to), ("MessageStatus", "sent"), ("SmsStatus", "sent")])
+        try? await Task.sleep(for: configuration.callbackDelay + .milliseconds(extraDelayMs))
+        var final: [(name: String, value: String)] = [("MessageSid", m.id), ("SmsSid", m.id), ("AccountSid", configuration.twilioAccountSID),
+                                                      ("From", m.from), ("To", m.to), ("MessageStatus", outcome.rawValue),
+                                                      ("SmsStatus", outcome.rawValue)]
+        if outcome != .delivered { final.append(("ErrorCode", outcome == .failed ? "30008" : "30003")) }
+        await postTwilio(url: url, final)
+    }
+
+    /// Posts a form as Twilio does, signed with the auth token.
+    public func postTwilio(url: String, _ form: [(name: String, value: String)]) async {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "X-Twilio-Signature",
+                            value: TwilioSignature.compute(authToken: configuration.twilioAuthToken, url: url, params: form))
+        request.headers.add(name: "I-Twilio-Idempotency-Token", value: UUID().uuidString.lowercased())
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
+        await post(request)
+    }
+
+    func post(_ request: HTTPClientRequest) async {
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            if response.status.code >= 300 {
+                logger.notice("sandbox callback refused", metadata: ["http.status": "\(response.status.code)"])
+            }
+        } catch {
+            logger.notice("sandbox callback failed", metadata: ["error": "\(type(of: error))"])
+        }
+    }
+
+    // MARK: Orange
+
+    func orangeError(_ status: HTTPResponse.Status, id: String, _ text: String) -> Response {
+        Self.json(status, ["requestError": ["serviceException": ["messageId": id, "text": text]]])
+    }
+
+    func orangeToken(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard let (user, password) = Self.basicCredentials(request), user == configuration.orangeClientID,
+              password == configuration.orangeClientSecret else {
+            return Self.json(.unauthorized, ["error": "invalid_client", "error_description": "The requested service needs credentials"])
+        }
+        var body = request
+        let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 20))) ?? []
+        guard form.contains(where: { $0.name == "grant_type" && $0.value == "client_credentials" }) else {
+            return Self.json(.badRequest, ["error": "unsupported_grant_type"])
+        }
+        let token = Self.newID("")
+        state.withLock { _ = $0.tokens.insert(token) }
+        return Self.json(.ok, ["token_type": "Bearer", "access_token": token, "expires_in": "3600"])
+    }
+
+    func orangeSend(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard let auth = request.headers[.authorization], auth.hasPrefix("Bearer "),
+              state.withLock({ $0.tokens.contains(String(auth.dropFirst(7))) }) else {
+            return Self.json(.unauthorized, ["requestError": ["policyException": ["messageId": "POL0001", "text": "Invalid credentials"]]])
+        }
+        var body = request
+        let data = Data(buffer: try await body.collectBody(upTo: 1 << 20))
+        guard let send = try? JSONDecoder().decode(OrangeSms.SendRequest.self, from: data) else {
+            return orangeError(.badRequest, id: "SVC0002", "Invalid input value for message part outboundSMSMessageRequest")
+        }
+        let m = send.outboundSMSMessageRequest
+        let to = OrangeSms.e164(m.address)
+        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
+            return orangeError(.badRequest, id: "SVC0004", "No valid addresses provided in message part address")
+        }
+        let sender = context.parameters.get("sender") ?? ""
+        if let status = nextError(api: "orange", to: to) {
+            return orangeError(HTTPResponse.Status(code: status), id: "SVC1000", "Scripted failure")
+        }
+        let resource = { (id: String) in "\(self.baseURL)/smsmessaging/v1/outbound/\(sender)/requests/\(id)" }
+        // Orange drops a repeat of a client correlator it has seen: same resource, no second SMS.
+        if let correlator = m.clientCorrelator, let earlier = state.withLock({ $0.byCorrelator[correlator] }) {
+            return Self.json(.created, ["outboundSMSMessageRequest": ["address": m.address, "senderAddress": m.senderAddress,
+                                                                       "resourceURL": resource(earlier.id)]])
+        }
+        let message = Received(api: "orange", id: Self.newID(""), to: to, from: OrangeSms.e164(m.senderAddress),
+                               body: m.outboundSMSTextMessage.message, clientCorrelator: m.clientCorrelator)
+        state.withLock { s in
+            s.received.append(message)
+            if let c = m.clientCorrelator { s.byCorrelator[c] = message }
+        }
+        if let receipt = m.receiptRequest {
+            let (outcome, delay) = plan(api: "orange", to: to)
+            Task {
+                try? await Task.sleep(for: self.configuration.callbackDelay + .milliseconds(delay))
+                let status = outcome == .delivered ? "DeliveredToTerminal" : "DeliveryImpossible"
+                let receiptBody = OrangeSms.DeliveryReceipt(address: to, status: status, callbackData: receipt.callbackData)
+                var post = HTTPClientRequest(url: receipt.notifyURL)
+                post.method = .POST
+                post.headers.add(name: "Content-Type", value: "application/json")
+                post.body = .bytes(ByteBuffer(bytes: (try? JSONEncoder().encode(receiptBody)) ?? Data()))
+                await self.post(post)
+            }
+        }
+        return Self.json(.created, ["outboundSMSMessageRequest": ["address": m.address, "senderAddress": m.senderAddress,
+                                                                   "clientCorrelator": m.clientCorrelator ?? "",
+                                                                   "resourceURL": resource(message.id)]])
+    }
+}
