@@ -13,9 +13,9 @@ COPY Services Services
 COPY Tests Tests
 COPY proto proto
 RUN swift build -c release --static-swift-stdlib \
-    --product router --product identity --product dispatch --product alerts --product messaging --product caremesh \
+    --product router --product identity --product dispatch --product alerts --product messaging --product sandbox --product caremesh \
  && bin="$(swift build -c release --show-bin-path)" && mkdir /out \
- && cp "$bin/router" "$bin/identity" "$bin/dispatch" "$bin/alerts" "$bin/messaging" "$bin/caremesh" /out/
+ && cp "$bin/router" "$bin/identity" "$bin/dispatch" "$bin/alerts" "$bin/messaging" "$bin/sandbox" "$bin/caremesh" /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libzmq5 ca-certificates tzdata \
@@ -25,6 +25,7 @@ COPY --from=build /out/ /usr/local/bin/
 USER caremesh
 # Containers talk across their network: bind the router on every interface.
 ENV CAREMESH_ROUTER_CLIENT_ENDPOINT=tcp://0.0.0.0:5555 \
-    CAREMESH_ROUTER_WORKER_ENDPOINT=tcp://0.0.0.0:5556
-EXPOSE 5555 5556
+    CAREMESH_ROUTER_WORKER_ENDPOINT=tcp://0.0.0.0:5556 \
+    CAREMESH_HTTP_ADDRESS=0.0.0.0:8080
+EXPOSE 5555 5556 8080
 CMD ["router"]

@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "dispatch", targets: ["DispatchMain"]),
         .executable(name: "alerts", targets: ["AlertsMain"]),
         .executable(name: "messaging", targets: ["MessagingMain"]),
+        .executable(name: "sandbox", targets: ["SandboxMain"]),
         .executable(name: "caremesh", targets: ["CareMeshCLI"]),
     ],
     dependencies: [
@@ -87,6 +88,7 @@ let package = Package(
             name: "CareMeshRouter",
             dependencies: ["CareMeshRPC", "ZMQ", "CareMeshContracts", "CareMeshAuth",
                            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                           .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
@@ -117,9 +119,11 @@ let package = Package(
         // The provider sandbox: a local HTTP server speaking Twilio's and Orange's APIs, posting
         // signed status callbacks with scripted outcomes (tests and `caremesh up`).
         .target(name: "ProviderSandbox",
-                dependencies: ["MessagingService", .product(name: "Hummingbird", package: "hummingbird"),
+                dependencies: ["MessagingService", "CareMeshRPC", .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "AsyncHTTPClient", package: "async-http-client")],
-                path: "Services/Sandbox", swiftSettings: swiftSettings),
+                path: "Services/Sandbox/Library", swiftSettings: swiftSettings),
+        .executableTarget(name: "SandboxMain", dependencies: ["ProviderSandbox", "CareMeshRPC"],
+                          path: "Services/Sandbox/Main", swiftSettings: swiftSettings),
         .executableTarget(name: "MessagingMain", dependencies: ["MessagingService", "CareMeshStore"],
                           path: "Services/Messaging/Main", swiftSettings: swiftSettings),
         // The command line: call, health, up/down/status, bench.
@@ -133,6 +137,7 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Services/CLI",
             swiftSettings: swiftSettings
@@ -150,7 +155,8 @@ let package = Package(
             dependencies: ["CareMeshTesting", "CareMeshRouter", "CareMeshRPC", "CareMeshContracts", "CareMeshStore", "ZMQ",
                            "CareMeshAuth", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "PostgresNIO", package: "postgres-nio"),
-                           "IdentityService", "DispatchService", "AlertsService", "MessagingService", "ProviderSandbox"],
+                           "IdentityService", "DispatchService", "AlertsService", "MessagingService", "ProviderSandbox",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")],
             path: "Tests/CareMeshTests",
             swiftSettings: swiftSettings
         ),

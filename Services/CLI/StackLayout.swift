@@ -28,6 +28,34 @@ struct StackLayout {
     /// `$CAREMESH_HOME/<service>-secret`.
     func serviceSecret(_ service: String) throws -> String { try secret("\(service)-secret") }
 
+    /// The sandbox provider's settings and messaging's, pointing at each other: the sandbox on
+    /// `SANDBOX_PORT` (8090) with this stack's own credentials, messaging sending there with
+    /// Twilio first and Orange as failover, callbacks to the router's HTTP edge. Values already
+    /// in `env` are kept.
+    func sandboxEnvironment(_ env: inout [String: String]) throws {
+        func hex(_ name: String) throws -> String {
+            Data(base64Encoded: try secret(name))!.map { String(format: "%02x", $0) }.joined()
+        }
+        let port = env["SANDBOX_PORT"] ?? "8090"
+        let base = "http://127.0.0.1:\(port)"
+        let values: [String: String] = [
+            "SANDBOX_PORT": port,
+            "SANDBOX_TWILIO_AUTH_TOKEN": try hex("sandbox-twilio-token"),
+            "SANDBOX_ORANGE_CLIENT_SECRET": try hex("sandbox-orange-secret"),
+            "MESSAGING_TWILIO_URL": base,
+            "MESSAGING_TWILIO_ACCOUNT_SID": "AC00000000000000000000000000000000",
+            "MESSAGING_TWILIO_FROM": "+15005550006",
+            "MESSAGING_ORANGE_URL": base,
+            "MESSAGING_ORANGE_CLIENT_ID": "sandbox-orange-client",
+            "MESSAGING_ORANGE_SENDER": "+33700000000",
+            "MESSAGING_ORANGE_WEBHOOK_KEY": try hex("sandbox-orange-webhook-key"),
+            "MESSAGING_WEBHOOK_BASE_URL": "http://" + (env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080"),
+        ]
+        for (key, value) in values where (env[key] ?? "").isEmpty { env[key] = value }
+        env["MESSAGING_TWILIO_AUTH_TOKEN"] = env["SANDBOX_TWILIO_AUTH_TOKEN"]
+        env["MESSAGING_ORANGE_CLIENT_SECRET"] = env["SANDBOX_ORANGE_CLIENT_SECRET"]
+    }
+
     /// 32 random bytes (base64) made once and kept in `$CAREMESH_HOME/<name>` (0600).
     private func secret(_ name: String) throws -> String {
         let file = home.appendingPathComponent(name)

@@ -62,9 +62,13 @@ struct Up: AsyncParsableCommand {
         for service in IdentityConfiguration.servicesWithSecrets where (env["\(service.uppercased())_SERVICE_SECRET"] ?? "").isEmpty {
             env["\(service.uppercased())_SERVICE_SECRET"] = try layout.serviceSecret(service)
         }
+        // No real SMS provider configured: the sandbox plays Twilio and Orange, and posts its
+        // callbacks to the router's HTTP edge.
+        let sandboxed = (env["MESSAGING_TWILIO_ACCOUNT_SID"] ?? "").isEmpty && (env["MESSAGING_ORANGE_CLIENT_ID"] ?? "").isEmpty
+        if sandboxed { try layout.sandboxEnvironment(&env) }
         let supervisor = Supervisor(layout: layout, environment: env)
         do {
-            for name in ["router"] + StackLayout.services {
+            for name in ["router"] + (sandboxed ? ["sandbox"] : []) + StackLayout.services {
                 progress("starting \(name)")
                 try supervisor.start(name)
             }
@@ -125,6 +129,7 @@ struct Up: AsyncParsableCommand {
         CareMesh is up.
           clients: \(env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] ?? MDP.defaultClientEndpoint)
           workers: \(env["CAREMESH_ROUTER_WORKER_ENDPOINT"] ?? MDP.defaultWorkerEndpoint)
+          http:    http://\(env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080") (POST /v1/{service}/{Method}, /webhooks/{kind}/{provider}, /healthz, /metrics)
           logs:    \(layout.logs.path)/{router,identity,dispatch,alerts,messaging}.log
           data:    \(LocalDatabase.isExternal(env) ? "DATABASE_URL" : layout.home.appendingPathComponent("pg").path)
           schemas: caremesh migrate identity status

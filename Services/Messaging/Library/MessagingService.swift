@@ -21,10 +21,11 @@ public enum MessagingService {
                             logger: Logger = Logger(label: "caremesh.messaging")) async throws -> ServiceHost {
         let configuration = try MessagingConfiguration(environment: environment)
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
-            let sender = SmsSender(store: store, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
+            let sender = SmsSender(store: store, outbox: outbox, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
+            let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, logger: logger)
             return ServiceHost.Parts(
-                handlers: handlers(store: store, desk: desk, logger: logger),
+                handlers: handlers(store: store, desk: desk, webhooks: webhooks, logger: logger),
                 background: [sender])
         }
         try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
@@ -33,7 +34,7 @@ public enum MessagingService {
         return host
     }
 
-    static func handlers(store: Store, desk: SmsDesk, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, desk: SmsDesk, webhooks: Webhooks, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
@@ -45,6 +46,8 @@ public enum MessagingService {
         let templates = Templates(store: store, logger: logger)
         h.register(MessagingMethods.listSmsTemplates) { r, ctx in try await templates.list(r, ctx) }
         h.register(MessagingMethods.putSmsTemplate) { r, ctx in try await templates.put(r, ctx) }
+        h.register(MessagingMethods.handleWebhook) { r, ctx in try await webhooks.handle(r, ctx) }
+        h.register(MessagingMethods.listWebhookLogs) { r, ctx in try await webhooks.list(r, ctx) }
         return h
     }
 }

@@ -23,7 +23,7 @@ enum SendOutcome: Sendable, Equatable {
 /// pending, their time come, not leased) with `FOR UPDATE SKIP LOCKED` and leases them, so any
 /// number of messaging instances share the work and a crashed one's messages are taken again
 /// when the lease runs out; then sends them concurrently, outside any transaction, and records
-/// every outcome in one statement.
+/// every outcome in one statement, with an `SmsStatusChanged` event for each status that moved.
 ///
 /// Per message and round, the providers are tried in order: a retryable failure (5xx, 429, a
 /// timeout) moves on to the next (failover); a permanent one fails the message. When all failed
@@ -36,11 +36,13 @@ public final class SmsSender: Service, Sendable {
     let store: Store
     let configuration: MessagingConfiguration
     let providers: [any SmsProvider]
+    let outbox: Outbox
     let logger: Logger
     let signal = ChangeSignal()
 
-    init(store: Store, configuration: MessagingConfiguration, providers: [any SmsProvider], logger: Logger) {
+    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, providers: [any SmsProvider], logger: Logger) {
         self.store = store
+        self.outbox = outbox
         self.configuration = configuration
         self.providers = providers
         self.logger = logger
@@ -166,7 +168,13 @@ public final class SmsSender: Service, Sendable {
                 logger.notice("SMS not sent", metadata: ["sms.id": "\(m.sms.id)", "outcome": "\(kind)"])
             }
         }
+        // `before` reads each row's status under its lock, so the events say what changed.
         let query: PostgresQuery = """
+                WITH o AS (SELECT id, kind, nullif(provider, '') AS provider, nullif(provider_id, '') AS provider_id,
+                                  nullif(sender, '') AS sender, nullif(error, '') AS error, delay
+                           FROM unnest(\(ids)::uuid[], \(kinds)::text[], \(providers)::text[], \(providerIDs)::text[], \(senders)::text[],
+                                       \(errors)::text[], \(delays)::float8[]) AS u(id, kind, provider, provider_id, sender, error, delay)),
+                before AS (SELECT m.id, m.status FROM sms_messages m JOIN o ON o.id = m.id FOR UPDATE OF m)
                 UPDATE sms_messages m SET
                     lease_until = NULL,
                     status = CASE WHEN m.status <> 'pending' THEN m.status
@@ -181,12 +189,20 @@ public final class SmsSender: Service, Sendable {
                                        THEN m.retry_count + 1 ELSE m.retry_count END,
                     next_attempt_at = now() + make_interval(secs => o.delay),
                     error_message = CASE WHEN o.kind = 'sent' THEN NULL ELSE o.error END
-                FROM (SELECT id, kind, nullif(provider, '') AS provider, nullif(provider_id, '') AS provider_id,
-                             nullif(sender, '') AS sender, nullif(error, '') AS error, delay
-                      FROM unnest(\(ids)::uuid[], \(kinds)::text[], \(providers)::text[], \(providerIDs)::text[], \(senders)::text[],
-                                  \(errors)::text[], \(delays)::float8[]) AS u(id, kind, provider, provider_id, sender, error, delay)) o
+                FROM o JOIN before ON before.id = o.id
                 WHERE m.id = o.id
+                RETURNING m.id, before.status, m.status, m.client_correlator, m.patient_id, m.callback_data, m.provider
                 """
-        _ = try await store.withConnection { c in try await c.query(query, logger: self.logger) }
+        try await store.withTransaction { c in
+            var events = PendingEvents()
+            let rows = try await c.query(query, logger: self.logger)
+            for try await (id, before, after, correlator, patient, callbackData, provider)
+                in rows.decode((UUID, String, String, String, UUID?, String?, String?).self) {
+                guard before != after, let from = SmsStatus(rawValue: before), let to = SmsStatus(rawValue: after) else { continue }
+                try events.add(SmsEvents.statusChanged(id: id, correlator: correlator, status: to, previous: from, patient: patient,
+                                                       callbackData: callbackData, provider: provider), key: id.text)
+            }
+            try await self.outbox.append(events, on: c)
+        }
     }
 }

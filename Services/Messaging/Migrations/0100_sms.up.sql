@@ -93,7 +93,8 @@ CREATE TABLE sms_messages (
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT sms_messages_provider_id UNIQUE (provider, provider_message_id),
     CONSTRAINT sms_messages_scheduled CHECK (status <> 'scheduled' OR scheduled_at IS NOT NULL),
-    CONSTRAINT sms_messages_sent CHECK (status NOT IN ('sent', 'delivered') OR (sent_at IS NOT NULL AND provider_message_id IS NOT NULL)),
+    -- A provider's receipt can arrive before the sender recorded the provider's id: only sent_at is sure.
+    CONSTRAINT sms_messages_sent CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL),
     CONSTRAINT sms_messages_delivered CHECK (status <> 'delivered' OR delivered_at IS NOT NULL),
     CONSTRAINT sms_messages_failed CHECK (status <> 'failed' OR failed_at IS NOT NULL),
     CONSTRAINT sms_messages_cancelled CHECK (status <> 'cancelled' OR cancelled_at IS NOT NULL),

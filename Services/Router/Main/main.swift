@@ -2,8 +2,15 @@ import CareMeshRPC
 import CareMeshRouter
 import Foundation
 import Logging
+import ServiceLifecycle
 
 ServiceRunner.bootstrapLogging()
 let logger = Logger(label: "caremesh.router")
-let router = Router(configuration: RouterConfiguration(environment: ProcessInfo.processInfo.environment), logger: logger)
-try await ServiceRunner.run([router], logger: logger)
+let environment = ProcessInfo.processInfo.environment
+let router = Router(configuration: RouterConfiguration(environment: environment), logger: logger)
+// The HTTP/JSON edge runs beside the broker unless CAREMESH_HTTP_ADDRESS is "off".
+var services: [any Service] = [router]
+if let edge = HTTPEdge.Configuration(environment: environment) {
+    services.append(HTTPEdge(configuration: edge, router: router, logger: logger))
+}
+try await ServiceRunner.run(services, logger: logger)

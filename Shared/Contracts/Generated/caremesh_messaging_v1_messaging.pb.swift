@@ -1054,6 +1054,62 @@ public nonisolated struct Caremesh_Messaging_V1_CallStatusChanged: Sendable {
   fileprivate var _occurredAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// An SMS reached a new status (the sender's record of a provider's acceptance, or a provider's
+/// callback). Ids only: no number, no text.
+public nonisolated struct Caremesh_Messaging_V1_SmsStatusChanged: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var messageID: String = String()
+
+  public var clientCorrelator: String = String()
+
+  public var status: Caremesh_Messaging_V1_SmsStatus = .unspecified
+
+  public var previousStatus: Caremesh_Messaging_V1_SmsStatus = .unspecified
+
+  public var patientID: String = String()
+
+  public var callbackData: String = String()
+
+  public var provider: String = String()
+
+  public var occurredAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_occurredAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_occurredAt = newValue}
+  }
+  /// Returns true if `occurredAt` has been explicitly set.
+  public var hasOccurredAt: Bool {self._occurredAt != nil}
+  /// Clears the value of `occurredAt`. Subsequent reads from it will return its default value.
+  public mutating func clearOccurredAt() {self._occurredAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _occurredAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// A number opted out of or back in to SMS (by keyword, or recorded by staff).
+public nonisolated struct Caremesh_Messaging_V1_SmsConsentChanged: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entryID: String = String()
+
+  public var patientID: String = String()
+
+  public var optedIn: Bool = false
+
+  public var method: Caremesh_Messaging_V1_ConsentMethod = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caremesh.messaging.v1"
@@ -2432,6 +2488,120 @@ nonisolated extension Caremesh_Messaging_V1_CallStatusChanged: SwiftProtobuf.Mes
     if lhs.providerCallID != rhs.providerCallID {return false}
     if lhs._occurredAt != rhs._occurredAt {return false}
     if lhs.durationS != rhs.durationS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsStatusChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SmsStatusChanged"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}client_correlator\0\u{1}status\0\u{3}previous_status\0\u{3}patient_id\0\u{3}callback_data\0\u{1}provider\0\u{3}occurred_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clientCorrelator) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.previousStatus) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.callbackData) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.provider) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._occurredAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.messageID.isEmpty {
+      try visitor.visitSingularStringField(value: self.messageID, fieldNumber: 1)
+    }
+    if !self.clientCorrelator.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientCorrelator, fieldNumber: 2)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 3)
+    }
+    if self.previousStatus != .unspecified {
+      try visitor.visitSingularEnumField(value: self.previousStatus, fieldNumber: 4)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 5)
+    }
+    if !self.callbackData.isEmpty {
+      try visitor.visitSingularStringField(value: self.callbackData, fieldNumber: 6)
+    }
+    if !self.provider.isEmpty {
+      try visitor.visitSingularStringField(value: self.provider, fieldNumber: 7)
+    }
+    try { if let v = self._occurredAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SmsStatusChanged, rhs: Caremesh_Messaging_V1_SmsStatusChanged) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.clientCorrelator != rhs.clientCorrelator {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.previousStatus != rhs.previousStatus {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.callbackData != rhs.callbackData {return false}
+    if lhs.provider != rhs.provider {return false}
+    if lhs._occurredAt != rhs._occurredAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SmsConsentChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SmsConsentChanged"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{3}patient_id\0\u{3}opted_in\0\u{1}method\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.optedIn) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.method) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 1)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 2)
+    }
+    if self.optedIn != false {
+      try visitor.visitSingularBoolField(value: self.optedIn, fieldNumber: 3)
+    }
+    if self.method != .unspecified {
+      try visitor.visitSingularEnumField(value: self.method, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SmsConsentChanged, rhs: Caremesh_Messaging_V1_SmsConsentChanged) -> Bool {
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.optedIn != rhs.optedIn {return false}
+    if lhs.method != rhs.method {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -12,7 +12,9 @@ import Testing
                    "IDENTITY_KEY_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
                    "DISPATCH_SERVICE_SECRET": "dispatch-secret-0123456789abcdef0123456789",
                    "ALERTS_SERVICE_SECRET": "alerts-secret-0123456789abcdef0123456789",
-                   "MESSAGING_SERVICE_SECRET": "messaging-secret-0123456789abcdef0123456789"]
+                   "MESSAGING_SERVICE_SECRET": "messaging-secret-0123456789abcdef0123456789",
+                   "SANDBOX_TWILIO_AUTH_TOKEN": "twilio-token-0123456789", "SANDBOX_ORANGE_CLIENT_SECRET": "orange-secret-0123456789",
+                   "SANDBOX_ORANGE_WEBHOOK_KEY": "orange-key-0123456789abcdef"]
 
     @Test("docker-compose config accepts the file and lists every service; it refuses to run without secrets")
     func validates() async throws {
@@ -21,7 +23,7 @@ import Testing
         #expect(ok.status == 0, "\(ok.stderr)")
         let services = try await TestStack.run(compose, ["-f", file, "config", "--services"], environment: secrets)
         #expect(Set(services.stdout.split(separator: "\n").map(String.init))
-                == ["postgres", "provision", "router", "identity", "dispatch", "alerts", "messaging"])
+                == ["postgres", "provision", "router", "identity", "dispatch", "alerts", "messaging", "sandbox"])
         let full = try await TestStack.run(compose, ["-f", file, "config"], environment: secrets)
         #expect(full.stdout.components(separatedBy: "service_completed_successfully").count - 1 == 4)
         #expect(full.stdout.components(separatedBy: "healthcheck:").count - 1 == 6)
@@ -30,6 +32,10 @@ import Testing
         for service in ["dispatch", "alerts", "messaging"] {
             #expect(full.stdout.components(separatedBy: "\(service)-secret-0123456789").count - 1 == 2, "\(service)")
         }
+        // The sandbox's credentials reach it and messaging, which sends to it and checks its signatures.
+        #expect(full.stdout.components(separatedBy: "twilio-token-0123456789").count - 1 == 2)
+        #expect(full.stdout.components(separatedBy: "orange-secret-0123456789").count - 1 == 2)
+        #expect(full.stdout.contains("http://router:8080"))
         let missing = secrets
         for key in ["IDENTITY_DB_PASSWORD", "ALERTS_SERVICE_SECRET"] {
             let refused = try await TestStack.run(compose, ["-f", file, "config", "-q"],

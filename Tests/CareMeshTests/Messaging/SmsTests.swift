@@ -21,6 +21,8 @@ import Testing
         let db: TestDatabase
         let sandbox: ProviderSandbox
         let admin: TestAccount
+        /// The router's HTTP edge, e.g. http://127.0.0.1:40123.
+        let edgeURL: String
 
         func count(_ query: PostgresQuery) async throws -> Int64 { try await db.count(query) }
 
@@ -58,14 +60,19 @@ import Testing
         }
     }
 
-    /// A fresh database, the sandbox, a router that requires tokens, identity and messaging
-    /// with Twilio then Orange (both the sandbox) in failover order.
+    /// A fresh database, the sandbox, a router that requires tokens with its HTTP edge, identity
+    /// and messaging with Twilio then Orange (both the sandbox) in failover order, callbacks to
+    /// the edge.
     func withStack(_ extra: [String: String] = [:], _ body: @Sendable (Stack) async throws -> Void) async throws {
         let sandbox = ProviderSandbox(logger: TestStack.quietLogger("sandbox"))
-        try await TestStack.withServices([sandbox]) {
+        let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
+        defer { router.stop() }
+        var edgeConfiguration = HTTPEdge.Configuration()
+        edgeConfiguration.port = 0
+        let edge = HTTPEdge(configuration: edgeConfiguration, router: router, logger: TestStack.quietLogger("edge"))
+        try await TestStack.withServices([sandbox, edge]) {
             let base = "http://127.0.0.1:\(await sandbox.port())"
-            let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
-            defer { router.stop() }
+            let edgeURL = "http://127.0.0.1:\(await edge.port())"
             let db = try await TestDatabase.fresh("sms")
             let c = sandbox.configuration
             let env = db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
@@ -74,7 +81,8 @@ import Testing
                           "MESSAGING_TWILIO_AUTH_TOKEN": c.twilioAuthToken, "MESSAGING_TWILIO_FROM": "+15005550006",
                           "MESSAGING_ORANGE_URL": base, "MESSAGING_ORANGE_CLIENT_ID": c.orangeClientID,
                           "MESSAGING_ORANGE_CLIENT_SECRET": c.orangeClientSecret, "MESSAGING_ORANGE_SENDER": "+33700000000",
-                          "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50"]) { $1 }
+                          "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50",
+                          "MESSAGING_WEBHOOK_BASE_URL": edgeURL]) { $1 }
                 .merging(extra) { $1 }
             let identity = try await IdentityService.make(environment: env, logger: logger)
             let messaging = try await MessagingService.make(environment: env, logger: logger)
@@ -86,7 +94,7 @@ import Testing
                     if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
                 }
                 let admin = try await TestAccount.make(client, db, role: "admin")
-                try await body(Stack(client: client, db: db, sandbox: sandbox, admin: admin))
+                try await body(Stack(client: client, db: db, sandbox: sandbox, admin: admin, edgeURL: edgeURL))
             }
         }
     }
@@ -152,7 +160,7 @@ import Testing
             #expect(sent.message.status == .pending)
             #expect(sent.message.language == "fr")
             #expect(sent.message.body.hasPrefix("Rappel : le vaccin MMR de Ana est prévu le 2026-12-01 à Clinic 4."))
-            let done = try await s.until(sent.message.id, is: .sent)
+            let done = try await s.until(sent.message.id, is: .delivered)
             #expect(done.provider == "twilio")
             #expect(done.providerMessageID.hasPrefix("SM"))
             #expect(done.senderAddress == "+15005550006")
@@ -175,7 +183,7 @@ import Testing
             #expect(first.message.id == again.message.id)
             // The same key for another message is refused.
             #expect(await statusCode { _ = try await s.send(Self.text(to, "Something else", correlator: "appt-42-result")) } == .alreadyExists)
-            try await s.until(first.message.id, is: .sent)
+            try await s.until(first.message.id, is: .delivered)
             #expect(try await s.count("SELECT count(*) FROM messaging.sms_messages") == 1)
             #expect(s.sandbox.received.count == 1)
         }
@@ -207,7 +215,7 @@ import Testing
             // Twilio answers 503 once: Orange (second in order) takes the message at once.
             s.sandbox.apply(.init(api: "twilio", sendErrors: [503]))
             let failedOver = try await s.send(Self.text(to, "first"))
-            let m = try await s.until(failedOver.message.id, is: .sent)
+            let m = try await s.until(failedOver.message.id, is: .delivered)
             #expect(m.provider == "orange")
             #expect(m.retryCount == 0)
             #expect(m.senderAddress == "+33700000000")
@@ -217,7 +225,7 @@ import Testing
             s.sandbox.apply(.init(api: "twilio", sendErrors: [500, 502]))
             s.sandbox.apply(.init(api: "orange", sendErrors: [503, 429]))
             let retried = try await s.send(Self.text(to, "second"))
-            let r = try await s.until(retried.message.id, is: .sent)
+            let r = try await s.until(retried.message.id, is: .delivered)
             #expect(r.provider == "twilio")
             #expect(r.retryCount == 2)
 
@@ -263,7 +271,7 @@ import Testing
             let cancelled = try await s.client.call(MessagingMethods.cancelSms, request: cancel, options: s.admin.auth)
             #expect(cancelled.message.status == .cancelled)
             #expect(s.sandbox.received.isEmpty)
-            let sent = try await s.until(m.message.id, is: .sent)
+            let sent = try await s.until(m.message.id, is: .delivered)
             #expect(sent.sentAt.date >= m.message.scheduledAt.date)
             // A message that went out cannot be cancelled.
             cancel.id = m.message.id

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CareMeshRPC
 import Foundation
 import Hummingbird
 import Logging
@@ -93,8 +94,7 @@ public final class ProviderSandbox: Service, Sendable {
     public let configuration: Configuration
     let logger: Logger
     private let state = Mutex(State())
-    private let bound = Mutex<Int?>(nil)
-    private let ready = AsyncStream<Int>.makeStream()
+    private let bound = BoundPort()
 
     public init(configuration: Configuration = .init(), logger: Logger = Logger(label: "caremesh.sandbox")) {
         self.configuration = configuration
@@ -102,13 +102,9 @@ public final class ProviderSandbox: Service, Sendable {
     }
 
     /// The port it listens on, once running.
-    public func port() async -> Int {
-        if let p = bound.withLock({ $0 }) { return p }
-        for await p in ready.stream { return p }
-        return bound.withLock { $0 } ?? 0
-    }
+    public func port() async -> Int { await bound.wait() }
 
-    public var baseURL: String { "http://\(configuration.host):\(bound.withLock { $0 } ?? configuration.port)" }
+    public var baseURL: String { "http://\(configuration.host):\(bound.current ?? configuration.port)" }
 
     // MARK: - Scripts
 
@@ -179,11 +175,7 @@ public final class ProviderSandbox: Service, Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "caremesh-sandbox"),
-            onServerRunning: { channel in
-                let port = channel.localAddress?.port ?? 0
-                self.bound.withLock { $0 = port }
-                self.ready.continuation.yield(port)
-            },
+            onServerRunning: { channel in self.bound.set(channel.localAddress?.port ?? 0) },
             logger: logger)
         try await app.run()
     }

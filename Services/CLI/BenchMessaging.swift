@@ -1,0 +1,157 @@
+import ArgumentParser
+import AsyncHTTPClient
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import IdentityService
+import MessagingService
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// `caremesh bench messaging`: SMS sends through the router into the provider sandbox, and
+/// provider webhooks through the router's HTTP edge.
+struct MessagingBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "messaging",
+        abstract: "SMS sends/s into the sandbox and webhook ingests/s through the HTTP edge; through the router.",
+        discussion: """
+            Needs a running stack from `caremesh up` (release build recommended), whose messaging sends to the \
+            sandbox. It gives --numbers phone numbers consent (straight into messaging's ledger), registers an \
+            admin at identity, then: sends: SendSms back to back from --concurrency callers for --duration \
+            seconds (the call's latency and rate), and how fast the sender handed them all to the sandbox \
+            (accepted by the provider, counted from the first send to the last acceptance). Webhooks: Twilio \
+            status callbacks, signed as Twilio signs them, posted to the edge by --concurrency HTTP clients; \
+            each is logged, authenticated and checked for idempotency; half repeat a callback already applied \
+            (duplicates), half are new (a status for a message id messaging does not know).
+            """
+    )
+
+    @OptionGroup var router: RouterOptions
+    @Option(help: "What to measure: sends, webhooks or both.") var part = "both"
+    @Option(help: "Calls (or HTTP requests) in flight.") var concurrency = 64
+    @Option(help: "Phone numbers with consent.") var numbers = 1_000
+    @Option(help: "Warm-up seconds.") var warmup = 2.0
+    @Option(help: "Measured seconds.") var duration = 10.0
+
+    func validate() throws {
+        if !["sends", "webhooks", "both"].contains(part) { throw ValidationError("--part must be sends, webhooks or both") }
+        if concurrency < 1 || concurrency > 1_000 { throw ValidationError("--concurrency must be between 1 and 1000") }
+        if numbers < 1 || numbers > 1_000_000 { throw ValidationError("--numbers must be between 1 and 1000000") }
+        if !(warmup >= 0 && duration > 0) { throw ValidationError("--warmup must be at least 0 and --duration more than 0") }
+    }
+
+    static func phone(_ i: Int) -> String { "+3367" + String(format: "%07d", i) }
+
+    func run() async throws {
+        print(machineLine())
+        let logger = cliLogger("caremesh.bench")
+        let layout = StackLayout()
+        let messagingDB = try LocalDatabase.url(for: MessagingService.name, layout: layout)
+        let identityDB = try LocalDatabase.url(for: IdentityService.name, layout: layout)
+        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        defer { client.close() }
+        try await Store.withSingleConnection(messagingDB, timeout: .seconds(30), logger: logger) { conn in
+            try await conn.query("""
+                INSERT INTO sms_consent (phone_number, consent_given, consent_method, evidence, created_by)
+                SELECT '+3367' || lpad(i::text, 7, '0'), true, 'written', 'caremesh bench', 'bench'
+                FROM generate_series(0, \(numbers - 1)) i
+                WHERE NOT EXISTS (SELECT 1 FROM sms_consent c WHERE c.phone_number = '+3367' || lpad(i::text, 7, '0'))
+                """, logger: logger)
+            try await conn.query("VACUUM (ANALYZE) sms_consent, sms_messages, webhook_applied", logger: logger)
+        }
+        let run = UInt32.random(in: 0...UInt32.max)
+        let email = "bench-messaging-\(run)@example.org", password = "bench passphrase \(run)"
+        _ = try await registerBenchAccounts(client, emails: [email], password: password, concurrency: 1)
+        try await Store.withSingleConnection(identityDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("UPDATE users SET role = 'admin' WHERE email = \(email)", logger: logger)
+        }
+        var login = Caremesh_Identity_V1_LoginRequest()
+        login.email = email
+        login.password = password
+        let session = try await client.call(IdentityMethods.login, request: login, options: .init(timeout: .seconds(60))).session
+        let admin = CallOptions(metadata: ["authorization": "Bearer \(session.accessToken)"])
+
+        if part != "webhooks" { try await sends(client, admin: admin, run: run, messagingDB: messagingDB, logger: logger) }
+        if part != "sends" { try await webhooks(layout: layout, messagingDB: messagingDB, logger: logger) }
+    }
+
+    func sends(_ client: RPCClient, admin: CallOptions, run: UInt32, messagingDB: DatabaseURL, logger: Logger) async throws {
+        let processes = StackProcesses(layout: StackLayout(), names: ["router", "messaging", "sandbox"])
+        let counter = Atomic<Int>(0)
+        let started = Date()
+        let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration, processes: processes).run { _ in
+            let n = counter.add(1, ordering: .relaxed).newValue
+            var r = Caremesh_Messaging_V1_SendSmsRequest()
+            r.to = Self.phone(n % numbers)
+            r.text = "Reminder: your appointment is tomorrow at 10:00. Reply STOP to opt out."
+            r.clientCorrelator = "bench-\(run)-\(n)"
+            _ = try await client.call(MessagingMethods.sendSms, request: r, options: admin)
+        }
+        print(result.line("messaging SendSms (consent checked, recorded; closed loop)", "concurrency=\(concurrency) numbers=\(numbers)"))
+        // Until every message of this run is with the provider (or 60 s).
+        let prefix = "bench-\(run)-%"
+        let deadline = Date().addingTimeInterval(60)
+        var row: (Int64, Int64, Double) = (0, 0, 0)
+        while Date() < deadline {
+            row = try await Store.withSingleConnection(messagingDB, timeout: .seconds(10), logger: logger) { conn in
+                let rows = try await conn.query("""
+                    SELECT count(*), count(*) FILTER (WHERE sent_at IS NOT NULL),
+                           coalesce(extract(epoch FROM max(sent_at) - min(created_at)), 0)::float8
+                    FROM sms_messages WHERE client_correlator LIKE \(prefix) AND created_at >= \(started)
+                    """, logger: logger)
+                var out: (Int64, Int64, Double) = (0, 0, 0)
+                for try await r in rows.decode((Int64, Int64, Double).self) { out = r }
+                return out
+            }
+            if row.0 > 0 && row.0 == row.1 { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        print(String(format: "messaging sends handed to the sandbox (first send → last provider acceptance): count=%d accepted=%d seconds=%.2f per_s=%.0f",
+                     row.0, row.1, row.2, row.2 > 0 ? Double(row.1) / row.2 : 0))
+    }
+
+    func webhooks(layout: StackLayout, messagingDB: DatabaseURL, logger: Logger) async throws {
+        var env = ProcessInfo.processInfo.environment
+        try layout.sandboxEnvironment(&env)
+        guard let token = env["SANDBOX_TWILIO_AUTH_TOKEN"] else { throw ValidationError("no sandbox credentials") }
+        let base = "http://" + (env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080")
+        // Messages to repeat callbacks for: the latest accepted by Twilio (the sandbox).
+        let known = try await Store.withSingleConnection(messagingDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                SELECT id, provider_message_id FROM sms_messages WHERE provider = 'twilio' AND provider_message_id IS NOT NULL
+                ORDER BY created_at DESC LIMIT 10000
+                """, logger: logger).collect().map { try $0.decode((UUID, String).self) }
+        }
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency)))
+        let counter = Atomic<Int>(0)
+        let processes = StackProcesses(layout: layout, names: ["router", "messaging"])
+        let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration, processes: processes).run { _ in
+            let n = counter.add(1, ordering: .relaxed).newValue
+            let url: String
+            var form: [(name: String, value: String)]
+            if n % 2 == 0, !known.isEmpty {
+                let (id, sid) = known[(n / 2) % known.count]
+                url = "\(base)/webhooks/sms/twilio?m=\(id.uuidString.lowercased())"
+                form = [("MessageSid", sid), ("MessageStatus", "delivered")]
+            } else {
+                url = "\(base)/webhooks/sms/twilio"
+                form = [("MessageSid", "SMbench\(n)x\(UInt32.random(in: 0...UInt32.max))"), ("MessageStatus", "delivered")]
+            }
+            form += [("AccountSid", "AC00000000000000000000000000000000"), ("From", "+15005550006"), ("To", Self.phone(n % numbers))]
+            var request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.headers.add(name: "X-Twilio-Signature", value: TwilioSignature.compute(authToken: token, url: url, params: form))
+            request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
+            let response = try await http.execute(request, timeout: .seconds(10))
+            _ = try await response.body.collect(upTo: 1 << 16)
+            guard response.status == .ok else { throw RPCError(.internal, "HTTP \(response.status.code)") }
+        }
+        try await http.shutdown()
+        print(result.line("messaging webhooks (signed Twilio status callbacks through the HTTP edge; half duplicates; closed loop)",
+                          "concurrency=\(concurrency) known_messages=\(known.count)"))
+    }
+}

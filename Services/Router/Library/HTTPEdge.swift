@@ -1,0 +1,246 @@
+import CareMeshContracts
+import CareMeshRPC
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SwiftProtobuf
+import Synchronization
+
+/// The router's HTTP/JSON edge (WIRE.md): `POST /v1/{service}/{Method}` with a JSON body in
+/// protobuf's JSON mapping becomes the same RPC through the router (`Authorization`,
+/// `Idempotency-Key` and `traceparent` go to metadata; the status code maps to HTTP as in
+/// google/rpc/code.proto; errors are `{"code","message","details"}`); `POST
+/// /webhooks/{kind}/{provider}` hands the request whole (headers, body, source address, the URL
+/// the provider signed) to messaging; `GET /healthz`; `GET /metrics` in Prometheus' text format.
+public final class HTTPEdge: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        /// 0: any free port (read `port()` once running).
+        public var port = 8080
+        /// The scheme and host providers were given for webhooks (e.g. `https://edge.example.org`),
+        /// so the signed URL can be rebuilt behind a proxy; without it, `http://` and the `Host` header.
+        public var publicURL: String?
+        /// The largest body taken (1 MiB).
+        public var maxBody = 1 << 20
+        public var timeout: Duration = .seconds(30)
+
+        public init() {}
+
+        /// `CAREMESH_HTTP_ADDRESS` (`127.0.0.1:8080`; `off` disables the edge),
+        /// `CAREMESH_HTTP_PUBLIC_URL`.
+        public init?(environment env: [String: String]) {
+            let address = env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080"
+            guard address.lowercased() != "off" else { return nil }
+            if let colon = address.lastIndex(of: ":"), let p = Int(address[address.index(after: colon)...]) {
+                host = String(address[..<colon])
+                port = p
+            }
+            publicURL = env["CAREMESH_HTTP_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : ($0.hasSuffix("/") ? String($0.dropLast()) : $0) }
+        }
+    }
+
+    /// Requests answered, by outcome, for `/metrics`.
+    struct Counters {
+        var rpc: [Int: Int] = [:]
+        var webhooks: [Int: Int] = [:]
+    }
+
+    public let configuration: Configuration
+    let router: Router
+    /// The edge's client of the router, made once the router has bound its client socket.
+    private let clientBox = Mutex<RPCClient?>(nil)
+    var client: RPCClient { clientBox.withLock { $0! } }
+    let logger: Logger
+    private let counters = Mutex(Counters())
+    private let bound = BoundPort()
+
+    /// Methods by "service/Method" as the URL names them.
+    let methods: [String: AnyRPCMethod]
+
+    public init(configuration: Configuration, router: Router, logger: Logger) {
+        self.configuration = configuration
+        self.router = router
+        self.logger = logger
+        var byName: [String: AnyRPCMethod] = [:]
+        for m in allRPCMethods {
+            guard let service = m.serviceName else { continue }
+            byName["\(service)/\(m.name)"] = m
+        }
+        methods = byName
+    }
+
+    /// The port it listens on, once running.
+    public func port() async -> Int { await bound.wait() }
+
+    struct Context: RequestContext, RemoteAddressRequestContext {
+        var coreContext: CoreRequestContextStorage
+        let remoteAddress: SocketAddress?
+
+        init(source: ApplicationRequestContextSource) {
+            coreContext = .init(source: source)
+            remoteAddress = source.channel.remoteAddress
+        }
+
+        var maxUploadSize: Int { 1 << 20 }
+    }
+
+    public func run() async throws {
+        // The router binds in its own run(): wait for the endpoint it got (a "*" port resolved).
+        while router.boundEndpoints.client.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        var config = ClientConfiguration(endpoint: router.boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:"))
+        config.defaultTimeout = configuration.timeout
+        let client = RPCClient(configuration: config, logger: logger)
+        clientBox.withLock { $0 = client }
+        let routes = Hummingbird.Router(context: Context.self)
+        routes.get("/healthz") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"SERVING"}"#)))
+        }
+        routes.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: self.metrics())))
+        }
+        routes.post("/v1/:service/:method") { request, context in try await self.rpc(request, context) }
+        routes.post("/webhooks/:kind/:provider") { request, context in try await self.webhook(request, context) }
+        let app = Application(
+            router: routes,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "caremesh-router"),
+            onServerRunning: { channel in self.bound.set(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        defer { client.close() }
+        try await app.run()
+    }
+
+    // MARK: - JSON RPC
+
+    static let jsonOptions: JSONEncodingOptions = {
+        var o = JSONEncodingOptions()
+        o.preserveProtoFieldNames = false
+        return o
+    }()
+
+    func json(_ status: Int, _ text: String) -> Response {
+        Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func error(_ e: RPCError) -> Response {
+        var object: [String: Any] = ["code": e.code.name, "message": e.message]
+        object["details"] = e.details.compactMap { d -> Any? in
+            guard let text = try? d.jsonString(), let data = text.data(using: .utf8) else { return nil }
+            return try? JSONSerialization.jsonObject(with: data)
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        var response = json(e.code.httpStatus, String(decoding: data, as: UTF8.self))
+        if let ms = e.retryAfterMs { response.headers[.retryAfter] = "\(max(1, (Int(ms) + 999) / 1000))" }
+        return response
+    }
+
+    func count(_ keyPath: WritableKeyPath<Counters, [Int: Int]>, _ status: Int) {
+        counters.withLock { $0[keyPath: keyPath][status, default: 0] += 1 }
+    }
+
+    func rpc(_ request: Request, _ context: Context) async throws -> Response {
+        let response = await answer(request, context)
+        count(\.rpc, Int(response.status.code))
+        return response
+    }
+
+    static func header(_ request: Request, _ name: String) -> String? {
+        request.headers.first { $0.name.canonicalName == name }?.value
+    }
+
+    func answer(_ request: Request, _ context: Context) async -> Response {
+        let service = context.parameters.get("service") ?? "", name = context.parameters.get("method") ?? ""
+        guard let method = methods["\(service)/\(name)"] else {
+            return error(RPCError(.unimplemented, "no method \(name) in service \(service)"))
+        }
+        var body = request
+        let data: Data
+        do { data = Data(buffer: try await body.collectBody(upTo: configuration.maxBody)) } catch {
+            return self.error(RPCError(.resourceExhausted, "the body is larger than \(configuration.maxBody) bytes"))
+        }
+        let message: any SwiftProtobuf.Message
+        do {
+            message = data.isEmpty ? method.requestType.init() : try method.requestType.init(jsonUTF8Data: data)
+        } catch {
+            return self.error(RPCError(.invalidArgument, "the body is not a valid \(method.requestType.protoMessageName) in protobuf's JSON mapping"))
+        }
+        var metadata: [String: String] = [:]
+        if let auth = request.headers[.authorization] { metadata["authorization"] = auth }
+        if let trace = Self.header(request, "traceparent") { metadata["traceparent"] = trace }
+        let key = Self.header(request, "idempotency-key")
+        do {
+            let bytes = try await client.callRaw(service: service, method: method.path, idempotency: method.idempotency,
+                                                 message: try message.serializedData(),
+                                                 options: CallOptions(metadata: metadata, idempotencyKey: key))
+            let reply = try method.responseType.init(serializedBytes: bytes)
+            return json(200, try reply.jsonString(options: Self.jsonOptions))
+        } catch let e as RPCError {
+            return error(e)
+        } catch {
+            return self.error(RPCError(.internal, "the reply could not be read"))
+        }
+    }
+
+    // MARK: - Webhooks
+
+    func webhook(_ request: Request, _ context: Context) async throws -> Response {
+        var w = Caremesh_Messaging_V1_WebhookRequest()
+        w.kind = context.parameters.get("kind") ?? ""
+        w.provider = context.parameters.get("provider") ?? ""
+        let base = configuration.publicURL ?? "http://" + (request.head.authority ?? "\(configuration.host):\(configuration.port)")
+        w.url = base + request.uri.description
+        for field in request.headers { w.headers.append(.with { $0.name = field.name.canonicalName; $0.value = field.value }) }
+        var body = request
+        do { w.body = Data(buffer: try await body.collectBody(upTo: configuration.maxBody)) } catch {
+            count(\.webhooks, 413)
+            return Response(status: .contentTooLarge)
+        }
+        if let address = context.remoteAddress { w.sourceAddress = address.ipAddress ?? "\(address)" }
+        w.receivedAt = Google_Protobuf_Timestamp(date: Date())
+        do {
+            let reply = try await client.call(MessagingMethods.handleWebhook, request: w)
+            count(\.webhooks, Int(reply.status))
+            var headers = HTTPFields()
+            if !reply.contentType.isEmpty { headers[.contentType] = reply.contentType }
+            return Response(status: .init(code: Int(reply.status)), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
+        } catch {
+            // Not taken: the provider retries (nothing was applied, or it is applied once).
+            let status = error.code == .resourceExhausted || error.code == .unavailable ? 503 : 500
+            count(\.webhooks, status)
+            return Response(status: .init(code: status))
+        }
+    }
+
+    // MARK: - Metrics
+
+    func metrics() -> String {
+        let s = router.stats, io = router.ioCounters
+        let c = counters.withLock { $0 }
+        var out = ""
+        func counter(_ name: String, _ help: String, _ value: Int) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+        }
+        counter("caremesh_router_requests_total", "Requests received from clients.", s.requests)
+        counter("caremesh_router_dispatched_total", "Requests handed to a worker.", s.dispatched)
+        counter("caremesh_router_replies_total", "Replies relayed to clients.", s.replies)
+        counter("caremesh_router_queue_full_total", "Requests refused with RESOURCE_EXHAUSTED (queue full).", s.queueFull)
+        counter("caremesh_router_expired_in_queue_total", "Requests whose deadline passed while queued.", s.expiredInQueue)
+        counter("caremesh_router_no_worker_total", "Requests for a service with no worker by their deadline.", s.noWorker)
+        counter("caremesh_router_workers_lost_total", "Workers declared dead.", s.workersLost)
+        counter("caremesh_router_calls_lost_total", "Calls answered UNAVAILABLE because their worker died.", s.callsLost)
+        counter("caremesh_router_malformed_total", "Malformed messages dropped.", s.malformed)
+        counter("caremesh_router_oversized_total", "Messages refused for their size.", s.oversized)
+        counter("caremesh_router_unauthenticated_total", "Requests refused for a missing or invalid token.", s.unauthenticated)
+        counter("caremesh_router_undeliverable_total", "Messages that could not be sent to a peer.", io.undeliverable)
+        out += "# HELP caremesh_http_requests_total HTTP requests answered by the edge, by route and status.\n"
+        out += "# TYPE caremesh_http_requests_total counter\n"
+        for (status, n) in c.rpc.sorted(by: { $0.key < $1.key }) { out += "caremesh_http_requests_total{route=\"rpc\",status=\"\(status)\"} \(n)\n" }
+        for (status, n) in c.webhooks.sorted(by: { $0.key < $1.key }) {
+            out += "caremesh_http_requests_total{route=\"webhook\",status=\"\(status)\"} \(n)\n"
+        }
+        return out
+    }
+}

@@ -1,0 +1,203 @@
+import AsyncHTTPClient
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import CareMeshTesting
+import Foundation
+import MessagingService
+import NIOCore
+import PostgresNIO
+import ProviderSandbox
+import SwiftProtobuf
+import Testing
+
+/// Provider callbacks and inbound texts through the router's HTTP edge, and the edge's JSON
+/// RPC: signed by the sandbox as Twilio signs, applied once, never backwards, logged.
+extension SmsTests {
+    /// A POST to the edge; the status and body.
+    static func post(_ url: String, _ body: String, headers: [(String, String)] = []) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: bytes))
+    }
+
+    static func get(_ url: String) async throws -> (Int, String) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+    }
+
+    /// The message's SMS events, as (status, previous status), in order.
+    func statusEvents(_ s: Stack, _ id: String) async throws -> [(Caremesh_Messaging_V1_SmsStatus, Caremesh_Messaging_V1_SmsStatus)] {
+        try await s.db.sql("""
+            SELECT payload FROM messaging.outbox WHERE key = \(id) AND type = \(Caremesh_Messaging_V1_SmsStatusChanged.protoMessageName) ORDER BY seq
+            """).map {
+            let e = try Caremesh_Messaging_V1_SmsStatusChanged(serializedBytes: Data(try $0.decode(ByteBuffer.self).readableBytesView))
+            return (e.status, e.previousStatus)
+        }
+    }
+
+    @Test func callbacksMoveAMessageToDeliveredOnceAndNeverBack() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let sent = try await s.send(Self.text(to, "Your appointment is confirmed."))
+            let delivered = try await s.until(sent.message.id, is: .delivered)
+            #expect(delivered.deliveryStatus == "delivered")
+            #expect(delivered.hasDeliveredAt && delivered.deliveredAt.date >= delivered.sentAt.date)
+            #expect(try await statusEvents(s, sent.message.id).map(\.0) == [.sent, .delivered])
+
+            // Twilio's callback again (a retry), and a late failure: logged, not applied.
+            let url = "\(s.edgeURL)/webhooks/sms/twilio?m=\(sent.message.id)"
+            let form: [(name: String, value: String)] = [("MessageSid", delivered.providerMessageID), ("AccountSid", s.sandbox.configuration.twilioAccountSID),
+                                                         ("From", "+15005550006"), ("To", to)]
+            await s.sandbox.postTwilio(url: url, form + [("MessageStatus", "delivered")])
+            await s.sandbox.postTwilio(url: url, form + [("MessageStatus", "undelivered"), ("ErrorCode", "30003")])
+            let after = try await s.get(sent.message.id)
+            #expect(after.status == .delivered)
+            #expect(try await statusEvents(s, sent.message.id).count == 2)
+            let logs = try await s.db.sql("""
+                SELECT duplicate, processed, webhook_type, request_ip FROM messaging.sms_webhook_logs
+                WHERE related_sms_message_id = \(UUID(uuidString: sent.message.id)!) ORDER BY created_at
+                """).map { try $0.decode((Bool, Bool, String, String?).self) }
+            // sent, delivered, the repeated delivered (a duplicate), the late failure (news, but backwards: ignored).
+            #expect(logs.map(\.0) == [false, false, true, false])
+            #expect(logs.allSatisfy { $0.1 && $0.2 == "delivery_status" && $0.3 == "127.0.0.1" })
+            // Admins list the log without its PHI.
+            var list = Caremesh_Messaging_V1_ListWebhookLogsRequest()
+            list.relatedSmsMessageID = sent.message.id
+            let listed = try await s.client.call(MessagingMethods.listWebhookLogs, request: list, options: s.admin.auth).logs
+            #expect(listed.count == 4)
+            #expect(listed.allSatisfy { $0.responseStatus == 200 && $0.provider == "twilio" })
+        }
+    }
+
+    @Test func orangeReceiptsAndUndeliveredOutcomes() async throws {
+        try await withStack { s in
+            let to = Self.phone(), other = Self.phone()
+            try await s.consent(to, true)
+            try await s.consent(other, true)
+            // Twilio is down: Orange takes it, and its receipt names the message by callbackData.
+            s.sandbox.apply(.init(api: "twilio", sendErrors: [503]))
+            let viaOrange = try await s.send(Self.text(to, "via Orange"))
+            let d = try await s.until(viaOrange.message.id, is: .delivered)
+            #expect(d.provider == "orange")
+            #expect(d.deliveryStatus == "DeliveredToTerminal")
+            // An undelivered outcome fails the message with the provider's error code.
+            s.sandbox.apply(.init(api: "twilio", to: other, outcome: .undelivered))
+            let lost = try await s.send(Self.text(other, "lost"))
+            let f = try await s.until(lost.message.id, is: .failed)
+            #expect(f.errorMessage == "twilio error 30003")
+            #expect(try await statusEvents(s, lost.message.id).map(\.0) == [.sent, .failed])
+        }
+    }
+
+    @Test func badSignaturesAreRefusedAndLogged() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let sent = try await s.send(Self.text(to, "hello"))
+            let m = try await s.until(sent.message.id, is: .delivered)
+            let url = "\(s.edgeURL)/webhooks/sms/twilio?m=\(sent.message.id)"
+            let form = "MessageSid=\(m.providerMessageID)&MessageStatus=failed"
+            let forged = TwilioSignature.compute(authToken: "not the token", url: url,
+                                                 params: [("MessageSid", m.providerMessageID), ("MessageStatus", "failed")])
+            let (status, _) = try await Self.post(url, form, headers: [("Content-Type", "application/x-www-form-urlencoded"),
+                                                                       ("X-Twilio-Signature", forged)])
+            #expect(status == 403)
+            let (unsigned, _) = try await Self.post(url, form, headers: [("Content-Type", "application/x-www-form-urlencoded")])
+            #expect(unsigned == 403)
+            // Orange's receipts need the key in the URL.
+            let receipt = #"{"deliveryInfoNotification":{"callbackData":"\#(sent.message.id)","deliveryInfo":{"address":"tel:\#(to)","deliveryStatus":"DeliveryImpossible"}}}"#
+            let (orange, _) = try await Self.post("\(s.edgeURL)/webhooks/sms/orange?key=wrong", receipt, headers: [("Content-Type", "application/json")])
+            #expect(orange == 403)
+            let (unknown, _) = try await Self.post("\(s.edgeURL)/webhooks/sms/acme", "x")
+            #expect(unknown == 404)
+            #expect(try await s.get(sent.message.id).status == .delivered)
+            let refused = try await s.db.sql("""
+                SELECT response_status, processing_error, processed FROM messaging.sms_webhook_logs WHERE response_status <> 200 ORDER BY created_at
+                """).map { try $0.decode((Int32, String?, Bool).self) }
+            #expect(refused.map(\.0) == [403, 403, 403, 404])
+            #expect(refused.allSatisfy { !$0.2 && $0.1 != nil })
+        }
+    }
+
+    @Test func webhookLogsAreHiddenFromASessionWithoutAnActor() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let sent = try await s.send(Self.text(to, "hello"))
+            try await s.until(sent.message.id, is: .delivered)
+            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs") == 2)
+            // The service's own role, without an acting user set: row-level security shows nothing.
+            let seen = try await Store.withSingleConnection(s.db.url("messaging"), logger: TestDatabase.logger) { c in
+                try await c.query("SELECT count(*) FROM sms_webhook_logs", logger: TestDatabase.logger).first(Int64.self)
+            }
+            #expect(seen == 0)
+        }
+    }
+
+    @Test func stopIsConfirmedThenBlocksAndStartReopens() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let url = "\(s.edgeURL)/webhooks/sms/twilio"
+            func inbound(_ body: String) async {
+                await s.sandbox.postTwilio(url: url, [("MessageSid", "SM" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()),
+                                                      ("AccountSid", s.sandbox.configuration.twilioAccountSID), ("From", to),
+                                                      ("To", "+15005550006"), ("Body", body), ("NumMedia", "0")])
+            }
+            await inbound("Arrêt")
+            // The confirmation (in French: the keyword was French) goes out although the number is now blocked.
+            let confirmation = try await TestStack.eventually(timeout: .seconds(10)) {
+                guard let m = s.sandbox.received.first(where: { $0.to == to }) else { throw RPCError(.notFound, "no confirmation yet") }
+                return m
+            }
+            #expect(confirmation.body == SmsKeyword.optOut.reply(language: "fr"))
+            #expect(await statusCode { _ = try await s.send(Self.text(to, "a reminder")) } == .failedPrecondition)
+            var g = Caremesh_Messaging_V1_GetSmsConsentRequest()
+            g.phone = to
+            let consent = try await s.client.call(MessagingMethods.getSmsConsent, request: g, options: s.admin.auth)
+            #expect(!consent.consentGiven)
+            #expect(consent.current.method == .smsReply)
+            // A chatty reply is logged only; START opts back in and is confirmed.
+            await inbound("thanks!")
+            await inbound("start")
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                guard s.sandbox.received.filter({ $0.to == to }).count == 2 else { throw RPCError(.notFound, "no START confirmation yet") }
+            }
+            #expect(s.sandbox.received.last { $0.to == to }?.body == SmsKeyword.optIn.reply(language: "en"))
+            _ = try await s.send(Self.text(to, "a reminder"))
+            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs WHERE webhook_type = 'inbound_message'") == 3)
+        }
+    }
+
+    @Test func theEdgeSpeaksJSONWithHTTPStatuses() async throws {
+        try await withStack { s in
+            let token = s.admin.auth.metadata["authorization"]!
+            let json = [("Content-Type", "application/json"), ("Authorization", token)]
+            let (ok, body) = try await Self.post("\(s.edgeURL)/v1/messaging/GetSmsConsent", #"{"phone":"+33612345678"}"#, headers: json)
+            #expect(ok == 200)
+            #expect(body.contains("\"consentGiven\":false") || body == "{}")
+            let (bad, error) = try await Self.post("\(s.edgeURL)/v1/messaging/GetSmsConsent", #"{"phone":"0612"}"#, headers: json)
+            #expect(bad == 400)
+            #expect(error.contains(#""code":"INVALID_ARGUMENT""#) && error.contains("phone"))
+            let (garbage, _) = try await Self.post("\(s.edgeURL)/v1/messaging/GetSmsConsent", "{not json", headers: json)
+            #expect(garbage == 400)
+            let (anonymous, _) = try await Self.post("\(s.edgeURL)/v1/messaging/GetSmsConsent", "{}")
+            #expect(anonymous == 401)
+            let (missing, _) = try await Self.post("\(s.edgeURL)/v1/messaging/NoSuchMethod", "{}", headers: json)
+            #expect(missing == 501)
+            let (notFound, nf) = try await Self.post("\(s.edgeURL)/v1/messaging/GetSms", #"{"id":"\#(UUID())"}"#, headers: json)
+            #expect(notFound == 404 && nf.contains("NOT_FOUND"))
+            #expect(try await Self.get("\(s.edgeURL)/healthz").0 == 200)
+            let (metricsStatus, metrics) = try await Self.get("\(s.edgeURL)/metrics")
+            #expect(metricsStatus == 200)
+            #expect(metrics.contains("caremesh_http_requests_total{route=\"rpc\",status=\"400\"} 2"))
+            #expect(metrics.contains("caremesh_router_requests_total"))
+        }
+    }
+}
