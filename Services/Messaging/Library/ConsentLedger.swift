@@ -11,10 +11,12 @@ import SwiftProtobuf
 /// exclusively, so it is ordered against every send of that number.
 final class ConsentLedger: Sendable {
     let store: Store
+    let outbox: Outbox
     let logger: Logger
 
-    init(store: Store, logger: Logger) {
+    init(store: Store, outbox: Outbox, logger: Logger) {
         self.store = store
+        self.outbox = outbox
         self.logger = logger
     }
 
@@ -39,18 +41,29 @@ final class ConsentLedger: Sendable {
         return e
     }
 
-    /// Appends an entry in the caller's transaction.
+    /// Appends an entry in the caller's transaction, and its `SmsConsentChanged` to `events`.
     static func append(phone: String, patient: UUID?, optedIn: Bool, method: SmsConsent.Method, evidence: String, by actor: String,
-                       on c: PostgresConnection, logger: Logger) async throws -> Caremesh_Messaging_V1_ConsentEntry {
+                       events: inout PendingEvents, on c: PostgresConnection, logger: Logger) async throws
+        -> Caremesh_Messaging_V1_ConsentEntry
+    {
         try await c.query("SELECT pg_advisory_xact_lock(\(SmsDesk.consentLockKey(phone)))", logger: logger)
+        var saved: Caremesh_Messaging_V1_ConsentEntry?
         for try await row in try await c.query("""
             INSERT INTO sms_consent (patient_id, phone_number, consent_given, consent_method, evidence, created_by)
             VALUES (\(patient), \(phone), \(optedIn), \(method.rawValue), \(evidence), \(actor))
             RETURNING \(unescaped: columns)
             """, logger: logger) {
-            return try entry(row.makeRandomAccess())
+            saved = try entry(row.makeRandomAccess())
         }
-        throw RPCError(.internal, "the insert returned no row")
+        guard let saved else { throw RPCError(.internal, "the insert returned no row") }
+        // Ids only: the number is PHI.
+        var changed = Caremesh_Messaging_V1_SmsConsentChanged()
+        changed.entryID = saved.id
+        changed.patientID = saved.patientID
+        changed.optedIn = saved.optedIn
+        changed.method = saved.method
+        try events.add(changed, key: saved.id)
+        return saved
     }
 
     func record(_ r: Caremesh_Messaging_V1_RecordSmsConsentRequest, _ context: RPCContext) async throws
@@ -66,8 +79,10 @@ final class ConsentLedger: Sendable {
         try v.throwIfAny()
         return try await store.withTransaction { c in
             var response = Caremesh_Messaging_V1_RecordSmsConsentResponse()
+            var events = PendingEvents()
             response.entry = try await Self.append(phone: r.phone, patient: patient, optedIn: r.optedIn, method: method!,
-                                                   evidence: r.evidence, by: caller.subject, on: c, logger: self.logger)
+                                                   evidence: r.evidence, by: caller.subject, events: &events, on: c, logger: self.logger)
+            try await self.outbox.append(events, on: c)
             return response
         }
     }

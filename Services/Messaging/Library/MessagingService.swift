@@ -3,10 +3,11 @@ import CareMeshRPC
 import CareMeshStore
 import Foundation
 import Logging
+import ServiceLifecycle
 
 /// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
-/// SMS with consent, templates and delivery through the providers (`SmsSender`), and the
-/// providers' webhooks.
+/// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
+/// for alerts' care alerts (`VoiceCalls`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -20,13 +21,25 @@ public enum MessagingService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.messaging")) async throws -> ServiceHost {
         let configuration = try MessagingConfiguration(environment: environment)
+        let client = RPCClient.forService(name, environment: environment, logger: logger)
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let sender = SmsSender(store: store, outbox: outbox, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
-            let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, logger: logger)
+            let voice = VoiceCalls(store: store, outbox: outbox, configuration: configuration, logger: logger)
+            let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
+            var background: [any Service] = [ClientLifetime(client), sender, voice]
+            // Care-alert calls need a voice provider: without one, alerts' requests stay in its
+            // outbox until messaging runs with one (nothing is consumed, nothing is lost).
+            if voice.provider != nil {
+                background.append(EventConsumer(source: "alerts", store: store, client: client, logger: logger) { event, c in
+                    try await voice.apply(event, c)
+                })
+            } else {
+                logger.warning("no voice provider configured (MESSAGING_TWILIO_*): care-alert calls are not placed")
+            }
             return ServiceHost.Parts(
-                handlers: handlers(store: store, desk: desk, webhooks: webhooks, logger: logger),
-                background: [sender])
+                handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, logger: logger),
+                background: background)
         }
         try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
             try await Templates.seed(on: c, logger: logger)
@@ -34,13 +47,13 @@ public enum MessagingService {
         return host
     }
 
-    static func handlers(store: Store, desk: SmsDesk, webhooks: Webhooks, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
         h.register(MessagingMethods.listSms) { r, ctx in try await desk.list(r, ctx) }
         h.register(MessagingMethods.cancelSms) { r, ctx in try await desk.cancel(r, ctx) }
-        let consent = ConsentLedger(store: store, logger: logger)
+        let consent = ConsentLedger(store: store, outbox: outbox, logger: logger)
         h.register(MessagingMethods.recordSmsConsent) { r, ctx in try await consent.record(r, ctx) }
         h.register(MessagingMethods.getSmsConsent) { r, ctx in try await consent.get(r, ctx) }
         let templates = Templates(store: store, logger: logger)

@@ -13,6 +13,8 @@ enum WebhookEvent: Sendable, Equatable {
     case smsStatus(messageID: UUID?, providerMessageID: String?, status: SmsStatus?, raw: String, errorCode: String?)
     /// A text from a person to one of our numbers.
     case inbound(providerMessageID: String, from: String, to: String, body: String)
+    /// A voice call's status: our call id when the callback carries it, and the provider's.
+    case callStatus(callID: UUID?, providerCallID: String, status: VoiceCallStatus?, raw: String, duration: Int?)
 }
 
 /// Reads a webhook request: its provider's authentication, its kind of event and the key that
@@ -44,17 +46,34 @@ struct WebhookReader: Sendable {
         switch (r.kind, r.provider) {
         case ("sms", "twilio"): return try twilioSms(r)
         case ("sms", "orange"): return try orangeSms(r)
+        case ("voice", "twilio"): return try twilioVoice(r)
         default: throw .unknownRoute
         }
     }
 
+    /// Twilio's signed form body: its pairs, once the signature over the URL and them holds.
+    func twilioForm(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> [(name: String, value: String)] {
+        guard let token = twilioAuthToken, let signature = Self.header("X-Twilio-Signature", in: r.headers),
+              let text = String(data: r.body, encoding: .utf8), let form = FormEncoding.decode(text),
+              TwilioSignature.isValid(signature, authToken: token, url: r.url, params: form) else { throw .unauthenticated }
+        return form
+    }
+
+    func twilioVoice(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> Read {
+        let form = try twilioForm(r)
+        func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
+        guard let sid = field("CallSid"), let status = field("CallStatus") else { throw .unreadable("not a call status callback") }
+        let answeredBy = field("AnsweredBy")
+        let ours = URLComponents(string: r.url)?.queryItems?.first { $0.name == "c" }?.value.flatMap(UUID.init(uuidString:))
+        let mapped = TwilioCallStatus.status(status, answeredBy: answeredBy).flatMap(VoiceCallStatus.init)
+        return Read(type: "call_status",
+                    event: .callStatus(callID: ours, providerCallID: sid, status: mapped, raw: status,
+                                       duration: field("CallDuration").flatMap(Int.init)),
+                    idempotencyKey: "call:\(sid):\(status):\(answeredBy ?? "")")
+    }
+
     func twilioSms(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> Read {
-        guard let token = twilioAuthToken, let signature = Self.header("X-Twilio-Signature", in: r.headers) else { throw .unauthenticated }
-        guard let text = String(data: r.body, encoding: .utf8), let form = FormEncoding.decode(text) else {
-            // Unreadable bodies cannot be checked either.
-            throw .unauthenticated
-        }
-        guard TwilioSignature.isValid(signature, authToken: token, url: r.url, params: form) else { throw .unauthenticated }
+        let form = try twilioForm(r)
         func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
         let sid = field("MessageSid") ?? field("SmsSid")
         if let status = field("MessageStatus") ?? field("SmsStatus"), let sid, field("Body") == nil {
@@ -115,12 +134,14 @@ final class Webhooks: Sendable {
     let outbox: Outbox
     let reader: WebhookReader
     let sender: SmsSender
+    let voice: VoiceCalls
     let defaultSender: String
     let logger: Logger
 
-    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, logger: Logger) {
+    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls, logger: Logger) {
         self.store = store
         self.outbox = outbox
+        self.voice = voice
         self.defaultSender = configuration.defaultSender
         self.reader = WebhookReader(twilioAuthToken: configuration.twilio?.authToken, orangeWebhookKey: configuration.orange?.webhookKey)
         self.sender = sender
@@ -275,6 +296,9 @@ final class Webhooks: Sendable {
                                          errorCode: errorCode, events: &events, on: c)
         case .inbound(let providerID, let from, _, let body):
             return try await applyInbound(providerID: providerID, from: from, body: body, provider: provider, events: &events, on: c)
+        case .callStatus(let id, let providerID, let status, let raw, let duration):
+            return try await voice.applyStatus(id: id, providerCallID: providerID, status: status, raw: raw, duration: duration,
+                                               events: &events, on: c)
         }
     }
 
@@ -325,13 +349,9 @@ final class Webhooks: Sendable {
         let type: String
         switch keyword {
         case .optOut, .optIn:
-            let entry = try await ConsentLedger.append(phone: from, patient: nil, optedIn: keyword == .optIn, method: .smsReply,
-                                                       evidence: "\(provider) \(providerID)", by: "service:messaging", on: c, logger: logger)
-            var changed = Caremesh_Messaging_V1_SmsConsentChanged()
-            changed.entryID = entry.id
-            changed.optedIn = entry.optedIn
-            changed.method = .smsReply
-            try events.add(changed, key: entry.id)
+            _ = try await ConsentLedger.append(phone: from, patient: nil, optedIn: keyword == .optIn, method: .smsReply,
+                                               evidence: "\(provider) \(providerID)", by: "service:messaging", events: &events, on: c,
+                                               logger: logger)
             type = keyword == .optOut ? "opt_out_confirmation" : "opt_in_confirmation"
         case .help:
             type = "help"

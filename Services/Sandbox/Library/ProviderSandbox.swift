@@ -49,6 +49,17 @@ public final class ProviderSandbox: Service, Sendable {
         case delivered, undelivered, failed
     }
 
+    /// How a voice call ends.
+    public enum VoiceOutcome: String, Sendable, Codable, CaseIterable {
+        /// A person answers (in-progress, then completed).
+        case answered
+        case busy
+        case noAnswer = "no-answer"
+        case failed
+        /// Answering-machine detection finds a machine.
+        case machine
+    }
+
     public struct Script: Sendable, Codable, Equatable {
         /// "twilio", "orange", or nil for both.
         public var api: String?
@@ -57,16 +68,20 @@ public final class ProviderSandbox: Service, Sendable {
         /// The next sends answer these HTTP statuses, one each, in order.
         public var sendErrors: [Int]?
         public var outcome: Outcome?
+        /// How calls to the number end (Twilio's Calls API).
+        public var voice: VoiceOutcome?
         /// Extra delay before the final callback.
         public var delayMs: Int?
 
-        enum CodingKeys: String, CodingKey { case api, to, sendErrors = "send_errors", outcome, delayMs = "delay_ms" }
+        enum CodingKeys: String, CodingKey { case api, to, sendErrors = "send_errors", outcome, voice, delayMs = "delay_ms" }
 
-        public init(api: String? = nil, to: String? = nil, sendErrors: [Int]? = nil, outcome: Outcome? = nil, delayMs: Int? = nil) {
+        public init(api: String? = nil, to: String? = nil, sendErrors: [Int]? = nil, outcome: Outcome? = nil, voice: VoiceOutcome? = nil,
+                    delayMs: Int? = nil) {
             self.api = api
             self.to = to
             self.sendErrors = sendErrors
             self.outcome = outcome
+            self.voice = voice
             self.delayMs = delayMs
         }
     }
@@ -81,9 +96,21 @@ public final class ProviderSandbox: Service, Sendable {
         public var clientCorrelator: String?
     }
 
+    /// A call the sandbox placed.
+    public struct ReceivedCall: Sendable, Codable, Equatable {
+        public var id: String
+        public var to: String
+        public var from: String
+        public var twiml: String
+        public var timeout: Int
+    }
+
     struct State {
         var sendErrors: [String: [Int]] = [:]
         var outcomes: [String: Outcome] = [:]
+        var voiceOutcomes: [String: VoiceOutcome] = [:]
+        var calls: [ReceivedCall] = []
+        var hangups: [String] = []
         var delays: [String: Int] = [:]
         var received: [Received] = []
         var byCorrelator: [String: Received] = [:]
@@ -114,15 +141,21 @@ public final class ProviderSandbox: Service, Sendable {
                 let key = api + "|" + (script.to ?? "*")
                 if let errors = script.sendErrors { s.sendErrors[key] = errors }
                 if let outcome = script.outcome { s.outcomes[key] = outcome }
+                if let voice = script.voice { s.voiceOutcomes[key] = voice }
                 if let delay = script.delayMs { s.delays[key] = delay }
             }
         }
     }
 
+    /// Forgets scripts, messages and calls (and Orange's tokens).
     public func reset() { state.withLock { $0 = State() } }
 
     /// Every message taken, oldest first.
     public var received: [Received] { state.withLock { $0.received } }
+
+    /// Every call placed, oldest first, and the ids of those hung up.
+    public var calls: [ReceivedCall] { state.withLock { $0.calls } }
+    public var hangups: [String] { state.withLock { $0.hangups } }
 
     /// Send requests answered, successful or not, per API.
     public func attempts(_ api: String) -> Int { state.withLock { $0.sendAttempts[api] ?? 0 } }
@@ -157,6 +190,8 @@ public final class ProviderSandbox: Service, Sendable {
         router.post("/2010-04-01/Accounts/:sid/Messages.json") { request, context in
             try await self.twilioSend(request, context)
         }
+        router.post("/2010-04-01/Accounts/:sid/Calls.json") { request, context in try await self.twilioCall(request, context) }
+        router.post("/2010-04-01/Accounts/:sid/Calls/:call") { request, context in try await self.twilioHangUp(request, context) }
         router.post("/oauth/v3/token") { request, context in try await self.orangeToken(request, context) }
         router.post("/smsmessaging/v1/outbound/:sender/requests") { request, context in
             try await self.orangeSend(request, context)
@@ -208,10 +243,7 @@ public final class ProviderSandbox: Service, Sendable {
 
     func twilioSend(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let sid = context.parameters.get("sid") ?? ""
-        guard let (user, password) = Self.basicCredentials(request), user == configuration.twilioAccountSID, user == sid,
-              password == configuration.twilioAuthToken else {
-            return twilioError(.unauthorized, code: 20003, "Authenticate")
-        }
+        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
         var body = request
         let buffer = try await body.collectBody(upTo: 1 << 20)
         guard let form = FormEncoding.decode(String(buffer: buffer)) else {
@@ -272,6 +304,68 @@ public final class ProviderSandbox: Service, Sendable {
         } catch {
             logger.notice("sandbox callback failed", metadata: ["error": "\(type(of: error))"])
         }
+    }
+
+    func twilioAuthorized(_ request: Request, _ context: BasicRequestContext) -> Bool {
+        guard let (user, password) = Self.basicCredentials(request) else { return false }
+        return user == configuration.twilioAccountSID && user == context.parameters.get("sid") && password == configuration.twilioAuthToken
+    }
+
+    func twilioCall(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
+        var body = request
+        guard let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 20))) else {
+            return twilioError(.badRequest, code: 21000, "The request body could not be read")
+        }
+        func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
+        let to = field("To") ?? ""
+        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
+            return twilioError(.badRequest, code: 21211, "The 'To' number \(to) is not a valid phone number.")
+        }
+        guard let twiml = field("Twiml") ?? field("Url") else { return twilioError(.badRequest, code: 21205, "Url or Twiml is required.") }
+        if let status = nextError(api: "twilio", to: to) {
+            return twilioError(HTTPResponse.Status(code: status), code: 20500, "Scripted failure")
+        }
+        let call = ReceivedCall(id: Self.newID("CA"), to: to, from: field("From") ?? "", twiml: twiml, timeout: Int(field("Timeout") ?? "") ?? 60)
+        state.withLock { $0.calls.append(call) }
+        if let callback = field("StatusCallback") {
+            let outcome = state.withLock { s in s.voiceOutcomes["twilio|" + to] ?? s.voiceOutcomes["twilio|*"] ?? .answered }
+            let delay = plan(api: "twilio", to: to).1
+            Task { await self.callCallbacks(call, outcome: outcome, extraDelayMs: delay, url: callback) }
+        }
+        return Self.json(.created, ["sid": call.id, "account_sid": configuration.twilioAccountSID, "to": to, "from": call.from,
+                                    "status": "queued"])
+    }
+
+    /// ringing, then the outcome, as Twilio's status callbacks (with answering-machine detection).
+    func callCallbacks(_ call: ReceivedCall, outcome: VoiceOutcome, extraDelayMs: Int, url: String) async {
+        let base: [(name: String, value: String)] = [("CallSid", call.id), ("AccountSid", configuration.twilioAccountSID),
+                                                     ("From", call.from), ("To", call.to), ("Direction", "outbound-api")]
+        try? await Task.sleep(for: configuration.callbackDelay)
+        await postTwilio(url: url, base + [("CallStatus", "ringing")])
+        try? await Task.sleep(for: configuration.callbackDelay + .milliseconds(extraDelayMs))
+        switch outcome {
+        case .answered, .machine:
+            let by = outcome == .answered ? "human" : "machine_start"
+            await postTwilio(url: url, base + [("CallStatus", "in-progress"), ("AnsweredBy", by)])
+            try? await Task.sleep(for: configuration.callbackDelay)
+            await postTwilio(url: url, base + [("CallStatus", "completed"), ("AnsweredBy", by), ("CallDuration", "12")])
+        case .busy, .noAnswer, .failed:
+            await postTwilio(url: url, base + [("CallStatus", outcome.rawValue), ("CallDuration", "0")])
+        }
+    }
+
+    func twilioHangUp(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
+        let id = (context.parameters.get("call") ?? "").replacingOccurrences(of: ".json", with: "")
+        var body = request
+        let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 16))) ?? []
+        guard let status = form.last(where: { $0.name == "Status" })?.value, ["completed", "canceled"].contains(status) else {
+            return twilioError(.badRequest, code: 21218, "Invalid Status")
+        }
+        guard state.withLock({ $0.calls.contains { $0.id == id } }) else { return twilioError(.notFound, code: 20404, "Not found") }
+        state.withLock { $0.hangups.append(id) }
+        return Self.json(.ok, ["sid": id, "status": status])
     }
 
     // MARK: Orange

@@ -64,26 +64,9 @@ import Testing
     /// and messaging with Twilio then Orange (both the sandbox) in failover order, callbacks to
     /// the edge.
     func withStack(_ extra: [String: String] = [:], _ body: @Sendable (Stack) async throws -> Void) async throws {
-        let sandbox = ProviderSandbox(logger: TestStack.quietLogger("sandbox"))
-        let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
-        defer { router.stop() }
-        var edgeConfiguration = HTTPEdge.Configuration()
-        edgeConfiguration.port = 0
-        let edge = HTTPEdge(configuration: edgeConfiguration, router: router, logger: TestStack.quietLogger("edge"))
-        try await TestStack.withServices([sandbox, edge]) {
-            let base = "http://127.0.0.1:\(await sandbox.port())"
-            let edgeURL = "http://127.0.0.1:\(await edge.port())"
+        try await withProviderEdge { router, sandbox, edgeURL, providers in
             let db = try await TestDatabase.fresh("sms")
-            let c = sandbox.configuration
-            let env = db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
-                .merging(["IDENTITY_SCRYPT_LN": "10", "CAREMESH_ROUTER": router.boundEndpoints.client,
-                          "MESSAGING_TWILIO_URL": base, "MESSAGING_TWILIO_ACCOUNT_SID": c.twilioAccountSID,
-                          "MESSAGING_TWILIO_AUTH_TOKEN": c.twilioAuthToken, "MESSAGING_TWILIO_FROM": "+15005550006",
-                          "MESSAGING_ORANGE_URL": base, "MESSAGING_ORANGE_CLIENT_ID": c.orangeClientID,
-                          "MESSAGING_ORANGE_CLIENT_SECRET": c.orangeClientSecret, "MESSAGING_ORANGE_SENDER": "+33700000000",
-                          "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50",
-                          "MESSAGING_WEBHOOK_BASE_URL": edgeURL]) { $1 }
-                .merging(extra) { $1 }
+            let env = db.environment.merging(providers) { $1 }.merging(extra) { $1 }
             let identity = try await IdentityService.make(environment: env, logger: logger)
             let messaging = try await MessagingService.make(environment: env, logger: logger)
             let client = TestStack.client(router, timeout: .seconds(10))
@@ -140,6 +123,8 @@ import Testing
             #expect(!consent.consentGiven)
             #expect(consent.history.map(\.optedIn) == [false, true])
             #expect(consent.current.method == .verbal)
+            // Each entry announced, ids only.
+            #expect(try await s.count("SELECT count(*) FROM messaging.outbox WHERE type = 'caremesh.messaging.v1.SmsConsentChanged'") == 2)
             // The ledger cannot be rewritten.
             await #expect(throws: (any Error).self) { _ = try await s.db.sql("UPDATE messaging.sms_consent SET consent_given = true") }
         }

@@ -172,6 +172,8 @@ extension SmsTests {
             #expect(s.sandbox.received.last { $0.to == to }?.body == SmsKeyword.optIn.reply(language: "en"))
             _ = try await s.send(Self.text(to, "a reminder"))
             #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs WHERE webhook_type = 'inbound_message'") == 3)
+            // The staff's opt-in, STOP and START, each announced.
+            #expect(try await s.count("SELECT count(*) FROM messaging.outbox WHERE type = 'caremesh.messaging.v1.SmsConsentChanged'") == 3)
         }
     }
 

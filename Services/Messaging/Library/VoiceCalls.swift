@@ -1,0 +1,337 @@
+import AsyncHTTPClient
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshStore
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import PostgresNIO
+import ServiceLifecycle
+import SwiftProtobuf
+
+/// A voice call's status as `voice_calls.status` keeps it: `requested` until a provider took
+/// it, then the provider's, forward only (a late `ringing` never follows `in_progress`).
+enum VoiceCallStatus: String, Sendable, CaseIterable {
+    case requested, queued, ringing
+    case inProgress = "in_progress"
+    case completed, busy
+    case noAnswer = "no_answer"
+    case failed, canceled, machine
+
+    var rank: Int {
+        switch self {
+        case .requested: 0
+        case .queued: 1
+        case .ringing: 2
+        case .inProgress: 3
+        case .completed, .busy, .noAnswer, .failed, .canceled, .machine: 4
+        }
+    }
+
+    var isFinal: Bool { rank == 4 }
+
+    func canMove(to next: VoiceCallStatus) -> Bool { !isFinal && next.rank > rank }
+
+    static let protos: [VoiceCallStatus: Caremesh_Messaging_V1_CallStatus] = [
+        .queued: .queued, .ringing: .ringing, .inProgress: .inProgress, .completed: .completed, .busy: .busy,
+        .noAnswer: .noAnswer, .failed: .failed, .canceled: .canceled, .machine: .machine,
+    ]
+
+    var proto: Caremesh_Messaging_V1_CallStatus { Self.protos[self] ?? .unspecified }
+
+    init?(_ proto: Caremesh_Messaging_V1_CallStatus) {
+        guard let s = Self.protos.key(for: proto) else { return nil }
+        self = s
+    }
+}
+
+/// Twilio's Calls API: `POST /2010-04-01/Accounts/{sid}/Calls.json` with `To`, `From`, TwiML
+/// that plays the message, the ring `Timeout`, answering-machine detection, and status
+/// callbacks for every event; `POST …/Calls/{CallSid}.json` with `Status` hangs up.
+public struct TwilioVoiceProvider: Sendable {
+    public let baseURL: String
+    public let accountSID: String
+    public let authToken: String
+    public let from: String
+    /// The router's `/webhooks/voice/twilio`, or nil.
+    public let statusCallback: String?
+
+    struct Resource: Decodable { var sid: String }
+    struct Failure: Decodable { var code: Int?; var message: String? }
+
+    static func twiml(playing url: String) -> String {
+        let escaped = url.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;")
+        return "<Response><Play>\(escaped)</Play></Response>"
+    }
+
+    func request(_ path: String, _ form: [(name: String, value: String)]) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: "\(baseURL)/2010-04-01/Accounts/\(accountSID)/\(path)")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: ProviderHTTP.basic(accountSID, authToken))
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "Accept", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
+        return request
+    }
+
+    func failure(_ status: HTTPResponseStatus, _ body: Data) -> ProviderError {
+        let f = try? JSONDecoder().decode(Failure.self, from: body)
+        return ProviderError(provider: "twilio", retryable: ProviderHTTP.isRetryable(status), code: f?.code.map(String.init) ?? "\(status.code)",
+                             message: f?.message ?? status.reasonPhrase, httpStatus: Int(status.code))
+    }
+
+    func place(id: UUID, to: String, voiceMessageURL: String, ringTimeout: Int, timeout: Duration) async throws(ProviderError) -> String {
+        var form: [(name: String, value: String)] = [
+            ("To", to), ("From", from), ("Twiml", Self.twiml(playing: voiceMessageURL)), ("Timeout", "\(ringTimeout)"),
+            ("MachineDetection", "Enable"),
+        ]
+        if let statusCallback {
+            form.append(("StatusCallback", "\(statusCallback)?c=\(id.text)"))
+            for event in ["initiated", "ringing", "answered", "completed"] { form.append(("StatusCallbackEvent", event)) }
+        }
+        let (status, body) = try await ProviderHTTP.execute(request("Calls.json", form), provider: "twilio", timeout: timeout)
+        guard status == .created || status == .ok, let resource = try? JSONDecoder().decode(Resource.self, from: body) else {
+            throw failure(status, body)
+        }
+        return resource.sid
+    }
+
+    /// Ends a call: `completed` once answered, `canceled` while it still rings.
+    func hangUp(_ callSID: String, answered: Bool, timeout: Duration) async throws(ProviderError) {
+        let (status, body) = try await ProviderHTTP.execute(request("Calls/\(callSID).json", [("Status", answered ? "completed" : "canceled")]),
+                                                            provider: "twilio", timeout: timeout)
+        guard status == .ok || status == .created else { throw failure(status, body) }
+    }
+}
+
+/// Calls placed for other services. Alerts' `CareAlertRaised` and `CareAlertEscalated` ask for
+/// calls (the consumer records them in the event's transaction); `ended_call_ids` ask for
+/// hang-ups. `run()` places requested calls (claimed with a lease, as `SmsSender` does; retried
+/// with backoff at most 3 times) and hangs up; every status becomes a `CallStatusChanged` event
+/// for the requester, keyed by its own call id.
+final class VoiceCalls: Service, Sendable {
+    let store: Store
+    let outbox: Outbox
+    let provider: TwilioVoiceProvider?
+    let configuration: MessagingConfiguration
+    let logger: Logger
+    let signal = ChangeSignal()
+
+    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, logger: Logger) {
+        self.store = store
+        self.outbox = outbox
+        self.configuration = configuration
+        self.logger = logger
+        provider = configuration.twilio.map {
+            TwilioVoiceProvider(baseURL: $0.baseURL.hasSuffix("/") ? String($0.baseURL.dropLast()) : $0.baseURL, accountSID: $0.accountSID,
+                                authToken: $0.authToken, from: $0.from,
+                                statusCallback: configuration.webhookURL(kind: "voice", provider: "twilio"))
+        }
+    }
+
+    static func statusChanged(_ id: UUID, reference: String, status: VoiceCallStatus, providerCallID: String?, duration: Int? = nil)
+        -> Caremesh_Messaging_V1_CallStatusChanged
+    {
+        var e = Caremesh_Messaging_V1_CallStatusChanged()
+        e.callID = id.text
+        e.status = status.proto
+        e.reference = reference
+        e.provider = "twilio"
+        e.providerCallID = providerCallID ?? ""
+        e.occurredAt = Google_Protobuf_Timestamp(date: Date())
+        if let duration { e.durationS = UInt32(max(0, duration)) }
+        return e
+    }
+
+    // MARK: - Alerts' requests
+
+    /// Applies one of alerts' events in the consumer's transaction.
+    func apply(_ event: Event, _ c: PostgresConnection) async throws {
+        let payload = Data(event.payload)
+        var events = PendingEvents()
+        switch event.type {
+        case Caremesh_Alerts_V1_CareAlertRaised.protoMessageName:
+            try await request(try Caremesh_Alerts_V1_CareAlertRaised(serializedBytes: payload).calls, events: &events, on: c)
+        case Caremesh_Alerts_V1_CareAlertEscalated.protoMessageName:
+            let e = try Caremesh_Alerts_V1_CareAlertEscalated(serializedBytes: payload)
+            try await end(e.endedCallIds, events: &events, on: c)
+            try await request(e.calls, events: &events, on: c)
+        case Caremesh_Alerts_V1_CareAlertStatusChanged.protoMessageName:
+            try await end(try Caremesh_Alerts_V1_CareAlertStatusChanged(serializedBytes: payload).endedCallIds, events: &events, on: c)
+        default:
+            return
+        }
+        try await outbox.append(events, on: c)
+        signal.fire()
+    }
+
+    /// Records requested calls; one that cannot be placed (a bad number or URL) fails at once.
+    func request(_ calls: [Caremesh_Alerts_V1_CallRequest], events: inout PendingEvents, on c: PostgresConnection) async throws {
+        for call in calls {
+            guard let id = UUID(uuidString: call.callID) else { continue }
+            let reference = String(call.reference.prefix(200))
+            guard FieldViolations.isE164(call.to), call.voiceMessageURL.hasPrefix("https://") || call.voiceMessageURL.hasPrefix("http://"),
+                  call.voiceMessageURL.count <= 2_000, !reference.isEmpty else {
+                logger.warning("call request refused: bad number or message URL", metadata: ["call.id": "\(id)"])
+                try events.add(Self.statusChanged(id, reference: reference, status: .failed, providerCallID: nil), key: id.text)
+                continue
+            }
+            try await c.query("""
+                INSERT INTO voice_calls (id, reference, requested_by, phone_number, voice_message_url, ring_timeout_s)
+                VALUES (\(id), \(reference), 'alerts', \(call.to), \(call.voiceMessageURL), \(Int32(min(600, max(5, call.ringTimeoutS)))))
+                ON CONFLICT (id) DO NOTHING
+                """, logger: logger)
+        }
+    }
+
+    /// Calls to hang up: one not yet placed is canceled here; the others at the provider.
+    func end(_ ids: [String], events: inout PendingEvents, on c: PostgresConnection) async throws {
+        let ids = ids.compactMap(UUID.init(uuidString:))
+        guard !ids.isEmpty else { return }
+        let canceled = try await c.query("""
+            UPDATE voice_calls SET status = 'canceled', hangup_requested = true, lease_until = NULL
+            WHERE id = ANY(\(ids)) AND status = 'requested' RETURNING id, reference
+            """, logger: logger)
+        for try await (id, reference) in canceled.decode((UUID, String).self) {
+            try events.add(Self.statusChanged(id, reference: reference, status: .canceled, providerCallID: nil), key: id.text)
+        }
+        try await c.query("UPDATE voice_calls SET hangup_requested = true WHERE id = ANY(\(ids)) AND NOT hangup_requested", logger: logger)
+    }
+
+    // MARK: - Placing and hanging up
+
+    func run() async throws {
+        guard provider != nil else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let seen = self.signal.generation
+                do {
+                    try await self.placeDue()
+                    try await self.hangUpRequested()
+                } catch {
+                    if !Task.isCancelled {
+                        self.logger.warning("call round failed; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
+                    }
+                }
+                await self.signal.wait(after: seen, timeout: self.configuration.pollInterval)
+            }
+        }
+    }
+
+    func placeDue() async throws {
+        guard let provider else { return }
+        let lease = Double(configuration.lease.nanoseconds) / 1e9
+        let claimed = try await store.withConnection { c in
+            try await c.query("""
+                UPDATE voice_calls v SET lease_until = now() + make_interval(secs => \(lease))
+                FROM (SELECT id FROM voice_calls
+                      WHERE status = 'requested' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                      ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
+                WHERE v.id = due.id
+                RETURNING v.id, v.phone_number, v.voice_message_url, v.ring_timeout_s, v.retry_count
+                """, logger: self.logger).collect().map { try $0.decode((UUID, String, String, Int32, Int32).self) }
+        }
+        guard !claimed.isEmpty else { return }
+        let timeout = configuration.sendTimeout
+        let outcomes = await withTaskGroup(of: (UUID, Result<String, ProviderError>).self) { group in
+            for (id, to, url, ring, _) in claimed {
+                group.addTask {
+                    do throws(ProviderError) {
+                        return (id, .success(try await provider.place(id: id, to: to, voiceMessageURL: url, ringTimeout: Int(ring), timeout: timeout)))
+                    } catch { return (id, .failure(error)) }
+                }
+            }
+            var out: [UUID: Result<String, ProviderError>] = [:]
+            for await (id, result) in group { out[id] = result }
+            return out
+        }
+        try await store.withTransaction { c in
+            var events = PendingEvents()
+            for (id, _, _, _, retries) in claimed {
+                guard let outcome = outcomes[id] else { continue }
+                switch outcome {
+                case .success(let sid):
+                    let rows = try await c.query("""
+                        UPDATE voice_calls SET lease_until = NULL, provider = 'twilio', provider_call_id = coalesce(provider_call_id, \(sid)),
+                            status = CASE WHEN status = 'requested' THEN 'queued' ELSE status END
+                        WHERE id = \(id) RETURNING reference, status
+                        """, logger: self.logger).collect().map { try $0.decode((String, String).self) }
+                    if let (reference, status) = rows.first, status == "queued" {
+                        try events.add(Self.statusChanged(id, reference: reference, status: .queued, providerCallID: sid), key: id.text)
+                    }
+                case .failure(let e) where e.retryable && Int(retries) < self.configuration.maxRetries:
+                    let delay = Double(self.configuration.retryDelay(Int(retries) + 1).nanoseconds) / 1e9
+                    try await c.query("""
+                        UPDATE voice_calls SET lease_until = NULL, retry_count = retry_count + 1, error_message = \(e.description),
+                            next_attempt_at = now() + make_interval(secs => \(delay))
+                        WHERE id = \(id) AND status = 'requested'
+                        """, logger: self.logger)
+                case .failure(let e):
+                    let rows = try await c.query("""
+                        UPDATE voice_calls SET lease_until = NULL, status = 'failed', error_message = \(e.description)
+                        WHERE id = \(id) AND status = 'requested' RETURNING reference
+                        """, logger: self.logger).collect().map { try $0.decode(String.self) }
+                    if let reference = rows.first {
+                        try events.add(Self.statusChanged(id, reference: reference, status: .failed, providerCallID: nil), key: id.text)
+                    }
+                }
+            }
+            try await self.outbox.append(events, on: c)
+        }
+    }
+
+    func hangUpRequested() async throws {
+        guard let provider else { return }
+        let due = try await store.withConnection { c in
+            try await c.query("""
+                SELECT id, provider_call_id, status FROM voice_calls
+                WHERE hangup_requested AND NOT hung_up AND status IN ('queued', 'ringing', 'in_progress') AND provider_call_id IS NOT NULL
+                LIMIT 32
+                """, logger: self.logger).collect().map { try $0.decode((UUID, String, String).self) }
+        }
+        for (id, sid, status) in due {
+            do {
+                try await provider.hangUp(sid, answered: status == "in_progress", timeout: configuration.sendTimeout)
+            } catch {
+                // Retried next round unless the provider refused for good (the call already ended).
+                if error.retryable { continue }
+            }
+            _ = try await store.withConnection { c in
+                try await c.query("UPDATE voice_calls SET hung_up = true WHERE id = \(id)", logger: self.logger)
+            }
+        }
+    }
+
+    // MARK: - Provider callbacks
+
+    /// A call status from the provider, forward only, announced to the requester.
+    func applyStatus(id: UUID?, providerCallID: String, status: VoiceCallStatus?, raw: String, duration: Int?,
+                     events: inout PendingEvents, on c: PostgresConnection) async throws -> Webhooks.Outcome {
+        var found: (UUID, String, String)?
+        for try await row in try await c.query("""
+            SELECT id, status, reference FROM voice_calls
+            WHERE (\(id)::uuid IS NOT NULL AND id = \(id)) OR (\(id)::uuid IS NULL AND provider = 'twilio' AND provider_call_id = \(providerCallID))
+            FOR UPDATE
+            """, logger: logger).decode((UUID, String, String).self) { found = row }
+        guard let (callID, current, reference) = found else { return Webhooks.Outcome(status: 200, error: "no such call") }
+        guard let status, let from = VoiceCallStatus(rawValue: current) else {
+            return Webhooks.Outcome(status: 200, processed: true, error: "call status \(raw) is not one CareMesh knows")
+        }
+        guard from.canMove(to: status) else { return Webhooks.Outcome(status: 200, processed: true) }
+        try await c.query("""
+            UPDATE voice_calls SET status = \(status.rawValue), provider = coalesce(provider, 'twilio'),
+                provider_call_id = coalesce(provider_call_id, \(providerCallID)), duration_s = coalesce(\(duration.map(Int32.init)), duration_s),
+                lease_until = NULL
+            WHERE id = \(callID)
+            """, logger: logger)
+        try events.add(Self.statusChanged(callID, reference: reference, status: status, providerCallID: providerCallID, duration: duration),
+                       key: callID.text)
+        signal.fire()
+        return Webhooks.Outcome(status: 200, processed: true)
+    }
+}

@@ -1,0 +1,109 @@
+import AlertsService
+import CareMeshContracts
+import CareMeshRPC
+import CareMeshRouter
+import CareMeshStore
+import CareMeshTesting
+import Foundation
+import IdentityService
+import MessagingService
+import NIOCore
+import ProviderSandbox
+import Testing
+
+/// Care-alert calls end to end: alerts asks (`CareAlertRaised`), messaging places the call at the
+/// sandbox (Twilio's Calls API), the sandbox's signed status callbacks come back through the
+/// router's HTTP edge, and messaging's `CallStatusChanged` moves the alert.
+extension AlertsTests {
+    /// The alerts stack with the sandbox and the edge, messaging calling through Twilio's API.
+    func withVoiceStack(_ body: @Sendable (Stack, ProviderSandbox) async throws -> Void) async throws {
+        try await withProviderEdge { router, sandbox, _, providers in
+            let db = try await TestDatabase.fresh("voice")
+            let env = db.environment.merging(providers) { $1 }.merging(["ALERTS_RING_TIMEOUT_S": "30"]) { $1 }
+            let identity = try await IdentityService.make(environment: env, logger: logger)
+            let messaging = try await MessagingService.make(environment: env, logger: logger)
+            let alerts = try await AlertsService.make(environment: env, logger: logger)
+            let client = TestStack.client(router, timeout: .seconds(10))
+            defer { client.close() }
+            try await TestStack.withHosts([identity, messaging, alerts]) {
+                for service in ["identity", "messaging", "alerts"] { try await TestStack.waitUntilServing(client, service) }
+                _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                    if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
+                }
+                try await body(Stack(router: router, client: client, db: db, environment: env, messaging: messaging), sandbox)
+            }
+        }
+    }
+
+    @Test("voice: the coordinator's call is placed, no answer escalates to the backup, whose answer stops the alert")
+    func voiceEndToEnd() async throws {
+        try await withVoiceStack { s, sandbox in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+            sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: .noAnswer))
+            sandbox.apply(.init(api: "twilio", to: backup.phoneNumber, voice: .answered))
+            let client = try await client(s, staff: caregiver, zone: zone)
+            let raised = try await raise(s, caregiver, client: client)
+            #expect(raised.alert.coordinatorID == primary.id)
+            let answered = try await s.until(raised.alert.id, is: .answered, as: admin, timeout: .seconds(20))
+            #expect(answered.alert.escalationLevel == .backup)
+            // Both calls went out, in order, playing the alert's message.
+            #expect(sandbox.calls.map(\.to) == [primary.phoneNumber, backup.phoneNumber])
+            #expect(sandbox.calls.allSatisfy { $0.twiml.contains("<Play>https://voice.example.org/messages/") && $0.timeout == 30 })
+            // The answered call ends (completed) after the alert was answered (in progress).
+            let calls = try await TestStack.eventually(timeout: .seconds(10)) {
+                let rows = try await s.sql("SELECT phone_number, status FROM messaging.voice_calls ORDER BY created_at")
+                    .map { try $0.decode((String, String).self) }
+                guard rows.map(\.1) == ["no_answer", "completed"] else { throw RPCError(.unavailable, "calls are \(rows.map(\.1))") }
+                return rows
+            }
+            #expect(calls.map(\.0) == [primary.phoneNumber, backup.phoneNumber])
+            // Messaging announced each status, keyed by alerts' own call ids.
+            let statuses = try await s.sql("""
+                SELECT payload FROM messaging.outbox WHERE type = \(Caremesh_Messaging_V1_CallStatusChanged.protoMessageName) ORDER BY seq
+                """).map { try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(try $0.decode(ByteBuffer.self).readableBytesView)) }
+            #expect(Set(statuses.map(\.callID)) == Set(answered.calls.map(\.id)))
+            #expect(statuses.allSatisfy { $0.reference == "care_alert:\(raised.alert.id)" && $0.provider == "twilio" })
+            #expect(statuses.filter { $0.status == .noAnswer }.count == 1)
+            #expect(statuses.last?.status == .completed && statuses.last?.durationS == 12)
+        }
+    }
+
+    @Test("voice: an answering machine is not an answer, and an acknowledged alert's live call is hung up")
+    func voiceMachineAndHangUp() async throws {
+        try await withVoiceStack { s, sandbox in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+            let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+            sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: .machine))
+            // The backup's phone rings for a long while.
+            sandbox.apply(.init(api: "twilio", to: backup.phoneNumber, voice: .noAnswer, delayMs: 60_000))
+            let client = try await client(s, staff: caregiver, zone: zone)
+            let raised = try await raise(s, caregiver, client: client)
+            // The machine does not stop it: on to the backup, whose phone rings.
+            _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                let a = try await s.alert(raised.alert.id, as: admin).alert
+                guard a.escalationLevel == .backup, a.status == .ringing else { throw RPCError(.unavailable, "alert is \(a.status) at \(a.escalationLevel)") }
+            }
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                guard try await s.count("SELECT count(*) FROM messaging.voice_calls WHERE status = 'ringing'") == 1 else {
+                    throw RPCError(.unavailable, "the backup's phone is not ringing yet")
+                }
+            }
+            // An admin acknowledges in the app: the ringing call is hung up.
+            var ack = Caremesh_Alerts_V1_AcknowledgeCareAlertRequest()
+            ack.id = raised.alert.id
+            _ = try await s.client.call(AlertsMethods.acknowledgeCareAlert, request: ack, options: admin.auth)
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                guard sandbox.hangups.count == 1 else { throw RPCError(.unavailable, "no hang-up yet") }
+            }
+            #expect(sandbox.hangups == [sandbox.calls.last!.id])
+            #expect(try await s.count("SELECT count(*) FROM messaging.voice_calls WHERE status = 'machine'") == 1)
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import CareMeshRouter
+import CareMeshTesting
+import Foundation
+import ProviderSandbox
+
+/// The provider side of a messaging stack: a router that requires tokens, its HTTP edge (for
+/// callbacks) and the provider sandbox, all on loopback, around `body`; with the environment
+/// that points messaging at the sandbox (Twilio first, Orange as failover) and the edge.
+func withProviderEdge(_ body: @Sendable (_ router: Router, _ sandbox: ProviderSandbox, _ edgeURL: String, _ environment: [String: String])
+    async throws -> Void) async throws {
+    let sandbox = ProviderSandbox(logger: TestStack.quietLogger("sandbox"))
+    let router = try TestStack.startRouter(TestStack.routerConfiguration(authentication: .required))
+    defer { router.stop() }
+    var edgeConfiguration = HTTPEdge.Configuration()
+    edgeConfiguration.port = 0
+    let edge = HTTPEdge(configuration: edgeConfiguration, router: router, logger: TestStack.quietLogger("edge"))
+    try await TestStack.withServices([sandbox, edge]) {
+        let base = "http://127.0.0.1:\(await sandbox.port())"
+        let edgeURL = "http://127.0.0.1:\(await edge.port())"
+        let c = sandbox.configuration
+        let env = TestStack.workerEnvironment(router).merging([
+            "IDENTITY_SCRYPT_LN": "10", "CAREMESH_ROUTER": router.boundEndpoints.client,
+            "MESSAGING_TWILIO_URL": base, "MESSAGING_TWILIO_ACCOUNT_SID": c.twilioAccountSID,
+            "MESSAGING_TWILIO_AUTH_TOKEN": c.twilioAuthToken, "MESSAGING_TWILIO_FROM": "+15005550006",
+            "MESSAGING_ORANGE_URL": base, "MESSAGING_ORANGE_CLIENT_ID": c.orangeClientID,
+            "MESSAGING_ORANGE_CLIENT_SECRET": c.orangeClientSecret, "MESSAGING_ORANGE_SENDER": "+33700000000",
+            "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50",
+            "MESSAGING_WEBHOOK_BASE_URL": edgeURL,
+        ]) { $1 }
+        try await body(router, sandbox, edgeURL, env)
+    }
+}
