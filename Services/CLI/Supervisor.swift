@@ -81,11 +81,14 @@ final class Supervisor: Sendable {
         children.withLock { $0.compactMapValues { $0.process?.isRunning == true ? $0.process?.processIdentifier : nil } }
     }
 
-    /// SIGTERM to the services, wait for them (up to `grace`), then the router; SIGKILL stragglers.
+    /// SIGTERM to the services, wait for them (up to `grace`), then the other children (the
+    /// provider sandbox), then the router; SIGKILL stragglers. Every child is stopped: one left
+    /// running would outlive the stack and hold its port.
     func stopAll(grace: TimeInterval = 15) {
         stopping.withLock { $0 = true }
         let procs = children.withLock { $0 }
-        for group in [StackLayout.services, ["router"]] {
+        let others = procs.keys.filter { !StackLayout.services.contains($0) && $0 != "router" }.sorted()
+        for group in [StackLayout.services, others, ["router"]] {
             let running = group.compactMap { procs[$0]?.process }.filter(\.isRunning)
             for p in running { kill(p.processIdentifier, SIGTERM) }
             let until = Date().addingTimeInterval(grace)

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshRouter
@@ -36,10 +37,11 @@ struct CLITests {
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-up-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: home) }
         // Two ports each found free (port + 1 may be any connection's ephemeral source port).
-        let port = TestStack.freePort(), workerPort = TestStack.freePort()
+        let port = TestStack.freePort(), workerPort = TestStack.freePort(), httpPort = TestStack.freePort(), sandboxPort = TestStack.freePort()
         let env = ["CAREMESH_HOME": home.path,
                    "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
-                   "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)"]
+                   "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)",
+                   "CAREMESH_HTTP_ADDRESS": "127.0.0.1:\(httpPort)", "SANDBOX_PORT": "\(sandboxPort)"]
         let up = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))
         defer { _ = try? FileManager.default.contentsOfDirectory(atPath: home.path) }
         // On failure, the stack's own logs say why (they go with the temporary home).
@@ -82,8 +84,16 @@ struct CLITests {
             }
             #expect(back, "identity was not restarted")
         }
+        // The router's HTTP edge answers; the provider sandbox runs as a child too.
+        let health = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(httpPort)/healthz"), timeout: .seconds(10))
+        #expect(health.status == .ok)
+        let sandboxPid = Int32((try? String(contentsOf: home.appendingPathComponent("run/sandbox.pid"), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "")
+        #expect(sandboxPid.map { kill($0, 0) == 0 } == true)
         let down = try await TestStack.run(caremesh, ["down"], environment: env, timeout: .seconds(60))
         #expect(down.status == 0, "\(down.stderr)")
+        // Every child stopped with the stack, the sandbox included.
+        if let sandboxPid { #expect(kill(sandboxPid, 0) != 0) }
         let after = try await TestStack.run(caremesh, ["status"], environment: env)
         #expect(after.status != 0)
         #expect(after.stdout.contains("no supervisor"))
