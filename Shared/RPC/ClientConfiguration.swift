@@ -60,4 +60,10 @@ extension Duration {
         let (s, a) = components
         return s < 0 ? 0 : UInt64(s) * 1_000_000_000 + UInt64(a / 1_000_000_000)
     }
+
+    /// The duration in seconds, e.g. for SQL's `make_interval(secs => …)`.
+    public var seconds: Double {
+        let (s, a) = components
+        return Double(s) + Double(a) / 1e18
+    }
 }

@@ -125,8 +125,8 @@ public struct JobRunner: Service {
     }
 
     private func recordFailure(_ job: Job, _ error: any Error, on c: PostgresConnection) async throws {
-        let base = Double(backoff.nanoseconds) / 1e9
-        let cap = Double(maxBackoff.nanoseconds) / 1e9
+        let base = backoff.seconds
+        let cap = maxBackoff.seconds
         let delay = min(cap, base * pow(2, Double(job.attempt - 1))) * Double.random(in: 0.8...1.2)
         // The error's kind only: its text may carry data (PHI).
         let what = RPCError.loggableKind(of: error)

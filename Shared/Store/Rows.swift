@@ -39,6 +39,11 @@ public func advisoryLockKey(_ name: String) -> Int64 {
     return Int64(bitPattern: h)
 }
 
+extension UUID {
+    /// The id as PostgreSQL and the API print it (lower case).
+    public var text: String { uuidString.lowercased() }
+}
+
 extension Google_Protobuf_Timestamp {
     /// From seconds since the epoch, as `extract(epoch FROM column)::float8` reads a
     /// `timestamptz` (microsecond precision survives the double).

@@ -185,6 +185,19 @@ public final class Store: Service, Sendable {
         }
     }
 
+    /// `withTransaction` in which row-level security sees `actor` with `roles`: the settings
+    /// every RLS policy of CareMesh reads (`caremesh.actor_id`, `caremesh.actor_roles`),
+    /// transaction-scoped, set before `body` runs.
+    public func withActor<R: Sendable>(_ actor: String, roles: [String],
+                                       _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        try await withTransaction { c in
+            try await c.query("""
+                SELECT set_config('caremesh.actor_id', \(actor), true), set_config('caremesh.actor_roles', \(roles.joined(separator: ",")), true)
+                """, logger: self.logger)
+            return try await body(c)
+        }
+    }
+
     /// Runs one statement and collects its rows.
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> [PostgresRow] {

@@ -624,8 +624,3 @@ final class CareAlerts: Sendable {
         }
     }
 }
-
-extension UUID {
-    /// The id as PostgreSQL and the API print it (lower case).
-    var text: String { uuidString.lowercased() }
-}

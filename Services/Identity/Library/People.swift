@@ -152,14 +152,7 @@ final class People: Sendable {
 
     /// Runs `body` in a transaction in which row-level security sees `actor`.
     private func withPHI<R: Sendable>(_ actor: Actor, _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
-        try await store.withTransaction { c in
-            let roles = actor.roles.joined(separator: ",")
-            try await c.query("""
-                SELECT set_config('caremesh.actor_id', \(actor.id.uuidString.lowercased()), true),
-                       set_config('caremesh.actor_roles', \(roles), true)
-                """, logger: self.logger)
-            return try await body(c)
-        }
+        try await store.withActor(actor.id.text, roles: actor.roles, body)
     }
 
     /// The one patient `query` writes or reads, audited as `action`, in a PHI transaction

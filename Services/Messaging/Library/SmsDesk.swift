@@ -34,13 +34,11 @@ final class SmsDesk: Sendable {
         .custom: "custom", .announcement: "announcement", .optOutConfirmation: "opt_out_confirmation",
         .optInConfirmation: "opt_in_confirmation", .help: "help",
     ]
-    static let templateTypes: [SmsType: SmsTemplate.Kind] = [
-        .sevenDayReminder: .sevenDayReminder, .oneDayReminder: .oneDayReminder, .overdueReminder: .overdueReminder,
-    ]
+    /// The message types that are templates (their stored names are the template kinds').
+    static let templateTypes: [SmsType: SmsTemplate.Kind] = types.compactMapValues(SmsTemplate.Kind.init(rawValue:))
     static let statuses: [Caremesh_Messaging_V1_SmsStatus: SmsStatus] = [
         .scheduled: .scheduled, .pending: .pending, .sent: .sent, .delivered: .delivered, .failed: .failed, .cancelled: .cancelled,
     ]
-    static let encodings: [SmsSegments.Encoding: Caremesh_Messaging_V1_SmsEncoding] = [.gsm7: .gsm7, .ucs2: .ucs2]
 
     /// The message types sent only with consent.
     static func purpose(ofType type: String) -> SmsConsent.Purpose {
@@ -73,7 +71,7 @@ final class SmsDesk: Sendable {
         m.messageType = types.key(for: try row[4].decode(String.self)) ?? .unspecified
         m.body = try row[5].decode(String.self)
         m.language = try row[6].decode(String?.self) ?? ""
-        m.encoding = try row[7].decode(String.self) == SmsSegments.Encoding.ucs2.rawValue ? .ucs2 : .gsm7
+        m.encoding = SmsSegments.Encoding.proto(stored: try row[7].decode(String.self))
         m.segments = UInt32(try row[8].decode(Int32.self))
         m.status = statuses.key(for: SmsStatus(rawValue: try row[9].decode(String.self)) ?? .pending) ?? .unspecified
         m.deliveryStatus = try row[10].decode(String?.self) ?? ""
@@ -137,7 +135,7 @@ final class SmsDesk: Sendable {
             default: v.add("message_type", "must be CUSTOM or ANNOUNCEMENT for free text")
             }
         }
-        v.check(r.language.isEmpty || r.language.wholeMatch(of: /[a-z]{2}/) != nil, "language", "must be a two-letter ISO 639-1 code")
+        v.language(r.language, "language")
         v.check(r.callbackData.count <= 200, "callback_data", "must be at most 200 characters")
         var scheduledAt: Date?
         if r.hasScheduledAt {
@@ -177,12 +175,13 @@ final class SmsDesk: Sendable {
         var body = plan.text
         var language: String?
         if let kind = plan.template {
-            let (template, found) = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger)
-            guard let template else { throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)") }
+            guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
+                throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
+            }
             do { body = try template.render(plan.variables) } catch {
                 throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
             }
-            language = found
+            language = template.language
         }
         let consented = try await Self.consentGiven(plan.to, on: c, logger: logger)
         guard SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: consented) else {
@@ -301,7 +300,20 @@ final class SmsDesk: Sendable {
     }
 }
 
-extension UUID {
-    /// Lower-case text, as PostgreSQL prints a uuid.
-    var text: String { uuidString.lowercased() }
+extension SmsSegments.Encoding {
+    /// The API's name for an encoding as `sms_messages` and `sms_templates` store it.
+    static func proto(stored: String) -> Caremesh_Messaging_V1_SmsEncoding {
+        switch Self(rawValue: stored) {
+        case .gsm7: .gsm7
+        case .ucs2: .ucs2
+        case nil: .unspecified
+        }
+    }
+}
+
+extension FieldViolations {
+    /// A two-letter ISO 639-1 language code in `field` (empty passes unless `required`).
+    mutating func language(_ code: String, _ field: String, required: Bool = false) {
+        check((code.isEmpty && !required) || code.wholeMatch(of: /[a-z]{2}/) != nil, field, "must be a two-letter ISO 639-1 code")
+    }
 }

@@ -68,7 +68,7 @@ enum ProviderHTTP {
     static func execute(_ request: HTTPClientRequest, provider: String, timeout: Duration,
                         maxBody: Int = 1 << 20) async throws(ProviderError) -> (status: HTTPResponseStatus, body: Data) {
         do {
-            let response = try await client.execute(request, timeout: .nanoseconds(timeout.nanoseconds))
+            let response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.nanoseconds)))
             let body = try await response.body.collect(upTo: maxBody)
             return (response.status, Data(body.readableBytesView))
         } catch {
@@ -86,54 +86,61 @@ enum ProviderHTTP {
     }
 }
 
-extension Duration {
-    var nanoseconds: Int64 {
-        let (s, a) = components
-        return s * 1_000_000_000 + a / 1_000_000_000
-    }
-}
-
-/// Twilio's Messages API: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded
-/// `To`, `From`, `Body`, `StatusCallback`, with HTTP Basic authorization (account SID and auth
-/// token). It answers 201 with the message resource (`sid`, `status`) or an error object
-/// (`code`, `message`, `status`).
+/// Twilio's Messages API: `Messages.json` with `To`, `From`, `Body` and `StatusCallback`.
 public struct TwilioSmsProvider: SmsProvider {
     public var name: String { "twilio" }
-    public let baseURL: String
-    public let accountSID: String
-    public let authToken: String
+    let api: TwilioAPI
     public let from: String
     /// Where Twilio posts status callbacks (the router's `/webhooks/sms/twilio`), or nil.
     public let statusCallback: String?
 
     public init(baseURL: String, accountSID: String, authToken: String, from: String, statusCallback: String?) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
-        self.accountSID = accountSID
-        self.authToken = authToken
+        api = TwilioAPI(baseURL: baseURL, accountSID: accountSID, authToken: authToken)
         self.from = from
         self.statusCallback = statusCallback
     }
-
-    struct Resource: Decodable { var sid: String; var status: String? }
-    struct Failure: Decodable { var code: Int?; var message: String? }
 
     public func send(_ sms: OutboundSms, timeout: Duration) async throws(ProviderError) -> ProviderAcceptance {
         var form: [(name: String, value: String)] = [("To", sms.to), ("From", from), ("Body", sms.body)]
         // Our id rides in the callback URL, so a callback names the message even before its
         // `MessageSid` is recorded here.
-        if let statusCallback { form.append(("StatusCallback", "\(statusCallback)?m=\(sms.id.uuidString.lowercased())")) }
-        var request = HTTPClientRequest(url: "\(baseURL)/2010-04-01/Accounts/\(accountSID)/Messages.json")
+        if let statusCallback { form.append(("StatusCallback", "\(statusCallback)?m=\(sms.id.text)")) }
+        return ProviderAcceptance(provider: name, providerMessageID: try await api.post("Messages.json", form, timeout: timeout), from: from)
+    }
+}
+
+/// Twilio's REST API as the SMS and voice providers call it: `POST
+/// /2010-04-01/Accounts/{AccountSid}/{path}` with a form body and HTTP Basic authorization
+/// (account SID and auth token); it answers with the resource (its `sid`) or an error object
+/// (`code`, `message`).
+struct TwilioAPI: Sendable {
+    let baseURL: String
+    let accountSID: String
+    let authToken: String
+
+    init(baseURL: String, accountSID: String, authToken: String) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.accountSID = accountSID
+        self.authToken = authToken
+    }
+
+    struct Resource: Decodable { var sid: String }
+    struct Failure: Decodable { var code: Int?; var message: String? }
+
+    /// The sid of the resource the POST created or updated.
+    func post(_ path: String, _ form: [(name: String, value: String)], timeout: Duration) async throws(ProviderError) -> String {
+        var request = HTTPClientRequest(url: "\(baseURL)/2010-04-01/Accounts/\(accountSID)/\(path)")
         request.method = .POST
         request.headers.add(name: "Authorization", value: ProviderHTTP.basic(accountSID, authToken))
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         request.headers.add(name: "Accept", value: "application/json")
         request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
-        let (status, body) = try await ProviderHTTP.execute(request, provider: name, timeout: timeout)
+        let (status, body) = try await ProviderHTTP.execute(request, provider: "twilio", timeout: timeout)
         if status == .created || status == .ok, let resource = try? JSONDecoder().decode(Resource.self, from: body) {
-            return ProviderAcceptance(provider: name, providerMessageID: resource.sid, from: from)
+            return resource.sid
         }
         let failure = try? JSONDecoder().decode(Failure.self, from: body)
-        throw ProviderError(provider: name, retryable: ProviderHTTP.isRetryable(status),
+        throw ProviderError(provider: "twilio", retryable: ProviderHTTP.isRetryable(status),
                             code: failure?.code.map(String.init) ?? "\(status.code)",
                             message: failure?.message ?? status.reasonPhrase, httpStatus: Int(status.code))
     }

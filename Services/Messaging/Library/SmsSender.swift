@@ -52,20 +52,9 @@ public final class SmsSender: Service, Sendable {
     func wake() { signal.fire() }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let seen = self.signal.generation
-                var sent = 0
-                do { sent = try await self.runOnce() } catch {
-                    if !Task.isCancelled {
-                        self.logger.warning("SMS sender round failed; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
-                    }
-                }
-                // A full batch: more may be due at once.
-                if sent < self.configuration.batchSize {
-                    await self.signal.wait(after: seen, timeout: self.configuration.pollInterval)
-                }
-            }
+        // A full batch: more may be due at once.
+        await runRounds(signal: signal, pollInterval: configuration.pollInterval, logger: logger, what: "SMS sender") {
+            try await self.runOnce() >= self.configuration.batchSize
         }
     }
 
@@ -94,7 +83,7 @@ public final class SmsSender: Service, Sendable {
     }
 
     func claim() async throws -> [Claimed] {
-        let lease = Double(configuration.lease.nanoseconds) / 1e9
+        let lease = configuration.lease.seconds
         return try await store.withConnection { c in
             var out: [Claimed] = []
             let rows = try await c.query("""
@@ -150,7 +139,7 @@ public final class SmsSender: Service, Sendable {
             case .retryLater(let e) where m.retryCount < configuration.maxRetries:
                 kind = "retry"
                 error = e.description
-                delay = Double(configuration.retryDelay(m.retryCount + 1).nanoseconds) / 1e9
+                delay = configuration.retryDelay(m.retryCount + 1).seconds
             case .retryLater(let e), .refused(let e):
                 kind = "failed"
                 error = e.description
@@ -160,7 +149,7 @@ public final class SmsSender: Service, Sendable {
             case .noProvider:
                 kind = "retry"
                 error = "no SMS provider is configured"
-                delay = Double(configuration.retryDelay(configuration.maxRetries).nanoseconds) / 1e9
+                delay = configuration.retryDelay(configuration.maxRetries).seconds
             }
             kinds.append(kind); providers.append(provider ?? ""); providerIDs.append(providerID ?? "")
             senders.append(sender ?? ""); errors.append(error ?? ""); delays.append(delay)
@@ -203,6 +192,26 @@ public final class SmsSender: Service, Sendable {
                                                        callbackData: callbackData, provider: provider), key: id.text)
             }
             try await self.outbox.append(events, on: c)
+        }
+    }
+}
+
+/// Runs `round` until graceful shutdown, the loop of the messaging workers that claim leased rows:
+/// again at once when `round` says more is waiting, else once `signal` fires (new work here) or
+/// `pollInterval` passes (work from another instance, or come due). A failed round is logged by
+/// its error's kind only and tried again.
+func runRounds(signal: ChangeSignal, pollInterval: Duration, logger: Logger, what: String,
+               _ round: @escaping @Sendable () async throws -> Bool) async {
+    await cancelWhenGracefulShutdown {
+        while !Task.isCancelled {
+            let seen = signal.generation
+            var more = false
+            do { more = try await round() } catch {
+                if !Task.isCancelled {
+                    logger.warning("\(what) round failed; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
+                }
+            }
+            if !more { await signal.wait(after: seen, timeout: pollInterval) }
         }
     }
 }

@@ -37,6 +37,9 @@ public struct SmsTemplate: Sendable, Equatable {
     /// text with its placeholders.
     public var characterCount: Int { text.count }
 
+    /// Its name in `sms_templates` (seed 004's "7_day_reminder_en").
+    public var name: String { kind.rawValue + "_" + language }
+
     /// The message: every placeholder replaced by its value.
     public func render(_ values: [String: String]) throws(MissingVariables) -> String {
         let missing = variables.filter { values[$0] == nil }

@@ -18,48 +18,60 @@ final class Templates: Sendable {
         self.logger = logger
     }
 
-    /// Inserts the shipped templates that are missing.
+    /// Inserts the shipped templates that are missing (one an admin replaced is kept).
     static func seed(on c: PostgresConnection, logger: Logger) async throws {
         for t in DefaultSmsTemplates.all {
-            let segments = SmsSegments(t.text)
-            try await c.query("""
-                INSERT INTO sms_templates (name, template_type, message_template, character_count, encoding, segments, language_code, created_by)
-                VALUES (\(t.kind.rawValue + "_" + t.language), \(t.kind.rawValue), \(t.text), \(t.characterCount),
-                        \(segments.encoding.rawValue), \(segments.segments), \(t.language), 'service:messaging')
-                ON CONFLICT (template_type, language_code) DO NOTHING
-                """, logger: logger)
+            _ = try await upsert(t, active: true, by: "service:messaging", replacing: false, on: c, logger: logger)
         }
     }
 
-    /// The active template of `kind` in `language`, else in English, with the language found.
-    static func find(_ kind: SmsTemplate.Kind, language: String, on c: PostgresConnection, logger: Logger) async throws
-        -> (SmsTemplate?, String?)
+    /// Writes `t` with its counts; an existing one of its type and language is replaced only
+    /// when `replacing` (else nil comes back).
+    static func upsert(_ t: SmsTemplate, active: Bool, by actor: String, replacing: Bool, on c: PostgresConnection, logger: Logger)
+        async throws -> Caremesh_Messaging_V1_SmsTemplate?
     {
+        let segments = SmsSegments(t.text)
+        var saved: Caremesh_Messaging_V1_SmsTemplate?
+        for try await row in try await c.query("""
+            INSERT INTO sms_templates (name, template_type, message_template, character_count, encoding, segments, language_code,
+                                       is_active, created_by, updated_by)
+            VALUES (\(t.name), \(t.kind.rawValue), \(t.text), \(t.characterCount), \(segments.encoding.rawValue), \(segments.segments),
+                    \(t.language), \(active), \(actor), \(actor))
+            ON CONFLICT (template_type, language_code) DO UPDATE SET message_template = EXCLUDED.message_template,
+                character_count = EXCLUDED.character_count, encoding = EXCLUDED.encoding, segments = EXCLUDED.segments,
+                is_active = EXCLUDED.is_active, updated_by = EXCLUDED.updated_by
+            WHERE \(replacing)
+            RETURNING \(unescaped: columns)
+            """, logger: logger) {
+            saved = try template(row.makeRandomAccess())
+        }
+        return saved
+    }
+
+    /// The active template of `kind` in `language`, else in English.
+    static func find(_ kind: SmsTemplate.Kind, language: String, on c: PostgresConnection, logger: Logger) async throws -> SmsTemplate? {
         let rows = try await c.query("""
             SELECT language_code, message_template FROM sms_templates
             WHERE template_type = \(kind.rawValue) AND is_active AND language_code IN (\(language), 'en')
             ORDER BY language_code = \(language) DESC LIMIT 1
             """, logger: logger)
-        for try await (lang, text) in rows.decode((String, String).self) {
-            return (SmsTemplate(kind, lang, text), lang)
-        }
-        return (nil, nil)
+        for try await (found, text) in rows.decode((String, String).self) { return SmsTemplate(kind, found, text) }
+        return nil
     }
 
     static let columns = """
         template_type, language_code, message_template, character_count, encoding, segments, is_active,
-        extract(epoch FROM updated_at)::float8
+        extract(epoch FROM updated_at)::float8, name
         """
 
     static func template(_ row: PostgresRandomAccessRow) throws -> Caremesh_Messaging_V1_SmsTemplate {
         var t = Caremesh_Messaging_V1_SmsTemplate()
-        let type = try row[0].decode(String.self)
-        t.templateType = SmsDesk.types.key(for: type) ?? .unspecified
+        t.templateType = SmsDesk.types.key(for: try row[0].decode(String.self)) ?? .unspecified
         t.language = try row[1].decode(String.self)
-        t.name = type + "_" + t.language
+        t.name = try row[8].decode(String.self)
         t.text = try row[2].decode(String.self)
         t.characterCount = UInt32(try row[3].decode(Int32.self))
-        t.encoding = try row[4].decode(String.self) == SmsSegments.Encoding.ucs2.rawValue ? .ucs2 : .gsm7
+        t.encoding = SmsSegments.Encoding.proto(stored: try row[4].decode(String.self))
         t.segments = UInt32(try row[5].decode(Int32.self))
         t.isActive = try row[6].decode(Bool.self)
         t.updatedAt = Google_Protobuf_Timestamp(epochSeconds: try row[7].decode(Double.self))
@@ -73,7 +85,7 @@ final class Templates: Sendable {
         var v = FieldViolations()
         let kind = SmsDesk.templateTypes[r.templateType]
         v.check(r.templateType == .unspecified || kind != nil, "template_type", "must be a reminder type")
-        v.check(r.language.isEmpty || r.language.wholeMatch(of: /[a-z]{2}/) != nil, "language", "must be a two-letter ISO 639-1 code")
+        v.language(r.language, "language")
         try v.throwIfAny()
         let type = kind?.rawValue
         let language = r.language.isEmpty ? nil : r.language
@@ -97,27 +109,16 @@ final class Templates: Sendable {
         var v = FieldViolations()
         let kind = SmsDesk.templateTypes[r.templateType]
         v.check(kind != nil, "template_type", "must be SEVEN_DAY_REMINDER, ONE_DAY_REMINDER or OVERDUE_REMINDER")
-        v.check(r.language.wholeMatch(of: /[a-z]{2}/) != nil, "language", "must be a two-letter ISO 639-1 code")
+        v.language(r.language, "language", required: true)
         v.check(!r.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty && r.text.count <= 1_600, "text",
                 "must be 1 to 1600 characters")
         try v.throwIfAny()
         let template = SmsTemplate(kind!, r.language, r.text)
-        let segments = SmsSegments(r.text)
         return try await store.withTransaction { c in
+            guard let saved = try await Self.upsert(template, active: r.isActive, by: caller.subject, replacing: true, on: c,
+                                                    logger: self.logger) else { throw RPCError(.internal, "the upsert returned no row") }
             var response = Caremesh_Messaging_V1_PutSmsTemplateResponse()
-            for try await row in try await c.query("""
-                INSERT INTO sms_templates (name, template_type, message_template, character_count, encoding, segments, language_code,
-                                           is_active, created_by, updated_by)
-                VALUES (\(template.kind.rawValue + "_" + template.language), \(template.kind.rawValue), \(template.text),
-                        \(template.characterCount), \(segments.encoding.rawValue), \(segments.segments), \(template.language),
-                        \(r.isActive), \(caller.subject), \(caller.subject))
-                ON CONFLICT (template_type, language_code) DO UPDATE SET message_template = EXCLUDED.message_template,
-                    character_count = EXCLUDED.character_count, encoding = EXCLUDED.encoding, segments = EXCLUDED.segments,
-                    is_active = EXCLUDED.is_active, updated_by = EXCLUDED.updated_by
-                RETURNING \(unescaped: Self.columns)
-                """, logger: self.logger) {
-                response.template = try Self.template(row.makeRandomAccess())
-            }
+            response.template = saved
             return response
         }
     }

@@ -1,11 +1,8 @@
-import AsyncHTTPClient
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshStore
 import Foundation
 import Logging
-import NIOCore
-import NIOHTTP1
 import PostgresNIO
 import ServiceLifecycle
 import SwiftProtobuf
@@ -46,40 +43,19 @@ enum VoiceCallStatus: String, Sendable, CaseIterable {
     }
 }
 
-/// Twilio's Calls API: `POST /2010-04-01/Accounts/{sid}/Calls.json` with `To`, `From`, TwiML
+/// Twilio's Calls API (`TwilioAPI`): `Calls.json` with `To`, `From`, TwiML
 /// that plays the message, the ring `Timeout`, answering-machine detection, and status
-/// callbacks for every event; `POST …/Calls/{CallSid}.json` with `Status` hangs up.
+/// callbacks for every event; `Calls/{CallSid}.json` with `Status` hangs up.
 public struct TwilioVoiceProvider: Sendable {
-    public let baseURL: String
-    public let accountSID: String
-    public let authToken: String
+    let api: TwilioAPI
     public let from: String
     /// The router's `/webhooks/voice/twilio`, or nil.
     public let statusCallback: String?
-
-    struct Resource: Decodable { var sid: String }
-    struct Failure: Decodable { var code: Int?; var message: String? }
 
     static func twiml(playing url: String) -> String {
         let escaped = url.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;")
         return "<Response><Play>\(escaped)</Play></Response>"
-    }
-
-    func request(_ path: String, _ form: [(name: String, value: String)]) -> HTTPClientRequest {
-        var request = HTTPClientRequest(url: "\(baseURL)/2010-04-01/Accounts/\(accountSID)/\(path)")
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: ProviderHTTP.basic(accountSID, authToken))
-        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-        request.headers.add(name: "Accept", value: "application/json")
-        request.body = .bytes(ByteBuffer(string: FormEncoding.encode(form)))
-        return request
-    }
-
-    func failure(_ status: HTTPResponseStatus, _ body: Data) -> ProviderError {
-        let f = try? JSONDecoder().decode(Failure.self, from: body)
-        return ProviderError(provider: "twilio", retryable: ProviderHTTP.isRetryable(status), code: f?.code.map(String.init) ?? "\(status.code)",
-                             message: f?.message ?? status.reasonPhrase, httpStatus: Int(status.code))
     }
 
     func place(id: UUID, to: String, voiceMessageURL: String, ringTimeout: Int, timeout: Duration) async throws(ProviderError) -> String {
@@ -91,18 +67,12 @@ public struct TwilioVoiceProvider: Sendable {
             form.append(("StatusCallback", "\(statusCallback)?c=\(id.text)"))
             for event in ["initiated", "ringing", "answered", "completed"] { form.append(("StatusCallbackEvent", event)) }
         }
-        let (status, body) = try await ProviderHTTP.execute(request("Calls.json", form), provider: "twilio", timeout: timeout)
-        guard status == .created || status == .ok, let resource = try? JSONDecoder().decode(Resource.self, from: body) else {
-            throw failure(status, body)
-        }
-        return resource.sid
+        return try await api.post("Calls.json", form, timeout: timeout)
     }
 
     /// Ends a call: `completed` once answered, `canceled` while it still rings.
     func hangUp(_ callSID: String, answered: Bool, timeout: Duration) async throws(ProviderError) {
-        let (status, body) = try await ProviderHTTP.execute(request("Calls/\(callSID).json", [("Status", answered ? "completed" : "canceled")]),
-                                                            provider: "twilio", timeout: timeout)
-        guard status == .ok || status == .created else { throw failure(status, body) }
+        _ = try await api.post("Calls/\(callSID).json", [("Status", answered ? "completed" : "canceled")], timeout: timeout)
     }
 }
 
@@ -125,8 +95,7 @@ final class VoiceCalls: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         provider = configuration.twilio.map {
-            TwilioVoiceProvider(baseURL: $0.baseURL.hasSuffix("/") ? String($0.baseURL.dropLast()) : $0.baseURL, accountSID: $0.accountSID,
-                                authToken: $0.authToken, from: $0.from,
+            TwilioVoiceProvider(api: TwilioAPI(baseURL: $0.baseURL, accountSID: $0.accountSID, authToken: $0.authToken), from: $0.from,
                                 statusCallback: configuration.webhookURL(kind: "voice", provider: "twilio"))
         }
     }
@@ -207,25 +176,16 @@ final class VoiceCalls: Service, Sendable {
             try? await gracefulShutdown()
             return
         }
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let seen = self.signal.generation
-                do {
-                    try await self.placeDue()
-                    try await self.hangUpRequested()
-                } catch {
-                    if !Task.isCancelled {
-                        self.logger.warning("call round failed; retrying", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
-                    }
-                }
-                await self.signal.wait(after: seen, timeout: self.configuration.pollInterval)
-            }
+        await runRounds(signal: signal, pollInterval: configuration.pollInterval, logger: logger, what: "call") {
+            try await self.placeDue()
+            try await self.hangUpRequested()
+            return false
         }
     }
 
     func placeDue() async throws {
         guard let provider else { return }
-        let lease = Double(configuration.lease.nanoseconds) / 1e9
+        let lease = configuration.lease.seconds
         let claimed = try await store.withConnection { c in
             try await c.query("""
                 UPDATE voice_calls v SET lease_until = now() + make_interval(secs => \(lease))
@@ -265,7 +225,7 @@ final class VoiceCalls: Service, Sendable {
                         try events.add(Self.statusChanged(id, reference: reference, status: .queued, providerCallID: sid), key: id.text)
                     }
                 case .failure(let e) where e.retryable && Int(retries) < self.configuration.maxRetries:
-                    let delay = Double(self.configuration.retryDelay(Int(retries) + 1).nanoseconds) / 1e9
+                    let delay = self.configuration.retryDelay(Int(retries) + 1).seconds
                     try await c.query("""
                         UPDATE voice_calls SET lease_until = NULL, retry_count = retry_count + 1, error_message = \(e.description),
                             next_attempt_at = now() + make_interval(secs => \(delay))

@@ -177,12 +177,8 @@ final class Webhooks: Sendable {
             logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
                                                         "http.status": "\(outcome.status)"])
         }
-        let refused = outcome
-        let final = try await store.withTransaction { c in
-            try await c.query("""
-                SELECT set_config('caremesh.actor_id', 'service:messaging', true), set_config('caremesh.actor_roles', 'service', true)
-                """, logger: self.logger)
-            var result = refused
+        let final = try await store.withActor("service:messaging", roles: ["service"]) { c in
+            var result = outcome
             let logID = UUID()
             if let read {
                 var events = PendingEvents()
@@ -191,7 +187,7 @@ final class Webhooks: Sendable {
                     ON CONFLICT DO NOTHING RETURNING 1
                     """, logger: self.logger).hasRows()
                 if applied {
-                    result = try await self.apply(read.event, provider: r.provider, logID: logID, events: &events, on: c)
+                    result = try await self.apply(read.event, provider: r.provider, events: &events, on: c)
                 } else {
                     result.duplicate = true
                     result.processed = true
@@ -226,10 +222,7 @@ final class Webhooks: Sendable {
         let message = v.optionalUUID(r.relatedSmsMessageID, "related_sms_message_id")
         let page = Page(size: r.pageSize, token: r.pageToken, into: &v)
         try v.throwIfAny()
-        return try await store.withTransaction { c in
-            try await c.query("""
-                SELECT set_config('caremesh.actor_id', \(caller.subject), true), set_config('caremesh.actor_roles', \(caller.roles.joined(separator: ",")), true)
-                """, logger: self.logger)
+        return try await store.withActor(caller.subject, roles: caller.roles) { c in
             let rows = try await c.query("""
                 SELECT id, kind, provider, webhook_type, processed, coalesce(processing_error, ''), related_sms_message_id, response_status,
                        extract(epoch FROM created_at)::float8, \(unescaped: Page.micros("created_at"))
@@ -288,7 +281,7 @@ final class Webhooks: Sendable {
         return #"{"unreadable":true}"#
     }
 
-    func apply(_ event: WebhookEvent, provider: String, logID: UUID, events: inout PendingEvents,
+    func apply(_ event: WebhookEvent, provider: String, events: inout PendingEvents,
                on c: PostgresConnection) async throws -> Outcome {
         switch event {
         case .smsStatus(let id, let providerID, let status, let raw, let errorCode):

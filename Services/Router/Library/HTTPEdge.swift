@@ -82,16 +82,14 @@ public final class HTTPEdge: Service, Sendable {
             coreContext = .init(source: source)
             remoteAddress = source.channel.remoteAddress
         }
-
-        var maxUploadSize: Int { 1 << 20 }
     }
 
     public func run() async throws {
         // The router binds in its own run(): wait for the endpoint it got (a "*" port resolved).
-        while router.boundEndpoints.client.isEmpty {
+        while router.loopbackClientEndpoint.isEmpty {
             try await Task.sleep(for: .milliseconds(10))
         }
-        var config = ClientConfiguration(endpoint: router.boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:"))
+        var config = ClientConfiguration(endpoint: router.loopbackClientEndpoint)
         config.defaultTimeout = configuration.timeout
         let client = RPCClient(configuration: config, logger: logger)
         clientBox.withLock { $0 = client }
@@ -114,12 +112,6 @@ public final class HTTPEdge: Service, Sendable {
     }
 
     // MARK: - JSON RPC
-
-    static let jsonOptions: JSONEncodingOptions = {
-        var o = JSONEncodingOptions()
-        o.preserveProtoFieldNames = false
-        return o
-    }()
 
     func json(_ status: Int, _ text: String) -> Response {
         Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -176,7 +168,7 @@ public final class HTTPEdge: Service, Sendable {
                                                  message: try message.serializedData(),
                                                  options: CallOptions(metadata: metadata, idempotencyKey: key))
             let reply = try method.responseType.init(serializedBytes: bytes)
-            return json(200, try reply.jsonString(options: Self.jsonOptions))
+            return json(200, try reply.jsonString())
         } catch let e as RPCError {
             return error(e)
         } catch {

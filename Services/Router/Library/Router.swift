@@ -55,6 +55,9 @@ public final class Router: Service, Sendable {
     public var ioCounters: IOCounters { extraCounters.withLock { $0 } }
     /// The endpoints actually bound (a `*` port resolved).
     public var boundEndpoints: (client: String, worker: String) { endpoints.withLock { $0 } }
+    /// Where a client in this process reaches the bound client socket (loopback for a socket
+    /// bound on every interface); "" before `start()`.
+    public var loopbackClientEndpoint: String { boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:") }
     /// The ids of the signing keys tokens are verified with now.
     public var signingKeyIDs: Set<String> { knownKeys.withLock { $0 } }
 
@@ -70,7 +73,7 @@ public final class Router: Service, Sendable {
             throw error
         }
         if configuration.dispatch.authentication == .required {
-            var config = ClientConfiguration(endpoint: boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:"))
+            var config = ClientConfiguration(endpoint: loopbackClientEndpoint)
             config.maxAttempts = 1
             let client = RPCClient(configuration: config, logger: logger)
             let fetcher = Task { await self.fetchSigningKeys(client) }

@@ -175,12 +175,14 @@ public final class ProviderSandbox: Service, Sendable {
         }
     }
 
+    /// What the script says for `api` and `to`: the number's own entry, else the API's.
+    func scripted<T: Sendable>(_ table: KeyPath<State, [String: T]>, api: String, to: String) -> T? {
+        state.withLock { s in s[keyPath: table][api + "|" + to] ?? s[keyPath: table][api + "|*"] }
+    }
+
+    /// How a message to `to` ends, and the extra delay before it does.
     func plan(api: String, to: String) -> (Outcome, Int) {
-        state.withLock { s in
-            let outcome = s.outcomes[api + "|" + to] ?? s.outcomes[api + "|*"] ?? .delivered
-            let delay = s.delays[api + "|" + to] ?? s.delays[api + "|*"] ?? 0
-            return (outcome, delay)
-        }
+        (scripted(\.outcomes, api: api, to: to) ?? .delivered, scripted(\.delays, api: api, to: to) ?? 0)
     }
 
     // MARK: - Server
@@ -188,10 +190,14 @@ public final class ProviderSandbox: Service, Sendable {
     public func run() async throws {
         let router = Router()
         router.post("/2010-04-01/Accounts/:sid/Messages.json") { request, context in
-            try await self.twilioSend(request, context)
+            do { return try await self.twilioSend(request, context) } catch let r as Refusal { return r.response }
         }
-        router.post("/2010-04-01/Accounts/:sid/Calls.json") { request, context in try await self.twilioCall(request, context) }
-        router.post("/2010-04-01/Accounts/:sid/Calls/:call") { request, context in try await self.twilioHangUp(request, context) }
+        router.post("/2010-04-01/Accounts/:sid/Calls.json") { request, context in
+            do { return try await self.twilioCall(request, context) } catch let r as Refusal { return r.response }
+        }
+        router.post("/2010-04-01/Accounts/:sid/Calls/:call") { request, context in
+            do { return try await self.twilioHangUp(request, context) } catch let r as Refusal { return r.response }
+        }
         router.post("/oauth/v3/token") { request, context in try await self.orangeToken(request, context) }
         router.post("/smsmessaging/v1/outbound/:sender/requests") { request, context in
             try await self.orangeSend(request, context)
@@ -241,19 +247,37 @@ public final class ProviderSandbox: Service, Sendable {
                            "status": Int(status.code)])
     }
 
+    /// A request Twilio refuses, with the answer it gives.
+    struct Refusal: Error { let response: Response }
+
+    /// HTTP Basic with the account SID (also the path's) and the auth token, as Twilio checks it.
+    func requireTwilioAccount(_ request: Request, _ context: BasicRequestContext) throws(Refusal) {
+        guard let (user, password) = Self.basicCredentials(request), user == configuration.twilioAccountSID,
+              user == context.parameters.get("sid"), password == configuration.twilioAuthToken else {
+            throw Refusal(response: twilioError(.unauthorized, code: 20003, "Authenticate"))
+        }
+    }
+
+    /// An authenticated Twilio request's form (a field by name: its last value) and its `To`,
+    /// checked as Twilio checks them.
+    func twilioRequest(_ request: Request, _ context: BasicRequestContext) async throws -> (field: (String) -> String?, to: String) {
+        try requireTwilioAccount(request, context)
+        var body = request
+        guard let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 20))) else {
+            throw Refusal(response: twilioError(.badRequest, code: 21000, "The request body could not be read"))
+        }
+        let field = { (name: String) in form.last { $0.name == name }?.value }
+        let to = field("To") ?? ""
+        guard FieldViolations.isE164(to) else {
+            throw Refusal(response: twilioError(.badRequest, code: 21211, "The 'To' number \(to) is not a valid phone number."))
+        }
+        return (field, to)
+    }
+
     func twilioSend(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let sid = context.parameters.get("sid") ?? ""
-        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
-        var body = request
-        let buffer = try await body.collectBody(upTo: 1 << 20)
-        guard let form = FormEncoding.decode(String(buffer: buffer)) else {
-            return twilioError(.badRequest, code: 21000, "The request body could not be read")
-        }
-        func field(_ name: String) -> String? { form.first { $0.name == name }?.value }
-        let to = field("To") ?? "", from = field("From") ?? "", text = field("Body") ?? ""
-        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
-            return twilioError(.badRequest, code: 21211, "The 'To' number \(to) is not a valid phone number.")
-        }
+        let (field, to) = try await twilioRequest(request, context)
+        let from = field("From") ?? "", text = field("Body") ?? ""
         guard !text.isEmpty else { return twilioError(.badRequest, code: 21602, "Message body is required.") }
         if let status = nextError(api: "twilio", to: to) {
             return twilioError(HTTPResponse.Status(code: status), code: status == 429 ? 20429 : 20500, "Scripted failure")
@@ -306,22 +330,8 @@ public final class ProviderSandbox: Service, Sendable {
         }
     }
 
-    func twilioAuthorized(_ request: Request, _ context: BasicRequestContext) -> Bool {
-        guard let (user, password) = Self.basicCredentials(request) else { return false }
-        return user == configuration.twilioAccountSID && user == context.parameters.get("sid") && password == configuration.twilioAuthToken
-    }
-
     func twilioCall(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
-        var body = request
-        guard let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 20))) else {
-            return twilioError(.badRequest, code: 21000, "The request body could not be read")
-        }
-        func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
-        let to = field("To") ?? ""
-        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
-            return twilioError(.badRequest, code: 21211, "The 'To' number \(to) is not a valid phone number.")
-        }
+        let (field, to) = try await twilioRequest(request, context)
         guard let twiml = field("Twiml") ?? field("Url") else { return twilioError(.badRequest, code: 21205, "Url or Twiml is required.") }
         if let status = nextError(api: "twilio", to: to) {
             return twilioError(HTTPResponse.Status(code: status), code: 20500, "Scripted failure")
@@ -329,7 +339,7 @@ public final class ProviderSandbox: Service, Sendable {
         let call = ReceivedCall(id: Self.newID("CA"), to: to, from: field("From") ?? "", twiml: twiml, timeout: Int(field("Timeout") ?? "") ?? 60)
         state.withLock { $0.calls.append(call) }
         if let callback = field("StatusCallback") {
-            let outcome = state.withLock { s in s.voiceOutcomes["twilio|" + to] ?? s.voiceOutcomes["twilio|*"] ?? .answered }
+            let outcome = scripted(\.voiceOutcomes, api: "twilio", to: to) ?? .answered
             let delay = plan(api: "twilio", to: to).1
             Task { await self.callCallbacks(call, outcome: outcome, extraDelayMs: delay, url: callback) }
         }
@@ -356,7 +366,7 @@ public final class ProviderSandbox: Service, Sendable {
     }
 
     func twilioHangUp(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        guard twilioAuthorized(request, context) else { return twilioError(.unauthorized, code: 20003, "Authenticate") }
+        try requireTwilioAccount(request, context)
         let id = (context.parameters.get("call") ?? "").replacingOccurrences(of: ".json", with: "")
         var body = request
         let form = FormEncoding.decode(String(buffer: try await body.collectBody(upTo: 1 << 16))) ?? []
@@ -401,7 +411,7 @@ public final class ProviderSandbox: Service, Sendable {
         }
         let m = send.outboundSMSMessageRequest
         let to = OrangeSms.e164(m.address)
-        guard to.wholeMatch(of: /\+[1-9][0-9]{6,14}/) != nil else {
+        guard FieldViolations.isE164(to) else {
             return orangeError(.badRequest, id: "SVC0004", "No valid addresses provided in message part address")
         }
         let sender = context.parameters.get("sender") ?? ""

@@ -1,0 +1,48 @@
+import Foundation
+@testable import MessagingService
+import Testing
+
+/// Messaging's settings: providers and their failover order, webhook URLs, retry delays, and
+/// bad values refused by name.
+@Suite struct MessagingConfigurationTests {
+    static let twilio = ["MESSAGING_TWILIO_ACCOUNT_SID": "AC1", "MESSAGING_TWILIO_AUTH_TOKEN": "t", "MESSAGING_TWILIO_FROM": "+15005550006"]
+    static let orange = ["MESSAGING_ORANGE_CLIENT_ID": "c", "MESSAGING_ORANGE_CLIENT_SECRET": "s", "MESSAGING_ORANGE_SENDER": "+33700000000",
+                         "MESSAGING_ORANGE_WEBHOOK_KEY": "0123456789abcdef"]
+
+    func key(_ env: [String: String]) -> String? {
+        do { _ = try MessagingConfiguration(environment: env); return nil } catch { return error.key }
+    }
+
+    @Test("nothing configured: no provider, no callbacks; each configured provider joins the order, Twilio first")
+    func providers() throws {
+        let none = try MessagingConfiguration(environment: [:])
+        #expect(none.providerOrder.isEmpty && none.smsProviders().isEmpty && none.webhookURL(kind: "sms", provider: "twilio") == nil)
+        let both = try MessagingConfiguration(environment: Self.twilio.merging(Self.orange) { $1 }
+            .merging(["MESSAGING_WEBHOOK_BASE_URL": "https://edge.example.org/"]) { $1 })
+        #expect(both.providerOrder == ["twilio", "orange"])
+        #expect(both.smsProviders().map(\.name) == ["twilio", "orange"])
+        #expect(both.defaultSender == "+15005550006")
+        #expect(both.webhookURL(kind: "voice", provider: "twilio") == "https://edge.example.org/webhooks/voice/twilio")
+        let reversed = try MessagingConfiguration(environment: Self.twilio.merging(Self.orange) { $1 }
+            .merging(["MESSAGING_SMS_PROVIDERS": "orange, twilio"]) { $1 })
+        #expect(reversed.providerOrder == ["orange", "twilio"])
+        #expect(reversed.defaultSender == "+33700000000")
+    }
+
+    @Test("retries wait the backoff, then twice as long each time")
+    func retryDelays() throws {
+        let c = try MessagingConfiguration(environment: ["MESSAGING_RETRY_BACKOFF_MS": "500"])
+        #expect([1, 2, 3].map(c.retryDelay) == [.milliseconds(500), .seconds(1), .seconds(2)])
+        #expect(try MessagingConfiguration(environment: [:]).retryDelay(3) == .seconds(8))
+    }
+
+    @Test("bad values are refused, naming the key")
+    func badValues() {
+        #expect(key(["MESSAGING_TWILIO_ACCOUNT_SID": "AC1", "MESSAGING_TWILIO_FROM": "+15005550006"]) == "MESSAGING_TWILIO_AUTH_TOKEN")
+        #expect(key(Self.twilio.merging(["MESSAGING_TWILIO_FROM": "0612345678"]) { $1 }) == "MESSAGING_TWILIO_FROM")
+        #expect(key(Self.orange.merging(["MESSAGING_ORANGE_WEBHOOK_KEY": "short"]) { $1 }) == "MESSAGING_ORANGE_WEBHOOK_KEY")
+        #expect(key(Self.twilio.merging(["MESSAGING_SMS_PROVIDERS": "twilio,orange"]) { $1 }) == "MESSAGING_SMS_PROVIDERS")
+        #expect(key(["MESSAGING_SEND_TIMEOUT_MS": "5"]) == "MESSAGING_SEND_TIMEOUT_MS")
+        #expect(key(["MESSAGING_RETRY_BACKOFF_MS": "x"]) == "MESSAGING_RETRY_BACKOFF_MS")
+    }
+}

@@ -1,0 +1,98 @@
+import CareMeshContracts
+import Foundation
+@testable import MessagingService
+import Testing
+
+/// How a webhook is read before anything is written: its authentication, its event, and the
+/// key that makes applying it idempotent, for each provider and kind.
+@Suite struct WebhookReaderTests {
+    let reader = WebhookReader(twilioAuthToken: "token", orangeWebhookKey: "orange-key-0123456789")
+    static let message = UUID()
+
+    func twilio(_ kind: String, url: String, _ form: [(name: String, value: String)], token: String = "token")
+        -> Caremesh_Messaging_V1_WebhookRequest
+    {
+        var r = Caremesh_Messaging_V1_WebhookRequest()
+        r.kind = kind
+        r.provider = "twilio"
+        r.url = url
+        r.body = Data(FormEncoding.encode(form).utf8)
+        r.headers = [.with { $0.name = "x-twilio-signature"; $0.value = TwilioSignature.compute(authToken: token, url: url, params: form) }]
+        return r
+    }
+
+    func orange(url: String, _ json: String) -> Caremesh_Messaging_V1_WebhookRequest {
+        var r = Caremesh_Messaging_V1_WebhookRequest()
+        r.kind = "sms"
+        r.provider = "orange"
+        r.url = url
+        r.body = Data(json.utf8)
+        return r
+    }
+
+    @Test("Twilio SMS: a status callback names our message from its URL; an inbound text is keyed by its id")
+    func twilioSms() throws {
+        let url = "https://edge.example.org/webhooks/sms/twilio?m=\(Self.message.uuidString.lowercased())"
+        let status = try reader.read(twilio("sms", url: url, [("MessageSid", "SM1"), ("MessageStatus", "delivered")]))
+        #expect(status.type == "delivery_status")
+        #expect(status.idempotencyKey == "status:SM1:delivered")
+        #expect(status.event == .smsStatus(messageID: Self.message, providerMessageID: "SM1", status: .delivered, raw: "delivered", errorCode: nil))
+        let inbound = try reader.read(twilio("sms", url: "https://edge.example.org/webhooks/sms/twilio",
+                                             [("MessageSid", "SM2"), ("From", "+33612345678"), ("To", "+15005550006"), ("Body", "STOP")]))
+        #expect(inbound.type == "inbound_message")
+        #expect(inbound.idempotencyKey == "inbound:SM2")
+        #expect(inbound.event == .inbound(providerMessageID: "SM2", from: "+33612345678", to: "+15005550006", body: "STOP"))
+    }
+
+    @Test("Twilio: a wrong key, a changed URL or a missing signature is unauthenticated; an unknown route is refused first")
+    func twilioRefusals() {
+        let url = "https://edge.example.org/webhooks/sms/twilio"
+        let form: [(name: String, value: String)] = [("MessageSid", "SM1"), ("MessageStatus", "sent")]
+        #expect(throws: WebhookReader.Failure.unauthenticated) { try reader.read(twilio("sms", url: url, form, token: "other")) }
+        var moved = twilio("sms", url: url, form)
+        moved.url += "?m=\(Self.message)"
+        #expect(throws: WebhookReader.Failure.unauthenticated) { try reader.read(moved) }
+        var unsigned = twilio("sms", url: url, form)
+        unsigned.headers = []
+        #expect(throws: WebhookReader.Failure.unauthenticated) { try reader.read(unsigned) }
+        #expect(throws: WebhookReader.Failure.unknownRoute) { try reader.read(twilio("fax", url: url, form)) }
+        let unconfigured = WebhookReader(twilioAuthToken: nil, orangeWebhookKey: nil)
+        #expect(throws: WebhookReader.Failure.unauthenticated) { try unconfigured.read(twilio("sms", url: url, form)) }
+        #expect(throws: WebhookReader.Failure.unreadable("neither a status callback nor an inbound message")) {
+            try reader.read(twilio("sms", url: url, [("AccountSid", "AC1")]))
+        }
+    }
+
+    @Test("Twilio voice: answered by a machine is MACHINE; the key holds status and who answered")
+    func twilioVoice() throws {
+        let call = UUID()
+        let url = "https://edge.example.org/webhooks/voice/twilio?c=\(call.uuidString.lowercased())"
+        let machine = try reader.read(twilio("voice", url: url, [("CallSid", "CA1"), ("CallStatus", "in-progress"), ("AnsweredBy", "machine_start")]))
+        #expect(machine.type == "call_status")
+        #expect(machine.idempotencyKey == "call:CA1:in-progress:machine_start")
+        #expect(machine.event == .callStatus(callID: call, providerCallID: "CA1", status: .machine, raw: "in-progress", duration: nil))
+        let done = try reader.read(twilio("voice", url: url, [("CallSid", "CA1"), ("CallStatus", "completed"), ("CallDuration", "42")]))
+        #expect(done.event == .callStatus(callID: call, providerCallID: "CA1", status: .completed, raw: "completed", duration: 42))
+    }
+
+    @Test("Orange: the notifyURL's key authenticates; receipts name our message by callbackData; inbound texts by their id")
+    func orangeRequests() throws {
+        let url = "https://edge.example.org/webhooks/sms/orange?key=orange-key-0123456789"
+        let receipt = try reader.read(orange(url: url, """
+            {"deliveryInfoNotification":{"callbackData":"\(Self.message.uuidString)","deliveryInfo":{"address":"tel:+33612345678","deliveryStatus":"DeliveryImpossible"}}}
+            """))
+        #expect(receipt.idempotencyKey == "status:\(Self.message.uuidString.lowercased()):DeliveryImpossible")
+        #expect(receipt.event == .smsStatus(messageID: Self.message, providerMessageID: nil, status: .failed, raw: "DeliveryImpossible", errorCode: nil))
+        let inbound = try reader.read(orange(url: url, """
+            {"inboundSMSMessageNotification":{"inboundSMSMessage":{"destinationAddress":"tel:+33700000000","senderAddress":"tel:+33612345678","message":"ARRET","messageId":"ob-9"}}}
+            """))
+        #expect(inbound.idempotencyKey == "inbound:ob-9")
+        #expect(inbound.event == .inbound(providerMessageID: "ob-9", from: "+33612345678", to: "+33700000000", body: "ARRET"))
+        #expect(throws: WebhookReader.Failure.unreadable("the receipt names no message")) {
+            try reader.read(orange(url: url, #"{"deliveryInfoNotification":{"deliveryInfo":{"address":"tel:+33612345678","deliveryStatus":"DeliveredToTerminal"}}}"#))
+        }
+        #expect(throws: WebhookReader.Failure.unauthenticated) {
+            try reader.read(orange(url: "https://edge.example.org/webhooks/sms/orange?key=guess", "{}"))
+        }
+    }
+}
