@@ -106,7 +106,9 @@ struct Appointments: Sendable {
             try await c.query("DELETE FROM availability WHERE practitioner_id = \(practitioner)", logger: self.logger)
             try await c.query("""
                 INSERT INTO availability (practitioner_id, weekday, start_time, end_time)
-                SELECT \(practitioner), d, time '00:00' + make_interval(mins => s), time '00:00' + make_interval(mins => e)
+                SELECT \(practitioner), d, time '00:00' + make_interval(mins => s),
+                       -- time + interval wraps at midnight: "24:00" is written as itself.
+                       CASE WHEN e = 1440 THEN time '24:00' ELSE time '00:00' + make_interval(mins => e) END
                 FROM unnest(\(windows.map { Int32($0.weekday) })::int4[], \(windows.map { Int32($0.start) })::int4[],
                             \(windows.map { Int32($0.end) })::int4[]) AS w(d, s, e)
                 """, logger: self.logger)
@@ -468,6 +470,13 @@ struct Appointments: Sendable {
                 e.patientID = updated.appointment.patientID
                 e.start = updated.appointment.start
                 e.actorID = me.uuidString.lowercased()
+                _ = try await self.outbox.append(e, key: updated.appointment.id, on: c)
+            } else if to == .completed {
+                var e = Caremesh_Dispatch_V1_AppointmentCompleted()
+                e.appointmentID = updated.appointment.id
+                e.practitionerID = updated.appointment.practitionerID
+                e.patientID = updated.appointment.patientID
+                e.start = updated.appointment.start
                 _ = try await self.outbox.append(e, key: updated.appointment.id, on: c)
             }
             return updated.appointment

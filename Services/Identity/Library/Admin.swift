@@ -229,7 +229,7 @@ final class Admin: Sendable {
         try v.throwIfAny()
         return try await store.withConnection { c in
             let rows = try await c.query("""
-                SELECT id, actor_id, actor_roles, action, record_type, coalesce(record_id::text, ''), coalesce(result_count, 0),
+                SELECT id, coalesce(actor_id::text, 'service:' || actor_service), actor_roles, action, record_type, coalesce(record_id::text, ''), coalesce(result_count, 0),
                        purpose, request_id, extract(epoch FROM at)::float8, \(unescaped: Page.micros("at"))
                 FROM audit_log
                 WHERE (\(record)::uuid IS NULL OR record_id = \(record)) AND (\(actor)::uuid IS NULL OR actor_id = \(actor))
@@ -238,11 +238,11 @@ final class Admin: Sendable {
                 """, logger: self.logger)
             var response = Caremesh_Identity_V1_ListAuditEntriesResponse()
             (response.entries, response.nextPageToken) = try await page.collect(
-                rows.decode((UUID, UUID, [String], String, String, String, Int32, String, String, Double, Int64).self)
+                rows.decode((UUID, String, [String], String, String, String, Int32, String, String, Double, Int64).self)
             ) { row in
                 var e = Caremesh_Identity_V1_AuditEntry()
                 e.id = row.0.uuidString.lowercased()
-                e.actorID = row.1.uuidString.lowercased()
+                e.actorID = row.1
                 e.actorRoles = row.2
                 e.action = row.3
                 e.recordType = row.4

@@ -75,6 +75,7 @@ public enum IdentityService {
         h.register(IdentityMethods.updatePatient) { r, ctx in try await people.update(r, ctx) }
         h.register(IdentityMethods.getPatient) { r, ctx in try await people.get(r, ctx) }
         h.register(IdentityMethods.searchPatients) { r, ctx in try await people.search(r, ctx) }
+        h.register(IdentityMethods.getPatientContact) { r, ctx in try await people.contact(r, ctx) }
         return h
     }
 }

@@ -341,5 +341,40 @@ $$;
 DROP FUNCTION rotate_refresh_token(bytea, bytea, float8, float8);
 
 """##),
+        Migration(version: 104, name: "service_contact_reads",
+                  up: ##"""
+-- One service may read one thing of a person: how to reach them. Messaging sends appointment
+-- reminders and needs the name, primary phone, language and SMS preference of the patient
+-- (GetPatientContact); nothing else of the record is returned. Its reads are audited like a
+-- person's, with the service as the actor (actor_service) instead of a user id.
+ALTER TABLE audit_log ADD COLUMN actor_service text CHECK (actor_service ~ '^[a-z]{1,30}$');
+ALTER TABLE audit_log ALTER COLUMN actor_id DROP NOT NULL;
+ALTER TABLE audit_log ADD CONSTRAINT audit_log_one_actor CHECK ((actor_id IS NULL) <> (actor_service IS NULL));
+
+-- The transaction acts as the messaging service (set by identity itself, after checking the
+-- caller's token): SELECT only, never a write.
+CREATE FUNCTION phi_contact_read_allowed() RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(current_setting('caremesh.actor_id', true), '') = 'service:messaging'
+       AND string_to_array(coalesce(current_setting('caremesh.actor_roles', true), ''), ',') && ARRAY['service']
+$$;
+CREATE POLICY patients_contact_read ON patients FOR SELECT USING (phi_contact_read_allowed());
+
+"""##,
+                  down: ##"""
+-- Audit entries are never removed: going back is refused once a service has read a contact.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM audit_log WHERE actor_service IS NOT NULL) THEN
+        RAISE EXCEPTION 'audit_log holds reads by services; they cannot be removed';
+    END IF;
+END;
+$$;
+DROP POLICY patients_contact_read ON patients;
+DROP FUNCTION phi_contact_read_allowed();
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_one_actor;
+ALTER TABLE audit_log ALTER COLUMN actor_id SET NOT NULL;
+ALTER TABLE audit_log DROP COLUMN actor_service;
+
+"""##),
     ]
 }

@@ -132,6 +132,51 @@ final class People: Sendable {
         }
     }
 
+    /// How to reach a person by SMS, for the messaging service's reminders: four fields, in a
+    /// transaction acting as that service (a SELECT-only policy lets it read, `patients_contact_read`),
+    /// audited with the service as the actor.
+    func contact(_ r: Caremesh_Identity_V1_GetPatientContactRequest, _ context: RPCContext) async throws
+        -> Caremesh_Identity_V1_GetPatientContactResponse
+    {
+        let caller = try context.requireRole(["service"])
+        guard caller.subject == Self.contactReader else {
+            throw RPCError(.permissionDenied, "only the messaging service reads contacts")
+        }
+        var v = FieldViolations()
+        let purpose = Self.purpose(r.purpose, into: &v)
+        let id = UUID(uuidString: r.patientID)
+        v.check(id != nil, "patient_id", "must be a UUID")
+        try v.throwIfAny()
+        let trace = Self.traceID(context)
+        return try await store.withActor(caller.subject, roles: ["service"]) { c in
+            let rows = try await c.query("""
+                SELECT full_name, primary_phone, preferred_language, sms_preferred FROM patients WHERE id = \(id!)
+                """, logger: self.logger).collect()
+            guard let row = rows.first else { throw RPCError(.notFound, "no such patient or client") }
+            let (name, phone, language, sms) = try row.decode((String, String?, String, Bool).self)
+            try await c.query("""
+                INSERT INTO audit_log (actor_service, actor_roles, action, record_type, record_id, purpose, request_id)
+                VALUES ('messaging', ARRAY['service'], 'READ', 'patient', \(id!), \(purpose), \(trace))
+                """, logger: self.logger)
+            var response = Caremesh_Identity_V1_GetPatientContactResponse()
+            response.patientID = id!.text
+            response.fullName = name
+            response.primaryPhone = phone ?? ""
+            response.preferredLanguage = language
+            response.smsPreferred = sms
+            return response
+        }
+    }
+
+    /// The one service that may read contacts (`phi_contact_read_allowed()` says the same).
+    static let contactReader = "service:messaging"
+
+    /// The request's trace id, which ties an audit entry to the request across services (never
+    /// the request body).
+    static func traceID(_ context: RPCContext) -> String {
+        context.traceparent.flatMap(TraceParent.traceID).map(String.init) ?? ""
+    }
+
     // MARK: - The PHI transaction and its audit
 
     /// The caller acting on PHI: a user with a care role.
@@ -145,8 +190,7 @@ final class People: Sendable {
             guard let id = caller.userID else { throw RPCError(.permissionDenied, "PHI is for people, not services") }
             self.id = id
             roles = caller.roles.sorted()
-            // The trace id ties the entry to the request across services (never the request body).
-            trace = context.traceparent.flatMap(TraceParent.traceID).map(String.init) ?? ""
+            trace = People.traceID(context)
         }
     }
 

@@ -14,6 +14,8 @@ import Foundation
 /// | `MESSAGING_WEBHOOK_BASE_URL` | where providers reach the router's HTTP edge, e.g. `https://edge.example.org` |
 /// | `MESSAGING_SEND_TIMEOUT_MS` | one provider request (10000) |
 /// | `MESSAGING_RETRY_BACKOFF_MS` | the first retry's delay, doubled each time (2000) |
+/// | `MESSAGING_FACILITY_NAME` | the `{facility_name}` of appointment reminders (`CareMesh`) |
+/// | `MESSAGING_OVERDUE_AFTER_HOURS` | how long after an appointment's end, still not completed, the overdue reminder goes (24) |
 public struct MessagingConfiguration: Sendable {
     public struct Twilio: Sendable, Equatable {
         public var baseURL = "https://api.twilio.com"
@@ -44,6 +46,10 @@ public struct MessagingConfiguration: Sendable {
     /// Messages claimed, and sent concurrently, per round.
     public var batchSize = 128
     public var pollInterval: Duration = .milliseconds(250)
+    /// What appointment reminders call the place of care.
+    public var facilityName = "CareMesh"
+    /// How long after an appointment's end the overdue reminder goes, unless it was completed.
+    public var overdueAfter: Duration = .seconds(86_400)
 
     public init() {}
 
@@ -93,6 +99,16 @@ public struct MessagingConfiguration: Sendable {
         if let text = value("MESSAGING_RETRY_BACKOFF_MS") {
             guard let ms = Int(text), (10...600_000).contains(ms) else { throw BadValue(key: "MESSAGING_RETRY_BACKOFF_MS", why: "must be 10 to 600000") }
             retryBackoff = .milliseconds(ms)
+        }
+        if let name = value("MESSAGING_FACILITY_NAME") {
+            guard name.count <= 60 else { throw BadValue(key: "MESSAGING_FACILITY_NAME", why: "must be at most 60 characters") }
+            facilityName = name
+        }
+        if let text = value("MESSAGING_OVERDUE_AFTER_HOURS") {
+            guard let hours = Int(text), (1...2_160).contains(hours) else {
+                throw BadValue(key: "MESSAGING_OVERDUE_AFTER_HOURS", why: "must be 1 to 2160")
+            }
+            overdueAfter = .seconds(hours * 3_600)
         }
     }
 

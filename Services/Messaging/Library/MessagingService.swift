@@ -7,7 +7,8 @@ import ServiceLifecycle
 
 /// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
 /// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
-/// for alerts' care alerts (`VoiceCalls`), and the providers' webhooks.
+/// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
+/// (`Reminders`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -27,7 +28,11 @@ public enum MessagingService {
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
             let voice = VoiceCalls(store: store, outbox: outbox, configuration: configuration, logger: logger)
             let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
-            var background: [any Service] = [ClientLifetime(client), sender, voice]
+            let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
+            let appointments = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
+                try await reminders.apply(event, c)
+            }
+            var background: [any Service] = [ClientLifetime(client), sender, voice, appointments]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {

@@ -286,17 +286,44 @@ final class SmsDesk: Sendable {
                 response.message = m
                 return response
             }
-            // Not while a sender holds it: the provider may be taking it right now.
-            guard let cancelled = try await Self.one(c, """
-                UPDATE sms_messages SET status = 'cancelled', cancelled_at = now()
-                WHERE id = \(id) AND status IN ('scheduled', 'pending') AND (lease_until IS NULL OR lease_until < now())
-                RETURNING \(unescaped: Self.columns)
-                """, logger: self.logger) else {
+            guard let cancelled = try await self.cancelQueued(correlators: [m.clientCorrelator], on: c).first else {
                 throw RPCError(.failedPrecondition, "the message has already gone to the provider (or is going now)")
             }
             response.message = cancelled
             return response
         }
+    }
+
+    /// Cancels the messages among `correlators` still queued (scheduled or pending) and not held
+    /// by a sender (the provider may be taking those right now), in the caller's transaction,
+    /// each announced by `SmsStatusChanged`.
+    func cancelQueued(correlators: [String], on c: PostgresConnection) async throws -> [SmsMessageProto] {
+        var before: [UUID: SmsStatus] = [:]
+        for try await (id, status) in try await c.query("""
+            SELECT id, status FROM sms_messages
+            WHERE client_correlator = ANY(\(correlators)) AND status IN ('scheduled', 'pending') AND (lease_until IS NULL OR lease_until < now())
+            FOR UPDATE
+            """, logger: logger).decode((UUID, String).self) { before[id] = SmsStatus(rawValue: status) }
+        guard !before.isEmpty else { return [] }
+        let ids = Array(before.keys)
+        var cancelled: [SmsMessageProto] = []
+        for try await row in try await c.query("""
+            UPDATE sms_messages SET status = 'cancelled', cancelled_at = now() WHERE id = ANY(\(ids))
+            RETURNING \(unescaped: Self.columns)
+            """, logger: logger) { cancelled.append(try Self.message(row.makeRandomAccess())) }
+        var events = PendingEvents()
+        for m in cancelled {
+            let id = UUID(uuidString: m.id)!
+            let previous: SmsStatus = before[id] ?? .pending
+            let patient: UUID? = UUID(uuidString: m.patientID)
+            let callbackData: String? = m.callbackData.isEmpty ? nil : m.callbackData
+            let provider: String? = m.provider.isEmpty ? nil : m.provider
+            let e = SmsEvents.statusChanged(id: id, correlator: m.clientCorrelator, status: .cancelled, previous: previous,
+                                            patient: patient, callbackData: callbackData, provider: provider)
+            try events.add(e, key: m.id)
+        }
+        try await sender.outbox.append(events, on: c)
+        return cancelled
     }
 }
 

@@ -80,33 +80,37 @@ public struct SmsTemplate: Sendable, Equatable {
 }
 
 /// The reminder templates CareMesh ships, in English, French, Spanish and Portuguese (seeded;
-/// a language without its own falls back to English).
+/// a language without its own falls back to English). Seed 004's three types and its
+/// placeholders, worded for any appointment rather than only a vaccination (dispatch's
+/// appointments are visits of every kind, and say nothing of a vaccine). Appointment reminders
+/// fill `patient_name`, `facility_name`, `due_date` (the local date, YYYY-MM-DD),
+/// `appointment_time` (local, HH:MM) and `days_overdue`.
 public enum DefaultSmsTemplates {
     public static let all: [SmsTemplate] = [
         .init(.sevenDayReminder, "en",
-              "Reminder: {patient_name}'s {vaccine_name} vaccination is due on {due_date} at {facility_name}. Reply STOP to opt out."),
+              "Reminder: {patient_name} has an appointment at {facility_name} on {due_date} at {appointment_time}. Reply STOP to opt out."),
         .init(.oneDayReminder, "en",
-              "Tomorrow: {patient_name}'s {vaccine_name} vaccination at {facility_name}. Time: {appointment_time}. Reply STOP to opt out."),
+              "Tomorrow: {patient_name}'s appointment at {facility_name}. Time: {appointment_time}. Reply STOP to opt out."),
         .init(.overdueReminder, "en",
-              "Overdue: {patient_name}'s {vaccine_name} vaccination was due {days_overdue} days ago. Please visit {facility_name}. Reply STOP to opt out."),
+              "Overdue: {patient_name}'s appointment was due {days_overdue} days ago. Please contact {facility_name}. Reply STOP to opt out."),
         .init(.sevenDayReminder, "fr",
-              "Rappel : le vaccin {vaccine_name} de {patient_name} est prévu le {due_date} à {facility_name}. Répondez STOP pour ne plus recevoir de SMS."),
+              "Rappel : {patient_name} a rendez-vous à {facility_name} le {due_date} à {appointment_time}. Répondez STOP pour ne plus recevoir de SMS."),
         .init(.oneDayReminder, "fr",
-              "Demain : vaccin {vaccine_name} de {patient_name} à {facility_name}, à {appointment_time}. Répondez STOP pour ne plus recevoir de SMS."),
+              "Demain : rendez-vous de {patient_name} à {facility_name}, à {appointment_time}. Répondez STOP pour ne plus recevoir de SMS."),
         .init(.overdueReminder, "fr",
-              "En retard : le vaccin {vaccine_name} de {patient_name} était prévu il y a {days_overdue} jours. Passez à {facility_name}. Répondez STOP pour ne plus recevoir de SMS."),
+              "En retard : le rendez-vous de {patient_name} était prévu il y a {days_overdue} jours. Contactez {facility_name}. Répondez STOP pour ne plus recevoir de SMS."),
         .init(.sevenDayReminder, "es",
-              "Recordatorio: la vacuna {vaccine_name} de {patient_name} es el {due_date} en {facility_name}. Responda STOP para no recibir más."),
+              "Recordatorio: {patient_name} tiene cita en {facility_name} el {due_date} a las {appointment_time}. Responda STOP para no recibir más."),
         .init(.oneDayReminder, "es",
-              "Mañana: vacuna {vaccine_name} de {patient_name} en {facility_name}, a las {appointment_time}. Responda STOP para no recibir más."),
+              "Mañana: cita de {patient_name} en {facility_name}, a las {appointment_time}. Responda STOP para no recibir más."),
         .init(.overdueReminder, "es",
-              "Atrasada: la vacuna {vaccine_name} de {patient_name} vencía hace {days_overdue} días. Visite {facility_name}. Responda STOP para no recibir más."),
+              "Atrasada: la cita de {patient_name} era hace {days_overdue} días. Contacte a {facility_name}. Responda STOP para no recibir más."),
         .init(.sevenDayReminder, "pt",
-              "Lembrete: a vacina {vaccine_name} de {patient_name} é dia {due_date} em {facility_name}. Responda STOP para não receber mais."),
+              "Lembrete: {patient_name} tem consulta em {facility_name} no dia {due_date} às {appointment_time}. Responda STOP para não receber mais."),
         .init(.oneDayReminder, "pt",
-              "Amanhã: vacina {vaccine_name} de {patient_name} em {facility_name}, às {appointment_time}. Responda STOP para não receber mais."),
+              "Amanhã: consulta de {patient_name} em {facility_name}, às {appointment_time}. Responda STOP para não receber mais."),
         .init(.overdueReminder, "pt",
-              "Atrasada: a vacina {vaccine_name} de {patient_name} venceu há {days_overdue} dias. Vá a {facility_name}. Responda STOP para não receber mais."),
+              "Atrasada: a consulta de {patient_name} era há {days_overdue} dias. Contate {facility_name}. Responda STOP para não receber mais."),
     ]
 
     /// The template of `kind` in `language`, or in English.

@@ -18,7 +18,8 @@ final class Templates: Sendable {
         self.logger = logger
     }
 
-    /// Inserts the shipped templates that are missing (one an admin replaced is kept).
+    /// Inserts the shipped templates that are missing and brings those still as the service
+    /// wrote them up to the shipped text (one an admin replaced is kept).
     static func seed(on c: PostgresConnection, logger: Logger) async throws {
         for t in DefaultSmsTemplates.all {
             _ = try await upsert(t, active: true, by: "service:messaging", replacing: false, on: c, logger: logger)
@@ -40,7 +41,7 @@ final class Templates: Sendable {
             ON CONFLICT (template_type, language_code) DO UPDATE SET message_template = EXCLUDED.message_template,
                 character_count = EXCLUDED.character_count, encoding = EXCLUDED.encoding, segments = EXCLUDED.segments,
                 is_active = EXCLUDED.is_active, updated_by = EXCLUDED.updated_by
-            WHERE \(replacing)
+            WHERE \(replacing) OR sms_templates.updated_by = 'service:messaging'
             RETURNING \(unescaped: columns)
             """, logger: logger) {
             saved = try template(row.makeRandomAccess())

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "f6525c7a41e35b86"
+public let protoFingerprint = "8a1cfa70069b3797"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -212,8 +212,11 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/SearchPatients`
     public static let searchPatients = RPCMethod<Caremesh_Identity_V1_SearchPatientsRequest, Caremesh_Identity_V1_SearchPatientsResponse>(
         path: "/caremesh.identity.v1.Identity/SearchPatients", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/GetPatientContact`
+    public static let getPatientContact = RPCMethod<Caremesh_Identity_V1_GetPatientContactRequest, Caremesh_Identity_V1_GetPatientContactResponse>(
+        path: "/caremesh.identity.v1.Identity/GetPatientContact", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased]
 }
 
 /// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
@@ -438,6 +441,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.updatePatient.erased,
     IdentityMethods.getPatient.erased,
     IdentityMethods.searchPatients.erased,
+    IdentityMethods.getPatientContact.erased,
     DispatchMethods.updateLocation.erased,
     DispatchMethods.setAvailability.erased,
     DispatchMethods.getResponder.erased,

@@ -2237,6 +2237,34 @@ public nonisolated struct Caremesh_Dispatch_V1_AppointmentBooked: Sendable {
   fileprivate var _end: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// An appointment took place: its overdue reminder is dropped.
+public nonisolated struct Caremesh_Dispatch_V1_AppointmentCompleted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var appointmentID: String = String()
+
+  public var practitionerID: String = String()
+
+  public var patientID: String = String()
+
+  public var start: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_start ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_start = newValue}
+  }
+  /// Returns true if `start` has been explicitly set.
+  public var hasStart: Bool {self._start != nil}
+  /// Clears the value of `start`. Subsequent reads from it will return its default value.
+  public mutating func clearStart() {self._start = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _start: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
 /// An appointment was cancelled: its reminders are dropped.
 public nonisolated struct Caremesh_Dispatch_V1_AppointmentCancelled: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -5713,6 +5741,55 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Mess
     if lhs._start != rhs._start {return false}
     if lhs._end != rhs._end {return false}
     if lhs.timeZone != rhs.timeZone {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppointmentCompleted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.appointmentID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.practitionerID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._start) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.appointmentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.appointmentID, fieldNumber: 1)
+    }
+    if !self.practitionerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.practitionerID, fieldNumber: 2)
+    }
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 3)
+    }
+    try { if let v = self._start {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_AppointmentCompleted, rhs: Caremesh_Dispatch_V1_AppointmentCompleted) -> Bool {
+    if lhs.appointmentID != rhs.appointmentID {return false}
+    if lhs.practitionerID != rhs.practitionerID {return false}
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs._start != rhs._start {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

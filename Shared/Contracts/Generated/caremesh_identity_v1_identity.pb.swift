@@ -1527,6 +1527,7 @@ public nonisolated struct Caremesh_Identity_V1_AuditEntry: Sendable {
 
   public var id: String = String()
 
+  /// A user id, or "service:<name>" for a service (messaging reading a contact).
   public var actorID: String = String()
 
   public var actorRoles: [String] = []
@@ -1770,6 +1771,44 @@ public nonisolated struct Caremesh_Identity_V1_GetPatientResponse: Sendable {
   public init() {}
 
   fileprivate var _patient: Caremesh_Identity_V1_Patient? = nil
+}
+
+/// How to reach a patient or client by SMS: for the messaging service only (appointment
+/// reminders), and only these fields (the minimum necessary: no birth date, no zone). Audited as
+/// a READ by the service.
+public nonisolated struct Caremesh_Identity_V1_GetPatientContactRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var patientID: String = String()
+
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Identity_V1_GetPatientContactResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var patientID: String = String()
+
+  public var fullName: String = String()
+
+  /// E.164, or empty.
+  public var primaryPhone: String = String()
+
+  public var preferredLanguage: String = String()
+
+  public var smsPreferred: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Caremesh_Identity_V1_SearchPatientsRequest: Sendable {
@@ -4655,6 +4694,91 @@ nonisolated extension Caremesh_Identity_V1_GetPatientResponse: SwiftProtobuf.Mes
 
   public static func ==(lhs: Caremesh_Identity_V1_GetPatientResponse, rhs: Caremesh_Identity_V1_GetPatientResponse) -> Bool {
     if lhs._patient != rhs._patient {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_GetPatientContactRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetPatientContactRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}patient_id\0\u{1}purpose\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 1)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_GetPatientContactRequest, rhs: Caremesh_Identity_V1_GetPatientContactRequest) -> Bool {
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_GetPatientContactResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetPatientContactResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}patient_id\0\u{3}full_name\0\u{3}primary_phone\0\u{3}preferred_language\0\u{3}sms_preferred\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fullName) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.primaryPhone) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.preferredLanguage) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.smsPreferred) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 1)
+    }
+    if !self.fullName.isEmpty {
+      try visitor.visitSingularStringField(value: self.fullName, fieldNumber: 2)
+    }
+    if !self.primaryPhone.isEmpty {
+      try visitor.visitSingularStringField(value: self.primaryPhone, fieldNumber: 3)
+    }
+    if !self.preferredLanguage.isEmpty {
+      try visitor.visitSingularStringField(value: self.preferredLanguage, fieldNumber: 4)
+    }
+    if self.smsPreferred != false {
+      try visitor.visitSingularBoolField(value: self.smsPreferred, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_GetPatientContactResponse, rhs: Caremesh_Identity_V1_GetPatientContactResponse) -> Bool {
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.fullName != rhs.fullName {return false}
+    if lhs.primaryPhone != rhs.primaryPhone {return false}
+    if lhs.preferredLanguage != rhs.preferredLanguage {return false}
+    if lhs.smsPreferred != rhs.smsPreferred {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -29,15 +29,15 @@ import Testing
         }
         #expect(DefaultSmsTemplates.template(.overdueReminder, language: "de")?.language == "en")
         #expect(DefaultSmsTemplates.template(.overdueReminder, language: "FR")?.language == "fr")
-        // The seed's English 7-day text as the seed wrote it, and its real length.
+        // The English 7-day text: the seed's placeholders without its vaccine, and its real length.
         let seven = try #require(DefaultSmsTemplates.template(.sevenDayReminder, language: "en"))
-        #expect(seven.variables == ["patient_name", "vaccine_name", "due_date", "facility_name"])
-        #expect(seven.characterCount == 117)
-        let message = try seven.render(["patient_name": "Ada", "vaccine_name": "MMR", "due_date": "2026-12-01", "facility_name": "Clinique du Parc"])
+        #expect(seven.variables == ["patient_name", "facility_name", "due_date", "appointment_time"])
+        #expect(seven.characterCount == 122)
+        let message = try seven.render(["patient_name": "Ada", "due_date": "2026-12-01", "facility_name": "Clinique du Parc", "appointment_time": "09:30"])
         #expect(SmsSegments(message).encoding == .gsm7 && SmsSegments(message).segments == 1)
-        // French accents (é, è, à) are in the GSM-7 alphabet; Spanish "á" (más) and
+        // French accents (é, à) are in the GSM-7 alphabet; Spanish "ñ" is too but "á" (más) and
         // Portuguese "ã" (Amanhã) are not, so those messages go as UCS-2.
-        let values = ["vaccine_name": "MMR", "patient_name": "Ada", "facility_name": "X", "appointment_time": "9:00"]
+        let values = ["patient_name": "Ada", "facility_name": "X", "appointment_time": "9:00"]
         #expect(SmsSegments(try DefaultSmsTemplates.template(.oneDayReminder, language: "fr")!.render(values)).encoding == .gsm7)
         #expect(SmsSegments(try DefaultSmsTemplates.template(.oneDayReminder, language: "es")!.render(values)).encoding == .ucs2)
         #expect(SmsSegments(try DefaultSmsTemplates.template(.oneDayReminder, language: "pt")!.render(values)).encoding == .ucs2)

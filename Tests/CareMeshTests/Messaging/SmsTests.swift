@@ -4,6 +4,7 @@ import CareMeshRouter
 import CareMeshStore
 import CareMeshTesting
 import Foundation
+import DispatchService
 import IdentityService
 import MessagingService
 import PostgresNIO
@@ -62,17 +63,18 @@ import Testing
 
     /// A fresh database, the sandbox, a router that requires tokens with its HTTP edge, identity
     /// and messaging with Twilio then Orange (both the sandbox) in failover order, callbacks to
-    /// the edge.
-    func withStack(_ extra: [String: String] = [:], _ body: @Sendable (Stack) async throws -> Void) async throws {
+    /// the edge; dispatch too when asked.
+    func withStack(_ extra: [String: String] = [:], dispatch: Bool = false, _ body: @Sendable (Stack) async throws -> Void) async throws {
         try await withProviderEdge { router, sandbox, edgeURL, providers in
             let db = try await TestDatabase.fresh("sms")
             let env = db.environment.merging(providers) { $1 }.merging(extra) { $1 }
-            let identity = try await IdentityService.make(environment: env, logger: logger)
-            let messaging = try await MessagingService.make(environment: env, logger: logger)
+            var hosts = [try await IdentityService.make(environment: env, logger: logger),
+                         try await MessagingService.make(environment: env, logger: logger)]
+            if dispatch { hosts.append(try await DispatchService.make(environment: env, logger: logger)) }
             let client = TestStack.client(router, timeout: .seconds(10))
             defer { client.close() }
-            try await TestStack.withHosts([identity, messaging]) {
-                for service in ["identity", "messaging"] { try await TestStack.waitUntilServing(client, service) }
+            try await TestStack.withHosts(hosts) {
+                for service in ["identity", "messaging"] + (dispatch ? ["dispatch"] : []) { try await TestStack.waitUntilServing(client, service) }
                 _ = try await TestStack.eventually(timeout: .seconds(10)) {
                     if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
                 }
@@ -101,7 +103,7 @@ import Testing
         return r
     }
 
-    static let reminderValues = ["patient_name": "Ana", "vaccine_name": "MMR", "due_date": "2026-12-01", "facility_name": "Clinic 4"]
+    static let reminderValues = ["patient_name": "Ana", "due_date": "2026-12-01", "appointment_time": "09:30", "facility_name": "Clinic 4"]
 
     @Test func noConsentIsRefusedAndNothingIsWritten() async throws {
         try await withStack { s in
@@ -144,7 +146,7 @@ import Testing
             #expect(sent.created)
             #expect(sent.message.status == .pending)
             #expect(sent.message.language == "fr")
-            #expect(sent.message.body.hasPrefix("Rappel : le vaccin MMR de Ana est prévu le 2026-12-01 à Clinic 4."))
+            #expect(sent.message.body.hasPrefix("Rappel : Ana a rendez-vous à Clinic 4 le 2026-12-01 à 09:30."))
             let done = try await s.until(sent.message.id, is: .delivered)
             #expect(done.provider == "twilio")
             #expect(done.providerMessageID.hasPrefix("SM"))
@@ -154,7 +156,7 @@ import Testing
             // A language without its own template falls back to English.
             let german = try await s.send(Self.reminder(to, language: "de", variables: Self.reminderValues))
             #expect(german.message.language == "en")
-            #expect(german.message.body.hasPrefix("Reminder: Ana's MMR vaccination is due on 2026-12-01"))
+            #expect(german.message.body.hasPrefix("Reminder: Ana has an appointment at Clinic 4 on 2026-12-01 at 09:30."))
         }
     }
 
@@ -310,7 +312,7 @@ import Testing
             let all = try await s.client.call(MessagingMethods.listSmsTemplates, request: .init(), options: s.admin.auth).templates
             #expect(all.count == DefaultSmsTemplates.all.count)
             let english = all.first { $0.templateType == .sevenDayReminder && $0.language == "en" }
-            #expect(english?.characterCount == 117)
+            #expect(english?.characterCount == 122)
             #expect(english?.name == "7_day_reminder_en")
             var put = Caremesh_Messaging_V1_PutSmsTemplateRequest()
             put.templateType = .overdueReminder
