@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
 /// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
 /// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
-/// (`Reminders`), and the providers' webhooks.
+/// (`Reminders`), SOS chat (`SosChat`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -29,10 +29,13 @@ public enum MessagingService {
             let voice = VoiceCalls(store: store, outbox: outbox, configuration: configuration, logger: logger)
             let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
-            let appointments = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
+            let chat = SosChat(store: store, outbox: outbox, logger: logger)
+            // Dispatch's events: appointments become reminders, SOS make their chats.
+            let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
                 try await reminders.apply(event, c)
+                try await chat.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, appointments]
+            var background: [any Service] = [ClientLifetime(client), sender, voice, fromDispatch]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {
@@ -43,7 +46,7 @@ public enum MessagingService {
                 logger.warning("no voice provider configured (MESSAGING_TWILIO_*): care-alert calls are not placed")
             }
             return ServiceHost.Parts(
-                handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, logger: logger),
+                handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat, logger: logger),
                 background: background)
         }
         try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
@@ -52,7 +55,7 @@ public enum MessagingService {
         return host
     }
 
-    static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
@@ -66,6 +69,10 @@ public enum MessagingService {
         h.register(MessagingMethods.putSmsTemplate) { r, ctx in try await templates.put(r, ctx) }
         h.register(MessagingMethods.handleWebhook) { r, ctx in try await webhooks.handle(r, ctx) }
         h.register(MessagingMethods.listWebhookLogs) { r, ctx in try await webhooks.list(r, ctx) }
+        h.register(MessagingMethods.sendChatMessage) { r, ctx in try await chat.send(r, ctx) }
+        h.register(MessagingMethods.listChatMessages) { r, ctx in try await chat.list(r, ctx) }
+        h.register(MessagingMethods.markChatRead) { r, ctx in try await chat.markRead(r, ctx) }
+        h.register(MessagingMethods.listChats) { r, ctx in try await chat.chats(r, ctx) }
         return h
     }
 }

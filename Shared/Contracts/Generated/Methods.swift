@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "8a1cfa70069b3797"
+public let protoFingerprint = "3954a9c36052f2f8"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -373,8 +373,20 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/ListWebhookLogs`
     public static let listWebhookLogs = RPCMethod<Caremesh_Messaging_V1_ListWebhookLogsRequest, Caremesh_Messaging_V1_ListWebhookLogsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListWebhookLogs", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/SendChatMessage`
+    public static let sendChatMessage = RPCMethod<Caremesh_Messaging_V1_SendChatMessageRequest, Caremesh_Messaging_V1_SendChatMessageResponse>(
+        path: "/caremesh.messaging.v1.Messaging/SendChatMessage", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListChatMessages`
+    public static let listChatMessages = RPCMethod<Caremesh_Messaging_V1_ListChatMessagesRequest, Caremesh_Messaging_V1_ListChatMessagesResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListChatMessages", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/MarkChatRead`
+    public static let markChatRead = RPCMethod<Caremesh_Messaging_V1_MarkChatReadRequest, Caremesh_Messaging_V1_MarkChatReadResponse>(
+        path: "/caremesh.messaging.v1.Messaging/MarkChatRead", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListChats`
+    public static let listChats = RPCMethod<Caremesh_Messaging_V1_ListChatsRequest, Caremesh_Messaging_V1_ListChatsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListChats", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -484,4 +496,8 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.putSmsTemplate.erased,
     MessagingMethods.handleWebhook.erased,
     MessagingMethods.listWebhookLogs.erased,
+    MessagingMethods.sendChatMessage.erased,
+    MessagingMethods.listChatMessages.erased,
+    MessagingMethods.markChatRead.erased,
+    MessagingMethods.listChats.erased,
 ]
