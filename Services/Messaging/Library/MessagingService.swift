@@ -8,7 +8,8 @@ import ServiceLifecycle
 /// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
 /// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
 /// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
-/// (`Reminders`), SOS chat (`SosChat`), and the providers' webhooks.
+/// (`Reminders`), SOS chat (`SosChat`), company announcements (`Announcements`), and the
+/// providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -73,6 +74,10 @@ public enum MessagingService {
         h.register(MessagingMethods.listChatMessages) { r, ctx in try await chat.list(r, ctx) }
         h.register(MessagingMethods.markChatRead) { r, ctx in try await chat.markRead(r, ctx) }
         h.register(MessagingMethods.listChats) { r, ctx in try await chat.chats(r, ctx) }
+        let announcements = Announcements(store: store, outbox: outbox, logger: logger)
+        h.register(MessagingMethods.publishAnnouncement) { r, ctx in try await announcements.publish(r, ctx) }
+        h.register(MessagingMethods.retireAnnouncement) { r, ctx in try await announcements.retire(r, ctx) }
+        h.register(MessagingMethods.listAnnouncements) { r, ctx in try await announcements.list(r, ctx) }
         return h
     }
 }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "3954a9c36052f2f8"
+public let protoFingerprint = "3a0c3781cf130120"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -385,8 +385,17 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/ListChats`
     public static let listChats = RPCMethod<Caremesh_Messaging_V1_ListChatsRequest, Caremesh_Messaging_V1_ListChatsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListChats", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/PublishAnnouncement`
+    public static let publishAnnouncement = RPCMethod<Caremesh_Messaging_V1_PublishAnnouncementRequest, Caremesh_Messaging_V1_PublishAnnouncementResponse>(
+        path: "/caremesh.messaging.v1.Messaging/PublishAnnouncement", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RetireAnnouncement`
+    public static let retireAnnouncement = RPCMethod<Caremesh_Messaging_V1_RetireAnnouncementRequest, Caremesh_Messaging_V1_RetireAnnouncementResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RetireAnnouncement", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListAnnouncements`
+    public static let listAnnouncements = RPCMethod<Caremesh_Messaging_V1_ListAnnouncementsRequest, Caremesh_Messaging_V1_ListAnnouncementsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListAnnouncements", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -500,4 +509,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.listChatMessages.erased,
     MessagingMethods.markChatRead.erased,
     MessagingMethods.listChats.erased,
+    MessagingMethods.publishAnnouncement.erased,
+    MessagingMethods.retireAnnouncement.erased,
+    MessagingMethods.listAnnouncements.erased,
 ]
