@@ -41,13 +41,19 @@ public final class Store: Service, Sendable {
                 probeInterval: Duration = .milliseconds(250)) throws(StoreError) {
         var configuration = try url.clientConfiguration()
         configuration.options.maximumConnections = maximumConnections
-        // Fewer pool timers per lease: postgres-nio arms a keep-alive timer, and an idle timer
-        // for every connection above the minimum, each time a connection goes back to the
-        // pool; each is a sleeping task (a libdispatch timer and two thread hops), a tenth of
-        // dispatch's CPU at 2 000 calls/s. So no keep-alive queries (a dead server is noticed
-        // by the first failed call and the store's own probe), and the first four connections
-        // stay open once made (the ones a steady load keeps using).
-        configuration.options.minimumConnections = min(4, maximumConnections)
+        // Fewer pool timers per lease: postgres-nio arms a keep-alive timer each time a
+        // connection goes back to the pool (a sleeping task: a libdispatch timer and two thread
+        // hops). So no keep-alive queries: a dead server is noticed by the first failed call and
+        // the store's own probe.
+        //
+        // No minimum of open connections: postgres-nio 1.33.2's pool traps (a precondition in
+        // `ConnectionGroup.createNewDemandConnectionIfPossible`, minimum <= active) when a lease
+        // arrives while fewer than the minimum are open, which is what a database outage
+        // leaves; it crashed the outage test. Without a minimum each connection above zero arms
+        // an idle timer on release, a small cost beside taking every service down with the
+        // database. (A request the pool strands when its last connection dies, postgres-nio
+        // #657, ends at the store's acquire and operation timeouts.)
+        configuration.options.minimumConnections = 0
         configuration.options.keepAliveBehavior = nil
         configuration.options.connectTimeout = .seconds(5)
         self.url = url
