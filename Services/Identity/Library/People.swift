@@ -148,6 +148,7 @@ final class People: Sendable {
         v.check(id != nil, "patient_id", "must be a UUID")
         try v.throwIfAny()
         let trace = Self.traceID(context)
+        let service = String(caller.subject.dropFirst("service:".count))
         return try await store.withActor(caller.subject, roles: ["service"]) { c in
             let rows = try await c.query("""
                 SELECT full_name, primary_phone, preferred_language, sms_preferred FROM patients WHERE id = \(id!)
@@ -156,7 +157,7 @@ final class People: Sendable {
             let (name, phone, language, sms) = try row.decode((String, String?, String, Bool).self)
             try await c.query("""
                 INSERT INTO audit_log (actor_service, actor_roles, action, record_type, record_id, purpose, request_id)
-                VALUES ('messaging', ARRAY['service'], 'READ', 'patient', \(id!), \(purpose), \(trace))
+                VALUES (\(service), \(caller.roles), 'READ', 'patient', \(id!), \(purpose), \(trace))
                 """, logger: self.logger)
             var response = Caremesh_Identity_V1_GetPatientContactResponse()
             response.patientID = id!.text

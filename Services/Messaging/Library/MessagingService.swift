@@ -14,6 +14,10 @@ public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
 
+    /// Who the service is when it acts on its own (seeding templates, keyword replies,
+    /// reminders, reading the webhook log): its subject in `created_by` columns and RLS.
+    static let actor = "service:" + name
+
     /// The schema's own migrations (after the platform's).
     public static let migrations: [Migration] = MessagingMigrations.all
 

@@ -107,7 +107,7 @@ final class Reminders: Sendable {
                 type: r.kind.rawValue, template: r.kind, language: ReminderSchedule.language(contact.preferredLanguage),
                 variables: variables, text: "", scheduledAt: r.at > now ? r.at : nil, callbackData: "appointment:\(appointment.text)")
             do {
-                let sent = try await desk.record(plan, by: "service:messaging", on: c)
+                let sent = try await desk.record(plan, by: MessagingService.actor, on: c)
                 if sent.message.status == .pending { queued = true }
             } catch let error as RPCError where Self.notSent.contains(error.code) {
                 logger.notice("appointment reminder not queued", metadata: [

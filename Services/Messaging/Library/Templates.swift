@@ -19,10 +19,11 @@ final class Templates: Sendable {
     }
 
     /// Inserts the shipped templates that are missing and brings those still as the service
-    /// wrote them up to the shipped text (one an admin replaced is kept).
+    /// wrote them up to the shipped text when it changed (one an admin replaced is kept; an
+    /// unchanged one is not rewritten at every start).
     static func seed(on c: PostgresConnection, logger: Logger) async throws {
         for t in DefaultSmsTemplates.all {
-            _ = try await upsert(t, active: true, by: "service:messaging", replacing: false, on: c, logger: logger)
+            _ = try await upsert(t, active: true, by: MessagingService.actor, replacing: false, on: c, logger: logger)
         }
     }
 
@@ -41,7 +42,8 @@ final class Templates: Sendable {
             ON CONFLICT (template_type, language_code) DO UPDATE SET message_template = EXCLUDED.message_template,
                 character_count = EXCLUDED.character_count, encoding = EXCLUDED.encoding, segments = EXCLUDED.segments,
                 is_active = EXCLUDED.is_active, updated_by = EXCLUDED.updated_by
-            WHERE \(replacing) OR sms_templates.updated_by = 'service:messaging'
+            WHERE \(replacing)
+               OR (sms_templates.updated_by = \(MessagingService.actor) AND sms_templates.message_template <> EXCLUDED.message_template)
             RETURNING \(unescaped: columns)
             """, logger: logger) {
             saved = try template(row.makeRandomAccess())

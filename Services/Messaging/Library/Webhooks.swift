@@ -177,7 +177,7 @@ final class Webhooks: Sendable {
             logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
                                                         "http.status": "\(outcome.status)"])
         }
-        let final = try await store.withActor("service:messaging", roles: ["service"]) { c in
+        let final = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
             var result = outcome
             let logID = UUID()
             if let read {
@@ -343,7 +343,7 @@ final class Webhooks: Sendable {
         switch keyword {
         case .optOut, .optIn:
             _ = try await ConsentLedger.append(phone: from, patient: nil, optedIn: keyword == .optIn, method: .smsReply,
-                                               evidence: "\(provider) \(providerID)", by: "service:messaging", events: &events, on: c,
+                                               evidence: "\(provider) \(providerID)", by: MessagingService.actor, events: &events, on: c,
                                                logger: logger)
             type = keyword == .optOut ? "opt_out_confirmation" : "opt_in_confirmation"
         case .help:

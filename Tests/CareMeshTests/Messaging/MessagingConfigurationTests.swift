@@ -44,5 +44,15 @@ import Testing
         #expect(key(Self.twilio.merging(["MESSAGING_SMS_PROVIDERS": "twilio,orange"]) { $1 }) == "MESSAGING_SMS_PROVIDERS")
         #expect(key(["MESSAGING_SEND_TIMEOUT_MS": "5"]) == "MESSAGING_SEND_TIMEOUT_MS")
         #expect(key(["MESSAGING_RETRY_BACKOFF_MS": "x"]) == "MESSAGING_RETRY_BACKOFF_MS")
+        #expect(key(["MESSAGING_OVERDUE_AFTER_HOURS": "0"]) == "MESSAGING_OVERDUE_AFTER_HOURS")
+        #expect(key(["MESSAGING_FACILITY_NAME": String(repeating: "x", count: 61)]) == "MESSAGING_FACILITY_NAME")
+    }
+
+    @Test("reminders: the facility's name and the overdue delay, with their defaults")
+    func reminderSettings() throws {
+        let defaults = try MessagingConfiguration(environment: [:])
+        #expect(defaults.facilityName == "CareMesh" && defaults.overdueAfter == .seconds(86_400))
+        let set = try MessagingConfiguration(environment: ["MESSAGING_FACILITY_NAME": "Clinique du Parc", "MESSAGING_OVERDUE_AFTER_HOURS": "48"])
+        #expect(set.facilityName == "Clinique du Parc" && set.overdueAfter == .seconds(172_800))
     }
 }

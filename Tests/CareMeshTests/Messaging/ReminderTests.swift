@@ -131,19 +131,25 @@ extension SmsTests {
             #expect(sent.messageType == .overdueReminder && sent.to == phone && sent.language == "fr")
             #expect(s.sandbox.received.map(\.body) == [missed[0].body])
 
-            // A patient who does not take texts, and an account booking for itself (no patient
-            // record): booked, but no reminder.
+            // A patient who does not take texts, an account booking for itself (no patient
+            // record), a number without consent: booked, but no reminder.
             var quiet = create
             quiet.patient.fullName = "Marc Roy"
             quiet.patient.primaryPhone = Self.phone()
             quiet.patient.smsPreferred = false
             let quietPatient = try await s.client.call(IdentityMethods.createPatient, request: quiet, options: s.admin.auth).patient
             let unreminded = try await book(start, for: quietPatient.id)
+            // One who takes texts but whose number never consented: refused by the send path.
+            var unconsented = create
+            unconsented.patient.fullName = "Léa Petit"
+            unconsented.patient.primaryPhone = Self.phone()
+            let noConsentPatient = try await s.client.call(IdentityMethods.createPatient, request: unconsented, options: s.admin.auth).patient
+            let noConsent = try await book(start.addingTimeInterval(2 * halfHour), for: noConsentPatient.id)
             let own = try await s.client.call(DispatchMethods.bookAppointment, request: .with {
                 $0.practitionerID = doctor.id.uuidString
                 $0.start = Google_Protobuf_Timestamp(date: start.addingTimeInterval(halfHour))
             }, options: s.admin.auth).appointment
-            // Both events were applied (messaging's cursor passed them) and queued nothing.
+            // The three events were applied (messaging's cursor passed them) and queued nothing.
             let cursor = try await s.db.sql("SELECT max(seq) FROM dispatch.outbox")[0].decode(Int64.self)
             _ = try await TestStack.eventually(timeout: .seconds(15)) {
                 let at = try await s.db.sql("SELECT coalesce(max(position), 0) FROM messaging.event_cursors WHERE source = 'dispatch'")[0].decode(Int64.self)
@@ -151,6 +157,7 @@ extension SmsTests {
             }
             #expect(try await Self.reminders(s, unreminded.id).isEmpty)
             #expect(try await Self.reminders(s, own.id).isEmpty)
+            #expect(try await Self.reminders(s, noConsent.id).isEmpty)
         }
     }
 
