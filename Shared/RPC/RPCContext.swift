@@ -28,6 +28,9 @@ public struct RPCContext: Sendable {
 
     /// W3C trace context of the call.
     public var traceparent: String? { metadata["traceparent"] }
+    /// The trace id of the call's traceparent ("" without one): what audit trails record, to tie
+    /// an entry to the request across services (never the request body).
+    public var traceID: String { traceparent.flatMap(TraceParent.traceID).map(String.init) ?? "" }
     /// The caller's idempotency key, if it gave one.
     public var idempotencyKey: String? { metadata["idempotency-key"] }
 

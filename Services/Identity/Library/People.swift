@@ -147,7 +147,7 @@ final class People: Sendable {
         let id = UUID(uuidString: r.patientID)
         v.check(id != nil, "patient_id", "must be a UUID")
         try v.throwIfAny()
-        let trace = Self.traceID(context)
+        let trace = context.traceID
         let service = String(caller.subject.dropFirst("service:".count))
         return try await store.withActor(caller.subject, roles: ["service"]) { c in
             let rows = try await c.query("""
@@ -172,12 +172,6 @@ final class People: Sendable {
     /// The one service that may read contacts (`phi_contact_read_allowed()` says the same).
     static let contactReader = "service:messaging"
 
-    /// The request's trace id, which ties an audit entry to the request across services (never
-    /// the request body).
-    static func traceID(_ context: RPCContext) -> String {
-        context.traceparent.flatMap(TraceParent.traceID).map(String.init) ?? ""
-    }
-
     // MARK: - The PHI transaction and its audit
 
     /// The caller acting on PHI: a user with a care role.
@@ -191,7 +185,7 @@ final class People: Sendable {
             guard let id = caller.userID else { throw RPCError(.permissionDenied, "PHI is for people, not services") }
             self.id = id
             roles = caller.roles.sorted()
-            trace = People.traceID(context)
+            trace = context.traceID
         }
     }
 

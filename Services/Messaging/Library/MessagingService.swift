@@ -8,8 +8,8 @@ import ServiceLifecycle
 /// The messaging service: a worker of MDP service "messaging" that owns schema `messaging`:
 /// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
 /// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
-/// (`Reminders`), SOS chat (`SosChat`), company announcements (`Announcements`), and the
-/// providers' webhooks.
+/// (`Reminders`), SOS chat (`SosChat`), patient–practitioner conversations (`Conversations`),
+/// company announcements (`Announcements`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -35,8 +35,11 @@ public enum MessagingService {
             let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
             let chat = SosChat(store: store, outbox: outbox, logger: logger)
-            // Dispatch's events: appointments become reminders, SOS make their chats.
+            let conversations = Conversations(store: store, outbox: outbox, logger: logger)
+            // Dispatch's events: appointments become reminders and open conversations, SOS make
+            // their chats.
             let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
+                try await conversations.apply(event, c)
                 try await reminders.apply(event, c)
                 try await chat.apply(event, c)
             }
@@ -51,7 +54,8 @@ public enum MessagingService {
                 logger.warning("no voice provider configured (MESSAGING_TWILIO_*): care-alert calls are not placed")
             }
             return ServiceHost.Parts(
-                handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat, logger: logger),
+                handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
+                                   conversations: conversations, logger: logger),
                 background: background)
         }
         try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
@@ -60,7 +64,8 @@ public enum MessagingService {
         return host
     }
 
-    static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,
+                         conversations: Conversations, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
@@ -78,6 +83,10 @@ public enum MessagingService {
         h.register(MessagingMethods.listChatMessages) { r, ctx in try await chat.list(r, ctx) }
         h.register(MessagingMethods.markChatRead) { r, ctx in try await chat.markRead(r, ctx) }
         h.register(MessagingMethods.listChats) { r, ctx in try await chat.chats(r, ctx) }
+        h.register(MessagingMethods.listConversations) { r, ctx in try await conversations.list(r, ctx) }
+        h.register(MessagingMethods.postConversationMessage) { r, ctx in try await conversations.post(r, ctx) }
+        h.register(MessagingMethods.listConversationMessages) { r, ctx in try await conversations.messages(r, ctx) }
+        h.register(MessagingMethods.listConversationAudit) { r, ctx in try await conversations.auditTrail(r, ctx) }
         let announcements = Announcements(store: store, outbox: outbox, logger: logger)
         h.register(MessagingMethods.publishAnnouncement) { r, ctx in try await announcements.publish(r, ctx) }
         h.register(MessagingMethods.retireAnnouncement) { r, ctx in try await announcements.retire(r, ctx) }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "3a0c3781cf130120"
+public let protoFingerprint = "eaecb3e02271bc54"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -385,6 +385,18 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/ListChats`
     public static let listChats = RPCMethod<Caremesh_Messaging_V1_ListChatsRequest, Caremesh_Messaging_V1_ListChatsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListChats", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListConversations`
+    public static let listConversations = RPCMethod<Caremesh_Messaging_V1_ListConversationsRequest, Caremesh_Messaging_V1_ListConversationsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListConversations", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/PostConversationMessage`
+    public static let postConversationMessage = RPCMethod<Caremesh_Messaging_V1_PostConversationMessageRequest, Caremesh_Messaging_V1_PostConversationMessageResponse>(
+        path: "/caremesh.messaging.v1.Messaging/PostConversationMessage", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListConversationMessages`
+    public static let listConversationMessages = RPCMethod<Caremesh_Messaging_V1_ListConversationMessagesRequest, Caremesh_Messaging_V1_ListConversationMessagesResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListConversationMessages", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListConversationAudit`
+    public static let listConversationAudit = RPCMethod<Caremesh_Messaging_V1_ListConversationAuditRequest, Caremesh_Messaging_V1_ListConversationAuditResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListConversationAudit", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// `/caremesh.messaging.v1.Messaging/PublishAnnouncement`
     public static let publishAnnouncement = RPCMethod<Caremesh_Messaging_V1_PublishAnnouncementRequest, Caremesh_Messaging_V1_PublishAnnouncementResponse>(
         path: "/caremesh.messaging.v1.Messaging/PublishAnnouncement", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
@@ -395,7 +407,7 @@ public enum MessagingMethods {
     public static let listAnnouncements = RPCMethod<Caremesh_Messaging_V1_ListAnnouncementsRequest, Caremesh_Messaging_V1_ListAnnouncementsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListAnnouncements", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -509,6 +521,10 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.listChatMessages.erased,
     MessagingMethods.markChatRead.erased,
     MessagingMethods.listChats.erased,
+    MessagingMethods.listConversations.erased,
+    MessagingMethods.postConversationMessage.erased,
+    MessagingMethods.listConversationMessages.erased,
+    MessagingMethods.listConversationAudit.erased,
     MessagingMethods.publishAnnouncement.erased,
     MessagingMethods.retireAnnouncement.erased,
     MessagingMethods.listAnnouncements.erased,

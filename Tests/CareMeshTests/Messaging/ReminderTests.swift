@@ -29,6 +29,21 @@ extension SmsTests {
         }
     }
 
+    /// The doctor sees patients all day, every day, in Paris.
+    static func openAllWeek(_ s: Stack, _ doctor: TestAccount) async throws {
+        let week: [Caremesh_Dispatch_V1_Weekday] = [.monday, .tuesday, .wednesday, .thursday, .friday, .saturday, .sunday]
+        var schedule = Caremesh_Dispatch_V1_SetScheduleRequest()
+        schedule.timeZone = "Europe/Paris"
+        schedule.windows = week.map { day in
+            var w = Caremesh_Dispatch_V1_AvailabilityWindow()
+            w.weekday = day
+            w.start = "00:00"
+            w.end = "24:00"
+            return w
+        }
+        _ = try await s.client.call(DispatchMethods.setSchedule, request: schedule, options: doctor.auth)
+    }
+
     @Test func aBookedAppointmentSchedulesRemindersThatCancellationAndCompletionWithdraw() async throws {
         try await withStack(["MESSAGING_FACILITY_NAME": "Clinique du Parc", "MESSAGING_OVERDUE_AFTER_HOURS": "24"], dispatch: true) { s in
             let doctor = try await TestAccount.make(s.client, s.db, role: "professional")
@@ -43,18 +58,7 @@ extension SmsTests {
             create.purpose = .treatment
             let patient = try await s.client.call(IdentityMethods.createPatient, request: create, options: s.admin.auth).patient
             try await s.consent(phone, true)
-            // The doctor sees patients all day, every day, in Paris.
-            let week: [Caremesh_Dispatch_V1_Weekday] = [.monday, .tuesday, .wednesday, .thursday, .friday, .saturday, .sunday]
-            var schedule = Caremesh_Dispatch_V1_SetScheduleRequest()
-            schedule.timeZone = "Europe/Paris"
-            schedule.windows = week.map { day in
-                var w = Caremesh_Dispatch_V1_AvailabilityWindow()
-                w.weekday = day
-                w.start = "00:00"
-                w.end = "24:00"
-                return w
-            }
-            _ = try await s.client.call(DispatchMethods.setSchedule, request: schedule, options: doctor.auth)
+            try await Self.openAllWeek(s, doctor)
             func book(_ start: Date, for patientID: String = patient.id) async throws -> Caremesh_Dispatch_V1_Appointment {
                 try await s.client.call(DispatchMethods.bookAppointment, request: .with {
                     $0.practitionerID = doctor.id.uuidString
