@@ -128,6 +128,8 @@ struct MessagingBench: AsyncParsableCommand {
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency)))
         let counter = Atomic<Int>(0)
         let processes = StackProcesses(layout: layout, names: ["router", "messaging"])
+        let before = try await Self.inbox(messagingDB, logger: logger)
+        let started = Date()
         let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration, processes: processes).run { _ in
             let n = counter.add(1, ordering: .relaxed).newValue
             let url: String
@@ -153,5 +155,34 @@ struct MessagingBench: AsyncParsableCommand {
         try await http.shutdown()
         print(result.line("messaging webhooks (signed Twilio status callbacks through the HTTP edge; half duplicates; closed loop)",
                           "concurrency=\(concurrency) known_messages=\(known.count)"))
+        // Answered means logged; applying follows. Until every one logged is applied (or 60 s).
+        var after = try await Self.inbox(messagingDB, logger: logger)
+        let deadline = Date().addingTimeInterval(60)
+        while after.waiting > 0, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            after = try await Self.inbox(messagingDB, withLast: false, logger: logger)
+        }
+        after.last = try await Self.inbox(messagingDB, logger: logger).last
+        let seconds = Date().timeIntervalSince(started)
+        let logged = after.last - before.last
+        print(String(format: "messaging webhooks applied (first request → last applied, warm-up included): logged=%d waiting=%d seconds=%.2f per_s=%.0f",
+                     logged, after.waiting, seconds, Double(logged - after.waiting) / seconds))
+    }
+
+    /// The webhook inbox: its latest arrival number and how many wait to be applied (read as
+    /// the service: the log is under row-level security).
+    static func inbox(_ url: DatabaseURL, withLast: Bool = true, logger: Logger) async throws -> (last: Int64, waiting: Int64) {
+        try await Store.withSingleConnection(url, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                SELECT set_config('caremesh.actor_id', \(MessagingService.actorName), false), set_config('caremesh.actor_roles', 'service', false)
+                """, logger: logger)
+            let rows = try await conn.query("""
+                SELECT (SELECT coalesce(max(received_seq), 0) FROM sms_webhook_logs WHERE \(withLast)),
+                       (SELECT count(*) FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < 5)
+                """, logger: logger)
+            var out: (Int64, Int64) = (0, 0)
+            for try await r in rows.decode((Int64, Int64).self) { out = r }
+            return out
+        }
     }
 }

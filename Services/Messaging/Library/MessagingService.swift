@@ -17,6 +17,8 @@ public enum MessagingService {
     /// Who the service is when it acts on its own (seeding templates, keyword replies,
     /// reminders, reading the webhook log): its subject in `created_by` columns and RLS.
     static let actor = "service:" + name
+    /// The same, for tools outside the service (the bench reads the webhook inbox as it).
+    public static var actorName: String { actor }
 
     /// The schema's own migrations (after the platform's).
     public static let migrations: [Migration] = MessagingMigrations.all
@@ -43,7 +45,7 @@ public enum MessagingService {
                 try await reminders.apply(event, c)
                 try await chat.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, fromDispatch]
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {

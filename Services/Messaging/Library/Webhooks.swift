@@ -4,6 +4,7 @@ import CareMeshStore
 import Foundation
 import Logging
 import PostgresNIO
+import ServiceLifecycle
 import SwiftProtobuf
 
 /// What one webhook says, once read and authenticated.
@@ -126,26 +127,45 @@ struct WebhookReader: Sendable {
     }
 }
 
-/// Provider webhooks, handed whole by the router's HTTP edge: each is logged (headers, body,
-/// source address, outcome) under row-level security, authenticated, and applied once, its
-/// effect, its log entry and its events in one transaction, before the provider is answered.
-final class Webhooks: Sendable {
+/// Provider webhooks, handed whole by the router's HTTP edge.
+///
+/// The log is the inbox. `handle` reads the request (authentication, kind, idempotency key;
+/// pure), writes its log row (headers, body, source address, the answer) and answers once that
+/// row is committed: an acknowledged webhook is never lost. Rows from concurrent requests are
+/// written together (`GroupCommit`: one statement, one commit). The processor (`run`) then
+/// applies the authentic ones in order of arrival, a batch per transaction: each is applied
+/// once (`webhook_applied`: a repeat is marked a duplicate), its effects, its events and its
+/// log row's outcome committed together. A batch that fails is retried one row at a time, so
+/// one bad row cannot hold the others back; a failed row is tried again after a backoff, and
+/// one that failed 5 times keeps its error and is left for an admin.
+public final class Webhooks: Service, Sendable {
     let store: Store
     let outbox: Outbox
     let reader: WebhookReader
     let sender: SmsSender
     let voice: VoiceCalls
     let defaultSender: String
+    let configuration: MessagingConfiguration
     let logger: Logger
+    let signal = ChangeSignal()
+    let inbox: GroupCommit<LogRow, Void>
+
+    /// Rows applied per transaction, and the tries a row gets: the n-th failure waits
+    /// `retryBase · 2^(n-1)` before the next (0.5, 1, 2, 4 s).
+    static let batchSize = 200
+    static let maxAttempts = 5
+    static let retryBase = Duration.milliseconds(500)
 
     init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls, logger: Logger) {
         self.store = store
         self.outbox = outbox
         self.voice = voice
         self.defaultSender = configuration.defaultSender
+        self.configuration = configuration
         self.reader = WebhookReader(twilioAuthToken: configuration.twilio?.authToken, orangeWebhookKey: configuration.orange?.webhookKey)
         self.sender = sender
         self.logger = logger
+        inbox = GroupCommit(maxBatch: 256) { rows in try await Self.write(rows, store: store, logger: logger) }
     }
 
     static let twiml = Data(#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.utf8)
@@ -161,14 +181,18 @@ final class Webhooks: Sendable {
         var wakeSender = false
     }
 
+    // MARK: - Ingest
+
     func handle(_ r: Caremesh_Messaging_V1_WebhookRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_WebhookResponse {
-        let read: WebhookReader.Read?
-        let outcome: Outcome
+        var outcome = Outcome(status: 200)
+        var read: WebhookReader.Read?
         do {
             read = try reader.read(r)
-            outcome = Outcome(status: 200)
+            if r.provider == "twilio" {
+                outcome.body = Self.twiml
+                outcome.contentType = "text/xml"
+            }
         } catch {
-            read = nil
             switch error {
             case .unknownRoute: outcome = Outcome(status: 404, error: "no webhook route for this kind and provider")
             case .unauthenticated: outcome = Outcome(status: 403, error: "signature missing or invalid")
@@ -177,39 +201,212 @@ final class Webhooks: Sendable {
             logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
                                                         "http.status": "\(outcome.status)"])
         }
-        let final = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
-            var result = outcome
-            let logID = UUID()
-            if let read {
-                var events = PendingEvents()
-                let applied = try await c.query("""
-                    INSERT INTO webhook_applied (provider, idempotency_key, log_id) VALUES (\(r.provider), \(read.idempotencyKey), \(logID))
-                    ON CONFLICT DO NOTHING RETURNING 1
-                    """, logger: self.logger).hasRows()
-                if applied {
-                    result = try await self.apply(read.event, provider: r.provider, events: &events, on: c)
-                } else {
-                    result.duplicate = true
-                    result.processed = true
-                    if case .smsStatus(let id?, _, _, _, _) = read.event {
-                        result.related = try await c.query("SELECT id FROM sms_messages WHERE id = \(id)", logger: self.logger).first(UUID.self)
-                    }
-                }
-                if r.provider == "twilio" {
-                    result.body = Self.twiml
-                    result.contentType = "text/xml"
-                }
-                try await self.outbox.append(events, on: c)
-            }
-            try await self.log(r, id: logID, type: read?.type ?? "unknown", key: read?.idempotencyKey, result, on: c)
-            return result
-        }
-        if final.wakeSender { sender.wake() }
+        try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, outcome))
+        if read != nil { signal.fire() }
         var response = Caremesh_Messaging_V1_WebhookResponse()
-        response.status = UInt32(final.status)
-        response.contentType = final.contentType
-        response.body = final.body
+        response.status = UInt32(outcome.status)
+        response.contentType = outcome.contentType
+        response.body = outcome.body
         return response
+    }
+
+    /// One webhook's log row as it arrived, with the answer it gets.
+    struct LogRow: Sendable {
+        var id = UUID()
+        var kind, provider, type, url, headers, body: String
+        var raw: ByteBuffer
+        var ip: String
+        var key: String
+        var error: String
+        var status: Int32
+        var response: String
+
+        init(_ r: Caremesh_Messaging_V1_WebhookRequest, type: String, key: String?, _ o: Outcome) {
+            var headers: [String: String] = [:]
+            for h in r.headers { headers[h.name.lowercased()] = h.value }
+            let headersJSON = (try? JSONSerialization.data(withJSONObject: headers, options: [.sortedKeys])) ?? Data("{}".utf8)
+            func name(_ s: String) -> String { s.isEmpty ? "unknown" : String(s.prefix(20)).lowercased().filter(\.isLetter) }
+            kind = name(r.kind)
+            provider = name(r.provider)
+            self.type = type
+            url = r.url
+            self.headers = String(decoding: headersJSON, as: UTF8.self)
+            body = Webhooks.bodyAsJSON(r.body)
+            raw = ByteBuffer(bytes: r.body)
+            ip = String(r.sourceAddress.prefix(64))
+            self.key = key ?? ""
+            error = o.error ?? ""
+            status = Int32(o.status)
+            response = String(decoding: o.body, as: UTF8.self)
+        }
+    }
+
+    /// Writes one batch of log rows: one statement, one commit, as the service (the log's
+    /// row-level security).
+    static func write(_ rows: [LogRow], store: Store, logger: Logger) async throws -> [Void] {
+        _ = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
+            try await c.query("""
+                INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
+                                              request_ip, idempotency_key, processing_error, response_status, response_body)
+                SELECT id, kind, provider, type, url, headers::jsonb, body::jsonb, raw, nullif(ip, ''), nullif(key, ''),
+                       nullif(error, ''), status, response
+                FROM unnest(\(rows.map(\.id)), \(rows.map(\.kind)), \(rows.map(\.provider)), \(rows.map(\.type)), \(rows.map(\.url)),
+                            \(rows.map(\.headers)), \(rows.map(\.body)), \(rows.map(\.raw)), \(rows.map(\.ip)), \(rows.map(\.key)),
+                            \(rows.map(\.error)), \(rows.map(\.status)), \(rows.map(\.response)))
+                    WITH ORDINALITY AS r(id, kind, provider, type, url, headers, body, raw, ip, key, error, status, response, n)
+                ORDER BY n
+                """, logger: logger)
+        }
+        return rows.map { _ in () }
+    }
+
+    // MARK: - Processing
+
+    public func run() async throws {
+        await runRounds(signal: signal, pollInterval: configuration.pollInterval, logger: logger, what: "webhook") {
+            try await self.processOnce() >= Self.batchSize
+        }
+    }
+
+    /// A logged webhook waiting to be applied.
+    struct Waiting: Sendable {
+        var id: UUID
+        var request: Caremesh_Messaging_V1_WebhookRequest
+        var attempts: Int32
+    }
+
+    /// One round: claims waiting rows in order of arrival and applies them in one transaction
+    /// (or, if that fails, each in its own). Returns how many it claimed.
+    @discardableResult
+    func processOnce() async throws -> Int {
+        let wake: Bool
+        let claimed: [Waiting]
+        do {
+            (claimed, wake) = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
+                let batch = try await self.claim(limit: Self.batchSize, on: c)
+                return (batch, try await self.apply(batch, on: c))
+            }
+        } catch {
+            // One of them (or the database) failed: each alone, so the others still go through.
+            logger.warning("webhook batch failed; applying one by one", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
+            (claimed, wake) = try await processOneByOne()
+        }
+        if wake { sender.wake() }
+        return claimed.count
+    }
+
+    private func processOneByOne() async throws -> ([Waiting], Bool) {
+        var all: [Waiting] = []
+        var wake = false
+        while all.count < Self.batchSize {
+            let (row, woke) = try await store.withActor(MessagingService.actor, roles: ["service"]) { c -> (Waiting?, Bool) in
+                guard let row = try await self.claim(limit: 1, on: c).first else { return (nil, false) }
+                return (row, try await self.applyOrRecordFailure(row, on: c))
+            }
+            guard let row else { break }
+            all.append(row)
+            wake = wake || woke
+        }
+        return (all, wake)
+    }
+
+    /// Applies `row` under a savepoint; if that fails, records the failure on its log row.
+    private func applyOrRecordFailure(_ row: Waiting, on c: PostgresConnection) async throws -> Bool {
+        try await c.query("SAVEPOINT webhook", logger: logger)
+        do {
+            let wake = try await apply([row], on: c)
+            try await c.query("RELEASE SAVEPOINT webhook", logger: logger)
+            return wake
+        } catch {
+            try await c.query("ROLLBACK TO SAVEPOINT webhook", logger: logger)
+            let kind = RPCError.loggableKind(of: error)
+            logger.warning("webhook not applied", metadata: ["webhook.log_id": "\(row.id)", "error.kind": "\(kind)",
+                                                             "attempts": "\(row.attempts + 1)"])
+            try await c.query("""
+                UPDATE sms_webhook_logs SET attempts = attempts + 1, processing_error = \("not applied: \(kind)"),
+                    retry_at = now() + \(Self.retryBase.seconds) * interval '1 second' * 2 ^ attempts
+                WHERE id = \(row.id)
+                """, logger: logger)
+            return false
+        }
+    }
+
+    private func claim(limit: Int, on c: PostgresConnection) async throws -> [Waiting] {
+        let rows = try await c.query("""
+            SELECT id, kind, provider, request_url, request_headers::text, raw_body, attempts FROM sms_webhook_logs
+            WHERE NOT processed AND response_status = 200 AND attempts < \(Int32(Self.maxAttempts))
+              AND (retry_at IS NULL OR retry_at <= now())
+            ORDER BY received_seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            """, logger: logger)
+        var out: [Waiting] = []
+        for try await (id, kind, provider, url, headers, raw, attempts) in rows.decode((UUID, String, String, String, String, ByteBuffer, Int32).self) {
+            var r = Caremesh_Messaging_V1_WebhookRequest()
+            r.kind = kind
+            r.provider = provider
+            r.url = url
+            let fields = (try? JSONSerialization.jsonObject(with: Data(headers.utf8))) as? [String: String] ?? [:]
+            r.headers = fields.map { name, value in .with { $0.name = name; $0.value = value } }
+            r.body = Data(buffer: raw)
+            out.append(Waiting(id: id, request: r, attempts: attempts))
+        }
+        return out
+    }
+
+    /// Applies claimed rows in order and records each outcome on its log row. Returns whether
+    /// a reply was queued (the sender should look now).
+    private func apply(_ batch: [Waiting], on c: PostgresConnection) async throws -> Bool {
+        guard !batch.isEmpty else { return false }
+        // Authenticated when they arrived; read again from the log (the same pure reader).
+        let reads = batch.map { try? reader.read($0.request) }
+        // Which are news: one statement claims every key (in order of arrival, so of two
+        // repeats in the batch the first is applied).
+        let readable = batch.indices.filter { reads[$0] != nil }
+        var fresh = Set<UUID>()
+        for try await id in try await c.query("""
+            INSERT INTO webhook_applied (provider, idempotency_key, log_id)
+            SELECT provider, key, id FROM unnest(\(readable.map { batch[$0].request.provider }), \(readable.map { reads[$0]!.idempotencyKey }),
+                                                 \(readable.map { batch[$0].id })) WITH ORDINALITY AS r(provider, key, id, n)
+            ORDER BY n
+            ON CONFLICT DO NOTHING RETURNING log_id
+            """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+        // The messages repeated status callbacks name (by our id), to relate their log rows.
+        var repeatedIDs: [UUID] = []
+        for (row, read) in zip(batch, reads) where !fresh.contains(row.id) {
+            if case .smsStatus(let id?, _, _, _, _)? = read?.event { repeatedIDs.append(id) }
+        }
+        var known = Set<UUID>()
+        if !repeatedIDs.isEmpty {
+            for try await id in try await c.query("SELECT id FROM sms_messages WHERE id = ANY(\(repeatedIDs))", logger: logger).decode(UUID.self) {
+                known.insert(id)
+            }
+        }
+        var events = PendingEvents()
+        var outcomes: [Outcome] = []
+        for (row, read) in zip(batch, reads) {
+            guard let read else {
+                outcomes.append(Outcome(status: 200, processed: true, error: "no longer readable"))
+                continue
+            }
+            if fresh.contains(row.id) {
+                var o = try await apply(read.event, provider: row.request.provider, events: &events, on: c)
+                o.processed = true
+                outcomes.append(o)
+            } else {
+                var o = Outcome(status: 200, processed: true, duplicate: true)
+                if case .smsStatus(let id?, _, _, _, _) = read.event, known.contains(id) { o.related = id }
+                outcomes.append(o)
+            }
+        }
+        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        try await c.query("""
+            UPDATE sms_webhook_logs l SET processed = true, duplicate = u.duplicate, processing_error = nullif(u.error, ''),
+                related_sms_message_id = nullif(u.related, \(none)), attempts = l.attempts + 1
+            FROM unnest(\(batch.map(\.id)), \(outcomes.map(\.duplicate)), \(outcomes.map { $0.error ?? "" }),
+                        \(outcomes.map { $0.related ?? none })) AS u(id, duplicate, error, related)
+            WHERE l.id = u.id
+            """, logger: logger)
+        try await outbox.append(events, on: c)
+        return outcomes.contains { $0.wakeSender }
     }
 
     /// The log, newest first, for admins: what came and what became of it (headers and
@@ -248,23 +445,6 @@ final class Webhooks: Sendable {
             response.nextPageToken = token
             return response
         }
-    }
-
-    func log(_ r: Caremesh_Messaging_V1_WebhookRequest, id: UUID, type: String, key: String?, _ o: Outcome,
-             on c: PostgresConnection) async throws {
-        var headers: [String: String] = [:]
-        for h in r.headers { headers[h.name.lowercased()] = h.value }
-        let headersJSON = String(decoding: try JSONSerialization.data(withJSONObject: headers, options: [.sortedKeys]), as: UTF8.self)
-        let bodyJSON = Self.bodyAsJSON(r.body)
-        try await c.query("""
-            INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body, request_ip,
-                idempotency_key, processed, duplicate, processing_error, related_sms_message_id, response_status, response_body)
-            VALUES (\(id), \(r.kind.isEmpty ? "unknown" : String(r.kind.prefix(20)).lowercased().filter(\.isLetter)),
-                    \(r.provider.isEmpty ? "unknown" : String(r.provider.prefix(20)).lowercased().filter(\.isLetter)), \(type),
-                    \(r.url), \(headersJSON)::jsonb, \(bodyJSON)::jsonb, \(ByteBuffer(bytes: r.body)),
-                    \(r.sourceAddress.isEmpty ? nil : String(r.sourceAddress.prefix(64))), \(key), \(o.processed), \(o.duplicate), \(o.error),
-                    \(o.related), \(o.status), \(String(decoding: o.body, as: UTF8.self)))
-            """, logger: logger)
     }
 
     /// The body as JSON: itself if it is JSON, a form body as an object of its fields, else a
@@ -306,7 +486,7 @@ final class Webhooks: Sendable {
         var found: (UUID, String, String, UUID?, String?)?
         for try await row in rows.decode((UUID, String, String, UUID?, String?).self) { found = row }
         guard let (messageID, current, correlator, patient, callbackData) = found else {
-            return Outcome(status: 200, processed: false, error: "no such message")
+            return Outcome(status: 200, error: "no such message")
         }
         guard let status, let from = SmsStatus(rawValue: current) else {
             return Outcome(status: 200, processed: true, error: "status \(raw) is not one CareMesh knows", related: messageID)

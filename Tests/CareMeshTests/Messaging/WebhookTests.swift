@@ -56,16 +56,24 @@ extension SmsTests {
                                                          ("From", "+15005550006"), ("To", to)]
             await s.sandbox.postTwilio(url: url, form + [("MessageStatus", "delivered")])
             await s.sandbox.postTwilio(url: url, form + [("MessageStatus", "undelivered"), ("ErrorCode", "30003")])
+            // Answered once logged; applied right after, in order of arrival.
+            let logs = try await TestStack.eventually(timeout: .seconds(10)) {
+                let logs = try await s.db.sql("""
+                    SELECT duplicate, processed, webhook_type, request_ip FROM messaging.sms_webhook_logs
+                    WHERE request_url LIKE \("%m=\(sent.message.id)") ORDER BY received_seq
+                    """).map { try $0.decode((Bool, Bool, String, String?).self) }
+                guard logs.count == 4, logs.allSatisfy(\.1) else { throw RPCError(.notFound, "not all applied yet") }
+                return logs
+            }
             let after = try await s.get(sent.message.id)
             #expect(after.status == .delivered)
             #expect(try await statusEvents(s, sent.message.id).count == 2)
-            let logs = try await s.db.sql("""
-                SELECT duplicate, processed, webhook_type, request_ip FROM messaging.sms_webhook_logs
-                WHERE related_sms_message_id = \(UUID(uuidString: sent.message.id)!) ORDER BY created_at
-                """).map { try $0.decode((Bool, Bool, String, String?).self) }
             // sent, delivered, the repeated delivered (a duplicate), the late failure (news, but backwards: ignored).
             #expect(logs.map(\.0) == [false, false, true, false])
-            #expect(logs.allSatisfy { $0.1 && $0.2 == "delivery_status" && $0.3 == "127.0.0.1" })
+            #expect(logs.allSatisfy { $0.2 == "delivery_status" && $0.3 == "127.0.0.1" })
+            #expect(try await s.count("""
+                SELECT count(*) FROM messaging.sms_webhook_logs WHERE related_sms_message_id = \(UUID(uuidString: sent.message.id)!)
+                """) == 4)
             // Admins list the log without its PHI.
             var list = Caremesh_Messaging_V1_ListWebhookLogsRequest()
             list.relatedSmsMessageID = sent.message.id
@@ -137,6 +145,62 @@ extension SmsTests {
                 try await c.query("SELECT count(*) FROM sms_webhook_logs", logger: TestDatabase.logger).first(Int64.self)
             }
             #expect(seen == 0)
+        }
+    }
+
+    @Test func aWebhookIsAnsweredOnceLoggedAndOneThatCannotBeAppliedHoldsNoOtherBack() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let sent = try await s.send(Self.text(to, "hello"))
+            let m = try await s.until(sent.message.id, is: .delivered)
+            // A fault in the database for one callback only (a trigger the test adds as the
+            // superuser): applying it fails every time.
+            _ = try await s.db.sql("""
+                CREATE FUNCTION messaging.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.idempotency_key LIKE '%SMpoison%' THEN RAISE EXCEPTION 'poisoned'; END IF;
+                    RETURN NEW;
+                END $$
+                """)
+            _ = try await s.db.sql("""
+                CREATE TRIGGER refuse_poison BEFORE INSERT ON messaging.webhook_applied FOR EACH ROW EXECUTE FUNCTION messaging.refuse_poison()
+                """)
+            let url = "\(s.edgeURL)/webhooks/sms/twilio"
+            func callback(_ sid: String, _ status: String) -> [(name: String, value: String)] {
+                [("MessageSid", sid), ("MessageStatus", status), ("AccountSid", s.sandbox.configuration.twilioAccountSID),
+                 ("From", "+15005550006"), ("To", to)]
+            }
+            // The poisoned one first, then a good one (a late status for the delivered message,
+            // named by the provider's id) and a repeat of it: all answered 200 at once.
+            await s.sandbox.postTwilio(url: url, callback("SMpoison0001", "delivered"))
+            await s.sandbox.postTwilio(url: url, callback(m.providerMessageID, "undelivered"))
+            await s.sandbox.postTwilio(url: url, callback(m.providerMessageID, "undelivered"))
+            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs WHERE response_status = 200 AND request_url = \(url)") == 3)
+            // The good ones are applied (the first as stale news: the message stays delivered;
+            // the second as a duplicate)…
+            let good = try await TestStack.eventually(timeout: .seconds(15)) {
+                let rows = try await s.db.sql("""
+                    SELECT duplicate, related_sms_message_id FROM messaging.sms_webhook_logs
+                    WHERE processed AND request_url = \(url) ORDER BY received_seq
+                    """).map { try $0.decode((Bool, UUID?).self) }
+                guard rows.count == 2 else { throw RPCError(.notFound, "\(rows.count) applied") }
+                return rows
+            }
+            #expect(good.map(\.0) == [false, true])
+            #expect(good.first?.1 == UUID(uuidString: sent.message.id))
+            // …and the poisoned one is tried 5 times, then left unprocessed with its error.
+            let poisoned = try await TestStack.eventually(timeout: .seconds(30)) {
+                let rows = try await s.db.sql("""
+                    SELECT attempts, processing_error, processed FROM messaging.sms_webhook_logs
+                    WHERE request_body->>'MessageSid' = 'SMpoison0001'
+                    """).map { try $0.decode((Int32, String?, Bool).self) }
+                guard let row = rows.first, row.0 == 5 else { throw RPCError(.notFound, "not given up yet") }
+                return row
+            }
+            #expect(!poisoned.2 && poisoned.1?.hasPrefix("not applied") == true)
+            #expect(try await s.get(sent.message.id).status == .delivered)
+            #expect(try await s.count("SELECT count(*) FROM messaging.webhook_applied WHERE idempotency_key LIKE '%SMpoison%'") == 0)
         }
     }
 
