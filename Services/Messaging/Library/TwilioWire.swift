@@ -5,30 +5,106 @@ import Foundation
 /// in order, a repeated name kept, space as "+", everything but unreserved characters
 /// percent-encoded.
 public enum FormEncoding {
-    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
     public static func encode(_ pairs: [(name: String, value: String)]) -> String {
         pairs.map { escape($0.name) + "=" + escape($0.value) }.joined(separator: "&")
     }
 
+    /// `application/x-www-form-urlencoded`: unreserved bytes as they are, a space as `+`,
+    /// every other UTF-8 byte as `%XX`.
     static func escape(_ s: String) -> String {
-        s.addingPercentEncoding(withAllowedCharacters: unreserved.union([" "]))!.replacingOccurrences(of: " ", with: "+")
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count)
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(b)
+            case UInt8(ascii: " "):
+                out.append(UInt8(ascii: "+"))
+            default:
+                out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
-    /// The pairs of a body; nil when a percent escape is malformed.
+    /// The pairs of a body; nil when a percent escape is malformed or the bytes it makes are
+    /// not UTF-8.
     public static func decode(_ body: String) -> [(name: String, value: String)]? {
         var out: [(name: String, value: String)] = []
-        for part in body.split(separator: "&", omittingEmptySubsequences: true) {
-            let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        for part in body.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let kv = part.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
             guard let name = unescape(kv[0]), let value = kv.count > 1 ? unescape(kv[1]) : "" else { return nil }
             out.append((name, value))
         }
         return out
     }
 
-    static func unescape(_ s: Substring) -> String? {
-        s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    static func unescape(_ s: Substring.UTF8View) -> String? {
+        func digit(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(s.count)
+        var i = s.startIndex
+        while i < s.endIndex {
+            let b = s[i]
+            if b == UInt8(ascii: "%") {
+                let h = s.index(after: i)
+                guard h < s.endIndex, s.index(after: h) < s.endIndex, let hi = digit(s[h]), let lo = digit(s[s.index(after: h)]) else { return nil }
+                bytes.append(hi << 4 | lo)
+                i = s.index(h, offsetBy: 2)
+            } else {
+                bytes.append(b == UInt8(ascii: "+") ? UInt8(ascii: " ") : b)
+                i = s.index(after: i)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
     }
+}
+
+/// JSON text for a flat object of strings, keys sorted (what the webhook log stores for headers
+/// and form bodies), without Foundation's generic serializer. A NUL becomes U+FFFD: PostgreSQL's
+/// text and jsonb cannot hold one.
+public enum JSONText {
+    public static func object(_ fields: [String: String]) -> String {
+        var out = "{"
+        for (i, key) in fields.keys.sorted().enumerated() {
+            if i > 0 { out += "," }
+            string(key, into: &out)
+            out += ":"
+            string(fields[key]!, into: &out)
+        }
+        return out + "}"
+    }
+
+    static func string(_ s: String, into out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\0": out += "\u{FFFD}"
+            case _ where scalar.value < 0x20:
+                out += "\\u00" + String(scalar.value, radix: 16).leftPadded(to: 2)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// Twilio's voice call statuses, read as CareMesh's `CallStatus`.

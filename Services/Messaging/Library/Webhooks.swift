@@ -148,7 +148,7 @@ public final class Webhooks: Service, Sendable {
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
-    let inbox: GroupCommit<LogRow, Void>
+    let inbox: GroupCommit<LogRow, Bool>
 
     /// Rows applied per transaction, and the tries a row gets: the n-th failure waits
     /// `retryBase · 2^(n-1)` before the next (0.5, 1, 2, 4 s).
@@ -201,7 +201,10 @@ public final class Webhooks: Service, Sendable {
             logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
                                                         "http.status": "\(outcome.status)"])
         }
-        try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, outcome))
+        // Not logged, not answered: the provider tries again.
+        guard try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, outcome)) else {
+            throw RPCError(.internal, "the webhook could not be logged")
+        }
         if read != nil { signal.fire() }
         var response = Caremesh_Messaging_V1_WebhookResponse()
         response.status = UInt32(outcome.status)
@@ -221,19 +224,21 @@ public final class Webhooks: Service, Sendable {
         var status: Int32
         var response: String
 
+        /// `s` without NULs (PostgreSQL's text cannot hold one).
+        static func text(_ s: String) -> String { s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s }
+
         init(_ r: Caremesh_Messaging_V1_WebhookRequest, type: String, key: String?, _ o: Outcome) {
             var headers: [String: String] = [:]
             for h in r.headers { headers[h.name.lowercased()] = h.value }
-            let headersJSON = (try? JSONSerialization.data(withJSONObject: headers, options: [.sortedKeys])) ?? Data("{}".utf8)
             func name(_ s: String) -> String { s.isEmpty ? "unknown" : String(s.prefix(20)).lowercased().filter(\.isLetter) }
             kind = name(r.kind)
             provider = name(r.provider)
             self.type = type
-            url = r.url
-            self.headers = String(decoding: headersJSON, as: UTF8.self)
+            url = Self.text(r.url)
+            self.headers = JSONText.object(headers)
             body = Webhooks.bodyAsJSON(r.body)
             raw = ByteBuffer(bytes: r.body)
-            ip = String(r.sourceAddress.prefix(64))
+            ip = Self.text(String(r.sourceAddress.prefix(64)))
             self.key = key ?? ""
             error = o.error ?? ""
             status = Int32(o.status)
@@ -242,8 +247,28 @@ public final class Webhooks: Service, Sendable {
     }
 
     /// Writes one batch of log rows: one statement, one commit, as the service (the log's
-    /// row-level security).
-    static func write(_ rows: [LogRow], store: Store, logger: Logger) async throws -> [Void] {
+    /// row-level security). If the batch fails, each row alone, so one row the database refuses
+    /// fails only its own request. Whether each was written.
+    static func write(_ rows: [LogRow], store: Store, logger: Logger) async throws -> [Bool] {
+        do {
+            try await insert(rows, store: store, logger: logger)
+            return rows.map { _ in true }
+        } catch where rows.count > 1 {
+            var written: [Bool] = []
+            for row in rows {
+                do {
+                    try await insert([row], store: store, logger: logger)
+                    written.append(true)
+                } catch {
+                    logger.error("webhook not logged", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
+                    written.append(false)
+                }
+            }
+            return written
+        }
+    }
+
+    private static func insert(_ rows: [LogRow], store: Store, logger: Logger) async throws {
         _ = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
             try await c.query("""
                 INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
@@ -257,7 +282,6 @@ public final class Webhooks: Service, Sendable {
                 ORDER BY n
                 """, logger: logger)
         }
-        return rows.map { _ in () }
     }
 
     // MARK: - Processing
@@ -450,13 +474,14 @@ public final class Webhooks: Service, Sendable {
     /// The body as JSON: itself if it is JSON, a form body as an object of its fields, else a
     /// note that it was neither.
     static func bodyAsJSON(_ body: Data) -> String {
-        if (try? JSONSerialization.jsonObject(with: body)) != nil, let text = String(data: body, encoding: .utf8) { return text }
+        if (try? JSONSerialization.jsonObject(with: body)) != nil, let text = String(data: body, encoding: .utf8) {
+            // jsonb refuses \u0000 (the raw body keeps it).
+            return text.contains("\\u0000") || text.contains("\0") ? #"{"unreadable":true}"# : text
+        }
         if let text = String(data: body, encoding: .utf8), let form = FormEncoding.decode(text) {
             var object: [String: String] = [:]
             for (name, value) in form { object[name] = value }
-            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
-                return String(decoding: data, as: UTF8.self)
-            }
+            return JSONText.object(object)
         }
         return #"{"unreadable":true}"#
     }

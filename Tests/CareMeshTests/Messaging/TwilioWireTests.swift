@@ -1,4 +1,5 @@
 import CareMeshContracts
+import Foundation
 import MessagingService
 import Testing
 
@@ -19,6 +20,24 @@ import Testing
         let posted = try #require(FormEncoding.decode("CallSid=CA123&CallStatus=in-progress&AnsweredBy=human&From=%2B15005550006"))
         #expect(posted.first { $0.name == "From" }?.value == "+15005550006")
         #expect(FormEncoding.decode("Body=%ZZ") == nil)
+        // A truncated escape, or escapes that are not UTF-8, are malformed; '+' is a space.
+        #expect(FormEncoding.decode("Body=%4") == nil)
+        #expect(FormEncoding.decode("Body=%") == nil)
+        #expect(FormEncoding.decode("Body=%E9t%E9") == nil)
+        #expect(FormEncoding.decode("A+b=c%2Bd&&x")?.map { "\($0.name)|\($0.value)" } == ["A b|c+d", "x|"])
+    }
+
+    @Test("the webhook log's JSON text: sorted keys, every escape JSON needs, no NUL")
+    func jsonText() throws {
+        let fields = ["b": "quote \" backslash \\ slash /", "a": "line\nfeed\ttab\r\u{1}\u{1F}", "é": "été 🚑", "z": "nul\0"]
+        let text = JSONText.object(fields)
+        #expect(text.hasPrefix(#"{"a":"line\nfeed\ttab\r\u0001\u001f","b":"#))
+        #expect(!text.contains("\0"))
+        let back = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: String])
+        var expected = fields
+        expected["z"] = "nul\u{FFFD}"
+        #expect(back == expected)
+        #expect(JSONText.object([:]) == "{}")
     }
 
     /// (CallStatus, AnsweredBy, ours)
