@@ -404,6 +404,11 @@ public final class Webhooks: Service, Sendable {
                 known.insert(id)
             }
         }
+        // The messages the new status callbacks name, locked, for one fold of them all.
+        var statuses = try await loadMessages(zip(batch, reads).compactMap { row, read in
+            guard fresh.contains(row.id), case .smsStatus(let id, let providerID, _, _, _)? = read?.event else { return nil }
+            return (id, row.request.provider, providerID)
+        }, on: c)
         var events = PendingEvents()
         var outcomes: [Outcome] = []
         for (row, read) in zip(batch, reads) {
@@ -411,8 +416,19 @@ public final class Webhooks: Service, Sendable {
                 outcomes.append(Outcome(status: 200, processed: true, error: "no longer readable"))
                 continue
             }
+            let provider = row.request.provider
             if fresh.contains(row.id) {
-                var o = try await apply(read.event, provider: row.request.provider, events: &events, on: c)
+                var o: Outcome
+                switch read.event {
+                case .smsStatus(let id, let providerID, let status, let raw, let errorCode):
+                    let result = statuses.apply(id: id, providerID: providerID, provider: provider, status: status, raw: raw, errorCode: errorCode)
+                    o = try Self.outcome(result, raw: raw, statuses: statuses, provider: provider, events: &events)
+                case .inbound(let providerID, let from, _, let body):
+                    o = try await applyInbound(providerID: providerID, from: from, body: body, provider: provider, events: &events, on: c)
+                case .callStatus(let id, let providerID, let status, let raw, let duration):
+                    o = try await voice.applyStatus(id: id, providerCallID: providerID, status: status, raw: raw, duration: duration,
+                                                    events: &events, on: c)
+                }
                 o.processed = true
                 outcomes.append(o)
             } else {
@@ -421,6 +437,7 @@ public final class Webhooks: Service, Sendable {
                 outcomes.append(o)
             }
         }
+        try await writeChanges(statuses, on: c)
         let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         try await c.query("""
             UPDATE sms_webhook_logs l SET processed = true, duplicate = u.duplicate, processing_error = nullif(u.error, ''),
@@ -486,55 +503,72 @@ public final class Webhooks: Service, Sendable {
         return #"{"unreadable":true}"#
     }
 
-    func apply(_ event: WebhookEvent, provider: String, events: inout PendingEvents,
-               on c: PostgresConnection) async throws -> Outcome {
-        switch event {
-        case .smsStatus(let id, let providerID, let status, let raw, let errorCode):
-            return try await applyStatus(id: id, providerID: providerID, provider: provider, status: status, raw: raw,
-                                         errorCode: errorCode, events: &events, on: c)
-        case .inbound(let providerID, let from, _, let body):
-            return try await applyInbound(providerID: providerID, from: from, body: body, provider: provider, events: &events, on: c)
-        case .callStatus(let id, let providerID, let status, let raw, let duration):
-            return try await voice.applyStatus(id: id, providerCallID: providerID, status: status, raw: raw, duration: duration,
-                                               events: &events, on: c)
+    // MARK: - Status callbacks, a batch at a time
+
+    /// Loads and locks (in id order, so concurrent processors cannot deadlock) the messages
+    /// that callbacks name, by our id or by the provider's.
+    private func loadMessages(_ refs: [(id: UUID?, provider: String, providerID: String?)], on c: PostgresConnection) async throws
+        -> SmsStatusBatch
+    {
+        guard !refs.isEmpty else { return SmsStatusBatch([]) }
+        let ids = refs.compactMap(\.id)
+        let byProvider = refs.filter { $0.id == nil && $0.providerID != nil }
+        let rows = try await c.query("""
+            SELECT id, status, client_correlator, patient_id, callback_data, provider, provider_message_id FROM sms_messages
+            WHERE id = ANY(\(ids))
+               OR (provider, provider_message_id) IN (SELECT * FROM unnest(\(byProvider.map(\.provider)), \(byProvider.map { $0.providerID! })))
+            ORDER BY id FOR UPDATE
+            """, logger: logger)
+        var messages: [SmsStatusBatch.Message] = []
+        for try await (id, status, correlator, patient, callbackData, provider, providerID)
+            in rows.decode((UUID, String, String, UUID?, String?, String?, String?).self) {
+            guard let status = SmsStatus(rawValue: status) else { continue }
+            messages.append(.init(id: id, status: status, correlator: correlator, patient: patient, callbackData: callbackData,
+                                  provider: provider, providerMessageID: providerID))
+        }
+        return SmsStatusBatch(messages)
+    }
+
+    /// A callback's log outcome, and its event when it moved its message.
+    static func outcome(_ result: SmsStatusBatch.Result, raw: String, statuses: SmsStatusBatch, provider: String,
+                        events: inout PendingEvents) throws -> Outcome {
+        switch result {
+        case .unknownMessage:
+            return Outcome(status: 200, error: "no such message")
+        case .unknownStatus(let id):
+            return Outcome(status: 200, error: "status \(raw) is not one CareMesh knows", related: id)
+        case .stale(let id):
+            // Stale or repeated news: logged, not applied.
+            return Outcome(status: 200, related: id)
+        case .moved(let id, let from, let to):
+            let m = statuses.messages[id]!
+            try events.add(SmsEvents.statusChanged(id: id, correlator: m.correlator, status: to, previous: from, patient: m.patient,
+                                                   callbackData: m.callbackData, provider: provider), key: id.text)
+            return Outcome(status: 200, related: id)
         }
     }
 
-    /// Moves the message forward only: a late `sent` after `delivered` is logged, not applied.
-    func applyStatus(id: UUID?, providerID: String?, provider: String, status: SmsStatus?, raw: String, errorCode: String?,
-                     events: inout PendingEvents, on c: PostgresConnection) async throws -> Outcome {
-        let rows = try await c.query("""
-            SELECT id, status, client_correlator, patient_id, callback_data FROM sms_messages
-            WHERE (\(id)::uuid IS NOT NULL AND id = \(id)) OR (\(id)::uuid IS NULL AND provider = \(provider) AND provider_message_id = \(providerID))
-            FOR UPDATE
-            """, logger: logger)
-        var found: (UUID, String, String, UUID?, String?)?
-        for try await row in rows.decode((UUID, String, String, UUID?, String?).self) { found = row }
-        guard let (messageID, current, correlator, patient, callbackData) = found else {
-            return Outcome(status: 200, error: "no such message")
-        }
-        guard let status, let from = SmsStatus(rawValue: current) else {
-            return Outcome(status: 200, processed: true, error: "status \(raw) is not one CareMesh knows", related: messageID)
-        }
-        guard from.canMove(to: status) else {
-            // Stale or repeated news: only the provider's own wording is kept up to date.
-            return Outcome(status: 200, processed: true, related: messageID)
-        }
+    /// Writes the batch's changes: one statement for all the messages that moved.
+    private func writeChanges(_ statuses: SmsStatusBatch, on c: PostgresConnection) async throws {
+        let changes = statuses.changed.map { ($0, statuses.changes[$0]!) }
+        guard !changes.isEmpty else { return }
         try await c.query("""
-            UPDATE sms_messages SET status = \(status.rawValue), delivery_status = \(raw),
-                delivery_description = coalesce(\(errorCode.map { "error \($0)" }), delivery_description),
-                provider = coalesce(provider, \(provider)), provider_message_id = coalesce(provider_message_id, \(providerID)),
-                sent_at = CASE WHEN \(status.rawValue) IN ('sent', 'delivered') THEN coalesce(sent_at, now()) ELSE sent_at END,
-                delivered_at = CASE WHEN \(status.rawValue) = 'delivered' THEN now() ELSE delivered_at END,
-                failed_at = CASE WHEN \(status.rawValue) = 'failed' THEN now() ELSE failed_at END,
-                cancelled_at = CASE WHEN \(status.rawValue) = 'cancelled' THEN now() ELSE cancelled_at END,
-                error_message = CASE WHEN \(status.rawValue) = 'failed' THEN coalesce(\(errorCode.map { "\(provider) error \($0)" }), 'undelivered')
-                                     ELSE error_message END
-            WHERE id = \(messageID)
+            UPDATE sms_messages m SET status = u.status, delivery_status = u.raw,
+                delivery_description = coalesce(nullif(u.code, '') , m.delivery_description),
+                provider = coalesce(m.provider, u.provider), provider_message_id = coalesce(m.provider_message_id, nullif(u.provider_id, '')),
+                sent_at = CASE WHEN u.sent THEN coalesce(m.sent_at, now()) ELSE m.sent_at END,
+                delivered_at = CASE WHEN u.delivered THEN now() ELSE m.delivered_at END,
+                failed_at = CASE WHEN u.failed THEN now() ELSE m.failed_at END,
+                cancelled_at = CASE WHEN u.cancelled THEN now() ELSE m.cancelled_at END,
+                error_message = CASE WHEN u.failed THEN coalesce(nullif(u.error, ''), 'undelivered') ELSE m.error_message END
+            FROM unnest(\(changes.map(\.0)), \(changes.map(\.1.status.rawValue)), \(changes.map(\.1.raw)),
+                        \(changes.map { $0.1.errorCode.map { "error \($0)" } ?? "" }), \(changes.map(\.1.provider)),
+                        \(changes.map { $0.1.providerMessageID ?? "" }), \(changes.map(\.1.sent)), \(changes.map(\.1.delivered)),
+                        \(changes.map(\.1.failed)), \(changes.map(\.1.cancelled)),
+                        \(changes.map { c in c.1.errorCode.map { "\(c.1.provider) error \($0)" } ?? "" }))
+                AS u(id, status, raw, code, provider, provider_id, sent, delivered, failed, cancelled, error)
+            WHERE m.id = u.id
             """, logger: logger)
-        try events.add(SmsEvents.statusChanged(id: messageID, correlator: correlator, status: status, previous: from, patient: patient,
-                                               callbackData: callbackData, provider: provider), key: messageID.text)
-        return Outcome(status: 200, processed: true, related: messageID)
     }
 
     /// STOP and its kin opt the number out and queue the confirmation (exempt from consent);

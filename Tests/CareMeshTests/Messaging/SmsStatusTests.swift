@@ -1,4 +1,5 @@
-import MessagingService
+import Foundation
+@testable import MessagingService
 import Testing
 
 /// SMS statuses only move forward, whatever order the provider's callbacks arrive in.
@@ -43,5 +44,34 @@ import Testing
         #expect(SmsStatus(orange: "DeliveryImpossible") == .failed)
         #expect(SmsStatus(orange: "DeliveredToNetwork") == .sent)
         #expect(SmsStatus(orange: "deliveredtoterminal") == nil)
+    }
+    @Test("a batch of callbacks: in order, forward only, folded into one change per message")
+    func batch() {
+        let a = UUID(), b = UUID(), unknown = UUID()
+        var batch = SmsStatusBatch([
+            .init(id: a, status: .pending, correlator: "a", patient: nil, callbackData: nil, provider: nil, providerMessageID: nil),
+            .init(id: b, status: .sent, correlator: "b", patient: nil, callbackData: "cb", provider: "twilio", providerMessageID: "SMb"),
+        ])
+        // a: sent then delivered in the same batch (our id; the first teaches its provider id),
+        // then a late "sent" by the provider's id: stale.
+        #expect(batch.apply(id: a, providerID: "SMa", provider: "twilio", status: .sent, raw: "sent", errorCode: nil) == .moved(a, from: .pending, to: .sent))
+        #expect(batch.apply(id: a, providerID: "SMa", provider: "twilio", status: .delivered, raw: "delivered", errorCode: nil)
+            == .moved(a, from: .sent, to: .delivered))
+        #expect(batch.apply(id: nil, providerID: "SMa", provider: "twilio", status: .sent, raw: "sent", errorCode: nil) == .stale(a))
+        // b, by the provider's id only: fails with the provider's code.
+        #expect(batch.apply(id: nil, providerID: "SMb", provider: "twilio", status: .failed, raw: "undelivered", errorCode: "30003")
+            == .moved(b, from: .sent, to: .failed))
+        #expect(batch.apply(id: nil, providerID: "SMb", provider: "orange", status: .delivered, raw: "x", errorCode: nil) == .unknownMessage)
+        #expect(batch.apply(id: unknown, providerID: "SMa", provider: "twilio", status: .sent, raw: "sent", errorCode: nil) == .unknownMessage)
+        #expect(batch.apply(id: b, providerID: nil, provider: "twilio", status: nil, raw: "weird", errorCode: nil) == .unknownStatus(b))
+        #expect(batch.changed == [a, b])
+        #expect(batch.changes[a] == .init(status: .delivered, raw: "delivered", errorCode: nil, provider: "twilio", providerMessageID: "SMa",
+                                          sent: true, delivered: true, failed: false, cancelled: false))
+        #expect(batch.changes[b] == .init(status: .failed, raw: "undelivered", errorCode: "30003", provider: "twilio", providerMessageID: "SMb",
+                                          sent: false, delivered: false, failed: true, cancelled: false))
+        #expect(batch.messages[a]?.status == .delivered && batch.messages[b]?.status == .failed)
+        // Nothing named, nothing to write.
+        let empty = SmsStatusBatch([])
+        #expect(empty.changed.isEmpty)
     }
 }
