@@ -31,6 +31,9 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Worker processes to start.") var workers = 2
         @Option(help: "Client endpoint port of the router to start.") var port = 27655
         @Option(help: "Use this running router (with a bench-worker registered) instead.") var router: String?
+        @Flag(inversion: .prefixedNo,
+              help: "Run the calling tasks on the client's I/O thread (withTaskExecutorPreference(client.executor)).")
+        var clientThread = true
 
         func run() async throws {
             var children: [Process] = []
@@ -90,11 +93,13 @@ struct Bench: AsyncParsableCommand {
             var request = Caremesh_Bench_V1_EchoRequest()
             request.payload = Data(repeating: 0x61, count: payload)
             let req = request
-            let result = await Load(concurrency: concurrency, warmup: warmup, duration: duration).run { _ in
-                _ = try await client.call(BenchMethods.echo, request: req)
-            }
+            let load = Load(concurrency: concurrency, warmup: warmup, duration: duration)
+            let call: @Sendable (Int) async throws -> Void = { _ in _ = try await client.call(BenchMethods.echo, request: req) }
+            let result = clientThread
+                ? await withTaskExecutorPreference(client.executor) { await load.run(call) }
+                : await load.run(call)
             let n = result.histogram.totalCount
-            return "caremesh rpc: concurrency=\(concurrency) payload=\(payload)B duration_s=\(duration) requests=\(n) "
+            return "caremesh rpc: concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
                 + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "
                 + "p999_us=\(result.us(99.9)) errors=\(result.errors)"
         }

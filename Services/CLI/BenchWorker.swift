@@ -40,8 +40,9 @@ struct BenchWorker: AsyncParsableCommand {
             reply.instanceID = instanceID
             return reply
         }
-        handlers.register(BenchMethods.echo, echo)
-        handlers.register(BenchMethods.write, echo)
+        // No-ops that never block: they answer on the worker's I/O thread (a delay suspends).
+        handlers.register(BenchMethods.echo, start: .inline, echo)
+        handlers.register(BenchMethods.write, start: .inline, echo)
         return handlers
     }
 }

@@ -12,7 +12,9 @@ import ZMQ
 /// Every call has a timeout; a call made inside a handler inherits the handler's deadline and
 /// trace. Calls are retried only when that is safe: the method is idempotent or the call
 /// carries an idempotency key. When the router goes away, calls in flight fail `UNAVAILABLE`
-/// (and are retried if safe) and the socket reconnects by itself.
+/// (and are retried if safe) and the socket reconnects by itself. Callers that make many small
+/// calls can run on the client's I/O thread (`withTaskExecutorPreference(client.executor)`):
+/// no thread hop per call then, see `IOExecutor`.
 ///
 /// ```swift
 /// let client = RPCClient(configuration: .init(environment: ProcessInfo.processInfo.environment))
@@ -26,6 +28,8 @@ public final class RPCClient: Service, Sendable {
     private let state = Mutex(Shared())
     private let thread: Mutex<IOThread?> = Mutex(nil)
     private let nextID = Atomic<UInt64>(1)
+    /// Runs tasks that prefer it on the client's I/O thread (see `IOExecutor`).
+    public let executor: IOExecutor
 
     typealias Outcome = Result<(ResponseHeader, Data), RPCError>
 
@@ -46,6 +50,7 @@ public final class RPCClient: Service, Sendable {
     public init(configuration: ClientConfiguration = .init(), logger: Logger = Logger(label: "caremesh.client")) {
         self.configuration = configuration
         self.logger = logger
+        self.executor = IOExecutor(wake: wake)
         let t = IOThread(name: "caremesh-client") { [self] in self.loop() }
         thread.withLock { $0 = t }
     }
@@ -54,6 +59,8 @@ public final class RPCClient: Service, Sendable {
     public func close() {
         state.withLock { $0.closed = true }
         wake.signal()
+        // From a task on the I/O thread itself: it ends after this turn; it cannot be awaited here.
+        if wake.onOwnerThread { return }
         thread.withLock { $0 }?.join()
     }
 
@@ -194,9 +201,10 @@ public final class RPCClient: Service, Sendable {
         poller.add(fd: wake.fd)
         poller.add(socket)
         poller.add(monitor.events)
+        wake.becomeOwner()  // what tasks on this thread queue is sent before the next poll
         var timeout = 0
         while true {
-            let readable = poller.pollMask(timeoutMs: timeout)
+            let readable = poller.pollMask(timeoutMs: executor.hasJobs ? 0 : timeout)
             if readable & 1 != 0 { wake.drain() }
             if readable & 4 != 0 {
                 while let event = monitor.next() {
@@ -222,6 +230,7 @@ public final class RPCClient: Service, Sendable {
                     p?.continuation.resume(returning: .success((header, body)))
                 }
             }
+            executor.runQueued()  // callers on this thread: their replies, and their next requests
             let (outgoing, closed, expired, next) = state.withLock { s in
                 let out = s.outgoing
                 s.outgoing.removeAll(keepingCapacity: true)
@@ -247,6 +256,7 @@ public final class RPCClient: Service, Sendable {
             timeout = next.map { $0 > now ? Int(min(1_000, ($0 - now + 999_999) / 1_000_000)) : 0 } ?? 1_000
         }
         failAll(RPCError(.cancelled, "the client was closed"), closing: true)
+        executor.close()
         monitor.close()  // stops the monitor first: see ZMQEventMonitor
         socket.close()
     }

@@ -9,7 +9,8 @@ import ZMQ
 ///
 /// One I/O thread owns the DEALER socket: it registers, heartbeats whatever the handlers are
 /// doing, reconnects with backoff, and sends replies. Each request becomes a task started
-/// straight from the I/O thread, at most `capacity` at once (the router sends no more); the
+/// straight from the I/O thread (on the pool, or for a handler registered `.inline` right there
+/// until it first suspends), at most `capacity` at once (the router sends no more); the
 /// I/O thread keeps their handles and cancels a task when its deadline passes (one heap of
 /// deadlines, no timer task per call). Work whose deadline has passed is not started. On
 /// graceful shutdown (SIGTERM) it sends DISCONNECT, finishes what it holds, then stops.
@@ -63,7 +64,7 @@ public final class ServiceWorker: Service, Sendable {
         let serving = ServingFlag()
         self.serving = serving
         let info = (configuration.instanceID, configuration.version)
-        all.register(HealthMethods.check) { request, _ in
+        all.register(HealthMethods.check, start: .inline) { request, _ in
             var reply = Caremesh_Health_V1_HealthCheckResponse()
             reply.instanceID = info.0
             reply.version = info.1
@@ -213,6 +214,7 @@ public final class ServiceWorker: Service, Sendable {
         }
 
         poller.add(fd: wake.fd)
+        wake.becomeOwner()  // a reply made on this thread is sent before the next poll
         apply(machine.tick(now: monotonicNanos()))
         logger.info("worker started", metadata: ["endpoint": "\(configuration.endpoint)",
                                                  "instance": "\(configuration.instanceID)"])
@@ -274,7 +276,11 @@ public final class ServiceWorker: Service, Sendable {
                    let job = admit(admission, client: client, body: body, now: now, key: nextKey,
                                    generation: machine.generation, machine: &machine, send: send) {
                     nextKey += 1
-                    running[job.key] = Running(task: Task { await self.execute(job) }, job: job)
+                    // An inline task may have answered already: its reply waits in the outbox,
+                    // which this loop reads only after `running` holds the entry.
+                    let task = handlers.startsInline(job.header.method)
+                        ? Task.immediate { await self.execute(job) } : Task { await self.execute(job) }
+                    running[job.key] = Running(task: task, job: job)
                     deadlines.insert(deadline: job.deadline, id: job.key)
                 }
                 apply(actions)

@@ -39,9 +39,14 @@ public struct ZMQPoller {
 /// Signals coalesce: while one is pending (not yet drained) further `signal()` calls are a
 /// single atomic operation, no syscall. The waiting thread must `drain()` before it looks at
 /// the shared state the signal announces, so nothing published after the drain goes unseen.
+///
+/// The polling thread may `becomeOwner()`: a signal from the owner thread itself is then
+/// skipped (it looks at the shared state again before it next polls, so there is nothing to
+/// wake), which saves a write and a wasted poll when work is finished on the I/O thread.
 public final class EventSignal: Sendable {
     public let fd: Int32
     private let pending = Atomic<Bool>(false)
+    private let owner = Atomic<UInt>(0)
 
     public init() {
         fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -50,8 +55,15 @@ public final class EventSignal: Sendable {
 
     deinit { Glibc.close(fd) }
 
+    /// Marks the calling thread as the one that polls this signal (see the type's note).
+    public func becomeOwner() { owner.store(UInt(pthread_self()), ordering: .relaxed) }
+
+    /// Whether the caller runs on the owner thread.
+    public var onOwnerThread: Bool { owner.load(ordering: .relaxed) == UInt(pthread_self()) }
+
     /// Makes the fd readable; cheap and safe to call often.
     public func signal() {
+        if onOwnerThread { return }
         guard !pending.exchange(true, ordering: .sequentiallyConsistent) else { return }
         var one: UInt64 = 1
         _ = withUnsafeBytes(of: &one) { Glibc.write(fd, $0.baseAddress, 8) }

@@ -273,7 +273,7 @@ public struct RouterStateMachine: Sendable {
             stats.malformed += 1
             refuse(requestID, .router(.invalidArgument, "the first body frame is not a CareMesh RequestHeader", reason: "MALFORMED_HEADER"))
         }
-        guard var frame = body.first, let header = try? RequestHeaderView(serializedBytes: frame, options: Self.viewOptions) else {
+        guard var frame = body.first, let header = HeaderFacts.decode(frame) else {
             return malformed(0)
         }
         let size = Self.size(of: body)
@@ -347,8 +347,8 @@ public struct RouterStateMachine: Sendable {
 
     /// The token of `authorization: Bearer <JWT>` (case-insensitive scheme); "" for another
     /// scheme, nil without the header.
-    func bearer(_ header: RequestHeaderView) -> Substring? {
-        guard let value = header.metadata["authorization"] else { return nil }
+    func bearer(_ header: HeaderFacts) -> Substring? {
+        guard let value = header.authorization else { return nil }
         let prefix = "bearer "
         guard value.count > prefix.count, value.prefix(prefix.count).lowercased() == prefix else { return "" }
         return value.dropFirst(prefix.count)
@@ -356,7 +356,7 @@ public struct RouterStateMachine: Sendable {
 
     /// A public method passes without a token (and gets a caller if a valid one came along);
     /// any other needs a valid `authorization: Bearer <JWT>`.
-    mutating func authenticate(_ header: RequestHeaderView) -> AuthOutcome {
+    mutating func authenticate(_ header: HeaderFacts) -> AuthOutcome {
         let isPublic = configuration.publicMethods.contains(header.method)
         guard let token = bearer(header) else {
             return isPublic ? .anonymous
@@ -396,12 +396,6 @@ public struct RouterStateMachine: Sendable {
         out.append(bytes)
         return out
     }
-
-    static let viewOptions: BinaryDecodingOptions = {
-        var o = BinaryDecodingOptions()
-        o.discardUnknownFields = true
-        return o
-    }()
 
     /// `frame` (an encoded RequestHeader) with `timeout_ms` replaced, without re-encoding it:
     /// protobuf keeps the last value of a scalar field that occurs twice, so appending the

@@ -22,7 +22,7 @@ final class Probe: Sendable {
 }
 
 /// A bench-like service whose handlers report to a probe.
-func echoHandlers(_ probe: Probe, instance: String = "w") -> RPCHandlers {
+func echoHandlers(_ probe: Probe, instance: String = "w", start: RPCHandlers.Start = .pool) -> RPCHandlers {
     var h = RPCHandlers()
     let echo: @Sendable (EchoRequest, RPCContext) async throws -> EchoResponse = { request, context in
         probe.started.add(1, ordering: .relaxed)
@@ -38,8 +38,8 @@ func echoHandlers(_ probe: Probe, instance: String = "w") -> RPCHandlers {
         r.instanceID = instance
         return r
     }
-    h.register(BenchMethods.echo, echo)
-    h.register(BenchMethods.write, echo)
+    h.register(BenchMethods.echo, start: start, echo)
+    h.register(BenchMethods.write, start: start, echo)
     return h
 }
 
@@ -185,6 +185,106 @@ struct BusTests {
             try await Task.sleep(for: .milliseconds(100))
             #expect(probe.cancelled.load(ordering: .relaxed) == 1)
         }
+    }
+
+    @Test("inline handlers (started on the worker's I/O thread) answer many in flight and are cancelled at their deadline")
+    func inlineHandlers() async throws {
+        let probe = Probe()
+        try await withBenchStack(handlers: echoHandlers(probe, start: .inline)) { router, client in
+            try await Self.inlineHandlersBody(probe, client)
+        }
+    }
+
+    static func inlineHandlersBody(_ probe: Probe, _ client: RPCClient) async throws {
+        let payloads = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+            for i in 0..<100 {
+                group.addTask {
+                    (i, try await client.call(BenchMethods.echo, request: echo("call \(i)", delayMs: i % 2 == 0 ? 0 : 20)).payload)
+                }
+            }
+            return try await group.reduce(into: [Int: Data]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(payloads.count == 100)
+        #expect(payloads.allSatisfy { $0.value == Data("call \($0.key)".utf8) })
+        let start = ContinuousClock.now
+        let late = await #expect(throws: RPCError.self) {
+            _ = try await client.call(BenchMethods.write, request: echo("slow", delayMs: 5_000), options: .init(timeout: .milliseconds(300)))
+        }
+        #expect(late?.code == .deadlineExceeded)
+        #expect(ContinuousClock.now - start < .seconds(2))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(probe.cancelled.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("an inline handler runs on the worker's I/O thread: while it blocks there, the worker answers nothing else")
+    func inlineHandlerHoldsTheThread() async throws {
+        let started = Atomic<Bool>(false)
+        var h = RPCHandlers()
+        h.register(BenchMethods.write, start: .inline) { request, _ in
+            started.store(true, ordering: .relaxed)
+            usleep(400_000)  // what an inline handler must never do: it holds the I/O thread
+            var r = EchoResponse()
+            r.payload = request.payload
+            return r
+        }
+        // Liveness windows of 2 s, so that the 400 ms block loses nobody.
+        let router = try TestStack.startRouter(TestStack.routerConfiguration(liveness: 20))
+        defer { router.stop() }
+        let worker = ServiceWorker(configuration: TestStack.workerConfiguration("bench", endpoint: router.boundEndpoints.worker, liveness: 20),
+                                   handlers: h, logger: TestStack.quietLogger("w"))
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await TestStack.withWorkers([worker]) {
+            try await TestStack.waitUntilServing(client, "bench")
+            let clock = ContinuousClock()
+            async let blocked = client.call(BenchMethods.write, request: echo("b"))
+            while !started.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(5)) }
+            let start = clock.now
+            _ = try await client.call(HealthMethods.check, service: "bench", request: .init())
+            // Health is answered only once the blocking handler gave the thread back.
+            #expect(clock.now - start >= .milliseconds(250))
+            #expect(try await blocked.payload == Data("b".utf8))
+            #expect(router.stats.workersLost == 0)
+        }
+    }
+
+    @Test("callers on the client's executor are served on its I/O thread; a task still there when it closes is not stranded")
+    func callersOnTheClientExecutor() async throws {
+        try await withBenchStack(handlers: echoHandlers(Probe())) { router, client in
+            try await Self.clientExecutorBody(router, client)
+        }
+    }
+
+    static func clientExecutorBody(_ router: Router, _ client: RPCClient) async throws {
+        let payloads = try await withTaskExecutorPreference(client.executor) {
+            try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+                for i in 0..<64 {
+                    group.addTask {
+                        var last = Data()
+                        for j in 0..<5 { last = try await client.call(BenchMethods.echo, request: echo("\(i).\(j)")).payload }
+                        return (i, last)
+                    }
+                }
+                return try await group.reduce(into: [Int: Data]()) { $0[$1.0] = $1.1 }
+            }
+        }
+        #expect(payloads.count == 64)
+        #expect(payloads.allSatisfy { $0.value == Data("\($0.key).4".utf8) })
+
+        // A second client, closed while its callers wait: on a call, and on a plain sleep.
+        let other = TestStack.client(router)
+        let waiting = Task(executorPreference: other.executor) { () -> StatusCode in
+            do { _ = try await other.call(BenchMethods.echo, request: echo("slow", delayMs: 3_000)); return .ok }
+            catch { return rpcError(error).code }
+        }
+        let sleeping = Task(executorPreference: other.executor) { () -> Int in
+            try? await Task.sleep(for: .milliseconds(300))
+            return 42
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        other.close()
+        #expect(await waiting.value == .cancelled)
+        #expect(await sleeping.value == 42)  // resumed after the close: on the pool
     }
 
     @Test("a handler that ignores cancellation is answered for a second after its deadline, and its slot freed")
