@@ -113,13 +113,11 @@ public final class RPCClient: Service, Sendable {
             guard now < deadline else {
                 throw RPCError(.deadlineExceeded, "the deadline passed before the call could be sent")
             }
-            var header = RequestHeader()
-            header.method = method
-            header.requestID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-            header.timeoutMs = UInt32(min(UInt64(UInt32.max), max(1, (deadline - now) / 1_000_000)))
-            header.metadata = metadata
-            let frames = MDP.clientRequest(configuration.dialect, service: service, body: [header.wireBytes(), message])
-            let outcome = await send(id: header.requestID, frames: frames, deadline: deadline)
+            let requestID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+            let timeoutMs = UInt32(min(UInt64(UInt32.max), max(1, (deadline - now) / 1_000_000)))
+            let header = RequestHeaderWire.encode(method: method, requestID: requestID, timeoutMs: timeoutMs, metadata: metadata)
+            let frames = MDP.clientRequest(configuration.dialect, service: service, body: [header, message])
+            let outcome = await send(id: requestID, frames: frames, deadline: deadline)
             switch outcome {
             case .success(let (reply, body)):
                 if let error = reply.error { 

@@ -35,11 +35,10 @@ struct HeaderFacts: Equatable {
     /// The fast path; nil when the bytes are not the plain shape (see the type's note).
     static func scan(_ frame: Data) -> HeaderFacts? {
         frame.withUnsafeBytes { raw -> HeaderFacts? in
-            var reader = WireReader(raw)
+            var reader = ProtoWireReader(raw)
             var facts = HeaderFacts()
             while !reader.atEnd {
-                guard let key = reader.varint(), key <= UInt64(UInt32.max), key >> 3 != 0 else { return nil }
-                let field = key >> 3, wireType = key & 7
+                guard let (field, wireType) = reader.tag() else { return nil }
                 switch (field, wireType) {
                 case (1, 2):
                     guard let bytes = reader.lengthDelimited(), let s = ascii(bytes) else { return nil }
@@ -68,11 +67,11 @@ struct HeaderFacts: Equatable {
 
     /// A map<string, string> entry's key and value (each "" when absent; the last wins).
     private static func mapEntry(_ bytes: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer)? {
-        var reader = WireReader(bytes)
+        var reader = ProtoWireReader(bytes)
         var key = UnsafeRawBufferPointer(start: nil, count: 0), value = key
         while !reader.atEnd {
-            guard let tag = reader.varint(), tag <= UInt64(UInt32.max), tag >> 3 != 0 else { return nil }
-            switch (tag >> 3, tag & 7) {
+            guard let (field, wireType) = reader.tag() else { return nil }
+            switch (field, wireType) {
             case (1, 2):
                 guard let b = reader.lengthDelimited(), isASCII(b) else { return nil }
                 key = b
@@ -82,7 +81,7 @@ struct HeaderFacts: Equatable {
             case (1...2, _):
                 return nil
             default:
-                guard reader.skip(wireType: tag & 7) else { return nil }
+                guard reader.skip(wireType: wireType) else { return nil }
             }
         }
         return (key, value)
@@ -93,47 +92,5 @@ struct HeaderFacts: Equatable {
     private static func ascii(_ bytes: UnsafeRawBufferPointer) -> String? {
         guard isASCII(bytes) else { return nil }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Reads protobuf wire primitives from a buffer; every read fails (nil/false) rather than
-/// running past the end.
-private struct WireReader {
-    let bytes: UnsafeRawBufferPointer
-    var at = 0
-
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-
-    var atEnd: Bool { at >= bytes.count }
-
-    mutating func varint() -> UInt64? {
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        while at < bytes.count, shift < 64 {
-            let b = bytes[at]
-            at += 1
-            value |= UInt64(b & 0x7F) << shift
-            if b < 0x80 { return shift == 63 && b > 1 ? nil : value }
-            shift += 7
-        }
-        return nil
-    }
-
-    mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
-        guard let n = varint(), n <= UInt64(bytes.count - at) else { return nil }
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[at..<at + Int(n)])
-        at += Int(n)
-        return slice
-    }
-
-    /// Skips a field of an unknown number: varint, 64-bit, length-delimited or 32-bit.
-    mutating func skip(wireType: UInt64) -> Bool {
-        switch wireType {
-        case 0: return varint() != nil
-        case 1: guard bytes.count - at >= 8 else { return false }; at += 8; return true
-        case 2: return lengthDelimited() != nil
-        case 5: guard bytes.count - at >= 4 else { return false }; at += 4; return true
-        default: return false  // groups (3, 4) and invalid types: SwiftProtobuf decides
-        }
     }
 }

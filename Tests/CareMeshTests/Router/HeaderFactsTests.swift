@@ -19,13 +19,7 @@ import Testing
     func randomHeaders() throws {
         var g = SystemRandomNumberGenerator()
         for i in 0..<2_000 {
-            var h = RequestHeader()
-            if i % 7 != 0 { h.method = "/caremesh.bench.v1.Bench/Echo\(i)" }
-            h.requestID = i % 5 == 0 ? UInt64.max - UInt64(i) : UInt64.random(in: 0...1 << 40, using: &g)
-            h.timeoutMs = i % 3 == 0 ? 0 : UInt32.random(in: 0...UInt32.max, using: &g)
-            if i % 2 == 0 { h.metadata["traceparent"] = "00-\(String(repeating: "a", count: 32))-\(String(repeating: "b", count: 16))-01" }
-            if i % 4 != 1 { h.metadata["authorization"] = i % 8 == 0 ? "" : "Bearer tok.\(i).sig" }
-            if i % 6 == 0 { h.metadata["idempotency-key"] = "key-\(i)" }
+            let h = RequestHeaderWireTests.randomHeader(i, &g, plain: true)
             let frame = h.wireBytes()
             let fast = try #require(HeaderFacts.scan(frame), "header \(i)")
             #expect(fast == Self.reference(frame))
