@@ -203,9 +203,11 @@ public final class Router: Service, Sendable {
                         input = .fromWorker(peer, dialect, message)
                     }
                     machine.handle(input, now: monotonicNanos(), into: &actions)
-                    flush()
                 }
             }
+            // Sent together after the batch: libzmq's I/O thread then wakes once for many
+            // messages instead of once per message.
+            flush()
             machine.tick(now: monotonicNanos(), into: &actions)
             flush()
             if machine.wantsSigningKeys {
