@@ -506,7 +506,9 @@ public final class Webhooks: Service, Sendable {
     // MARK: - Status callbacks, a batch at a time
 
     /// Loads and locks (in id order, so concurrent processors cannot deadlock) the messages
-    /// that callbacks name, by our id or by the provider's.
+    /// that callbacks name, by our id or by the provider's. Two index lookups joined by
+    /// `UNION ALL`: an `OR` of the two conditions scanned the whole table (9.5 ms per batch at
+    /// 18k messages, and growing with it).
     private func loadMessages(_ refs: [(id: UUID?, provider: String, providerID: String?)], on c: PostgresConnection) async throws
         -> SmsStatusBatch
     {
@@ -515,8 +517,11 @@ public final class Webhooks: Service, Sendable {
         let byProvider = refs.filter { $0.id == nil && $0.providerID != nil }
         let rows = try await c.query("""
             SELECT id, status, client_correlator, patient_id, callback_data, provider, provider_message_id FROM sms_messages
-            WHERE id = ANY(\(ids))
-               OR (provider, provider_message_id) IN (SELECT * FROM unnest(\(byProvider.map(\.provider)), \(byProvider.map { $0.providerID! })))
+            WHERE id IN (SELECT unnest(\(ids)::uuid[])
+                         UNION ALL
+                         SELECT m.id FROM unnest(\(byProvider.map(\.provider))::text[], \(byProvider.map { $0.providerID! })::text[])
+                             AS r(provider, provider_id)
+                         JOIN sms_messages m ON m.provider = r.provider AND m.provider_message_id = r.provider_id)
             ORDER BY id FOR UPDATE
             """, logger: logger)
         var messages: [SmsStatusBatch.Message] = []

@@ -83,6 +83,28 @@ extension SmsTests {
         }
     }
 
+    @Test func aCallbackNamingOnlyTheProvidersIDIsApplied() async throws {
+        try await withStack { s in
+            // A status callback configured at the provider (no `m=` of ours in its URL) names
+            // the message by its provider id alone. The sandbox's own final callback waits.
+            let to = Self.phone()
+            try await s.consent(to, true)
+            s.sandbox.apply(.init(api: "twilio", to: to, outcome: .delivered, delayMs: 60_000))
+            let sent = try await s.send(Self.text(to, "hello"))
+            let m = try await s.until(sent.message.id, is: .sent)
+            let url = "\(s.edgeURL)/webhooks/sms/twilio"
+            await s.sandbox.postTwilio(url: url, [("MessageSid", m.providerMessageID), ("MessageStatus", "delivered"),
+                                                  ("AccountSid", s.sandbox.configuration.twilioAccountSID)])
+            let delivered = try await s.until(sent.message.id, is: .delivered)
+            #expect(delivered.deliveryStatus == "delivered")
+            #expect(try await statusEvents(s, sent.message.id).map(\.0) == [.sent, .delivered])
+            #expect(try await s.count("""
+                SELECT count(*) FROM messaging.sms_webhook_logs WHERE related_sms_message_id = \(UUID(uuidString: sent.message.id)!)
+                  AND request_url NOT LIKE '%m=%' AND processed AND NOT duplicate
+                """) == 1)
+        }
+    }
+
     @Test func orangeReceiptsAndUndeliveredOutcomes() async throws {
         try await withStack { s in
             let to = Self.phone(), other = Self.phone()
