@@ -173,12 +173,10 @@ struct MessagingBench: AsyncParsableCommand {
     /// the service: the log is under row-level security).
     static func inbox(_ url: DatabaseURL, withLast: Bool = true, logger: Logger) async throws -> (last: Int64, waiting: Int64) {
         try await Store.withSingleConnection(url, timeout: .seconds(10), logger: logger) { conn in
-            try await conn.query("""
-                SELECT set_config('caremesh.actor_id', \(MessagingService.actorName), false), set_config('caremesh.actor_roles', 'service', false)
-                """, logger: logger)
+            try await Store.setActor(MessagingService.actorName, roles: ["service"], on: conn, local: false, logger: logger)
             let rows = try await conn.query("""
                 SELECT (SELECT coalesce(max(received_seq), 0) FROM sms_webhook_logs WHERE \(withLast)),
-                       (SELECT count(*) FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < 5)
+                       (SELECT count(*) FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < \(Int32(Webhooks.maxAttempts)))
                 """, logger: logger)
             var out: (Int64, Int64) = (0, 0)
             for try await r in rows.decode((Int64, Int64).self) { out = r }

@@ -26,25 +26,27 @@ public final class IOExecutor: TaskExecutor, Sendable {
         if queued { wake.signal() } else { globalConcurrentExecutor.enqueue(ExecutorJob(unowned)) }
     }
 
+    /// Whether the caller runs on this executor's I/O thread (as NIO's `inEventLoop`).
+    public var isCurrent: Bool { wake.onOwnerThread }
+
     /// Whether jobs are waiting (the I/O thread then polls without sleeping).
     var hasJobs: Bool { state.withLock { !$0.jobs.isEmpty } }
 
     /// Runs the jobs queued so far (on the I/O thread); those they enqueue wait for the next turn.
     func runQueued() {
-        let jobs = state.withLock { s in
-            defer { s.jobs.removeAll(keepingCapacity: true) }
-            return s.jobs
-        }
-        for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+        for job in take(closing: false) { job.runSynchronously(on: asUnownedTaskExecutor()) }
     }
 
     /// Stops taking jobs (the I/O thread is ending) and hands the waiting ones to the pool.
     func close() {
-        let jobs = state.withLock { s in
-            s.open = false
+        for job in take(closing: true) { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+    }
+
+    private func take(closing: Bool) -> [UnownedJob] {
+        state.withLock { s in
+            if closing { s.open = false }
             defer { s.jobs = [] }
             return s.jobs
         }
-        for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }

@@ -197,11 +197,18 @@ public final class Store: Service, Sendable {
     public func withActor<R: Sendable>(_ actor: String, roles: [String],
                                        _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         try await withTransaction { c in
-            try await c.query("""
-                SELECT set_config('caremesh.actor_id', \(actor), true), set_config('caremesh.actor_roles', \(roles.joined(separator: ",")), true)
-                """, logger: self.logger)
+            try await Self.setActor(actor, roles: roles, on: c, logger: self.logger)
             return try await body(c)
         }
+    }
+
+    /// Sets the actor row-level security sees on `c`: for the rest of its transaction, or for
+    /// the session when not `local` (tools). `""` and no roles: nobody.
+    public static func setActor(_ actor: String, roles: [String], on c: PostgresConnection, local: Bool = true,
+                                logger: Logger) async throws {
+        try await c.query("""
+            SELECT set_config('caremesh.actor_id', \(actor), \(local)), set_config('caremesh.actor_roles', \(roles.joined(separator: ",")), \(local))
+            """, logger: logger)
     }
 
     /// Runs one statement and collects its rows.

@@ -40,9 +40,9 @@ final class Conversations: Sendable {
               let practitioner = UUID(uuidString: e.practitionerID), patient != practitioner else { return }
         // Only the service itself may open one (the INSERT policy), and it sees none: act as it
         // for this statement, then leave the consumer's transaction as it was.
-        try await c.query("SELECT set_config('caremesh.actor_id', \(MessagingService.actor), true)", logger: logger)
+        try await Store.setActor(MessagingService.actor, roles: ["service"], on: c, logger: logger)
         try await c.query("SELECT open_conversation(\(patient), \(practitioner), \(appointment))", logger: logger)
-        try await c.query("SELECT set_config('caremesh.actor_id', '', true)", logger: logger)
+        try await Store.setActor("", roles: [], on: c, logger: logger)
     }
 
     // MARK: - Calls
@@ -128,11 +128,8 @@ final class Conversations: Sendable {
         let actor = try Actor(context)
         var v = FieldViolations()
         let id = v.uuid(r.conversationID, "conversation_id")
-        let content = r.content.trimmingCharacters(in: .whitespacesAndNewlines)
-        v.check((1...4_000).contains(content.unicodeScalars.count), "content", "must be 1 to 4000 characters")
-        v.check(r.clientMessageID.count <= 100, "client_message_id", "must be at most 100 characters")
+        let (content, key) = ThreadPost.read(content: r.content, max: 4_000, clientMessageID: r.clientMessageID, into: &v)
         try v.throwIfAny()
-        let key: String? = r.clientMessageID.isEmpty ? nil : r.clientMessageID
         return try await asActor(actor) { c in
             let side = try await self.side(c, id!, actor, lock: true)
             var response = Caremesh_Messaging_V1_PostConversationMessageResponse()
@@ -140,10 +137,7 @@ final class Conversations: Sendable {
                 SELECT \(unescaped: Self.messageColumns) FROM conversation_messages
                 WHERE conversation_id = \(id!) AND sender_id = \(actor.id) AND client_message_id = \(key)
                 """).first {
-                guard earlier.content == content else {
-                    throw RPCError(.alreadyExists, "client_message_id names an earlier, different message",
-                                   details: [RPCError.fieldDetail("client_message_id", "was used for another message")])
-                }
+                try ThreadPost.replay(earlier.content, content)
                 try await self.audit(c, actor, "READ", id!, count: 1)
                 response.message = earlier
                 return response

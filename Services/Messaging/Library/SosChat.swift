@@ -90,21 +90,15 @@ final class SosChat: Sendable {
         let me = try context.requireCaller().requireUserID()
         var v = FieldViolations()
         let sos = v.uuid(r.sosID, "sos_id")
-        let content = r.content.trimmingCharacters(in: .whitespacesAndNewlines)
-        v.check((1...2_000).contains(content.unicodeScalars.count), "content", "must be 1 to 2000 characters")
-        v.check(r.clientMessageID.count <= 100, "client_message_id", "must be at most 100 characters")
+        let (content, key) = ThreadPost.read(content: r.content, max: 2_000, clientMessageID: r.clientMessageID, into: &v)
         try v.throwIfAny()
-        let key: String? = r.clientMessageID.isEmpty ? nil : r.clientMessageID
         return try await store.withTransaction { c in
             let (open, _) = try await self.member(c, sos!, me, lock: true)
             var response = Caremesh_Messaging_V1_SendChatMessageResponse()
             if let key, let earlier = try await self.messages(c, """
                 SELECT \(unescaped: Self.columns) FROM chat_messages WHERE sos_id = \(sos!) AND sender_id = \(me) AND client_message_id = \(key)
                 """).first {
-                guard earlier.content == content else {
-                    throw RPCError(.alreadyExists, "client_message_id names an earlier, different message",
-                                   details: [RPCError.fieldDetail("client_message_id", "was used for another message")])
-                }
+                try ThreadPost.replay(earlier.content, content)
                 response.message = earlier
                 return response
             }
@@ -241,5 +235,27 @@ final class SosChat: Sendable {
             out.append(m)
         }
         return out
+    }
+}
+
+/// What SOS chats and conversations share when a message is posted: the text and the client's
+/// key for posting it once.
+enum ThreadPost {
+    /// The text trimmed (1 to `max` characters) and the client's key (nil for none, at most
+    /// 100 characters); a bad one is named in `v`.
+    static func read(content: String, max: Int, clientMessageID: String, into v: inout FieldViolations) -> (content: String, key: String?) {
+        let text = content.trimmingCharacters(in: .whitespacesAndNewlines)
+        v.check((1...max).contains(text.unicodeScalars.count), "content", "must be 1 to \(max) characters")
+        v.check(clientMessageID.count <= 100, "client_message_id", "must be at most 100 characters")
+        return (text, clientMessageID.isEmpty ? nil : clientMessageID)
+    }
+
+    /// A post under a key already used: the same text is the earlier message again (no new
+    /// one); other text is `ALREADY_EXISTS`.
+    static func replay(_ earlier: String, _ content: String) throws(RPCError) {
+        guard earlier == content else {
+            throw RPCError(.alreadyExists, "client_message_id names an earlier, different message",
+                           details: [RPCError.fieldDetail("client_message_id", "was used for another message")])
+        }
     }
 }

@@ -278,11 +278,11 @@ final class VoiceCalls: Service, Sendable {
             WHERE (\(id)::uuid IS NOT NULL AND id = \(id)) OR (\(id)::uuid IS NULL AND provider = 'twilio' AND provider_call_id = \(providerCallID))
             FOR UPDATE
             """, logger: logger).decode((UUID, String, String).self) { found = row }
-        guard let (callID, current, reference) = found else { return Webhooks.Outcome(status: 200, error: "no such call") }
+        guard let (callID, current, reference) = found else { return Webhooks.Outcome(error: "no such call") }
         guard let status, let from = VoiceCallStatus(rawValue: current) else {
-            return Webhooks.Outcome(status: 200, processed: true, error: "call status \(raw) is not one CareMesh knows")
+            return Webhooks.Outcome(error: "call status \(raw) is not one CareMesh knows")
         }
-        guard from.canMove(to: status) else { return Webhooks.Outcome(status: 200, processed: true) }
+        guard from.canMove(to: status) else { return Webhooks.Outcome() }
         try await c.query("""
             UPDATE voice_calls SET status = \(status.rawValue), provider = coalesce(provider, 'twilio'),
                 provider_call_id = coalesce(provider_call_id, \(providerCallID)), duration_s = coalesce(\(duration.map(Int32.init)), duration_s),
@@ -292,6 +292,6 @@ final class VoiceCalls: Service, Sendable {
         try events.add(Self.statusChanged(callID, reference: reference, status: status, providerCallID: providerCallID, duration: duration),
                        key: callID.text)
         signal.fire()
-        return Webhooks.Outcome(status: 200, processed: true)
+        return Webhooks.Outcome()
     }
 }

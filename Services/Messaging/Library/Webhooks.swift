@@ -144,7 +144,6 @@ public final class Webhooks: Service, Sendable {
     let reader: WebhookReader
     let sender: SmsSender
     let voice: VoiceCalls
-    let defaultSender: String
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
@@ -153,14 +152,13 @@ public final class Webhooks: Service, Sendable {
     /// Rows applied per transaction, and the tries a row gets: the n-th failure waits
     /// `retryBase · 2^(n-1)` before the next (0.5, 1, 2, 4 s).
     static let batchSize = 200
-    static let maxAttempts = 5
+    public static let maxAttempts = 5
     static let retryBase = Duration.milliseconds(500)
 
     init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls, logger: Logger) {
         self.store = store
         self.outbox = outbox
         self.voice = voice
-        self.defaultSender = configuration.defaultSender
         self.configuration = configuration
         self.reader = WebhookReader(twilioAuthToken: configuration.twilio?.authToken, orangeWebhookKey: configuration.orange?.webhookKey)
         self.sender = sender
@@ -170,46 +168,52 @@ public final class Webhooks: Service, Sendable {
 
     static let twiml = Data(#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.utf8)
 
-    struct Outcome {
+    /// What the provider is answered when its webhook arrives (and the log keeps).
+    struct Answer {
         var status: Int
-        var body: Data = Data()
+        var body = Data()
         var contentType = "text/plain"
-        var processed = false
+        var error: String?
+    }
+
+    /// What applying a logged webhook came to (its log row's outcome).
+    struct Outcome {
         var duplicate = false
         var error: String?
         var related: UUID?
+        /// A reply was queued: the sender should look now.
         var wakeSender = false
     }
 
     // MARK: - Ingest
 
     func handle(_ r: Caremesh_Messaging_V1_WebhookRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_WebhookResponse {
-        var outcome = Outcome(status: 200)
+        var answer = Answer(status: 200)
         var read: WebhookReader.Read?
         do {
             read = try reader.read(r)
             if r.provider == "twilio" {
-                outcome.body = Self.twiml
-                outcome.contentType = "text/xml"
+                answer.body = Self.twiml
+                answer.contentType = "text/xml"
             }
         } catch {
             switch error {
-            case .unknownRoute: outcome = Outcome(status: 404, error: "no webhook route for this kind and provider")
-            case .unauthenticated: outcome = Outcome(status: 403, error: "signature missing or invalid")
-            case .unreadable(let why): outcome = Outcome(status: 400, error: why)
+            case .unknownRoute: answer = Answer(status: 404, error: "no webhook route for this kind and provider")
+            case .unauthenticated: answer = Answer(status: 403, error: "signature missing or invalid")
+            case .unreadable(let why): answer = Answer(status: 400, error: why)
             }
             logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
-                                                        "http.status": "\(outcome.status)"])
+                                                        "http.status": "\(answer.status)"])
         }
         // Not logged, not answered: the provider tries again.
-        guard try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, outcome)) else {
+        guard try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, answer)) else {
             throw RPCError(.internal, "the webhook could not be logged")
         }
         if read != nil { signal.fire() }
         var response = Caremesh_Messaging_V1_WebhookResponse()
-        response.status = UInt32(outcome.status)
-        response.contentType = outcome.contentType
-        response.body = outcome.body
+        response.status = UInt32(answer.status)
+        response.contentType = answer.contentType
+        response.body = answer.body
         return response
     }
 
@@ -227,7 +231,7 @@ public final class Webhooks: Service, Sendable {
         /// `s` without NULs (PostgreSQL's text cannot hold one).
         static func text(_ s: String) -> String { s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s }
 
-        init(_ r: Caremesh_Messaging_V1_WebhookRequest, type: String, key: String?, _ o: Outcome) {
+        init(_ r: Caremesh_Messaging_V1_WebhookRequest, type: String, key: String?, _ o: Answer) {
             var headers: [String: String] = [:]
             for h in r.headers { headers[h.name.lowercased()] = h.value }
             func name(_ s: String) -> String { s.isEmpty ? "unknown" : String(s.prefix(20)).lowercased().filter(\.isLetter) }
@@ -413,12 +417,12 @@ public final class Webhooks: Service, Sendable {
         var outcomes: [Outcome] = []
         for (row, read) in zip(batch, reads) {
             guard let read else {
-                outcomes.append(Outcome(status: 200, processed: true, error: "no longer readable"))
+                outcomes.append(Outcome(error: "no longer readable"))
                 continue
             }
             let provider = row.request.provider
             if fresh.contains(row.id) {
-                var o: Outcome
+                let o: Outcome
                 switch read.event {
                 case .smsStatus(let id, let providerID, let status, let raw, let errorCode):
                     let result = statuses.apply(id: id, providerID: providerID, provider: provider, status: status, raw: raw, errorCode: errorCode)
@@ -429,10 +433,9 @@ public final class Webhooks: Service, Sendable {
                     o = try await voice.applyStatus(id: id, providerCallID: providerID, status: status, raw: raw, duration: duration,
                                                     events: &events, on: c)
                 }
-                o.processed = true
                 outcomes.append(o)
             } else {
-                var o = Outcome(status: 200, processed: true, duplicate: true)
+                var o = Outcome(duplicate: true)
                 if case .smsStatus(let id?, _, _, _, _) = read.event, known.contains(id) { o.related = id }
                 outcomes.append(o)
             }
@@ -539,17 +542,17 @@ public final class Webhooks: Service, Sendable {
                         events: inout PendingEvents) throws -> Outcome {
         switch result {
         case .unknownMessage:
-            return Outcome(status: 200, error: "no such message")
+            return Outcome(error: "no such message")
         case .unknownStatus(let id):
-            return Outcome(status: 200, error: "status \(raw) is not one CareMesh knows", related: id)
+            return Outcome(error: "status \(raw) is not one CareMesh knows", related: id)
         case .stale(let id):
             // Stale or repeated news: logged, not applied.
-            return Outcome(status: 200, related: id)
+            return Outcome(related: id)
         case .moved(let id, let from, let to):
             let m = statuses.messages[id]!
             try events.add(SmsEvents.statusChanged(id: id, correlator: m.correlator, status: to, previous: from, patient: m.patient,
                                                    callbackData: m.callbackData, provider: provider), key: id.text)
-            return Outcome(status: 200, related: id)
+            return Outcome(related: id)
         }
     }
 
@@ -581,7 +584,7 @@ public final class Webhooks: Service, Sendable {
     func applyInbound(providerID: String, from: String, body: String, provider: String, events: inout PendingEvents,
                       on c: PostgresConnection) async throws -> Outcome {
         guard FieldViolations.isE164(from), let (keyword, language) = SmsKeyword.detect(body) else {
-            return Outcome(status: 200, processed: true)
+            return Outcome()
         }
         let type: String
         switch keyword {
@@ -599,12 +602,10 @@ public final class Webhooks: Service, Sendable {
             INSERT INTO sms_messages (phone_number, message_content, message_type, language_code, encoding, segments, client_correlator,
                                       sender_address, status, created_by)
             VALUES (\(from), \(reply), \(type), \(language), \(segments.encoding.rawValue), \(Int32(segments.segments)),
-                    \("reply:\(provider):\(providerID)"), \(defaultSender), 'pending', 'service:messaging')
+                    \("reply:\(provider):\(providerID)"), \(configuration.defaultSender), 'pending', 'service:messaging')
             ON CONFLICT (client_correlator) DO NOTHING RETURNING id
             """, logger: logger).first(UUID.self)
-        var outcome = Outcome(status: 200, processed: true, related: id)
-        outcome.wakeSender = id != nil
-        return outcome
+        return Outcome(related: id, wakeSender: id != nil)
     }
 }
 

@@ -261,7 +261,10 @@ struct BusTests {
                 for i in 0..<64 {
                     group.addTask {
                         var last = Data()
-                        for j in 0..<5 { last = try await client.call(BenchMethods.echo, request: echo("\(i).\(j)")).payload }
+                        for j in 0..<5 {
+                            last = try await client.call(BenchMethods.echo, request: echo("\(i).\(j)")).payload
+                            #expect(client.executor.isCurrent)  // resumed by the reply on the client's thread
+                        }
                         return (i, last)
                     }
                 }
@@ -279,7 +282,7 @@ struct BusTests {
         }
         let sleeping = Task(executorPreference: other.executor) { () -> Int in
             try? await Task.sleep(for: .milliseconds(300))
-            return 42
+            return other.executor.isCurrent ? -1 : 42  // the thread has ended: the pool runs it
         }
         try await Task.sleep(for: .milliseconds(100))
         other.close()
