@@ -79,7 +79,8 @@ public enum MessagingService {
         let templates = Templates(store: store, logger: logger)
         h.register(MessagingMethods.listSmsTemplates) { r, ctx in try await templates.list(r, ctx) }
         h.register(MessagingMethods.putSmsTemplate) { r, ctx in try await templates.put(r, ctx) }
-        h.register(MessagingMethods.handleWebhook) { r, ctx in try await webhooks.handle(r, ctx) }
+        let inbox = WebhookInbox(webhooks)
+        h.register(MessagingMethods.handleWebhook) { r, ctx in try await inbox.handle(r, ctx) }
         h.register(MessagingMethods.listWebhookLogs) { r, ctx in try await webhooks.list(r, ctx) }
         h.register(MessagingMethods.sendChatMessage) { r, ctx in try await chat.send(r, ctx) }
         h.register(MessagingMethods.listChatMessages) { r, ctx in try await chat.list(r, ctx) }

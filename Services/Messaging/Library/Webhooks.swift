@@ -127,17 +127,64 @@ struct WebhookReader: Sendable {
     }
 }
 
-/// Provider webhooks, handed whole by the router's HTTP edge.
+/// Provider webhooks, handed whole by the router's HTTP edge, arrive here.
 ///
 /// The log is the inbox. `handle` reads the request (authentication, kind, idempotency key;
 /// pure), writes its log row (headers, body, source address, the answer) and answers once that
 /// row is committed: an acknowledged webhook is never lost. Rows from concurrent requests are
-/// written together (`GroupCommit`: one statement, one commit). The processor (`run`) then
-/// applies the authentic ones in order of arrival, a batch per transaction: each is applied
-/// once (`webhook_applied`: a repeat is marked a duplicate), its effects, its events and its
-/// log row's outcome committed together. A batch that fails is retried one row at a time, so
-/// one bad row cannot hold the others back; a failed row is tried again after a backoff, and
-/// one that failed 5 times keeps its error and is left for an admin.
+/// written together (`GroupCommit`: one flush at a time, in order of arrival), by
+/// `Webhooks.log`, which usually applies them in the same transaction.
+final class WebhookInbox: Sendable {
+    let webhooks: Webhooks
+    let rows: GroupCommit<Webhooks.LogRow, Bool>
+
+    init(_ webhooks: Webhooks) {
+        self.webhooks = webhooks
+        rows = GroupCommit(maxBatch: 256) { rows in try await webhooks.log(rows) }
+    }
+
+    func handle(_ r: Caremesh_Messaging_V1_WebhookRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_WebhookResponse {
+        var answer = Webhooks.Answer(status: 200)
+        var read: WebhookReader.Read?
+        do {
+            read = try webhooks.reader.read(r)
+            if r.provider == "twilio" {
+                answer.body = Webhooks.twiml
+                answer.contentType = "text/xml"
+            }
+        } catch {
+            switch error {
+            case .unknownRoute: answer = .init(status: 404, error: "no webhook route for this kind and provider")
+            case .unauthenticated: answer = .init(status: 403, error: "signature missing or invalid")
+            case .unreadable(let why): answer = .init(status: 400, error: why)
+            }
+            webhooks.logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
+                                                                 "http.status": "\(answer.status)"])
+        }
+        // Not logged, not answered: the provider tries again.
+        guard try await rows.submit(Webhooks.LogRow(r, read: read, answer)) else {
+            throw RPCError(.internal, "the webhook could not be logged")
+        }
+        var response = Caremesh_Messaging_V1_WebhookResponse()
+        response.status = UInt32(answer.status)
+        response.contentType = answer.contentType
+        response.body = answer.body
+        return response
+    }
+}
+
+/// Applies logged webhooks.
+///
+/// `log` writes a flush of arriving webhooks. When nothing logged earlier is still waiting,
+/// it applies them in the same transaction: each is applied once (`webhook_applied`: a repeat
+/// is marked a duplicate), and its effects, its events and its log row (inserted already
+/// processed, with its outcome) are committed together: one transaction per flush, the row
+/// written once. Otherwise, or if applying fails, the rows are logged unprocessed and the
+/// processor (`run`) applies them in order of arrival, a batch per transaction. A batch that
+/// fails there is retried one row at a time, so one bad row cannot hold the others back; a
+/// failed row is tried again after a backoff, and one that failed 5 times keeps its error and
+/// is left for an admin. Either way webhooks are applied in the order they were logged (an
+/// opt-out and the opt-in after it stay in that order).
 public final class Webhooks: Service, Sendable {
     let store: Store
     let outbox: Outbox
@@ -147,7 +194,6 @@ public final class Webhooks: Service, Sendable {
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
-    let inbox: GroupCommit<LogRow, Bool>
 
     /// Rows applied per transaction, and the tries a row gets: the n-th failure waits
     /// `retryBase · 2^(n-1)` before the next (0.5, 1, 2, 4 s).
@@ -163,7 +209,6 @@ public final class Webhooks: Service, Sendable {
         self.reader = WebhookReader(twilioAuthToken: configuration.twilio?.authToken, orangeWebhookKey: configuration.orange?.webhookKey)
         self.sender = sender
         self.logger = logger
-        inbox = GroupCommit(maxBatch: 256) { rows in try await Self.write(rows, store: store, logger: logger) }
     }
 
     static let twiml = Data(#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.utf8)
@@ -185,39 +230,10 @@ public final class Webhooks: Service, Sendable {
         var wakeSender = false
     }
 
-    // MARK: - Ingest
+    // MARK: - Logging
 
-    func handle(_ r: Caremesh_Messaging_V1_WebhookRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_WebhookResponse {
-        var answer = Answer(status: 200)
-        var read: WebhookReader.Read?
-        do {
-            read = try reader.read(r)
-            if r.provider == "twilio" {
-                answer.body = Self.twiml
-                answer.contentType = "text/xml"
-            }
-        } catch {
-            switch error {
-            case .unknownRoute: answer = Answer(status: 404, error: "no webhook route for this kind and provider")
-            case .unauthenticated: answer = Answer(status: 403, error: "signature missing or invalid")
-            case .unreadable(let why): answer = Answer(status: 400, error: why)
-            }
-            logger.notice("webhook refused", metadata: ["webhook.provider": "\(r.provider)", "webhook.kind": "\(r.kind)",
-                                                        "http.status": "\(answer.status)"])
-        }
-        // Not logged, not answered: the provider tries again.
-        guard try await inbox.submit(LogRow(r, type: read?.type ?? "unknown", key: read?.idempotencyKey, answer)) else {
-            throw RPCError(.internal, "the webhook could not be logged")
-        }
-        if read != nil { signal.fire() }
-        var response = Caremesh_Messaging_V1_WebhookResponse()
-        response.status = UInt32(answer.status)
-        response.contentType = answer.contentType
-        response.body = answer.body
-        return response
-    }
-
-    /// One webhook's log row as it arrived, with the answer it gets.
+    /// One webhook's log row as it arrived, with the answer it gets and, once applied, its
+    /// outcome.
     struct LogRow: Sendable {
         var id = UUID()
         var kind, provider, type, url, headers, body: String
@@ -227,41 +243,99 @@ public final class Webhooks: Service, Sendable {
         var error: String
         var status: Int32
         var response: String
+        /// What the request says, if it is authentic and readable (else it is only logged).
+        var read: WebhookReader.Read?
+        var processed = false
+        var duplicate = false
+        var related: UUID?
 
         /// `s` without NULs (PostgreSQL's text cannot hold one).
         static func text(_ s: String) -> String { s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s }
 
-        init(_ r: Caremesh_Messaging_V1_WebhookRequest, type: String, key: String?, _ o: Answer) {
+        init(_ r: Caremesh_Messaging_V1_WebhookRequest, read: WebhookReader.Read?, _ o: Answer) {
             var headers: [String: String] = [:]
             for h in r.headers { headers[h.name.lowercased()] = h.value }
             func name(_ s: String) -> String { s.isEmpty ? "unknown" : String(s.prefix(20)).lowercased().filter(\.isLetter) }
             kind = name(r.kind)
             provider = name(r.provider)
-            self.type = type
+            type = read?.type ?? "unknown"
             url = Self.text(r.url)
             self.headers = JSONText.object(headers)
             body = Webhooks.bodyAsJSON(r.body)
             raw = ByteBuffer(bytes: r.body)
             ip = Self.text(String(r.sourceAddress.prefix(64)))
-            self.key = key ?? ""
+            key = read?.idempotencyKey ?? ""
             error = o.error ?? ""
             status = Int32(o.status)
             response = String(decoding: o.body, as: UTF8.self)
+            self.read = read
+        }
+
+        /// Records what applying it came to.
+        mutating func applied(_ o: Outcome) {
+            processed = true
+            duplicate = o.duplicate
+            error = o.error ?? ""
+            related = o.related
         }
     }
 
-    /// Writes one batch of log rows: one statement, one commit, as the service (the log's
-    /// row-level security). If the batch fails, each row alone, so one row the database refuses
-    /// fails only its own request. Whether each was written.
-    static func write(_ rows: [LogRow], store: Store, logger: Logger) async throws -> [Bool] {
+    /// Logs one flush of arriving webhooks (`WebhookInbox`), as the service (the log's
+    /// row-level security): applied in the same transaction when nothing earlier waits, else
+    /// unprocessed for the processor. Whether each was logged.
+    func log(_ rows: [LogRow]) async throws -> [Bool] {
+        if rows.contains(where: { $0.read != nil }) {
+            do {
+                let applied = try await store.withActor(MessagingService.actor, roles: ["service"]) { c -> Bool? in
+                    // Anything logged earlier and still waiting goes first: these wait behind it.
+                    guard try await !self.inboxWaits(on: c) else { return nil }
+                    var rows = rows
+                    var events = PendingEvents()
+                    let applicable = rows.indices.filter { rows[$0].read != nil }
+                    let outcomes = try await self.apply(applicable.map { (rows[$0].id, rows[$0].provider, rows[$0].read) },
+                                                        events: &events, on: c)
+                    for (i, o) in zip(applicable, outcomes) { rows[i].applied(o) }
+                    try await self.insert(rows, on: c)
+                    try await self.outbox.append(events, on: c)
+                    return outcomes.contains { $0.wakeSender }
+                }
+                if let wake = applied {
+                    if wake { sender.wake() }
+                    return rows.map { _ in true }
+                }
+            } catch {
+                logger.warning("webhooks not applied on arrival; queued for the processor",
+                               metadata: ["error.kind": "\(RPCError.loggableKind(of: error))", "count": "\(rows.count)"])
+            }
+        }
+        let written = try await queue(rows)
+        if zip(rows, written).contains(where: { $0.read != nil && $1 }) { signal.fire() }
+        return written
+    }
+
+    /// Whether a logged webhook waits to be applied (or tried again).
+    private func inboxWaits(on c: PostgresConnection) async throws -> Bool {
+        try await c.query("""
+            SELECT EXISTS (SELECT 1 FROM sms_webhook_logs WHERE NOT processed AND response_status = 200
+                                                           AND attempts < \(Int32(Self.maxAttempts)))
+            """, logger: logger).first(Bool.self) ?? false
+    }
+
+    /// Logs rows unprocessed, for the processor: one statement, one commit. If that fails, each
+    /// row alone, so one row the database refuses fails only its own request. Whether each was
+    /// written.
+    private func queue(_ rows: [LogRow]) async throws -> [Bool] {
+        func write(_ rows: [LogRow]) async throws {
+            _ = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in try await self.insert(rows, on: c) }
+        }
         do {
-            try await insert(rows, store: store, logger: logger)
+            try await write(rows)
             return rows.map { _ in true }
         } catch where rows.count > 1 {
             var written: [Bool] = []
             for row in rows {
                 do {
-                    try await insert([row], store: store, logger: logger)
+                    try await write([row])
                     written.append(true)
                 } catch {
                     logger.error("webhook not logged", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
@@ -272,20 +346,22 @@ public final class Webhooks: Service, Sendable {
         }
     }
 
-    private static func insert(_ rows: [LogRow], store: Store, logger: Logger) async throws {
-        _ = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
-            try await c.query("""
-                INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
-                                              request_ip, idempotency_key, processing_error, response_status, response_body)
-                SELECT id, kind, provider, type, url, headers::jsonb, body::jsonb, raw, nullif(ip, ''), nullif(key, ''),
-                       nullif(error, ''), status, response
-                FROM unnest(\(rows.map(\.id)), \(rows.map(\.kind)), \(rows.map(\.provider)), \(rows.map(\.type)), \(rows.map(\.url)),
-                            \(rows.map(\.headers)), \(rows.map(\.body)), \(rows.map(\.raw)), \(rows.map(\.ip)), \(rows.map(\.key)),
-                            \(rows.map(\.error)), \(rows.map(\.status)), \(rows.map(\.response)))
-                    WITH ORDINALITY AS r(id, kind, provider, type, url, headers, body, raw, ip, key, error, status, response, n)
-                ORDER BY n
-                """, logger: logger)
-        }
+    private func insert(_ rows: [LogRow], on c: PostgresConnection) async throws {
+        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        try await c.query("""
+            INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
+                                          request_ip, idempotency_key, processing_error, response_status, response_body,
+                                          processed, duplicate, related_sms_message_id, attempts)
+            SELECT id, kind, provider, type, url, headers::jsonb, body::jsonb, raw, nullif(ip, ''), nullif(key, ''),
+                   nullif(error, ''), status, response, processed, duplicate, nullif(related, \(none)), processed::int
+            FROM unnest(\(rows.map(\.id)), \(rows.map(\.kind)), \(rows.map(\.provider)), \(rows.map(\.type)), \(rows.map(\.url)),
+                        \(rows.map(\.headers)), \(rows.map(\.body)), \(rows.map(\.raw)), \(rows.map(\.ip)), \(rows.map(\.key)),
+                        \(rows.map(\.error)), \(rows.map(\.status)), \(rows.map(\.response)), \(rows.map(\.processed)),
+                        \(rows.map(\.duplicate)), \(rows.map { $0.related ?? none }))
+                WITH ORDINALITY AS r(id, kind, provider, type, url, headers, body, raw, ip, key, error, status, response,
+                                     processed, duplicate, related, n)
+            ORDER BY n
+            """, logger: logger)
     }
 
     // MARK: - Processing
@@ -385,22 +461,41 @@ public final class Webhooks: Service, Sendable {
     private func apply(_ batch: [Waiting], on c: PostgresConnection) async throws -> Bool {
         guard !batch.isEmpty else { return false }
         // Authenticated when they arrived; read again from the log (the same pure reader).
-        let reads = batch.map { try? reader.read($0.request) }
+        var events = PendingEvents()
+        let outcomes = try await apply(batch.map { ($0.id, $0.request.provider, try? reader.read($0.request)) }, events: &events, on: c)
+        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        try await c.query("""
+            UPDATE sms_webhook_logs l SET processed = true, duplicate = u.duplicate, processing_error = nullif(u.error, ''),
+                related_sms_message_id = nullif(u.related, \(none)), attempts = l.attempts + 1
+            FROM unnest(\(batch.map(\.id)), \(outcomes.map(\.duplicate)), \(outcomes.map { $0.error ?? "" }),
+                        \(outcomes.map { $0.related ?? none })) AS u(id, duplicate, error, related)
+            WHERE l.id = u.id
+            """, logger: logger)
+        try await outbox.append(events, on: c)
+        return outcomes.contains { $0.wakeSender }
+    }
+
+    /// Applies webhooks (their log ids, providers and reads) in order, in the caller's
+    /// transaction: what each came to, and the events to publish with them.
+    private func apply(_ batch: [(id: UUID, provider: String, read: WebhookReader.Read?)], events: inout PendingEvents,
+                       on c: PostgresConnection) async throws -> [Outcome] {
         // Which are news: one statement claims every key (in order of arrival, so of two
         // repeats in the batch the first is applied).
-        let readable = batch.indices.filter { reads[$0] != nil }
+        let readable = batch.filter { $0.read != nil }
         var fresh = Set<UUID>()
-        for try await id in try await c.query("""
-            INSERT INTO webhook_applied (provider, idempotency_key, log_id)
-            SELECT provider, key, id FROM unnest(\(readable.map { batch[$0].request.provider }), \(readable.map { reads[$0]!.idempotencyKey }),
-                                                 \(readable.map { batch[$0].id })) WITH ORDINALITY AS r(provider, key, id, n)
-            ORDER BY n
-            ON CONFLICT DO NOTHING RETURNING log_id
-            """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+        if !readable.isEmpty {
+            for try await id in try await c.query("""
+                INSERT INTO webhook_applied (provider, idempotency_key, log_id)
+                SELECT provider, key, id FROM unnest(\(readable.map(\.provider)), \(readable.map { $0.read!.idempotencyKey }),
+                                                     \(readable.map(\.id))) WITH ORDINALITY AS r(provider, key, id, n)
+                ORDER BY n
+                ON CONFLICT DO NOTHING RETURNING log_id
+                """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+        }
         // The messages repeated status callbacks name (by our id), to relate their log rows.
         var repeatedIDs: [UUID] = []
-        for (row, read) in zip(batch, reads) where !fresh.contains(row.id) {
-            if case .smsStatus(let id?, _, _, _, _)? = read?.event { repeatedIDs.append(id) }
+        for row in batch where !fresh.contains(row.id) {
+            if case .smsStatus(let id?, _, _, _, _)? = row.read?.event { repeatedIDs.append(id) }
         }
         var known = Set<UUID>()
         if !repeatedIDs.isEmpty {
@@ -409,18 +504,17 @@ public final class Webhooks: Service, Sendable {
             }
         }
         // The messages the new status callbacks name, locked, for one fold of them all.
-        var statuses = try await loadMessages(zip(batch, reads).compactMap { row, read in
-            guard fresh.contains(row.id), case .smsStatus(let id, let providerID, _, _, _)? = read?.event else { return nil }
-            return (id, row.request.provider, providerID)
+        var statuses = try await loadMessages(batch.compactMap { row in
+            guard fresh.contains(row.id), case .smsStatus(let id, let providerID, _, _, _)? = row.read?.event else { return nil }
+            return (id, row.provider, providerID)
         }, on: c)
-        var events = PendingEvents()
         var outcomes: [Outcome] = []
-        for (row, read) in zip(batch, reads) {
-            guard let read else {
+        for row in batch {
+            guard let read = row.read else {
                 outcomes.append(Outcome(error: "no longer readable"))
                 continue
             }
-            let provider = row.request.provider
+            let provider = row.provider
             if fresh.contains(row.id) {
                 let o: Outcome
                 switch read.event {
@@ -441,16 +535,7 @@ public final class Webhooks: Service, Sendable {
             }
         }
         try await writeChanges(statuses, on: c)
-        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-        try await c.query("""
-            UPDATE sms_webhook_logs l SET processed = true, duplicate = u.duplicate, processing_error = nullif(u.error, ''),
-                related_sms_message_id = nullif(u.related, \(none)), attempts = l.attempts + 1
-            FROM unnest(\(batch.map(\.id)), \(outcomes.map(\.duplicate)), \(outcomes.map { $0.error ?? "" }),
-                        \(outcomes.map { $0.related ?? none })) AS u(id, duplicate, error, related)
-            WHERE l.id = u.id
-            """, logger: logger)
-        try await outbox.append(events, on: c)
-        return outcomes.contains { $0.wakeSender }
+        return outcomes
     }
 
     /// The log, newest first, for admins: what came and what became of it (headers and
@@ -494,7 +579,10 @@ public final class Webhooks: Service, Sendable {
     /// The body as JSON: itself if it is JSON, a form body as an object of its fields, else a
     /// note that it was neither.
     static func bodyAsJSON(_ body: Data) -> String {
-        if (try? JSONSerialization.jsonObject(with: body)) != nil, let text = String(data: body, encoding: .utf8) {
+        // Only an object or array can be JSON here (a form body never starts with either).
+        let first = body.first { !" \t\r\n".utf8.contains($0) }
+        if first == UInt8(ascii: "{") || first == UInt8(ascii: "["), (try? JSONSerialization.jsonObject(with: body)) != nil,
+           let text = String(data: body, encoding: .utf8) {
             // jsonb refuses \u0000 (the raw body keeps it).
             return text.contains("\\u0000") || text.contains("\0") ? #"{"unreadable":true}"# : text
         }

@@ -170,6 +170,8 @@ extension SmsTests {
         }
     }
 
+    /// Also: a webhook is applied on arrival, in the transaction that logs it, while nothing
+    /// logged earlier waits; while one does, later ones wait behind it (in order of arrival).
     @Test func aWebhookIsAnsweredOnceLoggedAndOneThatCannotBeAppliedHoldsNoOtherBack() async throws {
         try await withStack { s in
             let to = Self.phone()
@@ -188,23 +190,49 @@ extension SmsTests {
             _ = try await s.db.sql("""
                 CREATE TRIGGER refuse_poison BEFORE INSERT ON messaging.webhook_applied FOR EACH ROW EXECUTE FUNCTION messaging.refuse_poison()
                 """)
+            // How each was applied: on arrival its log row is not yet written when its key is
+            // claimed (same transaction); through the processor it was logged before.
+            _ = try await s.db.sql("CREATE TABLE messaging.applied_path (seq serial, key text, queued boolean)")
+            _ = try await s.db.sql("""
+                CREATE FUNCTION messaging.record_path() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+                BEGIN
+                    INSERT INTO messaging.applied_path (key, queued)
+                    VALUES (NEW.idempotency_key, EXISTS (SELECT 1 FROM messaging.sms_webhook_logs WHERE id = NEW.log_id));
+                    RETURN NEW;
+                END $$
+                """)
+            _ = try await s.db.sql("""
+                CREATE TRIGGER record_path AFTER INSERT ON messaging.webhook_applied FOR EACH ROW EXECUTE FUNCTION messaging.record_path()
+                """)
+            func paths() async throws -> [(String, Bool)] {
+                try await s.db.sql("SELECT key, queued FROM messaging.applied_path ORDER BY seq").map { try $0.decode((String, Bool).self) }
+            }
+            func processed(_ sid: String) async throws -> [Bool] {
+                try await s.db.sql("""
+                    SELECT processed FROM messaging.sms_webhook_logs WHERE request_body->>'MessageSid' = \(sid) ORDER BY received_seq
+                    """).map { try $0.decode(Bool.self) }
+            }
             let url = "\(s.edgeURL)/webhooks/sms/twilio"
             func callback(_ sid: String, _ status: String) -> [(name: String, value: String)] {
                 [("MessageSid", sid), ("MessageStatus", status), ("AccountSid", s.sandbox.configuration.twilioAccountSID),
                  ("From", "+15005550006"), ("To", to)]
             }
+            // Nothing waits: applied on arrival, so processed by the time it is answered.
+            await s.sandbox.postTwilio(url: url, callback("SMearly0001", "delivered"))
+            #expect(try await processed("SMearly0001") == [true])
+            #expect(try await paths().map(\.1) == [false])
             // The poisoned one first, then a good one (a late status for the delivered message,
             // named by the provider's id) and a repeat of it: all answered 200 at once.
             await s.sandbox.postTwilio(url: url, callback("SMpoison0001", "delivered"))
             await s.sandbox.postTwilio(url: url, callback(m.providerMessageID, "undelivered"))
             await s.sandbox.postTwilio(url: url, callback(m.providerMessageID, "undelivered"))
-            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs WHERE response_status = 200 AND request_url = \(url)") == 3)
+            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs WHERE response_status = 200 AND request_url = \(url)") == 4)
             // The good ones are applied (the first as stale news: the message stays delivered;
             // the second as a duplicate)…
             let good = try await TestStack.eventually(timeout: .seconds(15)) {
                 let rows = try await s.db.sql("""
                     SELECT duplicate, related_sms_message_id FROM messaging.sms_webhook_logs
-                    WHERE processed AND request_url = \(url) ORDER BY received_seq
+                    WHERE processed AND request_url = \(url) AND request_body->>'MessageSid' = \(m.providerMessageID) ORDER BY received_seq
                     """).map { try $0.decode((Bool, UUID?).self) }
                 guard rows.count == 2 else { throw RPCError(.notFound, "\(rows.count) applied") }
                 return rows
@@ -223,6 +251,13 @@ extension SmsTests {
             #expect(!poisoned.2 && poisoned.1?.hasPrefix("not applied") == true)
             #expect(try await s.get(sent.message.id).status == .delivered)
             #expect(try await s.count("SELECT count(*) FROM messaging.webhook_applied WHERE idempotency_key LIKE '%SMpoison%'") == 0)
+            // The good ones waited behind the poisoned one (the processor applied them; the
+            // repeat claimed no key). Once it is given up, arrivals are applied on arrival again.
+            await s.sandbox.postTwilio(url: url, callback("SMlate0001", "delivered"))
+            #expect(try await processed("SMlate0001") == [true])
+            let applied = try await paths()
+            #expect(applied.map(\.0) == ["status:SMearly0001:delivered", "status:\(m.providerMessageID):undelivered", "status:SMlate0001:delivered"])
+            #expect(applied.map(\.1) == [false, true, false])
         }
     }
 
