@@ -9,7 +9,7 @@ public enum ServiceRunner {
     public static func bootstrapLogging(environment env: [String: String] = ProcessInfo.processInfo.environment) {
         let level = env["CAREMESH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = LazyMetadataLogHandler(StreamLogHandler.standardError(label: label))
             handler.logLevel = level
             return handler
         }
@@ -29,5 +29,33 @@ public enum ServiceRunner {
             logger: logger
         ))
         try await group.run()
+    }
+}
+
+/// `StreamLogHandler`'s lines, with the logger's metadata kept aside and formatted only when a
+/// line is written. `StreamLogHandler` formats its metadata whenever it is set, logged or not,
+/// and a server sets some on every request's logger (Hummingbird its request id).
+struct LazyMetadataLogHandler: LogHandler {
+    var stream: StreamLogHandler
+    var metadata: Logger.Metadata = [:]
+
+    init(_ stream: StreamLogHandler) {
+        self.stream = stream
+    }
+
+    var logLevel: Logger.Level {
+        get { stream.logLevel }
+        set { stream.logLevel = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var event = event
+        if !metadata.isEmpty { event.metadata = metadata.merging(event.metadata ?? [:]) { _, explicit in explicit } }
+        stream.log(event: event)
     }
 }

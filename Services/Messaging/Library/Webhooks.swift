@@ -39,8 +39,30 @@ struct WebhookReader: Sendable {
         var idempotencyKey: String
     }
 
+    /// A header's value by its name, in any case (an ASCII comparison: header names are ASCII).
     static func header(_ name: String, in headers: [Caremesh_Messaging_V1_HttpHeader]) -> String? {
-        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        func lower(_ b: UInt8) -> UInt8 { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b | 0x20 : b }
+        return headers.first { h in
+            h.name.utf8.count == name.utf8.count && zip(h.name.utf8, name.utf8).allSatisfy { lower($0) == lower($1) }
+        }?.value
+    }
+
+    /// A query parameter of `url`, percent-decoded (as `URLComponents.queryItems` gives it; the
+    /// first of a repeated name), read without building the whole URL.
+    static func query(_ name: String, in url: String) -> String? {
+        let beforeFragment = url.utf8.prefix { $0 != UInt8(ascii: "#") }
+        guard let start = beforeFragment.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        // A malformed escape is kept as it is.
+        func decoded(_ bytes: Substring.UTF8View.SubSequence) -> String {
+            let raw = String(decoding: bytes, as: UTF8.self)
+            return bytes.contains(UInt8(ascii: "%")) ? raw.removingPercentEncoding ?? raw : raw
+        }
+        for item in beforeFragment[beforeFragment.index(after: start)...].split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let parts = item.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+            guard decoded(parts[0]) == name else { continue }
+            return parts.count > 1 ? decoded(parts[1]) : ""
+        }
+        return nil
     }
 
     func read(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> Read {
@@ -65,7 +87,7 @@ struct WebhookReader: Sendable {
         func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
         guard let sid = field("CallSid"), let status = field("CallStatus") else { throw .unreadable("not a call status callback") }
         let answeredBy = field("AnsweredBy")
-        let ours = URLComponents(string: r.url)?.queryItems?.first { $0.name == "c" }?.value.flatMap(UUID.init(uuidString:))
+        let ours = Self.query("c", in: r.url).flatMap(UUID.init(uuidString:))
         let mapped = TwilioCallStatus.status(status, answeredBy: answeredBy).flatMap(VoiceCallStatus.init)
         return Read(type: "call_status",
                     event: .callStatus(callID: ours, providerCallID: sid, status: mapped, raw: status,
@@ -78,7 +100,7 @@ struct WebhookReader: Sendable {
         func field(_ name: String) -> String? { form.last { $0.name == name }?.value }
         let sid = field("MessageSid") ?? field("SmsSid")
         if let status = field("MessageStatus") ?? field("SmsStatus"), let sid, field("Body") == nil {
-            let ours = URLComponents(string: r.url)?.queryItems?.first { $0.name == "m" }?.value.flatMap(UUID.init(uuidString:))
+            let ours = Self.query("m", in: r.url).flatMap(UUID.init(uuidString:))
             return Read(type: "delivery_status",
                         event: .smsStatus(messageID: ours, providerMessageID: sid, status: SmsStatus(twilio: status), raw: status,
                                           errorCode: field("ErrorCode")),
@@ -94,7 +116,7 @@ struct WebhookReader: Sendable {
     func orangeSms(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> Read {
         // Orange signs nothing: the notifyURL we gave carries a secret key.
         guard let expected = orangeWebhookKey,
-              let key = URLComponents(string: r.url)?.queryItems?.first(where: { $0.name == "key" })?.value,
+              let key = Self.query("key", in: r.url),
               TwilioSignature.constantTimeEqual(key, expected) else { throw .unauthenticated }
         if let receipt = try? JSONDecoder().decode(OrangeSms.DeliveryReceipt.self, from: r.body) {
             let n = receipt.deliveryInfoNotification
@@ -250,7 +272,7 @@ public final class Webhooks: Service, Sendable {
         var related: UUID?
 
         /// `s` without NULs (PostgreSQL's text cannot hold one).
-        static func text(_ s: String) -> String { s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s }
+        static func text(_ s: String) -> String { s.utf8.contains(0) ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s }
 
         init(_ r: Caremesh_Messaging_V1_WebhookRequest, read: WebhookReader.Read?, _ o: Answer) {
             var headers: [String: String] = [:]
@@ -584,7 +606,7 @@ public final class Webhooks: Service, Sendable {
         if first == UInt8(ascii: "{") || first == UInt8(ascii: "["), (try? JSONSerialization.jsonObject(with: body)) != nil,
            let text = String(data: body, encoding: .utf8) {
             // jsonb refuses \u0000 (the raw body keeps it).
-            return text.contains("\\u0000") || text.contains("\0") ? #"{"unreadable":true}"# : text
+            return text.utf8.contains(0) || text.contains("\\u0000") ? #"{"unreadable":true}"# : text
         }
         if let text = String(data: body, encoding: .utf8), let form = FormEncoding.decode(text) {
             var object: [String: String] = [:]

@@ -30,6 +30,28 @@ import Testing
         return r
     }
 
+    @Test("A query parameter is read as URLComponents reads it; a header by its name in any case")
+    func queryAndHeaderLookups() {
+        let urls = [
+            "https://edge.example.org/webhooks/sms/twilio?m=5f0c2a1e-0000-4000-8000-000000000001",
+            "http://127.0.0.1:8080/webhooks/sms/orange?x=1&key=a%2Bb%3Dc&key=second#key=frag",
+            "http://h/p?key=&m", "http://h/p?=v&key", "http://h/p", "http://h/p?", "http://h/p?k%65y=1&key=caf%C3%A9",
+            "http://h/p?key=50%", "http://h/p?m=a+b&c=%E2%82%AC", "http://h/p#?key=1",
+        ]
+        for url in urls {
+            for name in ["m", "key", "c", "x"] {
+                let expected = URLComponents(string: url)?.queryItems?.first { $0.name == name }.map { $0.value ?? "" }
+                #expect(WebhookReader.query(name, in: url) == expected, "\(name) in \(url)")
+            }
+        }
+        let headers: [Caremesh_Messaging_V1_HttpHeader] = [.with { $0.name = "X-Twilio-Signature"; $0.value = "sig" },
+                                                           .with { $0.name = "content-type"; $0.value = "form" }]
+        #expect(WebhookReader.header("x-twilio-signature", in: headers) == "sig")
+        #expect(WebhookReader.header("Content-Type", in: headers) == "form")
+        #expect(WebhookReader.header("x-twilio-signatur", in: headers) == nil)
+        #expect(WebhookReader.header("X-Twilio-Signaturf", in: headers) == nil)
+    }
+
     @Test("Twilio SMS: a status callback names our message from its URL; an inbound text is keyed by its id")
     func twilioSms() throws {
         let url = "https://edge.example.org/webhooks/sms/twilio?m=\(Self.message.uuidString.lowercased())"
