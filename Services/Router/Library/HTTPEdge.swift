@@ -85,11 +85,12 @@ public final class HTTPEdge: Service, Sendable {
     }
 
     public func run() async throws {
-        // The router binds in its own run(): wait for the endpoint it got (a "*" port resolved).
-        while router.loopbackClientEndpoint.isEmpty {
+        // The router binds in its own run(): wait for its in-process endpoint (no TCP between
+        // the edge and the router).
+        while router.localClientEndpoint.isEmpty {
             try await Task.sleep(for: .milliseconds(10))
         }
-        var config = ClientConfiguration(endpoint: router.loopbackClientEndpoint)
+        var config = ClientConfiguration(endpoint: router.localClientEndpoint)
         config.defaultTimeout = configuration.timeout
         let client = RPCClient(configuration: config, logger: logger)
         clientBox.withLock { $0 = client }

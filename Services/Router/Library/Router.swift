@@ -58,6 +58,11 @@ public final class Router: Service, Sendable {
     /// Where a client in this process reaches the bound client socket (loopback for a socket
     /// bound on every interface); "" before `start()`.
     public var loopbackClientEndpoint: String { boundEndpoints.client.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:") }
+    /// Where a client in this process (the HTTP edge, the key fetcher) reaches the client
+    /// socket without TCP: an `inproc://` endpoint bound on it too, in the shared ZeroMQ
+    /// context; "" before `start()`.
+    public var localClientEndpoint: String { inprocEndpoint.withLock { $0 } }
+    private let inprocEndpoint = Mutex("")
     /// The ids of the signing keys tokens are verified with now.
     public var signingKeyIDs: Set<String> { knownKeys.withLock { $0 } }
 
@@ -73,7 +78,7 @@ public final class Router: Service, Sendable {
             throw error
         }
         if configuration.dispatch.authentication == .required {
-            var config = ClientConfiguration(endpoint: loopbackClientEndpoint)
+            var config = ClientConfiguration(endpoint: localClientEndpoint)
             config.maxAttempts = 1
             let client = RPCClient(configuration: config, logger: logger)
             let fetcher = Task { await self.fetchSigningKeys(client) }
@@ -125,6 +130,9 @@ public final class Router: Service, Sendable {
             frontend = try makeSocket(context, configuration.clientEndpoint)
             backend = try makeSocket(context, configuration.workerEndpoint)
             endpoints.withLock { $0 = (frontend.lastEndpoint, backend.lastEndpoint) }
+            let local = "inproc://caremesh-router-clients-\(UInt64.random(in: 0...UInt64.max))"
+            try frontend.bind(local)
+            inprocEndpoint.withLock { $0 = local }
         } catch {
             logger.error("router could not bind", metadata: ["error": "\(error)"])
             started.fail(error)
