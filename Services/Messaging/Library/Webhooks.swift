@@ -37,6 +37,22 @@ struct WebhookReader: Sendable {
         var type: String
         var event: WebhookEvent
         var idempotencyKey: String
+        /// The body's fields, when it was a form (the log keeps them as JSON).
+        var form: Form?
+    }
+
+    /// A form body's fields, in order.
+    struct Form: Equatable {
+        var fields: [(name: String, value: String)]
+
+        static func == (a: Form, b: Form) -> Bool { a.fields.elementsEqual(b.fields) { $0 == $1 } }
+
+        /// As a JSON object (of a repeated name, the last value).
+        var json: String {
+            var object: [String: String] = [:]
+            for (name, value) in fields { object[name] = value }
+            return JSONText.object(object)
+        }
     }
 
     /// A header's value by its name, in any case (an ASCII comparison: header names are ASCII).
@@ -92,7 +108,7 @@ struct WebhookReader: Sendable {
         return Read(type: "call_status",
                     event: .callStatus(callID: ours, providerCallID: sid, status: mapped, raw: status,
                                        duration: field("CallDuration").flatMap(Int.init)),
-                    idempotencyKey: "call:\(sid):\(status):\(answeredBy ?? "")")
+                    idempotencyKey: "call:\(sid):\(status):\(answeredBy ?? "")", form: Form(fields: form))
     }
 
     func twilioSms(_ r: Caremesh_Messaging_V1_WebhookRequest) throws(Failure) -> Read {
@@ -104,11 +120,11 @@ struct WebhookReader: Sendable {
             return Read(type: "delivery_status",
                         event: .smsStatus(messageID: ours, providerMessageID: sid, status: SmsStatus(twilio: status), raw: status,
                                           errorCode: field("ErrorCode")),
-                        idempotencyKey: "status:\(sid):\(status.lowercased())")
+                        idempotencyKey: "status:\(sid):\(status.lowercased())", form: Form(fields: form))
         }
         if let sid, let from = field("From"), let to = field("To"), let body = field("Body") {
             return Read(type: "inbound_message", event: .inbound(providerMessageID: sid, from: from, to: to, body: body),
-                        idempotencyKey: "inbound:\(sid)")
+                        idempotencyKey: "inbound:\(sid)", form: Form(fields: form))
         }
         throw .unreadable("neither a status callback nor an inbound message")
     }
@@ -257,7 +273,8 @@ public final class Webhooks: Service, Sendable {
     /// One webhook's log row as it arrived, with the answer it gets and, once applied, its
     /// outcome.
     struct LogRow: Sendable {
-        var id = UUID()
+        /// Time-ordered: the log only grows, and its key's index stays hot at its right edge.
+        var id = UUID.timeOrdered()
         var kind, provider, type, url, headers, body: String
         var raw: ByteBuffer
         var ip: String
@@ -283,7 +300,7 @@ public final class Webhooks: Service, Sendable {
             type = read?.type ?? "unknown"
             url = Self.text(r.url)
             self.headers = JSONText.object(headers)
-            body = Webhooks.bodyAsJSON(r.body)
+            body = read?.form?.json ?? Webhooks.bodyAsJSON(r.body)
             raw = ByteBuffer(bytes: r.body)
             ip = Self.text(String(r.sourceAddress.prefix(64)))
             key = read?.idempotencyKey ?? ""
@@ -609,9 +626,7 @@ public final class Webhooks: Service, Sendable {
             return text.utf8.contains(0) || text.contains("\\u0000") ? #"{"unreadable":true}"# : text
         }
         if let text = String(data: body, encoding: .utf8), let form = FormEncoding.decode(text) {
-            var object: [String: String] = [:]
-            for (name, value) in form { object[name] = value }
-            return JSONText.object(object)
+            return WebhookReader.Form(fields: form).json
         }
         return #"{"unreadable":true}"#
     }

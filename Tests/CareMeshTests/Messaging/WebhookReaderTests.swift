@@ -56,6 +56,12 @@ import Testing
     func twilioSms() throws {
         let url = "https://edge.example.org/webhooks/sms/twilio?m=\(Self.message.uuidString.lowercased())"
         let status = try reader.read(twilio("sms", url: url, [("MessageSid", "SM1"), ("MessageStatus", "delivered")]))
+        // The fields read are what the log stores as the body's JSON.
+        let signed = twilio("sms", url: url, [("MessageSid", "SM1"), ("MessageStatus", "delivered"), ("To", "+1 \"é\"")])
+        let read = try reader.read(signed)
+        #expect(read.form?.fields.map(\.name) == ["MessageSid", "MessageStatus", "To"])
+        #expect(read.form?.json == Webhooks.bodyAsJSON(signed.body))
+        #expect(read.form?.json == #"{"MessageSid":"SM1","MessageStatus":"delivered","To":"+1 \"é\""}"#)
         #expect(status.type == "delivery_status")
         #expect(status.idempotencyKey == "status:SM1:delivered")
         #expect(status.event == .smsStatus(messageID: Self.message, providerMessageID: "SM1", status: .delivered, raw: "delivered", errorCode: nil))
