@@ -45,6 +45,9 @@ public struct MessagingConfiguration: Sendable {
     public var lease: Duration = .seconds(60)
     /// Messages claimed, and sent concurrently, per round.
     public var batchSize = 128
+    /// Rounds in flight at once: while one waits for its provider's answers, another claims,
+    /// sends or records (they share the work as separate instances do: leases, SKIP LOCKED).
+    public var sendRounds = 4
     public var pollInterval: Duration = .milliseconds(250)
     /// What appointment reminders call the place of care.
     public var facilityName = "CareMesh"
@@ -95,6 +98,10 @@ public struct MessagingConfiguration: Sendable {
         if let text = value("MESSAGING_SEND_TIMEOUT_MS") {
             guard let ms = Int(text), (100...120_000).contains(ms) else { throw BadValue(key: "MESSAGING_SEND_TIMEOUT_MS", why: "must be 100 to 120000") }
             sendTimeout = .milliseconds(ms)
+        }
+        if let text = value("MESSAGING_SEND_ROUNDS") {
+            guard let n = Int(text), (1...16).contains(n) else { throw BadValue(key: "MESSAGING_SEND_ROUNDS", why: "must be 1 to 16") }
+            sendRounds = n
         }
         if let text = value("MESSAGING_RETRY_BACKOFF_MS") {
             guard let ms = Int(text), (10...600_000).contains(ms) else { throw BadValue(key: "MESSAGING_RETRY_BACKOFF_MS", why: "must be 10 to 600000") }

@@ -153,61 +153,67 @@ final class SmsDesk: Sendable {
     func send(_ r: Caremesh_Messaging_V1_SendSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
         let caller = try context.requireRole(Self.senders)
         let plan = try Self.plan(r)
-        let response = try await store.withTransaction { c in
+        // One statement (record_sms), its own transaction.
+        let response = try await store.withConnection { c in
             try await self.record(plan, by: caller.subject, on: c)
         }
         if response.created, response.message.status == .pending { sender.wake() }
         return response
     }
 
-    /// Records a send in the caller's transaction: the number's consent read under a shared
-    /// lock (a consent change holds it exclusively), the text rendered, the row inserted. The
-    /// same correlator again returns the first message (ALREADY_EXISTS if it was for another
-    /// number or text).
+    /// Records a send (in the caller's transaction, if any): the text rendered from its
+    /// template, then one call of `record_sms`, which reads the number's consent under a shared
+    /// lock (a consent change holds it exclusively) and inserts the row. The same correlator
+    /// again returns the first message (ALREADY_EXISTS if it was for another number or text).
     func record(_ plan: SendPlan, by actor: String, on c: PostgresConnection) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
         var response = Caremesh_Messaging_V1_SendSmsResponse()
-        if let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
-                                            logger: logger) {
-            response.message = try Self.same(earlier, plan)
-            return response
-        }
-        try await c.query("SELECT pg_advisory_xact_lock_shared(\(Self.consentLockKey(plan.to)))", logger: logger)
         var body = plan.text
         var language: String?
         if let kind = plan.template {
-            guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
-                throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
+            do {
+                guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
+                    throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
+                }
+                do { body = try template.render(plan.variables) } catch {
+                    throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
+                }
+                language = template.language
+            } catch let error as RPCError {
+                // A repeat is answered with its message, though the template changed since.
+                guard let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
+                                                       logger: logger) else { throw error }
+                response.message = try Self.same(earlier, plan)
+                return response
             }
-            do { body = try template.render(plan.variables) } catch {
-                throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
-            }
-            language = template.language
-        }
-        let consented = try await Self.consentGiven(plan.to, on: c, logger: logger)
-        guard SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: consented) else {
-            throw RPCError(.failedPrecondition, "the number has not consented to SMS (or opted out)",
-                           details: [RPCError.fieldDetail("to", "has no SMS consent"), RPCError.detail(reason: "SMS_NO_CONSENT", domain: "messaging")])
         }
         let segments = SmsSegments(body)
-        let status = plan.scheduledAt == nil ? "pending" : "scheduled"
-        let inserted = try await Self.one(c, """
-            INSERT INTO sms_messages (patient_id, phone_number, message_content, message_type, language_code, encoding, segments,
-                client_correlator, sender_address, status, scheduled_at, next_attempt_at, callback_data, created_by)
-            VALUES (\(plan.patient), \(plan.to), \(body), \(plan.type), \(language), \(segments.encoding.rawValue), \(Int32(segments.segments)),
-                \(plan.correlator), \(configuration.defaultSender), \(status), \(plan.scheduledAt), coalesce(\(plan.scheduledAt), now()),
-                \(plan.callbackData), \(actor))
-            ON CONFLICT (client_correlator) DO NOTHING
-            RETURNING \(unescaped: Self.columns)
+        let needsConsent = !SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: nil)
+        let rows = try await c.query("""
+            SELECT \(unescaped: Self.columns), r.outcome
+            FROM record_sms(\(plan.correlator), \(plan.to), \(plan.patient), \(body), \(plan.type), \(language),
+                            \(segments.encoding.rawValue), \(Int32(segments.segments)), \(configuration.defaultSender), \(plan.scheduledAt),
+                            \(plan.callbackData), \(actor), \(needsConsent), \(Self.consentLockKey(plan.to))) AS r,
+                 LATERAL (SELECT (r.message).*) AS m
             """, logger: logger)
-        if let inserted {
-            response.message = inserted
-            response.created = true
-            return response
+        var recorded: (outcome: String, message: SmsMessageProto?)?
+        for try await row in rows {
+            let random = row.makeRandomAccess()
+            let outcome = try random[24].decode(String.self)
+            recorded = (outcome, outcome == "created" || outcome == "existing" ? try Self.message(random) : nil)
         }
-        // A concurrent send with the same correlator won.
-        guard let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
-                                               logger: logger) else { throw RPCError(.aborted, "the send raced another; try again") }
-        response.message = try Self.same(earlier, plan)
+        switch recorded {
+        case ("created", let message?)?:
+            response.message = message
+            response.created = true
+        case ("existing", let earlier?)?:
+            response.message = try Self.same(earlier, plan)
+        case ("no_consent", _)?:
+            throw RPCError(.failedPrecondition, "the number has not consented to SMS (or opted out)",
+                           details: [RPCError.fieldDetail("to", "has no SMS consent"), RPCError.detail(reason: "SMS_NO_CONSENT", domain: "messaging")])
+        default:
+            // A concurrent send with the same correlator won, not yet committed.
+            throw RPCError(.aborted, "the send raced another; try again")
+        }
         return response
     }
 
@@ -223,12 +229,6 @@ final class SmsDesk: Sendable {
 
     /// The advisory-lock key that serializes a number's sends (shared) and consent changes.
     static func consentLockKey(_ phone: String) -> Int64 { advisoryLockKey("messaging.consent:" + phone) }
-
-    /// The latest ledger entry's opt-in, or nil with no entry.
-    static func consentGiven(_ phone: String, on c: PostgresConnection, logger: Logger) async throws -> Bool? {
-        try await c.query("SELECT consent_given FROM sms_consent WHERE phone_number = \(phone) ORDER BY seq DESC LIMIT 1",
-                          logger: logger).first(Bool.self)
-    }
 
     // MARK: - Read, list, cancel
 

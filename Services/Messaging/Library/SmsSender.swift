@@ -19,11 +19,12 @@ enum SendOutcome: Sendable, Equatable {
     case noProvider
 }
 
-/// Hands recorded messages to the providers. Each round claims due messages (scheduled or
-/// pending, their time come, not leased) with `FOR UPDATE SKIP LOCKED` and leases them, so any
-/// number of messaging instances share the work and a crashed one's messages are taken again
-/// when the lease runs out; then sends them concurrently, outside any transaction, and records
-/// every outcome in one statement, with an `SmsStatusChanged` event for each status that moved.
+/// Hands recorded messages to the providers, in `sendRounds` concurrent loops of rounds. Each
+/// round claims due messages (scheduled or pending, their time come, not leased) with
+/// `FOR UPDATE SKIP LOCKED` and leases them, so the loops and any number of messaging instances
+/// share the work and a crashed one's messages are taken again when the lease runs out; then
+/// sends them concurrently, outside any transaction, and records every outcome in one
+/// statement, with an `SmsStatusChanged` event for each status that moved.
 ///
 /// Per message and round, the providers are tried in order: a retryable failure (5xx, 429, a
 /// timeout) moves on to the next (failover); a permanent one fails the message. When all failed
@@ -52,9 +53,15 @@ public final class SmsSender: Service, Sendable {
     func wake() { signal.fire() }
 
     public func run() async throws {
-        // A full batch: more may be due at once.
-        await runRounds(signal: signal, pollInterval: configuration.pollInterval, logger: logger, what: "SMS sender") {
-            try await self.runOnce() >= self.configuration.batchSize
+        // `sendRounds` loops of rounds; a full batch: more may be due at once.
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<configuration.sendRounds {
+                group.addTask {
+                    await runRounds(signal: self.signal, pollInterval: self.configuration.pollInterval, logger: self.logger, what: "SMS sender") {
+                        try await self.runOnce() >= self.configuration.batchSize
+                    }
+                }
+            }
         }
     }
 

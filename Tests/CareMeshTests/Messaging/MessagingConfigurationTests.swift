@@ -34,6 +34,8 @@ import Testing
         let c = try MessagingConfiguration(environment: ["MESSAGING_RETRY_BACKOFF_MS": "500"])
         #expect([1, 2, 3].map(c.retryDelay) == [.milliseconds(500), .seconds(1), .seconds(2)])
         #expect(try MessagingConfiguration(environment: [:]).retryDelay(3) == .seconds(8))
+        #expect(try MessagingConfiguration(environment: [:]).sendRounds == 4)
+        #expect(try MessagingConfiguration(environment: ["MESSAGING_SEND_ROUNDS": "1"]).sendRounds == 1)
     }
 
     @Test("bad values are refused, naming the key")
@@ -44,6 +46,8 @@ import Testing
         #expect(key(Self.twilio.merging(["MESSAGING_SMS_PROVIDERS": "twilio,orange"]) { $1 }) == "MESSAGING_SMS_PROVIDERS")
         #expect(key(["MESSAGING_SEND_TIMEOUT_MS": "5"]) == "MESSAGING_SEND_TIMEOUT_MS")
         #expect(key(["MESSAGING_RETRY_BACKOFF_MS": "x"]) == "MESSAGING_RETRY_BACKOFF_MS")
+        #expect(key(["MESSAGING_SEND_ROUNDS": "0"]) == "MESSAGING_SEND_ROUNDS")
+        #expect(key(["MESSAGING_SEND_ROUNDS": "17"]) == "MESSAGING_SEND_ROUNDS")
         #expect(key(["MESSAGING_OVERDUE_AFTER_HOURS": "0"]) == "MESSAGING_OVERDUE_AFTER_HOURS")
         #expect(key(["MESSAGING_FACILITY_NAME": String(repeating: "x", count: 61)]) == "MESSAGING_FACILITY_NAME")
     }

@@ -1,0 +1,1 @@
+DROP FUNCTION record_sms(text, text, uuid, text, text, text, text, integer, text, timestamptz, text, text, boolean, bigint);
