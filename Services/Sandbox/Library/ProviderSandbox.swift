@@ -318,9 +318,18 @@ public final class ProviderSandbox: Service, Sendable {
         await post(request)
     }
 
+    /// The client its callbacks go out on: as many connections as Twilio's callbacks come on
+    /// at a busy moment (`HTTPClient.shared` keeps 8 per host, and queued callbacks then lag
+    /// seconds behind their messages under load).
+    static let callbackClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     func post(_ request: HTTPClientRequest) async {
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let response = try await Self.callbackClient.execute(request, timeout: .seconds(10))
             _ = try await response.body.collect(upTo: 1 << 20)
             if response.status.code >= 300 {
                 logger.notice("sandbox callback refused", metadata: ["http.status": "\(response.status.code)"])
