@@ -132,6 +132,38 @@ import Testing
         }
     }
 
+    /// The send reads consent under the number's lock with a fresh snapshot: an opt-out
+    /// committed while the send waited for that lock refuses it.
+    @Test func anOptOutCommittedWhileASendWaitsRefusesIt() async throws {
+        try await withStack { s in
+            let to = Self.phone()
+            try await s.consent(to, true)
+            try await Self.optOutWhileASendWaits(s, to)
+        }
+    }
+
+    static func optOutWhileASendWaits(_ s: Stack, _ to: String) async throws {
+        let logger = TestDatabase.logger
+        try await Store.withSingleConnection(s.db.url("messaging"), logger: logger) { c in
+            // A consent change in progress: the number's lock held exclusively, the opt-out written.
+            try await c.query("BEGIN", logger: logger)
+            try await c.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey("messaging.consent:" + to)))", logger: logger)
+            try await c.query("""
+                INSERT INTO sms_consent (phone_number, consent_given, consent_method, evidence, created_by)
+                VALUES (\(to), false, 'verbal', 'test', 'test')
+                """, logger: logger)
+            let send = Task { await statusCode { _ = try await s.send(Self.text(to, "hello")) } }
+            // Until the send waits for the lock.
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                let waiting = try await s.count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                if waiting == 0 { throw RPCError(.unavailable, "the send is not waiting yet") }
+            }
+            try await c.query("COMMIT", logger: logger)
+            #expect(await send.value == .failedPrecondition)
+        }
+        #expect(try await s.count("SELECT count(*) FROM messaging.sms_messages WHERE phone_number = \(to)") == 0)
+    }
+
     @Test func aTemplateIsRenderedSentAndRecorded() async throws {
         try await withStack { s in
             let to = Self.phone()
