@@ -39,7 +39,9 @@ struct CLITests {
         defer { try? FileManager.default.removeItem(at: home) }
         // Two ports each found free (port + 1 may be any connection's ephemeral source port).
         let port = TestStack.freePort(), workerPort = TestStack.freePort(), httpPort = TestStack.freePort(), sandboxPort = TestStack.freePort()
+        // CAREMESH_ROUTER too: a caller's own (it wins over the client endpoint) must not leak in.
         let env = ["CAREMESH_HOME": home.path,
+                   "CAREMESH_ROUTER": "tcp://127.0.0.1:\(port)",
                    "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
                    "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)",
                    "CAREMESH_HTTP_ADDRESS": "127.0.0.1:\(httpPort)", "SANDBOX_PORT": "\(sandboxPort)"]
