@@ -8,12 +8,18 @@ import ServiceLifecycle
 /// Applies another service's events to this service's schema, exactly once and in order.
 ///
 /// It long-polls `Events.Pull` on `source` through the router from its cursor, and applies
-/// each event in its own transaction that also records the event id (`applied_events`) and
-/// moves the cursor (`event_cursors`): a crash before commit leaves neither effect nor
-/// record, and the event is pulled again; a duplicate delivery finds its id recorded and only
-/// moves the cursor. Events are applied one at a time in `seq` order, so events with the same
-/// key keep their order. A failing handler is retried with backoff (1 s doubling to 30 s),
-/// never skipped: an event is never lost, and nothing behind it overtakes it.
+/// each pulled batch in one transaction that also records the events' ids (`applied_events`)
+/// and moves the cursor (`event_cursors`): a crash before commit leaves neither effect nor
+/// record, and the batch is pulled again; a duplicate delivery finds its id recorded and only
+/// moves the cursor. Events are applied in `seq` order, so events with the same key keep their
+/// order. One commit per batch, not per event, is what lets a consumer keep up with a busy
+/// source (a commit waits for its WAL flush).
+///
+/// When a batch fails, its events are applied again one per transaction, so those before the
+/// failing event are committed and only it holds the line: it is retried with backoff (1 s
+/// doubling to 30 s), never skipped. An event is never lost, and nothing behind it overtakes
+/// it. A handler's database effects happen exactly once; anything else it does may be repeated
+/// (a failed batch, like a crash, runs its handlers again).
 public struct EventConsumer: Service {
     public typealias Handler = @Sendable (Event, PostgresConnection) async throws -> Void
 
@@ -51,9 +57,7 @@ public struct EventConsumer: Service {
                     request.waitMs = waitMs
                     let response = try await client.call(EventsMethods.pull, service: source, request: request,
                                                          options: CallOptions(timeout: .milliseconds(Int(waitMs) + 5_000)))
-                    for event in response.events where event.seq > after {
-                        try await apply(event)
-                    }
+                    try await apply(response.events.filter { $0.seq > after })
                     failures = 0
                 } catch {
                     if Task.isCancelled { break }
@@ -69,20 +73,45 @@ public struct EventConsumer: Service {
         }
     }
 
-    /// One event, one transaction: dedup record, effect, cursor.
-    func apply(_ event: Event) async throws {
-        guard let id = UUID(uuidString: event.id) else {
-            throw RPCError(.internal, "event \(event.seq) from \(source) has no valid id")
+    /// `events` (in `seq` order) in one transaction; if that fails, one per transaction up to
+    /// the failing one, whose error is thrown.
+    func apply(_ events: [Event]) async throws {
+        guard !events.isEmpty else { return }
+        if events.count > 1 {
+            do {
+                return try await applyTogether(events)
+            } catch where !Task.isCancelled {
+                logger.debug("event batch failed; applying its events one at a time", metadata: [
+                    "source": "\(source)", "error.kind": "\(RPCError.loggableKind(of: error))"])
+            }
         }
-        let source = self.source, handler = self.handler, logger = self.logger
+        for event in events { try await applyTogether([event]) }
+    }
+
+    /// One transaction: dedup records, the effects of the events not yet applied, the cursor
+    /// moved to the last.
+    func applyTogether(_ events: [Event]) async throws {
+        let ids = try events.map { event in
+            guard let id = UUID(uuidString: event.id) else {
+                throw RPCError(.internal, "event \(event.seq) from \(self.source) has no valid id")
+            }
+            return id
+        }
+        let seqs = events.map(\.seq)
+        let source = self.source, handler = self.handler, logger = self.logger, last = seqs.max()!
         try await store.withTransaction { c in
-            let fresh = try await c.query("""
-                INSERT INTO applied_events (source, event_id, seq) VALUES (\(source), \(id), \(event.seq))
-                ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger).hasRows()
-            if fresh { try await handler(event, c) }
+            var fresh = Set<UUID>()
+            for try await id in try await c.query("""
+                INSERT INTO applied_events (source, event_id, seq)
+                SELECT \(source), id, seq FROM unnest(\(ids)::uuid[], \(seqs)::int8[]) AS u(id, seq)
+                ON CONFLICT DO NOTHING RETURNING event_id
+                """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+            // `remove`: an id repeated within the batch is applied once.
+            for (event, id) in zip(events, ids) where fresh.remove(id) != nil {
+                try await handler(event, c)
+            }
             try await c.query("""
-                INSERT INTO event_cursors (source, position) VALUES (\(source), \(event.seq))
+                INSERT INTO event_cursors (source, position) VALUES (\(source), \(last))
                 ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
                 WHERE event_cursors.position < EXCLUDED.position
                 """, logger: logger)

@@ -89,11 +89,19 @@ import Testing
         defer { client.close() }
         try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
         let store = try await Store.connect(url: db.url("alerts"), logger: logger)
+        // The effects, with the transaction that made each.
+        try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+            try await c.query("""
+                CREATE TABLE held_effects (n int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
+                                           tx xid8 NOT NULL DEFAULT pg_current_xact_id())
+                """, logger: self.logger)
+        }
         let applied = AppliedLog()
-        let consumer = EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, _ in
+        let consumer = EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
             let name = try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service
             // "b" fails twice (a downstream outage), then goes through.
             if name == "b" && applied.failOnce(limit: 2) { throw RPCError(.unavailable, "downstream is down") }
+            try await c.query("INSERT INTO held_effects (name) VALUES (\(name))", logger: self.logger)
             applied.append(name)
         }
         let last = try await TestStack.withHosts([host]) {
@@ -108,8 +116,18 @@ import Testing
             }
             return try await pull(client, after: 0).last?.seq
         }
-        #expect(applied.names == ["a", "b", "c"])
+        // Committed once each, in order. The first pull brings all three: their batch fails at
+        // "b" (failure 1), then "a" is committed alone and "b" fails alone (failure 2); after
+        // the backoff "b" and "c" go through in one batch.
+        let effects = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+            try await c.query("SELECT name, tx::text FROM held_effects ORDER BY n", logger: self.logger).collect()
+                .map { try $0.decode((String, String).self) }
+        }
+        #expect(effects.map(\.0) == ["a", "b", "c"])
+        #expect(effects.count == 3 && effects[0].1 != effects[1].1 && effects[1].1 == effects[2].1)
         #expect(applied.failures == 2)
+        // Handlers of a rolled-back batch ran, but their effects did not stay.
+        #expect(applied.names.filter { $0 == "a" }.count == 2)
         let cursor = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
             try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: logger).first(Int64.self)
         }
