@@ -16,6 +16,8 @@ import Foundation
 /// | `MESSAGING_RETRY_BACKOFF_MS` | the first retry's delay, doubled each time (2000) |
 /// | `MESSAGING_FACILITY_NAME` | the `{facility_name}` of appointment reminders (`CareMesh`) |
 /// | `MESSAGING_OVERDUE_AFTER_HOURS` | how long after an appointment's end, still not completed, the overdue reminder goes (24) |
+/// | `MESSAGING_WEBHOOK_LOG_RETENTION_DAYS` | how long webhook logs and their idempotency records are kept (90) |
+/// | `MESSAGING_RETENTION_BATCH` | rows of each deleted per transaction by the retention job (10000) |
 public struct MessagingConfiguration: Sendable {
     public struct Twilio: Sendable, Equatable {
         public var baseURL = "https://api.twilio.com"
@@ -53,6 +55,10 @@ public struct MessagingConfiguration: Sendable {
     public var facilityName = "CareMesh"
     /// How long after an appointment's end the overdue reminder goes, unless it was completed.
     public var overdueAfter: Duration = .seconds(86_400)
+    /// How long webhook logs (PHI) and the idempotency records of applied webhooks are kept.
+    public var webhookLogRetention: Duration = .seconds(90 * 86_400)
+    /// Rows of each table the retention job deletes per transaction.
+    public var retentionBatch = 10_000
 
     public init() {}
 
@@ -116,6 +122,16 @@ public struct MessagingConfiguration: Sendable {
                 throw BadValue(key: "MESSAGING_OVERDUE_AFTER_HOURS", why: "must be 1 to 2160")
             }
             overdueAfter = .seconds(hours * 3_600)
+        }
+        if let text = value("MESSAGING_WEBHOOK_LOG_RETENTION_DAYS") {
+            guard let days = Int(text), (1...3_650).contains(days) else {
+                throw BadValue(key: "MESSAGING_WEBHOOK_LOG_RETENTION_DAYS", why: "must be 1 to 3650")
+            }
+            webhookLogRetention = .seconds(days * 86_400)
+        }
+        if let text = value("MESSAGING_RETENTION_BATCH") {
+            guard let n = Int(text), (1...100_000).contains(n) else { throw BadValue(key: "MESSAGING_RETENTION_BATCH", why: "must be 1 to 100000") }
+            retentionBatch = n
         }
     }
 

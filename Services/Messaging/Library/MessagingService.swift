@@ -55,13 +55,17 @@ public enum MessagingService {
             } else {
                 logger.warning("no voice provider configured (MESSAGING_TWILIO_*): care-alert calls are not placed")
             }
+            let retention = WebhookRetention(retention: configuration.webhookLogRetention, batch: configuration.retentionBatch,
+                                             logger: logger)
             return ServiceHost.Parts(
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
                                    conversations: conversations, logger: logger),
+                jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
                 background: background)
         }
         try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
             try await Templates.seed(on: c, logger: logger)
+            try await WebhookRetention.arm(on: c, logger: logger)
         }
         return host
     }

@@ -50,6 +50,9 @@ import Testing
         #expect(key(["MESSAGING_SEND_ROUNDS": "17"]) == "MESSAGING_SEND_ROUNDS")
         #expect(key(["MESSAGING_OVERDUE_AFTER_HOURS": "0"]) == "MESSAGING_OVERDUE_AFTER_HOURS")
         #expect(key(["MESSAGING_FACILITY_NAME": String(repeating: "x", count: 61)]) == "MESSAGING_FACILITY_NAME")
+        #expect(key(["MESSAGING_WEBHOOK_LOG_RETENTION_DAYS": "0"]) == "MESSAGING_WEBHOOK_LOG_RETENTION_DAYS")
+        #expect(key(["MESSAGING_WEBHOOK_LOG_RETENTION_DAYS": "3651"]) == "MESSAGING_WEBHOOK_LOG_RETENTION_DAYS")
+        #expect(key(["MESSAGING_RETENTION_BATCH": "0"]) == "MESSAGING_RETENTION_BATCH")
     }
 
     @Test("reminders: the facility's name and the overdue delay, with their defaults")
@@ -58,5 +61,13 @@ import Testing
         #expect(defaults.facilityName == "CareMesh" && defaults.overdueAfter == .seconds(86_400))
         let set = try MessagingConfiguration(environment: ["MESSAGING_FACILITY_NAME": "Clinique du Parc", "MESSAGING_OVERDUE_AFTER_HOURS": "48"])
         #expect(set.facilityName == "Clinique du Parc" && set.overdueAfter == .seconds(172_800))
+    }
+
+    @Test("webhook log retention: 90 days and batches of 10000 unless set")
+    func retentionSettings() throws {
+        let defaults = try MessagingConfiguration(environment: [:])
+        #expect(defaults.webhookLogRetention == .seconds(90 * 86_400) && defaults.retentionBatch == 10_000)
+        let set = try MessagingConfiguration(environment: ["MESSAGING_WEBHOOK_LOG_RETENTION_DAYS": "7", "MESSAGING_RETENTION_BATCH": "500"])
+        #expect(set.webhookLogRetention == .seconds(7 * 86_400) && set.retentionBatch == 500)
     }
 }

@@ -170,6 +170,67 @@ extension SmsTests {
         }
     }
 
+    /// Seed 004's retention policy, with batches of one row so the job runs again at once
+    /// while a batch was full.
+    @Test func webhookLogsPastTheRetentionAreDeletedButNotOneStillWaiting() async throws {
+        try await withStack(["MESSAGING_RETENTION_BATCH": "1"]) { s in
+            let kind = "webhook-log-retention"
+            func runs() async throws -> Int64 { try await s.count("SELECT count(*) FROM messaging.jobs WHERE kind = \(kind) AND state = 'done'") }
+            // Armed at start, it ran once with nothing to delete.
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                if try await runs() < 1 { throw RPCError(.unavailable, "not run yet") }
+            }
+            let to = Self.phone()
+            try await s.consent(to, true)
+            let sent = try await s.send(Self.text(to, "hello"))
+            let m = try await s.until(sent.message.id, is: .delivered)
+            let url = "\(s.edgeURL)/webhooks/sms/twilio"
+            let (refused, _) = try await Self.post(url, "MessageSid=SMforged0001&MessageStatus=failed",
+                                                   headers: [("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", "forged")])
+            #expect(refused == 403)
+            // One still waiting, its next try an hour away (as the processor leaves a failed one).
+            _ = try await s.db.sql("""
+                INSERT INTO messaging.sms_webhook_logs (kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
+                                                        attempts, retry_at)
+                VALUES ('sms', 'twilio', 'delivery_status', \(url), '{}', '{}', '\\x', 1, now() + interval '1 hour')
+                """)
+            // All of it 91 days old: the two callbacks, the refused request, the waiting one,
+            // and the two idempotency records.
+            #expect(try await s.count("SELECT count(*) FROM messaging.sms_webhook_logs") == 4)
+            #expect(try await s.count("SELECT count(*) FROM messaging.webhook_applied") == 2)
+            _ = try await s.db.sql("UPDATE messaging.sms_webhook_logs SET created_at = now() - interval '91 days'")
+            _ = try await s.db.sql("UPDATE messaging.webhook_applied SET applied_at = now() - interval '91 days'")
+            // Then a fresh callback (its record is fresh too).
+            await s.sandbox.postTwilio(url: url, [("MessageSid", "SMfresh0001"), ("MessageStatus", "delivered"),
+                                                  ("AccountSid", s.sandbox.configuration.twilioAccountSID), ("From", "+15005550006"), ("To", to)])
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                if try await s.count("SELECT count(*) FROM messaging.webhook_applied WHERE applied_at > now() - interval '1 day'") != 1 {
+                    throw RPCError(.unavailable, "not applied yet")
+                }
+            }
+            // The next daily run, now: 3 old log rows and 2 records go one per run (3 runs with
+            // a full batch), then a run that finds nothing and arms the next in a day.
+            _ = try await s.db.sql("UPDATE messaging.jobs SET run_at = now() WHERE kind = \(kind) AND state = 'scheduled'")
+            _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                if try await runs() < 5 { throw RPCError(.unavailable, "still running") }
+            }
+            let left = try await s.db.sql("""
+                SELECT processed, attempts, created_at < now() - interval '90 days' FROM messaging.sms_webhook_logs ORDER BY received_seq
+                """).map { try $0.decode((Bool, Int32, Bool).self) }
+            #expect(left.count == 2)
+            #expect(left.first.map { !$0.0 && $0.1 == 1 && $0.2 } == true)
+            #expect(left.last.map { $0.0 && !$0.2 } == true)
+            #expect(try await s.count("SELECT count(*) FROM messaging.webhook_applied WHERE applied_at < now() - interval '90 days'") == 0)
+            #expect(try await s.count("SELECT count(*) FROM messaging.webhook_applied") == 1)
+            #expect(try await runs() == 5)
+            #expect(try await s.count("""
+                SELECT count(*) FROM messaging.jobs WHERE kind = \(kind) AND state = 'scheduled' AND run_at > now() + interval '23 hours'
+                """) == 1)
+            // The message itself is kept.
+            #expect(try await s.get(m.id).status == .delivered)
+        }
+    }
+
     /// Also: a webhook is applied on arrival, in the transaction that logs it, while nothing
     /// logged earlier waits; while one does, later ones wait behind it (in order of arrival).
     @Test func aWebhookIsAnsweredOnceLoggedAndOneThatCannotBeAppliedHoldsNoOtherBack() async throws {
