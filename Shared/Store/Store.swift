@@ -206,9 +206,13 @@ public final class Store: Service, Sendable {
     /// the session when not `local` (tools). `""` and no roles: nobody.
     public static func setActor(_ actor: String, roles: [String], on c: PostgresConnection, local: Bool = true,
                                 logger: Logger) async throws {
-        try await c.query("""
-            SELECT set_config('caremesh.actor_id', \(actor), \(local)), set_config('caremesh.actor_roles', \(roles.joined(separator: ",")), \(local))
-            """, logger: logger)
+        try await c.run(Prepared<SetActor>(actor, roles.joined(separator: ","), local), logger: logger)
+    }
+
+    /// Prepared: every transaction under row-level security starts with it.
+    enum SetActor: PreparedSQL {
+        static let sql = "SELECT set_config('caremesh.actor_id', $1, $3), set_config('caremesh.actor_roles', $2, $3)"
+        static let types: [PostgresDataType] = [.text, .text, .bool]
     }
 
     /// Runs one statement and collects its rows.

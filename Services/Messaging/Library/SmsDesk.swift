@@ -188,15 +188,12 @@ final class SmsDesk: Sendable {
         }
         let segments = SmsSegments(body)
         let needsConsent = !SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: nil)
-        let rows = try await c.query("""
-            SELECT \(unescaped: Self.columns), r.outcome
-            FROM record_sms(\(plan.correlator), \(plan.to), \(plan.patient), \(body), \(plan.type), \(language),
-                            \(segments.encoding.rawValue), \(Int32(segments.segments)), \(configuration.defaultSender), \(plan.scheduledAt),
-                            \(plan.callbackData), \(actor), \(needsConsent), \(Self.consentLockKey(plan.to))) AS r,
-                 LATERAL (SELECT (r.message).*) AS m
-            """, logger: logger)
+        let rows = try await c.run(Prepared<RecordSms>(plan.correlator, plan.to, plan.patient, body, plan.type, language,
+                                                       segments.encoding.rawValue, Int32(segments.segments), configuration.defaultSender,
+                                                       plan.scheduledAt, plan.callbackData, actor, needsConsent,
+                                                       Self.consentLockKey(plan.to)), logger: logger)
         var recorded: (outcome: String, message: SmsMessageProto?)?
-        for try await row in rows {
+        for row in rows {
             let random = row.makeRandomAccess()
             let outcome = try random[24].decode(String.self)
             recorded = (outcome, outcome == "created" || outcome == "existing" ? try Self.message(random) : nil)
@@ -215,6 +212,17 @@ final class SmsDesk: Sendable {
             throw RPCError(.aborted, "the send raced another; try again")
         }
         return response
+    }
+
+    /// One send, prepared (one per send: parsing and planning it every time cost PostgreSQL
+    /// more than running it).
+    enum RecordSms: PreparedSQL {
+        static let sql = """
+            SELECT \(SmsDesk.columns), r.outcome
+            FROM record_sms($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS r, LATERAL (SELECT (r.message).*) AS m
+            """
+        static let types: [PostgresDataType] = [.text, .text, .uuid, .text, .text, .text, .text, .int4, .text, .timestamptz,
+                                                .text, .text, .bool, .int8]
     }
 
     /// `earlier`, if it is what `plan` asks for again; a correlator reused for another number,

@@ -93,21 +93,29 @@ public final class SmsSender: Service, Sendable {
         let lease = configuration.lease.seconds
         return try await store.withConnection { c in
             var out: [Claimed] = []
-            let rows = try await c.query("""
-                UPDATE sms_messages m SET lease_until = now() + make_interval(secs => \(lease)), status = 'pending'
-                FROM (SELECT id FROM sms_messages
-                      WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
-                      ORDER BY next_attempt_at LIMIT \(self.configuration.batchSize) FOR UPDATE SKIP LOCKED) due
-                WHERE m.id = due.id
-                RETURNING m.id, m.phone_number, m.message_content, m.client_correlator, m.message_type, m.retry_count,
-                    (SELECT consent_given FROM sms_consent c WHERE c.phone_number = m.phone_number ORDER BY seq DESC LIMIT 1)
-                """, logger: self.logger)
-            for try await (id, to, body, correlator, type, retries, consented) in rows.decode((UUID, String, String, String, String, Int32, Bool?).self) {
+            let rows = try await c.run(Prepared<Claim>(lease, Int64(self.configuration.batchSize)), logger: self.logger)
+            for row in rows {
+                let (id, to, body, correlator, type, retries, consented) = try row.decode((UUID, String, String, String, String, Int32, Bool?).self)
                 out.append(Claimed(sms: OutboundSms(id: id, to: to, body: body, clientCorrelator: correlator), type: type,
                                    retryCount: Int(retries), consented: consented))
             }
             return out
         }
+    }
+
+    /// Claims due messages: `$1` the lease in seconds, `$2` at most this many. Prepared, as
+    /// the record below: the sender runs them many times a second.
+    enum Claim: PreparedSQL {
+        static let sql = """
+            UPDATE sms_messages m SET lease_until = now() + make_interval(secs => $1), status = 'pending'
+            FROM (SELECT id FROM sms_messages
+                  WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                  ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+            WHERE m.id = due.id
+            RETURNING m.id, m.phone_number, m.message_content, m.client_correlator, m.message_type, m.retry_count,
+                (SELECT consent_given FROM sms_consent c WHERE c.phone_number = m.phone_number ORDER BY seq DESC LIMIT 1)
+            """
+        static let types: [PostgresDataType] = [.float8, .int8]
     }
 
     /// Tries the providers in order for one message.
@@ -164,42 +172,49 @@ public final class SmsSender: Service, Sendable {
                 logger.notice("SMS not sent", metadata: ["sms.id": "\(m.sms.id)", "outcome": "\(kind)"])
             }
         }
-        // `before` reads each row's status under its lock, so the events say what changed.
-        let query: PostgresQuery = """
-                WITH o AS (SELECT id, kind, nullif(provider, '') AS provider, nullif(provider_id, '') AS provider_id,
-                                  nullif(sender, '') AS sender, nullif(error, '') AS error, delay
-                           FROM unnest(\(ids)::uuid[], \(kinds)::text[], \(providers)::text[], \(providerIDs)::text[], \(senders)::text[],
-                                       \(errors)::text[], \(delays)::float8[]) AS u(id, kind, provider, provider_id, sender, error, delay)),
-                before AS (SELECT m.id, m.status FROM sms_messages m JOIN o ON o.id = m.id FOR UPDATE OF m)
-                UPDATE sms_messages m SET
-                    lease_until = NULL,
-                    status = CASE WHEN m.status <> 'pending' THEN m.status
-                                  WHEN o.kind = 'retry' THEN 'pending' ELSE o.kind END,
-                    provider = coalesce(m.provider, o.provider),
-                    provider_message_id = coalesce(m.provider_message_id, o.provider_id),
-                    sender_address = coalesce(o.sender, m.sender_address),
-                    sent_at = CASE WHEN o.kind = 'sent' THEN coalesce(m.sent_at, now()) ELSE m.sent_at END,
-                    failed_at = CASE WHEN o.kind = 'failed' AND m.status = 'pending' THEN now() ELSE m.failed_at END,
-                    cancelled_at = CASE WHEN o.kind = 'cancelled' AND m.status = 'pending' THEN now() ELSE m.cancelled_at END,
-                    retry_count = CASE WHEN o.kind = 'retry' AND m.retry_count < \(self.configuration.maxRetries)
-                                       THEN m.retry_count + 1 ELSE m.retry_count END,
-                    next_attempt_at = now() + make_interval(secs => o.delay),
-                    error_message = CASE WHEN o.kind = 'sent' THEN NULL ELSE o.error END
-                FROM o JOIN before ON before.id = o.id
-                WHERE m.id = o.id
-                RETURNING m.id, before.status, m.status, m.client_correlator, m.patient_id, m.callback_data, m.provider
-                """
+        let record = try Prepared<Record>(ids, kinds, providers, providerIDs, senders, errors, delays, Int32(configuration.maxRetries))
         try await store.withTransaction { c in
             var events = PendingEvents()
-            let rows = try await c.query(query, logger: self.logger)
-            for try await (id, before, after, correlator, patient, callbackData, provider)
-                in rows.decode((UUID, String, String, String, UUID?, String?, String?).self) {
+            for row in try await c.run(record, logger: self.logger) {
+                let (id, before, after, correlator, patient, callbackData, provider) =
+                    try row.decode((UUID, String, String, String, UUID?, String?, String?).self)
                 guard before != after, let from = SmsStatus(rawValue: before), let to = SmsStatus(rawValue: after) else { continue }
                 try events.add(SmsEvents.statusChanged(id: id, correlator: correlator, status: to, previous: from, patient: patient,
                                                        callbackData: callbackData, provider: provider), key: id.text)
             }
             try await self.outbox.append(events, on: c)
         }
+    }
+
+    /// Records a round's outcomes: `$1`… `$7` one element per message (id, kind, provider,
+    /// provider id, sender, error, retry delay; "" for none), `$8` the most retries. `before`
+    /// reads each row's status under its lock, so the events say what changed.
+    enum Record: PreparedSQL {
+        static let sql = """
+            WITH o AS (SELECT id, kind, nullif(provider, '') AS provider, nullif(provider_id, '') AS provider_id,
+                              nullif(sender, '') AS sender, nullif(error, '') AS error, delay
+                       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                   $6::text[], $7::float8[]) AS u(id, kind, provider, provider_id, sender, error, delay)),
+            before AS (SELECT m.id, m.status FROM sms_messages m JOIN o ON o.id = m.id FOR UPDATE OF m)
+            UPDATE sms_messages m SET
+                lease_until = NULL,
+                status = CASE WHEN m.status <> 'pending' THEN m.status
+                              WHEN o.kind = 'retry' THEN 'pending' ELSE o.kind END,
+                provider = coalesce(m.provider, o.provider),
+                provider_message_id = coalesce(m.provider_message_id, o.provider_id),
+                sender_address = coalesce(o.sender, m.sender_address),
+                sent_at = CASE WHEN o.kind = 'sent' THEN coalesce(m.sent_at, now()) ELSE m.sent_at END,
+                failed_at = CASE WHEN o.kind = 'failed' AND m.status = 'pending' THEN now() ELSE m.failed_at END,
+                cancelled_at = CASE WHEN o.kind = 'cancelled' AND m.status = 'pending' THEN now() ELSE m.cancelled_at END,
+                retry_count = CASE WHEN o.kind = 'retry' AND m.retry_count < $8
+                                   THEN m.retry_count + 1 ELSE m.retry_count END,
+                next_attempt_at = now() + make_interval(secs => o.delay),
+                error_message = CASE WHEN o.kind = 'sent' THEN NULL ELSE o.error END
+            FROM o JOIN before ON before.id = o.id
+            WHERE m.id = o.id
+            RETURNING m.id, before.status, m.status, m.client_correlator, m.patient_id, m.callback_data, m.provider
+            """
+        static let types: [PostgresDataType] = [.uuidArray, .textArray, .textArray, .textArray, .textArray, .textArray, .float8Array, .int4]
     }
 }
 

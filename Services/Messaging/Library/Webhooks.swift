@@ -354,10 +354,7 @@ public final class Webhooks: Service, Sendable {
 
     /// Whether a logged webhook waits to be applied (or tried again).
     private func inboxWaits(on c: PostgresConnection) async throws -> Bool {
-        try await c.query("""
-            SELECT EXISTS (SELECT 1 FROM sms_webhook_logs WHERE NOT processed AND response_status = 200
-                                                           AND attempts < \(Int32(Self.maxAttempts)))
-            """, logger: logger).first(Bool.self) ?? false
+        try await c.run(Prepared<InboxWaits>(Int32(Self.maxAttempts)), logger: logger).first?.decode(Bool.self) ?? false
     }
 
     /// Logs rows unprocessed, for the processor: one statement, one commit. If that fails, each
@@ -386,21 +383,69 @@ public final class Webhooks: Service, Sendable {
     }
 
     private func insert(_ rows: [LogRow], on c: PostgresConnection) async throws {
-        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-        try await c.query("""
+        try await c.run(Prepared<InsertLogs>(rows.map(\.id), rows.map(\.kind), rows.map(\.provider), rows.map(\.type), rows.map(\.url),
+                                             rows.map(\.headers), rows.map(\.body), rows.map(\.raw), rows.map(\.ip), rows.map(\.key),
+                                             rows.map(\.error), rows.map(\.status), rows.map(\.response), rows.map(\.processed),
+                                             rows.map(\.duplicate), rows.map { $0.related ?? Self.none }), logger: logger)
+    }
+
+    /// No message (arrays of uuid cannot hold NULL here).
+    static let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+    // The statements of a flush, prepared: a flush runs each once, hundreds of times a second,
+    // and parsing and planning them each time cost PostgreSQL more than running them.
+
+    enum InboxWaits: PreparedSQL {
+        static let sql = """
+            SELECT EXISTS (SELECT 1 FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < $1)
+            """
+        static let types: [PostgresDataType] = [.int4]
+    }
+
+    enum InsertLogs: PreparedSQL {
+        static let sql = """
             INSERT INTO sms_webhook_logs (id, kind, provider, webhook_type, request_url, request_headers, request_body, raw_body,
                                           request_ip, idempotency_key, processing_error, response_status, response_body,
                                           processed, duplicate, related_sms_message_id, attempts)
             SELECT id, kind, provider, type, url, headers::jsonb, body::jsonb, raw, nullif(ip, ''), nullif(key, ''),
-                   nullif(error, ''), status, response, processed, duplicate, nullif(related, \(none)), processed::int
-            FROM unnest(\(rows.map(\.id)), \(rows.map(\.kind)), \(rows.map(\.provider)), \(rows.map(\.type)), \(rows.map(\.url)),
-                        \(rows.map(\.headers)), \(rows.map(\.body)), \(rows.map(\.raw)), \(rows.map(\.ip)), \(rows.map(\.key)),
-                        \(rows.map(\.error)), \(rows.map(\.status)), \(rows.map(\.response)), \(rows.map(\.processed)),
-                        \(rows.map(\.duplicate)), \(rows.map { $0.related ?? none }))
+                   nullif(error, ''), status, response, processed, duplicate,
+                   nullif(related, '00000000-0000-0000-0000-000000000000'::uuid), processed::int
+            FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                 WITH ORDINALITY AS r(id, kind, provider, type, url, headers, body, raw, ip, key, error, status, response,
                                      processed, duplicate, related, n)
             ORDER BY n
-            """, logger: logger)
+            """
+        static let types: [PostgresDataType] = [.uuidArray, .textArray, .textArray, .textArray, .textArray, .textArray, .textArray,
+                                                .byteaArray, .textArray, .textArray, .textArray, .int4Array, .textArray, .boolArray,
+                                                .boolArray, .uuidArray]
+    }
+
+    enum ClaimKeys: PreparedSQL {
+        static let sql = """
+            INSERT INTO webhook_applied (provider, idempotency_key, log_id)
+            SELECT provider, key, id FROM unnest($1::text[], $2::text[], $3::uuid[]) WITH ORDINALITY AS r(provider, key, id, n)
+            ORDER BY n
+            ON CONFLICT DO NOTHING RETURNING log_id
+            """
+        static let types: [PostgresDataType] = [.textArray, .textArray, .uuidArray]
+    }
+
+    enum KnownMessages: PreparedSQL {
+        static let sql = "SELECT id FROM sms_messages WHERE id = ANY($1)"
+        static let types: [PostgresDataType] = [.uuidArray]
+    }
+
+    /// See `loadMessages`.
+    enum LoadMessages: PreparedSQL {
+        static let sql = """
+            SELECT id, status, client_correlator, patient_id, callback_data, provider, provider_message_id FROM sms_messages
+            WHERE id IN (SELECT unnest($1::uuid[])
+                         UNION ALL
+                         SELECT m.id FROM unnest($2::text[], $3::text[]) AS r(provider, provider_id)
+                         JOIN sms_messages m ON m.provider = r.provider AND m.provider_message_id = r.provider_id)
+            ORDER BY id FOR UPDATE
+            """
+        static let types: [PostgresDataType] = [.uuidArray, .textArray, .textArray]
     }
 
     // MARK: - Processing
@@ -523,13 +568,10 @@ public final class Webhooks: Service, Sendable {
         let readable = batch.filter { $0.read != nil }
         var fresh = Set<UUID>()
         if !readable.isEmpty {
-            for try await id in try await c.query("""
-                INSERT INTO webhook_applied (provider, idempotency_key, log_id)
-                SELECT provider, key, id FROM unnest(\(readable.map(\.provider)), \(readable.map { $0.read!.idempotencyKey }),
-                                                     \(readable.map(\.id))) WITH ORDINALITY AS r(provider, key, id, n)
-                ORDER BY n
-                ON CONFLICT DO NOTHING RETURNING log_id
-                """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+            for row in try await c.run(Prepared<ClaimKeys>(readable.map(\.provider), readable.map { $0.read!.idempotencyKey },
+                                                           readable.map(\.id)), logger: logger) {
+                fresh.insert(try row.decode(UUID.self))
+            }
         }
         // The messages repeated status callbacks name (by our id), to relate their log rows.
         var repeatedIDs: [UUID] = []
@@ -538,9 +580,7 @@ public final class Webhooks: Service, Sendable {
         }
         var known = Set<UUID>()
         if !repeatedIDs.isEmpty {
-            for try await id in try await c.query("SELECT id FROM sms_messages WHERE id = ANY(\(repeatedIDs))", logger: logger).decode(UUID.self) {
-                known.insert(id)
-            }
+            for row in try await c.run(Prepared<KnownMessages>(repeatedIDs), logger: logger) { known.insert(try row.decode(UUID.self)) }
         }
         // The messages the new status callbacks name, locked, for one fold of them all.
         var statuses = try await loadMessages(batch.compactMap { row in
@@ -643,18 +683,11 @@ public final class Webhooks: Service, Sendable {
         guard !refs.isEmpty else { return SmsStatusBatch([]) }
         let ids = refs.compactMap(\.id)
         let byProvider = refs.filter { $0.id == nil && $0.providerID != nil }
-        let rows = try await c.query("""
-            SELECT id, status, client_correlator, patient_id, callback_data, provider, provider_message_id FROM sms_messages
-            WHERE id IN (SELECT unnest(\(ids)::uuid[])
-                         UNION ALL
-                         SELECT m.id FROM unnest(\(byProvider.map(\.provider))::text[], \(byProvider.map { $0.providerID! })::text[])
-                             AS r(provider, provider_id)
-                         JOIN sms_messages m ON m.provider = r.provider AND m.provider_message_id = r.provider_id)
-            ORDER BY id FOR UPDATE
-            """, logger: logger)
+        let rows = try await c.run(Prepared<LoadMessages>(ids, byProvider.map(\.provider), byProvider.map { $0.providerID! }), logger: logger)
         var messages: [SmsStatusBatch.Message] = []
-        for try await (id, status, correlator, patient, callbackData, provider, providerID)
-            in rows.decode((UUID, String, String, UUID?, String?, String?, String?).self) {
+        for row in rows {
+            let (id, status, correlator, patient, callbackData, provider, providerID) =
+                try row.decode((UUID, String, String, UUID?, String?, String?, String?).self)
             guard let status = SmsStatus(rawValue: status) else { continue }
             messages.append(.init(id: id, status: status, correlator: correlator, patient: patient, callbackData: callbackData,
                                   provider: provider, providerMessageID: providerID))
@@ -685,7 +718,16 @@ public final class Webhooks: Service, Sendable {
     private func writeChanges(_ statuses: SmsStatusBatch, on c: PostgresConnection) async throws {
         let changes = statuses.changed.map { ($0, statuses.changes[$0]!) }
         guard !changes.isEmpty else { return }
-        try await c.query("""
+        try await c.run(Prepared<WriteChanges>(changes.map(\.0), changes.map(\.1.status.rawValue), changes.map(\.1.raw),
+                                               changes.map { $0.1.errorCode.map { "error \($0)" } ?? "" }, changes.map(\.1.provider),
+                                               changes.map { $0.1.providerMessageID ?? "" }, changes.map(\.1.sent), changes.map(\.1.delivered),
+                                               changes.map(\.1.failed), changes.map(\.1.cancelled),
+                                               changes.map { c in c.1.errorCode.map { "\(c.1.provider) error \($0)" } ?? "" }),
+                        logger: logger)
+    }
+
+    enum WriteChanges: PreparedSQL {
+        static let sql = """
             UPDATE sms_messages m SET status = u.status, delivery_status = u.raw,
                 delivery_description = coalesce(nullif(u.code, '') , m.delivery_description),
                 provider = coalesce(m.provider, u.provider), provider_message_id = coalesce(m.provider_message_id, nullif(u.provider_id, '')),
@@ -694,14 +736,13 @@ public final class Webhooks: Service, Sendable {
                 failed_at = CASE WHEN u.failed THEN now() ELSE m.failed_at END,
                 cancelled_at = CASE WHEN u.cancelled THEN now() ELSE m.cancelled_at END,
                 error_message = CASE WHEN u.failed THEN coalesce(nullif(u.error, ''), 'undelivered') ELSE m.error_message END
-            FROM unnest(\(changes.map(\.0)), \(changes.map(\.1.status.rawValue)), \(changes.map(\.1.raw)),
-                        \(changes.map { $0.1.errorCode.map { "error \($0)" } ?? "" }), \(changes.map(\.1.provider)),
-                        \(changes.map { $0.1.providerMessageID ?? "" }), \(changes.map(\.1.sent)), \(changes.map(\.1.delivered)),
-                        \(changes.map(\.1.failed)), \(changes.map(\.1.cancelled)),
-                        \(changes.map { c in c.1.errorCode.map { "\(c.1.provider) error \($0)" } ?? "" }))
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[], $9::bool[],
+                        $10::bool[], $11::text[])
                 AS u(id, status, raw, code, provider, provider_id, sent, delivered, failed, cancelled, error)
             WHERE m.id = u.id
-            """, logger: logger)
+            """
+        static let types: [PostgresDataType] = [.uuidArray, .textArray, .textArray, .textArray, .textArray, .textArray, .boolArray,
+                                                .boolArray, .boolArray, .boolArray, .textArray]
     }
 
     /// STOP and its kin opt the number out and queue the confirmation (exempt from consent);
