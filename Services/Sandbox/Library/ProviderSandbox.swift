@@ -327,8 +327,13 @@ public final class ProviderSandbox: Service, Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
-    /// Callbacks in flight at once, as many as the client's connections.
-    static let callbackLane = CallbackLane(limit: 64)
+    /// Callbacks in flight at once, as many as the client's connections; the rest wait their
+    /// turn, in order. AsyncHTTPClient keeps the requests waiting for a connection in a queue
+    /// whose timeouts remove from the middle (linear each): with tens of thousands queued (a
+    /// burst of sends, two callbacks each) those removals took its event loop whole, the
+    /// connections starved, and every callback timed out while the sandbox spun at 100% CPU.
+    /// Waiting here is O(1), and a request's timeout starts once it has a connection.
+    static let callbackLane = FIFOLimiter(limit: 64)
 
     func post(_ request: HTTPClientRequest) async {
         await Self.callbackLane.acquire()
@@ -461,48 +466,4 @@ public final class ProviderSandbox: Service, Sendable {
                                                                    "clientCorrelator": m.clientCorrelator ?? "",
                                                                    "resourceURL": resource(message.id)]])
     }
-}
-
-/// At most `limit` callbacks in flight; the rest wait their turn, in order. AsyncHTTPClient
-/// keeps the requests waiting for a connection in a queue whose timeouts remove from the middle
-/// (linear each): with tens of thousands queued (a burst of sends, two callbacks each) those
-/// removals took its event loop whole, the connections starved, and every callback timed out
-/// while the sandbox spun at 100% CPU. Waiting here costs nothing, and a request's timeout
-/// starts once it has a connection.
-final class CallbackLane: Sendable {
-    private struct State {
-        var inFlight = 0
-        var waiting = CircularBuffer<CheckedContinuation<Void, Never>>()
-    }
-
-    private let limit: Int
-    private let state = Mutex(State())
-
-    init(limit: Int) { self.limit = limit }
-
-    func acquire() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let go = state.withLock { s -> Bool in
-                if s.inFlight < limit {
-                    s.inFlight += 1
-                    return true
-                }
-                s.waiting.append(c)
-                return false
-            }
-            if go { c.resume() }
-        }
-    }
-
-    /// Hands the place to the next waiting, if any.
-    func release() {
-        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if let c = s.waiting.popFirst() { return c }
-            s.inFlight -= 1
-            return nil
-        }
-        next?.resume()
-    }
-
-    var counts: (inFlight: Int, waiting: Int) { state.withLock { ($0.inFlight, $0.waiting.count) } }
 }

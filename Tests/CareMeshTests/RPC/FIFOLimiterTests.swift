@@ -1,13 +1,13 @@
 import Synchronization
 import Testing
 
-@testable import ProviderSandbox
+@testable import CareMeshRPC
 
-/// The sandbox's bound on callbacks in flight.
-struct CallbackLaneTests {
+/// The bound the sandbox's callbacks and identity's password hashing run under.
+struct FIFOLimiterTests {
     @Test("never more than the limit in flight; every one goes through; nothing left held")
     func bounded() async {
-        let lane = CallbackLane(limit: 3)
+        let lane = FIFOLimiter(limit: 3)
         let seen = Seen()
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<40 {
@@ -25,9 +25,32 @@ struct CallbackLaneTests {
         #expect(lane.counts == (0, 0))
     }
 
+    @Test("many waiting: all let in, in order, with the queue compacted on the way")
+    func manyWaiting() async throws {
+        let lane = FIFOLimiter(limit: 1)
+        await lane.acquire()
+        let seen = Seen()
+        let n = 5_000
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<n {
+                group.addTask {
+                    await lane.acquire()
+                    seen.state.withLock { $0.order.append(i) }
+                    lane.release()
+                }
+            }
+            while lane.counts.waiting < n { try await Task.sleep(for: .milliseconds(1)) }
+            lane.release()
+            try await group.waitForAll()
+        }
+        #expect(seen.state.withLock { $0.order.count } == n)
+        #expect(Set(seen.state.withLock { $0.order }).count == n)
+        #expect(lane.counts == (0, 0))
+    }
+
     @Test("waiting ones go in the order they came")
     func inOrder() async throws {
-        let lane = CallbackLane(limit: 1)
+        let lane = FIFOLimiter(limit: 1)
         await lane.acquire()
         let seen = Seen()
         try await withThrowingTaskGroup(of: Void.self) { group in
