@@ -29,10 +29,15 @@ public struct EventConsumer: Service {
     public let handler: Handler
     public var batch: UInt32 = 100
     public var waitMs: UInt32 = 5_000
+    /// The event types (protobuf full names) the handler acts on; nil for all. Others only
+    /// move the cursor: no handler call, no `applied_events` row.
+    public let types: Set<String>?
     let logger: Logger
 
-    public init(source: String, store: Store, client: RPCClient, logger: Logger, handler: @escaping Handler) {
+    public init(source: String, types: Set<String>? = nil, store: Store, client: RPCClient, logger: Logger,
+                handler: @escaping Handler) {
         self.source = source
+        self.types = types
         self.store = store
         self.client = client
         self.logger = logger
@@ -90,7 +95,9 @@ public struct EventConsumer: Service {
 
     /// One transaction: dedup records, the effects of the events not yet applied, the cursor
     /// moved to the last.
-    func applyTogether(_ events: [Event]) async throws {
+    func applyTogether(_ pulled: [Event]) async throws {
+        let last = pulled.map(\.seq).max()!
+        let events = types.map { types in pulled.filter { types.contains($0.type) } } ?? pulled
         let ids = try events.map { event in
             guard let id = UUID(uuidString: event.id) else {
                 throw RPCError(.internal, "event \(event.seq) from \(self.source) has no valid id")
@@ -98,14 +105,16 @@ public struct EventConsumer: Service {
             return id
         }
         let seqs = events.map(\.seq)
-        let source = self.source, handler = self.handler, logger = self.logger, last = seqs.max()!
+        let source = self.source, handler = self.handler, logger = self.logger
         try await store.withTransaction { c in
             var fresh = Set<UUID>()
-            for try await id in try await c.query("""
-                INSERT INTO applied_events (source, event_id, seq)
-                SELECT \(source), id, seq FROM unnest(\(ids)::uuid[], \(seqs)::int8[]) AS u(id, seq)
-                ON CONFLICT DO NOTHING RETURNING event_id
-                """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+            if !ids.isEmpty {
+                for try await id in try await c.query("""
+                    INSERT INTO applied_events (source, event_id, seq)
+                    SELECT \(source), id, seq FROM unnest(\(ids)::uuid[], \(seqs)::int8[]) AS u(id, seq)
+                    ON CONFLICT DO NOTHING RETURNING event_id
+                    """, logger: logger).decode(UUID.self) { fresh.insert(id) }
+            }
             // `remove`: an id repeated within the batch is applied once.
             for (event, id) in zip(events, ids) where fresh.remove(id) != nil {
                 try await handler(event, c)

@@ -167,7 +167,8 @@ public struct PendingEvents: Sendable {
     /// Adds `message` as an event about `key`; returns the event's id.
     @discardableResult
     public mutating func add(_ message: some SwiftProtobuf.Message, key: String) throws -> UUID {
-        let id = UUID()
+        // Time-ordered: the outbox's and consumers' indexes on event ids grow at their right edge.
+        let id = UUID.timeOrdered()
         let payload: [UInt8] = try message.serializedBytes()
         ids.append(id)
         types.append(type(of: message).protoMessageName)

@@ -35,8 +35,9 @@ public enum AlertsService {
                     EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
                         try await applyIdentity(event, c, logger: logger)
                     },
-                    EventConsumer(source: "messaging", store: store, client: client, logger: logger) { event, c in
-                        guard event.type == Caremesh_Messaging_V1_CallStatusChanged.protoMessageName else { return }
+                    // Only calls: messaging's SMS status events (two per SMS) just move the cursor.
+                    EventConsumer(source: "messaging", types: [Caremesh_Messaging_V1_CallStatusChanged.protoMessageName], store: store,
+                                  client: client, logger: logger) { event, c in
                         try await desk.callStatus(try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(event.payload)), c)
                     },
                 ])

@@ -134,6 +134,47 @@ import Testing
         #expect(cursor == last)
     }
 
+    @Test("a consumer of some types: the others only move its cursor (no handler call, no applied_events row)")
+    func typeFilter() async throws {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh("types")
+        let host = try await identity(router, db)
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
+        let store = try await Store.connect(url: db.url("alerts"), logger: logger)
+        let applied = AppliedLog()
+        let wanted = Caremesh_Health_V1_HealthCheckRequest.protoMessageName
+        let consumer = EventConsumer(source: "identity", types: [wanted], store: store, client: client, logger: logger) { event, _ in
+            applied.append(try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service)
+        }
+        let other = Caremesh_Health_V1_HealthCheckResponse.with { $0.status = .serving }
+        let last = try await TestStack.withHosts([host]) {
+            try await TestStack.waitUntilServing(client, "identity")
+            try await host.store.withTransaction { c in
+                try await host.outbox.append(event("a"), key: "a", on: c)
+                try await host.outbox.append(other, key: "x", on: c)
+                try await host.outbox.append(event("b"), key: "b", on: c)
+                try await host.outbox.append(other, key: "y", on: c)
+            }
+            let last = try #require(try await pull(client, after: 0).last?.seq)
+            try await TestStack.withServices([store, consumer]) {
+                _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                    if try await EventConsumer.cursor(source: "identity", store: store) < last { throw RPCError(.unavailable, "not yet") }
+                }
+            }
+            return last
+        }
+        #expect(applied.names == ["a", "b"])
+        let (rows, cursor) = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+            (try await c.query("SELECT count(*) FROM applied_events", logger: self.logger).first(Int64.self),
+             try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: self.logger).first(Int64.self))
+        }
+        #expect(rows == 2)
+        #expect(cursor == last)
+    }
+
     @Test("10k events to a consumer killed and restarted at random: each applied once, in order per key", .timeLimit(.minutes(4)))
     func exchangeUnderKills() async throws {
         let router = try TestStack.startRouter()
