@@ -25,6 +25,20 @@ import Testing
                                        logger: logger)
     }
 
+    /// A router; identity (the producer) on a fresh database `name`; a client; and a store on
+    /// that database's alerts schema, migrated, for a consumer.
+    func withProducer<T>(_ name: String, _ body: (TestDatabase, ServiceHost, RPCClient, Store) async throws -> T) async throws -> T {
+        let router = try TestStack.startRouter()
+        defer { router.stop() }
+        let db = try await TestDatabase.fresh(name)
+        let host = try await identity(router, db)
+        let client = TestStack.client(router)
+        defer { client.close() }
+        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
+        let store = try await Store.connect(url: db.url("alerts"), logger: logger)
+        return try await body(db, host, client, store)
+    }
+
     func pull(_ client: RPCClient, after: Int64, limit: UInt32 = 100, waitMs: UInt32 = 0) async throws -> [Event] {
         var r = Caremesh_Events_V1_PullEventsRequest()
         r.after = after
@@ -81,98 +95,86 @@ import Testing
 
     @Test("a failing handler is retried with backoff and never skipped: nothing behind it is applied first")
     func failingHandlerHoldsTheLine() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
-        let db = try await TestDatabase.fresh("retry")
-        let host = try await identity(router, db)
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
-        let store = try await Store.connect(url: db.url("alerts"), logger: logger)
-        // The effects, with the transaction that made each.
-        try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
-            try await c.query("""
-                CREATE TABLE held_effects (n int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
-                                           tx xid8 NOT NULL DEFAULT pg_current_xact_id())
-                """, logger: self.logger)
-        }
-        let applied = AppliedLog()
-        let consumer = EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
-            let name = try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service
-            // "b" fails twice (a downstream outage), then goes through.
-            if name == "b" && applied.failOnce(limit: 2) { throw RPCError(.unavailable, "downstream is down") }
-            try await c.query("INSERT INTO held_effects (name) VALUES (\(name))", logger: self.logger)
-            applied.append(name)
-        }
-        let last = try await TestStack.withHosts([host]) {
-            try await TestStack.waitUntilServing(client, "identity")
-            try await host.store.withTransaction { c in
-                for n in ["a", "b", "c"] { try await host.outbox.append(event(n), key: n, on: c) }
+        try await withProducer("retry") { db, host, client, store in
+            // The effects, with the transaction that made each.
+            try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+                try await c.query("""
+                    CREATE TABLE held_effects (n int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
+                                               tx xid8 NOT NULL DEFAULT pg_current_xact_id())
+                    """, logger: self.logger)
             }
-            try await TestStack.withServices([store, consumer]) {
-                _ = try await TestStack.eventually(timeout: .seconds(20)) {
-                    if applied.names.count < 3 { throw RPCError(.unavailable, "not yet") }
+            let applied = AppliedLog()
+            let consumer = EventConsumer(source: "identity", store: store, client: client, logger: logger) { event, c in
+                let name = try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service
+                // "b" fails twice (a downstream outage), then goes through.
+                if name == "b" && applied.failOnce(limit: 2) { throw RPCError(.unavailable, "downstream is down") }
+                try await c.query("INSERT INTO held_effects (name) VALUES (\(name))", logger: self.logger)
+                applied.append(name)
+            }
+            let last = try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "identity")
+                try await host.store.withTransaction { c in
+                    for n in ["a", "b", "c"] { try await host.outbox.append(event(n), key: n, on: c) }
                 }
+                try await TestStack.withServices([store, consumer]) {
+                    _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                        if applied.names.count < 3 { throw RPCError(.unavailable, "not yet") }
+                    }
+                }
+                return try await pull(client, after: 0).last?.seq
             }
-            return try await pull(client, after: 0).last?.seq
+            // Committed once each, in order. The first pull brings all three: their batch fails at
+            // "b" (failure 1), then "a" is committed alone and "b" fails alone (failure 2); after
+            // the backoff "b" and "c" go through in one batch.
+            let effects = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+                try await c.query("SELECT name, tx::text FROM held_effects ORDER BY n", logger: self.logger).collect()
+                    .map { try $0.decode((String, String).self) }
+            }
+            #expect(effects.map(\.0) == ["a", "b", "c"])
+            #expect(effects.count == 3 && effects[0].1 != effects[1].1 && effects[1].1 == effects[2].1)
+            #expect(applied.failures == 2)
+            // Handlers of a rolled-back batch ran, but their effects did not stay.
+            #expect(applied.names.filter { $0 == "a" }.count == 2)
+            let cursor = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+                try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: logger).first(Int64.self)
+            }
+            #expect(cursor == last)
         }
-        // Committed once each, in order. The first pull brings all three: their batch fails at
-        // "b" (failure 1), then "a" is committed alone and "b" fails alone (failure 2); after
-        // the backoff "b" and "c" go through in one batch.
-        let effects = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
-            try await c.query("SELECT name, tx::text FROM held_effects ORDER BY n", logger: self.logger).collect()
-                .map { try $0.decode((String, String).self) }
-        }
-        #expect(effects.map(\.0) == ["a", "b", "c"])
-        #expect(effects.count == 3 && effects[0].1 != effects[1].1 && effects[1].1 == effects[2].1)
-        #expect(applied.failures == 2)
-        // Handlers of a rolled-back batch ran, but their effects did not stay.
-        #expect(applied.names.filter { $0 == "a" }.count == 2)
-        let cursor = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
-            try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: logger).first(Int64.self)
-        }
-        #expect(cursor == last)
     }
 
     @Test("a consumer of some types: the others only move its cursor (no handler call, no applied_events row)")
     func typeFilter() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
-        let db = try await TestDatabase.fresh("types")
-        let host = try await identity(router, db)
-        let client = TestStack.client(router)
-        defer { client.close() }
-        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
-        let store = try await Store.connect(url: db.url("alerts"), logger: logger)
-        let applied = AppliedLog()
-        let wanted = Caremesh_Health_V1_HealthCheckRequest.protoMessageName
-        let consumer = EventConsumer(source: "identity", types: [wanted], store: store, client: client, logger: logger) { event, _ in
-            applied.append(try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service)
-        }
-        let other = Caremesh_Health_V1_HealthCheckResponse.with { $0.status = .serving }
-        let last = try await TestStack.withHosts([host]) {
-            try await TestStack.waitUntilServing(client, "identity")
-            try await host.store.withTransaction { c in
-                try await host.outbox.append(event("a"), key: "a", on: c)
-                try await host.outbox.append(other, key: "x", on: c)
-                try await host.outbox.append(event("b"), key: "b", on: c)
-                try await host.outbox.append(other, key: "y", on: c)
+        try await withProducer("types") { db, host, client, store in
+            let applied = AppliedLog()
+            let wanted = Caremesh_Health_V1_HealthCheckRequest.protoMessageName
+            let consumer = EventConsumer(source: "identity", types: [wanted], store: store, client: client, logger: logger) { event, _ in
+                applied.append(try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service)
             }
-            let last = try #require(try await pull(client, after: 0).last?.seq)
-            try await TestStack.withServices([store, consumer]) {
-                _ = try await TestStack.eventually(timeout: .seconds(20)) {
-                    if try await EventConsumer.cursor(source: "identity", store: store) < last { throw RPCError(.unavailable, "not yet") }
+            let other = Caremesh_Health_V1_HealthCheckResponse.with { $0.status = .serving }
+            let last = try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "identity")
+                try await host.store.withTransaction { c in
+                    try await host.outbox.append(event("a"), key: "a", on: c)
+                    try await host.outbox.append(other, key: "x", on: c)
+                    try await host.outbox.append(event("b"), key: "b", on: c)
+                    try await host.outbox.append(other, key: "y", on: c)
                 }
+                let last = try #require(try await pull(client, after: 0).last?.seq)
+                try await TestStack.withServices([store, consumer]) {
+                    _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                        if try await EventConsumer.cursor(source: "identity", store: store) < last { throw RPCError(.unavailable, "not yet") }
+                    }
+                }
+                return last
             }
-            return last
+            #expect(applied.names == ["a", "b"])
+            let (rows, cursor) = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
+                (try await c.query("SELECT count(*) FROM applied_events", logger: self.logger).first(Int64.self),
+                 try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: self.logger).first(Int64.self))
+            }
+            #expect(rows == 2)
+            #expect(cursor == last)
         }
-        #expect(applied.names == ["a", "b"])
-        let (rows, cursor) = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
-            (try await c.query("SELECT count(*) FROM applied_events", logger: self.logger).first(Int64.self),
-             try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: self.logger).first(Int64.self))
-        }
-        #expect(rows == 2)
-        #expect(cursor == last)
     }
 
     @Test("10k events to a consumer killed and restarted at random: each applied once, in order per key", .timeLimit(.minutes(4)))
