@@ -156,22 +156,49 @@ public enum MDP {
     }
 
     public static func clientReply(_ dialect: Dialect, final: Bool, service: String, body: [Data]) -> [Data] {
-        var frames: [Data] = dialect == .delimited ? [Data()] : []
+        var frames: [Data] = []
         frames.reserveCapacity(4 + body.count)
-        frames.append(clientHeader)
-        frames.append(Data([(final ? ClientCommand.final : .partial).byte(dialect)]))
-        if dialect == .strict { frames.append(Data(service.utf8)) }
-        frames.append(contentsOf: body)
+        emitClientReply(dialect, final: final, service: service, body: body) { frame, _ in
+            switch frame {
+            case .data(let d): frames.append(d)
+            case .utf8(let s): frames.append(Data(s.utf8))
+            }
+        }
         return frames
     }
 
     public static func worker(_ dialect: Dialect, _ command: WorkerCommand, _ rest: [Data] = []) -> [Data] {
-        var frames: [Data] = dialect == .delimited ? [Data()] : []
+        var frames: [Data] = []
         frames.reserveCapacity(3 + rest.count)
-        frames.append(workerHeader)
-        frames.append(Data([command.rawValue]))
-        frames.append(contentsOf: rest)
+        emitWorker(dialect, command, rest) { frame, _ in frames.append(frame) }
         return frames
+    }
+
+    /// A frame given to an `emit` closure: bytes, or a string's UTF-8 (a socket sends it from
+    /// the string's storage, with no `Data` built).
+    public enum Frame {
+        case data(Data)
+        case utf8(String)
+    }
+
+    /// The frames of `clientReply`, each given to `emit` with whether more follow, so a socket
+    /// sends them as they come, with no array built.
+    public static func emitClientReply(_ dialect: Dialect, final: Bool, service: String, body: [Data],
+                                       _ emit: (Frame, _ more: Bool) throws -> Void) rethrows {
+        if dialect == .delimited { try emit(.data(Data()), true) }
+        try emit(.data(clientHeader), true)
+        try emit(.data(Data([(final ? ClientCommand.final : .partial).byte(dialect)])), dialect == .strict || !body.isEmpty)
+        if dialect == .strict { try emit(.utf8(service), !body.isEmpty) }
+        for (i, frame) in body.enumerated() { try emit(.data(frame), i < body.count - 1) }
+    }
+
+    /// The frames of `worker`, each given to `emit` with whether more follow.
+    public static func emitWorker(_ dialect: Dialect, _ command: WorkerCommand, _ rest: [Data],
+                                  _ emit: (Data, _ more: Bool) throws -> Void) rethrows {
+        if dialect == .delimited { try emit(Data(), true) }
+        try emit(workerHeader, true)
+        try emit(Data([command.rawValue]), !rest.isEmpty)
+        for (i, frame) in rest.enumerated() { try emit(frame, i < rest.count - 1) }
     }
 }
 

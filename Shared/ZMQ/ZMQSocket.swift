@@ -77,6 +77,24 @@ public final class ZMQSocket {
         }
     }
 
+    /// Sends one frame of a multipart message: `more` on every frame but the last. libzmq
+    /// refuses (`again`, `hostUnreachable`) only a message's first frame; once that is taken,
+    /// the rest are too, so a caller that stops at a failed first frame leaves no half message.
+    @inline(__always)
+    public func sendFrame(_ frame: Data, more: Bool, dontWait: Bool = true) throws(ZMQError) {
+        let flags = (dontWait ? ZMQ_DONTWAIT : 0) | (more ? ZMQ_SNDMORE : 0)
+        let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+        if rc < 0 { throw ZMQError.last }
+    }
+
+    /// Sends one frame holding `string`'s UTF-8, straight from its storage.
+    public func sendFrame(utf8 string: String, more: Bool, dontWait: Bool = true) throws(ZMQError) {
+        let flags = (dontWait ? ZMQ_DONTWAIT : 0) | (more ? ZMQ_SNDMORE : 0)
+        var s = string
+        let rc = s.withUTF8 { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+        if rc < 0 { throw ZMQError.last }
+    }
+
     /// Receives one whole multipart message, or nil if none is waiting (`dontWait`).
     public func receive(dontWait: Bool = true) throws(ZMQError) -> [Data]? {
         var frames: [Data] = []
@@ -92,6 +110,7 @@ public final class ZMQSocket {
                 throw error
             }
             let size = zmq_msg_size(&msg)
+            if frames.isEmpty { frames.reserveCapacity(8) }  // one allocation for most messages
             if size == 0 {
                 frames.append(Data())
             } else {

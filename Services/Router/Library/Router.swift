@@ -158,18 +158,25 @@ public final class Router: Service, Sendable {
 
         func flush() {
             for action in actions {
-                let frames: [Data]
                 let peer: PeerAddress
                 switch action {
-                case .toClient(let p, let dialect, let service, let final, let body):
-                    peer = p
-                    frames = [p.identity] + MDP.clientReply(dialect, final: final, service: service, body: body)
-                case .toWorker(let p, let dialect, let command, let rest):
-                    peer = p
-                    frames = [p.identity] + MDP.worker(dialect, command, rest)
+                case .toClient(let p, _, _, _, _), .toWorker(let p, _, _, _): peer = p
                 }
+                let socket = sockets[Int(peer.socket)]
                 do {
-                    try sockets[Int(peer.socket)].send(frames)
+                    // Frame by frame, as they come: no array is built per message.
+                    try socket.sendFrame(peer.identity, more: true)
+                    switch action {
+                    case .toClient(_, let dialect, let service, let final, let body):
+                        try MDP.emitClientReply(dialect, final: final, service: service, body: body) { frame, more in
+                            switch frame {
+                            case .data(let d): try socket.sendFrame(d, more: more)
+                            case .utf8(let s): try socket.sendFrame(utf8: s, more: more)
+                            }
+                        }
+                    case .toWorker(_, let dialect, let command, let rest):
+                        try MDP.emitWorker(dialect, command, rest) { frame, more in try socket.sendFrame(frame, more: more) }
+                    }
                 } catch {
                     io.undeliverable += 1
                     undeliverable.increment()
@@ -195,6 +202,8 @@ public final class Router: Service, Sendable {
                 knownKeys.withLock { $0 = ids }
             }
             for index in 0..<2 where ready & (1 << UInt64(index)) != 0 {
+                // One clock read per batch: a batch takes microseconds, deadlines are in ms.
+                let batchNow = monotonicNanos()
                 for _ in 0..<512 {
                     guard let frames = try? sockets[index].receive() else { break }
                     io.messagesIn += 1
@@ -210,7 +219,7 @@ public final class Router: Service, Sendable {
                     } else {
                         input = .fromWorker(peer, dialect, message)
                     }
-                    machine.handle(input, now: monotonicNanos(), into: &actions)
+                    machine.handle(input, now: batchNow, into: &actions)
                 }
             }
             // Sent together after the batch: libzmq's I/O thread then wakes once for many

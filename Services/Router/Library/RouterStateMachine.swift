@@ -103,10 +103,13 @@ public struct RouterStateMachine: Sendable {
         public var authenticated = 0
     }
 
+    /// A registered worker, in its slot of `slots` (a slot is reused once its worker is gone:
+    /// by then no request refers to it).
     struct Worker {
         var peer: PeerAddress
         var dialect: MDP.Dialect
-        var service: String
+        /// Its service's index in `services`.
+        var service: Int
         var instanceID: String
         var capacity: Int
         var inFlight: Set<UInt64> = []
@@ -117,28 +120,38 @@ public struct RouterStateMachine: Sendable {
         var free: Int { draining ? 0 : capacity - inFlight.count }
     }
 
+    /// A service, at a fixed index of `services` (services are never forgotten but at
+    /// shutdown): its live workers' slots and its queue.
     struct Service {
-        var workers: [PeerAddress] = []
+        var name: String
+        var workers: [Int] = []
         var queue = FIFO<UInt64>()
     }
 
     struct Request {
         var client: PeerAddress
         var dialect: MDP.Dialect
-        var service: String
+        /// Its service's index in `services`.
+        var service: Int
         var requestID: UInt64
         var timeoutMs: UInt32
         /// The header as forwarded (emptied once dispatched).
         var headerFrame: Data
         var message: ArraySlice<Data>
         var deadline: UInt64
-        var worker: PeerAddress?
+        /// The slot of the worker it was sent to; nil while queued.
+        var worker: Int?
     }
 
     public let configuration: Configuration
     private(set) public var stats = Stats()
-    private var workers: [PeerAddress: Worker] = [:]
-    private var services: [String: Service] = [:]
+    // Workers and services live in arrays and are found by index on the hot paths (one
+    // hash per message, to find the sender or the service), not looked up by key each time.
+    private var slots: [Worker?] = []
+    private var freeSlots: [Int] = []
+    private var workerSlot: [PeerAddress: Int] = [:]
+    private var services: [Service] = []
+    private var serviceIndex: [String: Int] = [:]
     private var requests: [UInt64: Request] = [:]
     private var queuedDeadlines = DeadlineHeap()
     /// Deadline + grace of each dispatched call (entries of answered calls are skipped).
@@ -158,27 +171,36 @@ public struct RouterStateMachine: Sendable {
 
     /// How many live workers serve `service` (draining ones excluded).
     public func liveWorkers(of service: String) -> Int {
-        services[service]?.workers.count ?? 0
+        serviceIndex[service].map { services[$0].workers.count } ?? 0
     }
 
     /// Requests waiting in `service`'s queue.
     public func queued(in service: String) -> Int {
-        services[service]?.queue.elements.count(where: { requests[$0] != nil }) ?? 0
+        serviceIndex[service].map { services[$0].queue.elements.count(where: { requests[$0] != nil }) } ?? 0
     }
 
     /// Requests sent to workers and not yet answered.
-    public var inFlight: Int { workers.values.reduce(0) { $0 + $1.inFlight.count } }
+    public var inFlight: Int { slots.reduce(0) { $0 + ($1?.inFlight.count ?? 0) } }
 
     /// Every registered worker: service, instance, capacity, calls in flight.
     public var workerSummaries: [(service: String, instanceID: String, capacity: Int, inFlight: Int, draining: Bool)] {
-        workers.values.map { ($0.service, $0.instanceID, $0.capacity, $0.inFlight.count, $0.draining) }
+        slots.compactMap { $0 }
+            .map { (services[$0.service].name, $0.instanceID, $0.capacity, $0.inFlight.count, $0.draining) }
             .sorted { ($0.service, $0.instanceID) < ($1.service, $1.instanceID) }
     }
 
     /// When `tick` next has something to do (a queued deadline or a liveness check).
     public var nextWakeup: UInt64 {
         min(queuedDeadlines.next?.deadline ?? .max, inFlightDeadlines.next?.deadline ?? .max,
-            workers.isEmpty ? .max : nextLivenessCheck)
+            workerSlot.isEmpty ? .max : nextLivenessCheck)
+    }
+
+    /// The index of `name` in `services`, added if new.
+    private mutating func service(named name: String) -> Int {
+        if let i = serviceIndex[name] { return i }
+        services.append(Service(name: name))
+        serviceIndex[name] = services.count - 1
+        return services.count - 1
     }
 
     // MARK: - Events
@@ -201,9 +223,9 @@ public struct RouterStateMachine: Sendable {
         while let due = queuedDeadlines.popDue(now: now) {
             guard let r = requests[due.id], r.worker == nil else { continue }
             requests[due.id] = nil
-            if liveWorkers(of: r.service) == 0 {
+            if services[r.service].workers.isEmpty {
                 stats.noWorker += 1
-                reply(r, .router(.unavailable, "no worker for service '\(r.service)' answered in time",
+                reply(r, .router(.unavailable, "no worker for service '\(services[r.service].name)' answered in time",
                                  reason: "NO_WORKER"), into: &actions)
             } else {
                 stats.expiredInQueue += 1
@@ -222,14 +244,15 @@ public struct RouterStateMachine: Sendable {
         }
         guard now >= nextLivenessCheck else { return }
         nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
-        for (peer, w) in workers {
+        for slot in slots.indices {
+            guard let w = slots[slot] else { continue }
             if now >= w.expiresAt {
                 stats.workersLost += 1
-                removeWorker(peer, lost: true, into: &actions)
-                actions.append(.toWorker(peer, w.dialect, .disconnect, []))
+                removeWorker(slot, into: &actions)
+                actions.append(.toWorker(w.peer, w.dialect, .disconnect, []))
             } else if now >= w.nextHeartbeatAt {
-                workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
-                actions.append(.toWorker(peer, w.dialect, .heartbeat, []))
+                slots[slot]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
+                actions.append(.toWorker(w.peer, w.dialect, .heartbeat, []))
             }
         }
     }
@@ -237,15 +260,17 @@ public struct RouterStateMachine: Sendable {
     /// Answers every waiting and in-flight request `UNAVAILABLE` and tells every worker to
     /// reconnect: what the router does when it stops.
     public mutating func shutdown(into actions: inout [Action]) {
-        for (peer, w) in workers {
-            removeWorker(peer, lost: true, into: &actions)
-            actions.append(.toWorker(peer, w.dialect, .disconnect, []))
+        for slot in slots.indices {
+            guard let w = slots[slot] else { continue }
+            removeWorker(slot, into: &actions)
+            actions.append(.toWorker(w.peer, w.dialect, .disconnect, []))
         }
         for (_, r) in requests {
             reply(r, .router(.unavailable, "the router is shutting down", reason: "ROUTER_STOPPING"), into: &actions)
         }
         requests.removeAll()
         services.removeAll()
+        serviceIndex.removeAll()
     }
 
     // MARK: - Clients
@@ -302,30 +327,27 @@ public struct RouterStateMachine: Sendable {
         if timeout != header.timeoutMs { frame = Self.setting(timeoutMs: timeout, in: frame) }
         let token = nextToken
         nextToken += 1
-        let request = Request(client: peer, dialect: dialect, service: service, requestID: header.requestID,
+        let s = self.service(named: service)
+        var request = Request(client: peer, dialect: dialect, service: s, requestID: header.requestID,
                               timeoutMs: timeout, headerFrame: frame, message: body.dropFirst(),
                               deadline: now + UInt64(timeout) * 1_000_000, worker: nil)
 
-        var svc = services[service, default: Service()]
-        if svc.queue.isEmpty, let worker = leastLoaded(svc.workers) {
-            services[service] = svc
+        if services[s].queue.isEmpty, let worker = leastLoaded(s) {
+            dispatch(token, &request, to: worker, now: now, into: &actions)
             requests[token] = request
-            dispatch(token, to: worker, now: now, into: &actions)
             return
         }
-        if svc.queue.count >= configuration.maxQueuePerService {
-            compact(&svc)
+        if services[s].queue.count >= configuration.maxQueuePerService {
+            compact(s)
         }
-        if svc.queue.count >= configuration.maxQueuePerService {
-            services[service] = svc
+        if services[s].queue.count >= configuration.maxQueuePerService {
             stats.queueFull += 1
             reply(request, .router(.resourceExhausted, "service '\(service)' has too many requests waiting",
                                    reason: "QUEUE_FULL", retryAfterMs: configuration.queueFullRetryAfterMs),
                   into: &actions)
             return
         }
-        svc.queue.append(token)
-        services[service] = svc
+        services[s].queue.append(token)
         requests[token] = request
         queuedDeadlines.insert(deadline: request.deadline, id: token)
     }
@@ -411,24 +433,26 @@ public struct RouterStateMachine: Sendable {
     }
 
     /// Drops tokens of requests that already expired from a queue.
-    private func compact(_ svc: inout Service) {
+    private mutating func compact(_ s: Int) {
         var fresh = FIFO<UInt64>()
-        for t in svc.queue.elements where requests[t] != nil { fresh.append(t) }
-        svc.queue = fresh
+        for t in services[s].queue.elements where requests[t] != nil { fresh.append(t) }
+        services[s].queue = fresh
     }
 
-    private func leastLoaded(_ peers: [PeerAddress]) -> PeerAddress? {
-        var best: PeerAddress?
+    /// The slot of service `s`'s live worker with the most free capacity; nil if none has any.
+    private func leastLoaded(_ s: Int) -> Int? {
+        var best: Int?
         var bestFree = 0
-        for p in peers {
-            let free = workers[p]?.free ?? 0
-            if free > bestFree { best = p; bestFree = free }
+        for slot in services[s].workers {
+            let free = slots[slot]?.free ?? 0
+            if free > bestFree { best = slot; bestFree = free }
         }
         return best
     }
 
-    private mutating func dispatch(_ token: UInt64, to peer: PeerAddress, now: UInt64, into actions: inout [Action]) {
-        guard var r = requests[token] else { return }
+    /// Sends request `r` (not yet in `requests`: the caller stores it) to the worker in `slot`.
+    private mutating func dispatch(_ token: UInt64, _ r: inout Request, to slot: Int, now: UInt64,
+                                   into actions: inout [Action]) {
         let remainingMs = r.deadline > now ? (r.deadline - now) / 1_000_000 : 0
         var headerFrame = r.headerFrame
         if remainingMs < UInt64(r.timeoutMs) {
@@ -436,39 +460,40 @@ public struct RouterStateMachine: Sendable {
             r.timeoutMs = UInt32(max(1, remainingMs))
             headerFrame = Self.setting(timeoutMs: r.timeoutMs, in: headerFrame)
         }
-        r.worker = peer
+        r.worker = slot
         r.headerFrame = Data()
-        requests[token] = r
-        workers[peer]!.inFlight.insert(token)
-        workers[peer]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
+        slots[slot]!.inFlight.insert(token)
+        slots[slot]!.nextHeartbeatAt = now + configuration.heartbeatIntervalNs
         inFlightDeadlines.insert(deadline: r.deadline + configuration.inFlightGraceNs, id: token)
-        inFlightDeadlines.prune(live: requests.count) { requests[$0]?.worker != nil }
+        inFlightDeadlines.prune(live: requests.count + 1) { $0 == token || requests[$0]?.worker != nil }
         stats.dispatched += 1
-        var frames: [Data] = [Self.tokenFrame(token), Data(), headerFrame]
+        var frames: [Data] = []
+        frames.reserveCapacity(3 + r.message.count)
+        frames.append(Self.tokenFrame(token))
+        frames.append(Data())
+        frames.append(headerFrame)
         frames.append(contentsOf: r.message)
-        actions.append(.toWorker(peer, workers[peer]!.dialect, .request, frames))
+        let worker = slots[slot]!
+        actions.append(.toWorker(worker.peer, worker.dialect, .request, frames))
     }
 
-    private mutating func dispatchQueued(_ service: String, now: UInt64, into actions: inout [Action]) {
-        guard var svc = services[service] else { return }
-        while !svc.queue.isEmpty, let worker = leastLoaded(svc.workers) {
-            let token = svc.queue.popFirst()!
-            guard let r = requests[token] else { continue }
+    private mutating func dispatchQueued(_ s: Int, now: UInt64, into actions: inout [Action]) {
+        while !services[s].queue.isEmpty, let worker = leastLoaded(s) {
+            let token = services[s].queue.popFirst()!
+            guard var r = requests.removeValue(forKey: token) else { continue }
             if r.deadline <= now {
-                requests[token] = nil
                 stats.expiredInQueue += 1
                 reply(r, .router(.deadlineExceeded, "the deadline passed while the request was queued",
                                  reason: "EXPIRED_IN_QUEUE"), into: &actions)
                 continue
             }
-            services[service] = svc
-            dispatch(token, to: worker, now: now, into: &actions)
+            dispatch(token, &r, to: worker, now: now, into: &actions)
+            requests[token] = r
         }
-        services[service] = svc
     }
 
     private func reply(_ r: Request, _ error: RPCError, into actions: inout [Action]) {
-        actions.append(.toClient(r.client, r.dialect, service: r.service, final: true,
+        actions.append(.toClient(r.client, r.dialect, service: services[r.service].name, final: true,
                                  body: [ResponseHeader(requestID: r.requestID, error: error).wireBytes(), Data()]))
     }
 
@@ -478,44 +503,54 @@ public struct RouterStateMachine: Sendable {
                                         now: UInt64, into actions: inout [Action]) {
         let expiry = now + configuration.heartbeatIntervalNs * configuration.liveness
         if case .workerReady(let service, let extra) = message {
-            if workers[peer] != nil { removeWorker(peer, lost: true, into: &actions) }
+            if let old = workerSlot[peer] { removeWorker(old, into: &actions) }
             let info = extra.first.flatMap { try? WorkerInfo(serializedBytes: $0) }
             let capacity = max(1, Int(info?.capacity ?? 1))
-            workers[peer] = Worker(peer: peer, dialect: dialect, service: service,
-                                   instanceID: info?.instanceID ?? peer.description, capacity: capacity,
-                                   expiresAt: expiry, nextHeartbeatAt: now + configuration.heartbeatIntervalNs)
-            services[service, default: Service()].workers.append(peer)
+            let s = self.service(named: service)
+            let worker = Worker(peer: peer, dialect: dialect, service: s,
+                                instanceID: info?.instanceID ?? peer.description, capacity: capacity,
+                                expiresAt: expiry, nextHeartbeatAt: now + configuration.heartbeatIntervalNs)
+            let slot: Int
+            if let reused = freeSlots.popLast() {
+                slot = reused
+                slots[slot] = worker
+            } else {
+                slot = slots.count
+                slots.append(worker)
+            }
+            workerSlot[peer] = slot
+            services[s].workers.append(slot)
             if nextLivenessCheck == 0 || nextLivenessCheck > now + configuration.heartbeatIntervalNs / 4 {
                 nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
             }
-            dispatchQueued(service, now: now, into: &actions)
+            dispatchQueued(s, now: now, into: &actions)
             return
         }
-        guard workers[peer] != nil else {
+        guard let slot = workerSlot[peer] else {
             // Not registered (e.g. it outlived a router restart): tell it to reconnect.
             stats.unknownWorkerMessages += 1
             if case .workerDisconnect = message { return }
             actions.append(.toWorker(peer, dialect, .disconnect, []))
             return
         }
-        workers[peer]!.expiresAt = expiry
+        slots[slot]!.expiresAt = expiry
         switch message {
         case .workerHeartbeat, .workerReady, .clientRequest:
             return
         case .workerDisconnect:
             // Stop sending it work, acknowledge, and let what it holds finish (graceful drain).
-            let service = workers[peer]!.service
-            workers[peer]!.draining = true
-            services[service]?.workers.removeAll { $0 == peer }
+            slots[slot]!.draining = true
+            services[slots[slot]!.service].workers.removeAll { $0 == slot }
             actions.append(.toWorker(peer, dialect, .disconnect, []))
-            if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+            if slots[slot]!.inFlight.isEmpty { forget(slot) }
         case .workerReply(let final, let client, let body):
-            guard let token = Self.token(client), let r = requests[token], r.worker == peer else {
-                if final, let token = Self.token(client), workers[peer]?.inFlight.contains(token) == true {
+            guard let token = Self.token(client), let index = requests.index(forKey: token),
+                  requests.values[index].worker == slot else {
+                if final, let token = Self.token(client), slots[slot]!.inFlight.contains(token) {
                     // The reply to a call the router already answered (EXPIRED_IN_WORKER):
                     // dropped, and the worker's slot is free again.
                     stats.lateReplies += 1
-                    freeSlot(token, of: peer, now: now, into: &actions)
+                    freeSlot(token, of: slot, now: now, into: &actions)
                 } else {
                     stats.staleReplies += 1
                 }
@@ -528,25 +563,38 @@ public struct RouterStateMachine: Sendable {
                 let error = RPCError.router(.resourceExhausted,
                                             "the reply is \(size) bytes; the limit is \(configuration.maxMessageSize)",
                                             reason: "MESSAGE_TOO_LARGE")
-                out = [ResponseHeader(requestID: r.requestID, error: error).wireBytes(), Data()]
+                out = [ResponseHeader(requestID: requests.values[index].requestID, error: error).wireBytes(), Data()]
             }
-            actions.append(.toClient(r.client, r.dialect, service: r.service, final: final, body: out))
-            guard final else { return }
-            stats.replies += 1
-            requests[token] = nil
-            freeSlot(token, of: peer, now: now, into: &actions)
+            if final {
+                let r = requests.remove(at: index).value
+                actions.append(.toClient(r.client, r.dialect, service: services[r.service].name, final: true, body: out))
+                stats.replies += 1
+                freeSlot(token, of: slot, now: now, into: &actions)
+            } else {
+                let r = requests.values[index]
+                actions.append(.toClient(r.client, r.dialect, service: services[r.service].name, final: false, body: out))
+            }
         }
     }
 
-    /// A worker's call `token` is over: a draining worker is forgotten once it holds nothing,
-    /// any other takes the next queued request of its service.
-    private mutating func freeSlot(_ token: UInt64, of peer: PeerAddress, now: UInt64, into actions: inout [Action]) {
-        workers[peer]!.inFlight.remove(token)
-        if workers[peer]!.draining {
-            if workers[peer]!.inFlight.isEmpty { workers[peer] = nil }
+    /// The call `token` of the worker in `slot` is over: a draining worker is forgotten once
+    /// it holds nothing, any other takes the next queued request of its service.
+    private mutating func freeSlot(_ token: UInt64, of slot: Int, now: UInt64, into actions: inout [Action]) {
+        slots[slot]!.inFlight.remove(token)
+        if slots[slot]!.draining {
+            if slots[slot]!.inFlight.isEmpty { forget(slot) }
         } else {
-            dispatchQueued(workers[peer]!.service, now: now, into: &actions)
+            let s = slots[slot]!.service
+            if !services[s].queue.isEmpty { dispatchQueued(s, now: now, into: &actions) }
         }
+    }
+
+    /// Empties a worker's slot for reuse (it is no longer in its service's list).
+    private mutating func forget(_ slot: Int) {
+        guard let w = slots[slot] else { return }
+        workerSlot[w.peer] = nil
+        slots[slot] = nil
+        freeSlots.append(slot)
     }
 
     /// All frames' bytes together (what the message size limit counts).
@@ -556,10 +604,11 @@ public struct RouterStateMachine: Sendable {
         return size
     }
 
-    /// Forgets a worker; with `lost`, each caller it held gets `UNAVAILABLE`.
-    private mutating func removeWorker(_ peer: PeerAddress, lost: Bool, into actions: inout [Action]) {
-        guard let w = workers.removeValue(forKey: peer) else { return }
-        services[w.service]?.workers.removeAll { $0 == peer }
+    /// Forgets a lost worker: each caller it held gets `UNAVAILABLE`.
+    private mutating func removeWorker(_ slot: Int, into actions: inout [Action]) {
+        guard let w = slots[slot] else { return }
+        services[w.service].workers.removeAll { $0 == slot }
+        forget(slot)
         for token in w.inFlight {
             guard let r = requests.removeValue(forKey: token) else { continue }
             stats.callsLost += 1
