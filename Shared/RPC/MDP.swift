@@ -146,24 +146,16 @@ public enum MDP {
     // MARK: - Encoders (without the ROUTER identity frame)
 
     public static func clientRequest(_ dialect: Dialect, service: String, body: [Data]) -> [Data] {
-        var frames: [Data] = dialect == .delimited ? [Data()] : []
+        var frames: [Data] = []
         frames.reserveCapacity(4 + body.count)
-        frames.append(clientHeader)
-        frames.append(Data([ClientCommand.request.byte(dialect)]))
-        frames.append(Data(service.utf8))
-        frames.append(contentsOf: body)
+        emitClientRequest(dialect, service: service, body: body) { frame, _ in frames.append(frame.data) }
         return frames
     }
 
     public static func clientReply(_ dialect: Dialect, final: Bool, service: String, body: [Data]) -> [Data] {
         var frames: [Data] = []
         frames.reserveCapacity(4 + body.count)
-        emitClientReply(dialect, final: final, service: service, body: body) { frame, _ in
-            switch frame {
-            case .data(let d): frames.append(d)
-            case .utf8(let s): frames.append(Data(s.utf8))
-            }
-        }
+        emitClientReply(dialect, final: final, service: service, body: body) { frame, _ in frames.append(frame.data) }
         return frames
     }
 
@@ -179,6 +171,24 @@ public enum MDP {
     public enum Frame {
         case data(Data)
         case utf8(String)
+
+        /// The frame's bytes as a `Data`.
+        public var data: Data {
+            switch self {
+            case .data(let d): d
+            case .utf8(let s): Data(s.utf8)
+            }
+        }
+    }
+
+    /// The frames of `clientRequest`, each given to `emit` with whether more follow.
+    public static func emitClientRequest(_ dialect: Dialect, service: String, body: [Data],
+                                         _ emit: (Frame, _ more: Bool) throws -> Void) rethrows {
+        if dialect == .delimited { try emit(.data(Data()), true) }
+        try emit(.data(clientHeader), true)
+        try emit(.data(Data([ClientCommand.request.byte(dialect)])), true)
+        try emit(.utf8(service), !body.isEmpty)
+        for (i, frame) in body.enumerated() { try emit(.data(frame), i < body.count - 1) }
     }
 
     /// The frames of `clientReply`, each given to `emit` with whether more follow, so a socket

@@ -34,13 +34,22 @@ public final class RPCClient: Service, Sendable {
     typealias Outcome = Result<(ResponseHeader, Data), RPCError>
 
     struct Pending {
-        var continuation: CheckedContinuation<Outcome, Never>
+        /// Resumed exactly once: by whoever removes the entry from `pending`.
+        var continuation: UnsafeContinuation<Outcome, Never>
         var deadline: UInt64
         var sent = false
     }
 
+    /// A request waiting for the I/O thread to send it.
+    struct Outgoing {
+        var id: UInt64
+        var service: String
+        var header: Data
+        var message: Data
+    }
+
     struct Shared {
-        var outgoing: [(UInt64, [Data])] = []
+        var outgoing: [Outgoing] = []
         var pending: [UInt64: Pending] = [:]
         var timers = DeadlineHeap()
         var closed = false
@@ -116,8 +125,8 @@ public final class RPCClient: Service, Sendable {
             let requestID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
             let timeoutMs = UInt32(min(UInt64(UInt32.max), max(1, (deadline - now) / 1_000_000)))
             let header = RequestHeaderWire.encode(method: method, requestID: requestID, timeoutMs: timeoutMs, metadata: metadata)
-            let frames = MDP.clientRequest(configuration.dialect, service: service, body: [header, message])
-            let outcome = await send(id: requestID, frames: frames, deadline: deadline)
+            let outcome = await send(Outgoing(id: requestID, service: service, header: header, message: message),
+                                     deadline: deadline)
             switch outcome {
             case .success(let (reply, body)):
                 if let error = reply.error { 
@@ -153,13 +162,14 @@ public final class RPCClient: Service, Sendable {
         return true
     }
 
-    private func send(id: UInt64, frames: [Data], deadline: UInt64) async -> Outcome {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Outcome, Never>) in
+    private func send(_ request: Outgoing, deadline: UInt64) async -> Outcome {
+        let id = request.id
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { (c: UnsafeContinuation<Outcome, Never>) in
                 let closed = state.withLock { s -> Bool in
                     if s.closed { return true }
                     s.pending[id] = Pending(continuation: c, deadline: deadline)
-                    s.outgoing.append((id, frames))
+                    s.outgoing.append(request)
                     // A little past the deadline, so that the router's own verdict (UNAVAILABLE for
                     // a service with no worker, DEADLINE_EXCEEDED in its queue) arrives first.
                     s.timers.insert(deadline: deadline + Self.localGraceNs, id: id)
@@ -201,6 +211,9 @@ public final class RPCClient: Service, Sendable {
         poller.add(monitor.events)
         wake.becomeOwner()  // what tasks on this thread queue is sent before the next poll
         var timeout = 0
+        // Swapped with `Shared.outgoing` under the lock: neither array is reallocated per turn.
+        var outgoing: [Outgoing] = []
+        let dialect = configuration.dialect
         while true {
             let readable = poller.pollMask(timeoutMs: executor.hasJobs ? 0 : timeout)
             if readable & 1 != 0 { wake.drain() }
@@ -229,27 +242,33 @@ public final class RPCClient: Service, Sendable {
                 }
             }
             executor.runQueued()  // callers on this thread: their replies, and their next requests
-            let (outgoing, closed, expired, next) = state.withLock { s in
-                let out = s.outgoing
-                s.outgoing.removeAll(keepingCapacity: true)
+            let (closed, expired, next) = state.withLock { s in
+                swap(&s.outgoing, &outgoing)
                 let now = monotonicNanos()
                 var expired: [Pending] = []
                 while let due = s.timers.popDue(now: now) {
                     if let p = s.pending.removeValue(forKey: due.id) { expired.append(p) }
                 }
-                for (id, _) in out { s.pending[id]?.sent = true }
-                return (out, s.closed, expired, s.timers.next?.deadline)
+                for request in outgoing { s.pending[request.id]?.sent = true }
+                return (s.closed, expired, s.timers.next?.deadline)
             }
             for p in expired {
                 p.continuation.resume(returning: .failure(RPCError(.deadlineExceeded, "no reply before the deadline")))
             }
             if closed { break }
-            for (id, frames) in outgoing {
-                do { try socket.send(frames) } catch {
-                    let p = state.withLock { $0.pending.removeValue(forKey: id) }
+            for request in outgoing {
+                do {
+                    try MDP.emitClientRequest(dialect, service: request.service, body: []) { frame, _ in
+                        try socket.sendFrame(frame, more: true)
+                    }
+                    try socket.sendFrame(request.header, more: true)
+                    try socket.sendFrame(request.message, more: false)
+                } catch {
+                    let p = state.withLock { $0.pending.removeValue(forKey: request.id) }
                     p?.continuation.resume(returning: .failure(RPCError(.unavailable, "the router is not reachable (\(error))")))
                 }
             }
+            outgoing.removeAll(keepingCapacity: true)
             let now = monotonicNanos()
             timeout = next.map { $0 > now ? Int(min(1_000, ($0 - now + 999_999) / 1_000_000)) : 0 } ?? 1_000
         }

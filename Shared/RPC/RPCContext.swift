@@ -87,7 +87,30 @@ public enum TraceParent {
     }
 
     /// A new root: `00-<32 hex trace>-<16 hex span>-01`.
-    public static func root() -> String { "00-\(hex(16))-\(hex(8))-01" }
+    public static func root() -> String {
+        // Written in place: one string, no pieces interpolated.
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 55) { buffer in
+            digits.withUTF8Buffer { d in
+                func put(_ text: StaticString, at i: Int) {
+                    text.withUTF8Buffer { for (j, b) in $0.enumerated() { buffer[i + j] = b } }
+                }
+                func hex(_ words: Int, at start: Int) {
+                    var i = start
+                    for _ in 0..<words {
+                        var word = random64()
+                        for _ in 0..<16 { buffer[i] = d[Int(word & 0xF)]; word >>= 4; i += 1 }
+                    }
+                }
+                put("00-", at: 0)
+                hex(2, at: 3)
+                buffer[35] = UInt8(ascii: "-")
+                hex(1, at: 36)
+                put("-01", at: 52)
+            }
+            return 55
+        }
+    }
 
     /// A child of `parent` (same trace, new span), or a new root if `parent` is not valid.
     public static func child(of parent: String?) -> String {

@@ -175,7 +175,20 @@ public final class ServiceWorker: Service, Sendable {
 
         func send(_ command: MDP.WorkerCommand, _ rest: [Data] = []) {
             guard let s = socket else { return }
-            do { try s.send(MDP.worker(dialect, command, rest)) } catch {
+            do { try MDP.emitWorker(dialect, command, rest) { frame, more in try s.sendFrame(frame, more: more) } } catch {
+                logger.warning("worker could not send", metadata: ["error": "\(error)"])
+            }
+        }
+
+        /// A FINAL reply to `client`, sent frame by frame (no array built per reply).
+        func sendFinal(to client: Data, _ frames: [Data]) {
+            guard let s = socket else { return }
+            do {
+                try MDP.emitWorker(dialect, .final, []) { frame, _ in try s.sendFrame(frame, more: true) }
+                try s.sendFrame(client, more: true)
+                try s.sendFrame(Data(), more: true)
+                for (i, frame) in frames.enumerated() { try s.sendFrame(frame, more: i < frames.count - 1) }
+            } catch {
                 logger.warning("worker could not send", metadata: ["error": "\(error)"])
             }
         }
@@ -218,25 +231,28 @@ public final class ServiceWorker: Service, Sendable {
         apply(machine.tick(now: monotonicNanos()))
         logger.info("worker started", metadata: ["endpoint": "\(configuration.endpoint)",
                                                  "instance": "\(configuration.instanceID)"])
+        // The replies taken from the outbox; swapped with the outbox's array under its lock,
+        // so neither is reallocated per turn.
+        var replies: [Reply] = []
         while true {
-            let pending = outbox.withLock { o -> Outbox in
-                let copy = o
-                o.replies.removeAll(keepingCapacity: true)
-                return copy
+            let drainRequested = outbox.withLock { o -> Bool in
+                swap(&o.replies, &replies)
+                return o.drainRequested
             }
-            if pending.drainRequested && !machine.draining {
+            if drainRequested && !machine.draining {
                 logger.info("worker draining", metadata: ["in.flight": "\(machine.inFlight)"])
                 apply(machine.beginDrain(now: monotonicNanos()))
             }
-            for reply in pending.replies {
+            let now = monotonicNanos()
+            for reply in replies {
                 // An abandoned handler's late reply finds no entry: it was answered already.
                 guard running.removeValue(forKey: reply.key) != nil else { continue }
-                if machine.replied(generation: reply.generation, now: monotonicNanos()) {
-                    send(.final, [reply.client, Data()] + reply.frames)
+                if machine.replied(generation: reply.generation, now: now) {
+                    sendFinal(to: reply.client, reply.frames)
                 }
             }
+            replies.removeAll(keepingCapacity: true)
             if machine.intakeFinished && running.isEmpty { break }
-            let now = monotonicNanos()
             while let due = deadlines.popDue(now: now) {
                 guard var r = running[due.id] else { continue }
                 if !r.cancelled {
@@ -252,7 +268,7 @@ public final class ServiceWorker: Service, Sendable {
                     logger.warning("handler ignored cancellation past its deadline; answered DEADLINE_EXCEEDED for it",
                                    metadata: ["rpc.method": "\(r.job.header.method)"])
                     if machine.replied(generation: r.job.generation, now: now) {
-                        send(.final, [r.job.client, Data()] + Self.errorFrames(r.job.header.requestID, Self.cancelledAtDeadline))
+                        sendFinal(to: r.job.client, Self.errorFrames(r.job.header.requestID, Self.cancelledAtDeadline))
                     }
                 }
             }
@@ -264,17 +280,18 @@ public final class ServiceWorker: Service, Sendable {
             let readable = poller.pollMask(timeoutMs: timeout)
             if readable & 1 != 0 { wake.drain() }
             guard readable & 2 != 0, let s = socket else { continue }
+            // One clock read per batch: a batch takes microseconds, deadlines are in ms.
+            let batchNow = monotonicNanos()
             for _ in 0..<512 {
                 guard socket === s, let frames = try? s.receive() else { break }
                 guard let message = MDP.decodeAtWorker(frames) else {
                     logger.debug("worker dropped a malformed message")
                     continue
                 }
-                let now = monotonicNanos()
-                let (admission, actions) = machine.received(message, now: now)
+                let (admission, actions) = machine.received(message, now: batchNow)
                 if case .request(let client, let body) = message,
-                   let job = admit(admission, client: client, body: body, now: now, key: nextKey,
-                                   generation: machine.generation, machine: &machine, send: send) {
+                   let job = admit(admission, client: client, body: body, now: batchNow, key: nextKey,
+                                   generation: machine.generation, machine: &machine, send: sendFinal) {
                     nextKey += 1
                     // An inline task may have answered already: its reply waits in the outbox,
                     // which this loop reads only after `running` holds the entry.
@@ -296,11 +313,11 @@ public final class ServiceWorker: Service, Sendable {
     /// The job to start for an arriving request, or nil when it was answered here.
     private func admit(_ admission: WorkerStateMachine.Admission, client: Data, body: [Data], now: UInt64,
                        key: UInt64, generation: Int, machine: inout WorkerStateMachine,
-                       send: (MDP.WorkerCommand, [Data]) -> Void) -> Job? {
+                       send sendFinal: (Data, [Data]) -> Void) -> Job? {
         let header = body.first.flatMap { try? RequestHeader(serializedBytes: $0) }
         let id = header?.requestID ?? 0
         func reject(_ error: RPCError) {
-            send(.final, [client, Data()] + Self.errorFrames(id, error))
+            sendFinal(client, Self.errorFrames(id, error))
             machine.sent(now: now)
         }
         switch admission {

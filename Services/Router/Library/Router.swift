@@ -169,10 +169,7 @@ public final class Router: Service, Sendable {
                     switch action {
                     case .toClient(_, let dialect, let service, let final, let body):
                         try MDP.emitClientReply(dialect, final: final, service: service, body: body) { frame, more in
-                            switch frame {
-                            case .data(let d): try socket.sendFrame(d, more: more)
-                            case .utf8(let s): try socket.sendFrame(utf8: s, more: more)
-                            }
+                            try socket.sendFrame(frame, more: more)
                         }
                     case .toWorker(_, let dialect, let command, let rest):
                         try MDP.emitWorker(dialect, command, rest) { frame, more in try socket.sendFrame(frame, more: more) }
