@@ -20,6 +20,9 @@ import ServiceLifecycle
 /// doubling to 30 s), never skipped. An event is never lost, and nothing behind it overtakes
 /// it. A handler's database effects happen exactly once; anything else it does may be repeated
 /// (a failed batch, like a crash, runs its handlers again).
+///
+/// A consumer that fell behind the source's retention (see `PlatformRetention`) is refused
+/// `OUT_OF_RANGE`: it logs an error and keeps asking, and never skips what it missed.
 public struct EventConsumer: Service {
     public typealias Handler = @Sendable (Event, PostgresConnection) async throws -> Void
 
@@ -68,6 +71,13 @@ public struct EventConsumer: Service {
                     if Task.isCancelled { break }
                     failures += 1
                     let wait = min(30_000, 1_000 << min(failures - 1, 5))
+                    if let e = error as? RPCError, e.reason == "EVENTS_PRUNED" {
+                        // It cannot catch up by itself, and must not skip: someone has to act.
+                        logger.error("event consumer is behind the source's retention: events it never read were deleted; re-sync and move its cursor (event_cursors)", metadata: [
+                            "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)"])
+                        try? await Task.sleep(for: .milliseconds(wait))
+                        continue
+                    }
                     logger.warning("event consumer failed; retrying", metadata: [
                         "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)",
                         "error.kind": "\(RPCError.loggableKind(of: error))",

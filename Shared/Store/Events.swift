@@ -76,15 +76,25 @@ public final class Outbox: Service, Sendable {
 
     static func channel(_ schema: String) -> String { "caremesh_outbox_\(schema)" }
 
-    /// Events after `after`, at most `limit`.
+    /// Events after `after`, at most `limit`. Fails `OUT_OF_RANGE` (field `after`) when the
+    /// retention deleted events after `after` (see `PlatformRetention`): the caller missed them.
+    /// The horizon and the events are read in one statement, so from one snapshot: a prune
+    /// committing meanwhile cannot make events disappear unannounced.
     public func read(after: Int64, limit: Int) async throws -> [Event] {
         try await store.withConnection { c in
             let rows = try await c.query("""
-                SELECT seq, event_id, type, key, payload, occurred_at FROM outbox
-                WHERE seq > \(after) ORDER BY seq LIMIT \(limit)
+                SELECT h.pruned_through, e.seq, e.event_id, e.type, e.key, e.payload, e.occurred_at
+                FROM (SELECT coalesce(max(pruned_through), 0) AS pruned_through FROM outbox_horizon) h
+                LEFT JOIN LATERAL (
+                    SELECT seq, event_id, type, key, payload, occurred_at FROM outbox
+                    WHERE seq > \(after) ORDER BY seq LIMIT \(limit)) e ON true
+                ORDER BY e.seq
                 """, logger: self.store.logger)
             var out: [Event] = []
-            for try await (seq, id, type, key, payload, at) in rows.decode((Int64, UUID, String, String, ByteBuffer, Date).self) {
+            for try await (horizon, seq, id, type, key, payload, at)
+                in rows.decode((Int64, Int64?, UUID?, String?, String?, ByteBuffer?, Date?).self) {
+                if after < horizon { throw Self.pruned(after: after, horizon: horizon) }
+                guard let seq, let id, let type, let key, let payload, let at else { continue }
                 var e = Event()
                 e.seq = seq
                 e.id = id.uuidString.lowercased()
@@ -98,12 +108,45 @@ public final class Outbox: Service, Sendable {
         }
     }
 
+    /// `OUT_OF_RANGE` for a pull from before the retention's horizon.
+    static func pruned(after: Int64, horizon: Int64) -> RPCError {
+        var error = RPCError.invalidArgument(field: "after", """
+            events up to seq \(horizon) were deleted by the retention before this consumer read them; \
+            re-sync it from the source, then move its cursor to \(horizon) or later
+            """)
+        error.code = .outOfRange
+        error.details.append(RPCError.detail(reason: "EVENTS_PRUNED", domain: "events"))
+        return error
+    }
+
+    /// Records how far a calling service has read (`after`: it applied everything up to it),
+    /// which holds the retention back (see `PlatformRetention`). Written only when it moved or
+    /// a minute passed, so idle long polls do not write each time.
+    func recordConsumer(_ consumer: String, position: Int64) async throws {
+        try await store.withConnection { c in
+            _ = try await c.run(Prepared<RecordConsumer>(consumer, position), logger: self.store.logger)
+        }
+    }
+
+    enum RecordConsumer: PreparedSQL {
+        static let sql = """
+            INSERT INTO event_consumers (consumer, position) VALUES ($1, $2)
+            ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position, seen_at = now()
+            WHERE event_consumers.position <> EXCLUDED.position OR event_consumers.seen_at < now() - interval '1 minute'
+            """
+        static let types: [PostgresDataType] = [.text, .int8]
+    }
+
     /// `Events.Pull`: answers at once when something is newer than `after`; else waits (up to
-    /// `wait_ms`, and never past the call's deadline) for a commit to announce one.
+    /// `wait_ms`, and never past the call's deadline) for a commit to announce one. A calling
+    /// service's position is recorded for the retention.
     public func pull(_ request: Caremesh_Events_V1_PullEventsRequest, context: RPCContext) async throws -> Caremesh_Events_V1_PullEventsResponse {
         guard request.after >= 0 else { throw RPCError.invalidArgument(field: "after", "must be 0 or a seq from an earlier pull") }
         let limit = request.limit == 0 ? 100 : Int(request.limit)
         guard limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "at most 1000") }
+        if let caller = context.caller, caller.roles.contains("service"), !caller.subject.isEmpty {
+            try await recordConsumer(caller.subject, position: request.after)
+        }
         // Leave time for the answer to travel back before the caller's deadline.
         let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000, context.answerBy)
         var response = Caremesh_Events_V1_PullEventsResponse()

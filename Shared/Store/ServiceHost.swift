@@ -8,7 +8,8 @@ import ServiceLifecycle
 /// Assembles a domain service: its store (from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`,
 /// checked at once), its migrations (the platform's, then its own; applied on start unless
 /// `<SERVICE>_MIGRATE_ON_START` or `CAREMESH_MIGRATE_ON_START` is `false`), its outbox
-/// (served as `Events.Pull`), its job runner, and its worker.
+/// (served as `Events.Pull`), its job runner (with the platform tables' retention,
+/// `PlatformRetention`), and its worker.
 ///
 /// The services are returned in start order; a `ServiceGroup` stops them in reverse: the
 /// worker drains first, then jobs, the outbox listener, and the pool last.
@@ -55,6 +56,12 @@ public struct ServiceHost: Sendable {
         let outbox = Outbox(schema: name, store: store)
         var own = parts(store, outbox)
         outbox.register(in: &own.handlers)
+        if let retention = try PlatformRetention(environment: environment) {
+            own.jobs[PlatformRetention.job] = { job, c in try await retention.run(job, c, logger: logger) }
+            try await Store.withSingleConnection(url, timeout: .seconds(10), logger: logger) { c in
+                try await PlatformRetention.arm(on: c, logger: logger)
+            }
+        }
         let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),
                                    handlers: own.handlers, logger: logger)
         let runner = JobRunner(store: store, handlers: own.jobs, logger: logger)
