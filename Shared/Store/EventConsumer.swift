@@ -71,17 +71,17 @@ public struct EventConsumer: Service {
                     if Task.isCancelled { break }
                     failures += 1
                     let wait = min(30_000, 1_000 << min(failures - 1, 5))
-                    if let e = error as? RPCError, e.reason == "EVENTS_PRUNED" {
-                        // It cannot catch up by itself, and must not skip: someone has to act.
-                        logger.error("event consumer is behind the source's retention: events it never read were deleted; re-sync and move its cursor (event_cursors)", metadata: [
-                            "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)"])
-                        try? await Task.sleep(for: .milliseconds(wait))
-                        continue
-                    }
-                    logger.warning("event consumer failed; retrying", metadata: [
+                    let metadata: Logger.Metadata = [
                         "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)",
                         "error.kind": "\(RPCError.loggableKind(of: error))",
-                    ])
+                    ]
+                    if (error as? RPCError)?.reason == Outbox.prunedReason {
+                        // It cannot catch up by itself, and must not skip: someone has to act.
+                        logger.error("event consumer is behind the source's retention: events it never read were deleted; re-sync and move its cursor (event_cursors)",
+                                     metadata: metadata)
+                    } else {
+                        logger.warning("event consumer failed; retrying", metadata: metadata)
+                    }
                     try? await Task.sleep(for: .milliseconds(wait))
                 }
             }

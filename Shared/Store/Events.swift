@@ -108,15 +108,17 @@ public final class Outbox: Service, Sendable {
         }
     }
 
-    /// `OUT_OF_RANGE` for a pull from before the retention's horizon.
+    /// The `ErrorInfo.reason` of a pull from before the retention's horizon.
+    public static let prunedReason = "EVENTS_PRUNED"
+
+    /// `OUT_OF_RANGE`, naming `after`, for a pull from before the retention's horizon.
     static func pruned(after: Int64, horizon: Int64) -> RPCError {
-        var error = RPCError.invalidArgument(field: "after", """
+        let why = """
             events up to seq \(horizon) were deleted by the retention before this consumer read them; \
             re-sync it from the source, then move its cursor to \(horizon) or later
-            """)
-        error.code = .outOfRange
-        error.details.append(RPCError.detail(reason: "EVENTS_PRUNED", domain: "events"))
-        return error
+            """
+        return RPCError(.outOfRange, "after: \(why)",
+                        details: [RPCError.fieldDetail("after", why), RPCError.detail(reason: prunedReason, domain: "events")])
     }
 
     /// Records how far a calling service has read (`after`: it applied everything up to it),

@@ -36,6 +36,15 @@ public enum Jobs {
         static let types: [PostgresDataType] = [.text, .bytea, .timestamptz, .text, .int8]
     }
 
+    /// From inside a run of the periodic job `kind`/`uniqueKey` (a retention sweep, say):
+    /// schedules its next run, at once when `soon` (it has more to do), else in a day.
+    public static func rearmDaily(_ kind: String, uniqueKey: String, soon: Bool, on connection: PostgresConnection,
+                                  logger: Logger) async throws {
+        try await cancel(kind, uniqueKey: uniqueKey, on: connection, logger: logger)
+        try await schedule(kind, runAt: soon ? nil : Date().addingTimeInterval(86_400), uniqueKey: uniqueKey,
+                           on: connection, logger: logger)
+    }
+
     /// Cancels the scheduled job of `kind` and `uniqueKey` (e.g. a timer made moot); true if
     /// there was one.
     @discardableResult

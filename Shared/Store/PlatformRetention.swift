@@ -75,9 +75,7 @@ public struct PlatformRetention: Sendable {
     public func run(_ job: Job, _ c: PostgresConnection, logger: Logger) async throws {
         let deleted = try await prune(on: c, logger: logger)
         let more = max(deleted.events, deleted.applied, deleted.jobs) >= batch
-        try await Jobs.cancel(Self.job, uniqueKey: Self.uniqueKey, on: c, logger: logger)
-        try await Jobs.schedule(Self.job, runAt: more ? nil : Date().addingTimeInterval(86_400), uniqueKey: Self.uniqueKey,
-                                on: c, logger: logger)
+        try await Jobs.rearmDaily(Self.job, uniqueKey: Self.uniqueKey, soon: more, on: c, logger: logger)
         if deleted != Deleted() {
             logger.info("platform retention", metadata: ["deleted.events": "\(deleted.events)", "deleted.applied": "\(deleted.applied)",
                                                          "deleted.jobs": "\(deleted.jobs)", "more": "\(more)"])

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import PostgresNIO
 import ServiceLifecycle
 
 /// Assembles a domain service: its store (from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`,
@@ -25,18 +26,25 @@ public struct ServiceHost: Sendable {
 
     public var services: [any Service] { [store, outbox] + background + [jobs, worker] }
 
-    /// What a service brings to its host: its RPC handlers, its job handlers by kind, and its
-    /// background parts. Built in one place, so an object serving both RPCs and jobs (a desk
-    /// with a cache, say) exists once.
+    /// What a service brings to its host: its RPC handlers, its job handlers by kind, its
+    /// background parts, and what to do to its schema before it serves (seed rows, arm its
+    /// timers). Built in one place, so an object serving both RPCs and jobs (a desk with a
+    /// cache, say) exists once.
     public struct Parts {
+        public typealias Prepare = @Sendable (PostgresConnection) async throws -> Void
+
         public var handlers: RPCHandlers
         public var jobs: [String: JobRunner.Handler]
         public var background: [any Service]
+        /// Run in order on the host's one start-up connection, after the migrations.
+        public var prepare: [Prepare]
 
-        public init(handlers: RPCHandlers = RPCHandlers(), jobs: [String: JobRunner.Handler] = [:], background: [any Service] = []) {
+        public init(handlers: RPCHandlers = RPCHandlers(), jobs: [String: JobRunner.Handler] = [:], background: [any Service] = [],
+                    prepare: [Prepare] = []) {
             self.handlers = handlers
             self.jobs = jobs
             self.background = background
+            self.prepare = prepare
         }
     }
 
@@ -58,8 +66,12 @@ public struct ServiceHost: Sendable {
         outbox.register(in: &own.handlers)
         if let retention = try PlatformRetention(environment: environment) {
             own.jobs[PlatformRetention.job] = { job, c in try await retention.run(job, c, logger: logger) }
+            own.prepare.insert({ c in try await PlatformRetention.arm(on: c, logger: logger) }, at: 0)
+        }
+        if !own.prepare.isEmpty {
+            let prepare = own.prepare
             try await Store.withSingleConnection(url, timeout: .seconds(10), logger: logger) { c in
-                try await PlatformRetention.arm(on: c, logger: logger)
+                for step in prepare { try await step(c) }
             }
         }
         let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),

@@ -135,6 +135,21 @@ static int is(zmq_msg_t *m, const char *text, size_t n) {
 
 /* ---------------- broker ---------------- */
 
+enum { MAXW = 64, MAXF = 16 };
+
+/* Starts a message to worker `i`: its identity frame. A worker that is gone (ROUTER_MANDATORY
+ * refuses the send) is forgotten, the last one taking its place; returns 0 then. */
+static int address_worker(void *back, zmq_msg_t *wid, int *nw, int i) {
+    zmq_msg_t w;
+    zmq_msg_init(&w);
+    zmq_msg_copy(&w, &wid[i]);
+    if (zmq_msg_send(&w, back, ZMQ_SNDMORE) >= 0) return 1;
+    zmq_msg_close(&w);
+    zmq_msg_close(&wid[i]);
+    wid[i] = wid[--*nw];
+    return 0;
+}
+
 static void run_broker(void) {
     void *ctx = zmq_ctx_new();
     void *front = zmq_socket(ctx, ZMQ_ROUTER), *back = zmq_socket(ctx, ZMQ_ROUTER);
@@ -149,7 +164,6 @@ static void run_broker(void) {
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", g_port + 1);
     if (zmq_bind(back, ep) != 0) die("back bind");
 
-    enum { MAXW = 64, MAXF = 16 };
     zmq_msg_t wid[MAXW];
     int nw = 0, next = 0;
     uint64_t last_beat = now_ns();
@@ -160,17 +174,7 @@ static void run_broker(void) {
         if (now_ns() - last_beat > 1000000000ull) {
             last_beat = now_ns();
             for (int i = 0; i < nw; i++) {
-                zmq_msg_t w;
-                zmq_msg_init(&w);
-                zmq_msg_copy(&w, &wid[i]);
-                if (zmq_msg_send(&w, back, ZMQ_SNDMORE) < 0) {
-                    /* gone (ROUTER_MANDATORY): forget it */
-                    zmq_msg_close(&w);
-                    zmq_msg_close(&wid[i]);
-                    wid[i--] = wid[--nw];
-                    next = 0;
-                    continue;
-                }
+                if (!address_worker(back, wid, &nw, i)) { i--; next = 0; continue; }
                 send_frame(back, "", 0, 1);
                 send_frame(back, "MDPW02", 6, 1);
                 send_frame(back, "\x05", 1, 0);
@@ -205,14 +209,7 @@ static void run_broker(void) {
             int n = recv_all(front, m, MAXF, ZMQ_DONTWAIT);
             if (n < 0) break;
             if (n < 7 || !is(&m[2], "MDPC02", 6) || !is(&m[3], "\x02", 1)) { close_all(m, n); continue; }
-            zmq_msg_t w;
-            zmq_msg_init(&w);
-            zmq_msg_copy(&w, &wid[next]);
-            if (zmq_msg_send(&w, back, ZMQ_SNDMORE) < 0) {
-                /* That worker is gone (ROUTER_MANDATORY): forget it, drop this request. */
-                zmq_msg_close(&w);
-                zmq_msg_close(&wid[next]);
-                wid[next] = wid[--nw];
+            if (!address_worker(back, wid, &nw, next)) {  /* that worker is gone: drop the request */
                 next = 0;
                 close_all(m, n);
                 continue;

@@ -40,10 +40,9 @@ public enum AlertsService {
                                   client: client, logger: logger) { event, c in
                         try await desk.callStatus(try Caremesh_Messaging_V1_CallStatusChanged(serializedBytes: Data(event.payload)), c)
                     },
-                ])
+                ],
+                prepare: [{ c in try await RuleDesk.prepare(on: c, configuration: configuration, logger: logger) }])
         }
-        try await RuleDesk.prepare(try DatabaseURL.forService(name, environment: environment), configuration: configuration,
-                                   logger: logger)
         return host
     }
 

@@ -33,35 +33,33 @@ final class RuleDesk: Sendable {
 
     // MARK: - Rules
 
-    /// Before the service serves (on a connection of its own): inserts the shipped rules once
-    /// (a rule already there, perhaps edited by an admin, is left as it is), and arms the
+    /// Before the service serves (on the host's start-up connection): inserts the shipped rules
+    /// once (a rule already there, perhaps edited by an admin, is left as it is), and arms the
     /// daily evaluation of every EA who has none (say it failed for good, or the settings came
     /// from a restore), so that no EA silently drops out of it.
-    static func prepare(_ url: DatabaseURL, configuration: AlertsConfiguration, logger: Logger) async throws {
-        try await Store.withSingleConnection(url, logger: logger) { connection in
-            try await connection.withTransaction(logger: logger) { c in
-                var unarmed: [(UUID, String)] = []
-                for try await row in try await c.query("""
-                    SELECT ea_id, time_zone FROM staff_settings s
-                    WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = \(dailyJob) AND unique_key = s.ea_id::text
-                                      AND state = 'scheduled')
-                    """, logger: logger).decode((UUID, String).self) { unarmed.append(row) }
-                let now = Date()
-                for (ea, zone) in unarmed {
-                    guard let zone = TimeZone(identifier: zone) else { continue }
-                    try await armDaily(ea, zone: zone, at: configuration.dailyEvaluationAt, after: now, c, logger: logger)
-                }
-                for rule in DefaultRules.all {
-                    let thresholds = Self.json(rule.defaultThresholds)
-                    try await c.query("""
-                        INSERT INTO alert_rules (rule_number, name, rule_type, severity, is_enabled, trigger_condition, data_source,
-                            business_rationale, alert_title, alert_description, suggested_action, adjustable_thresholds, default_thresholds)
-                        VALUES (\(rule.number), \(rule.name), \(rule.type), \(rule.severity.rawValue), \(rule.enabled),
-                            \(rule.condition)::jsonb, \(rule.dataSource), \(rule.rationale), \(rule.title), \(rule.description),
-                            \(rule.suggestedAction), \(thresholds)::jsonb, \(thresholds)::jsonb)
-                        ON CONFLICT DO NOTHING
-                        """, logger: logger)
-                }
+    static func prepare(on connection: PostgresConnection, configuration: AlertsConfiguration, logger: Logger) async throws {
+        try await connection.withTransaction(logger: logger) { c in
+            var unarmed: [(UUID, String)] = []
+            for try await row in try await c.query("""
+                SELECT ea_id, time_zone FROM staff_settings s
+                WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = \(dailyJob) AND unique_key = s.ea_id::text
+                                  AND state = 'scheduled')
+                """, logger: logger).decode((UUID, String).self) { unarmed.append(row) }
+            let now = Date()
+            for (ea, zone) in unarmed {
+                guard let zone = TimeZone(identifier: zone) else { continue }
+                try await armDaily(ea, zone: zone, at: configuration.dailyEvaluationAt, after: now, c, logger: logger)
+            }
+            for rule in DefaultRules.all {
+                let thresholds = Self.json(rule.defaultThresholds)
+                try await c.query("""
+                    INSERT INTO alert_rules (rule_number, name, rule_type, severity, is_enabled, trigger_condition, data_source,
+                        business_rationale, alert_title, alert_description, suggested_action, adjustable_thresholds, default_thresholds)
+                    VALUES (\(rule.number), \(rule.name), \(rule.type), \(rule.severity.rawValue), \(rule.enabled),
+                        \(rule.condition)::jsonb, \(rule.dataSource), \(rule.rationale), \(rule.title), \(rule.description),
+                        \(rule.suggestedAction), \(thresholds)::jsonb, \(thresholds)::jsonb)
+                    ON CONFLICT DO NOTHING
+                    """, logger: logger)
             }
         }
     }

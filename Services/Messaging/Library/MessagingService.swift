@@ -61,11 +61,11 @@ public enum MessagingService {
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
                                    conversations: conversations, logger: logger),
                 jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
-                background: background)
-        }
-        try await Store.withSingleConnection(try DatabaseURL.forService(name, environment: environment), logger: logger) { c in
-            try await Templates.seed(on: c, logger: logger)
-            try await WebhookRetention.arm(on: c, logger: logger)
+                background: background,
+                prepare: [{ c in
+                    try await Templates.seed(on: c, logger: logger)
+                    try await WebhookRetention.arm(on: c, logger: logger)
+                }])
         }
         return host
     }

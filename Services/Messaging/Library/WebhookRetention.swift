@@ -35,9 +35,7 @@ struct WebhookRetention: Sendable {
         try await Store.setActor(MessagingService.actor, roles: ["service"], on: c, logger: logger)
         let (logs, applied) = try await prune(on: c)
         let more = logs >= batch || applied >= batch
-        try await Jobs.cancel(Self.job, uniqueKey: Self.uniqueKey, on: c, logger: logger)
-        try await Jobs.schedule(Self.job, runAt: more ? nil : Date().addingTimeInterval(86_400), uniqueKey: Self.uniqueKey,
-                                on: c, logger: logger)
+        try await Jobs.rearmDaily(Self.job, uniqueKey: Self.uniqueKey, soon: more, on: c, logger: logger)
         if logs + applied > 0 {
             logger.info("webhook log retention", metadata: ["deleted.logs": "\(logs)", "deleted.applied": "\(applied)", "more": "\(more)"])
         }

@@ -19,19 +19,21 @@ import Testing
         return m
     }
 
-    /// The producer: identity, serving its outbox through `router`.
-    func identity(_ router: Router, _ db: TestDatabase) async throws -> ServiceHost {
-        try await IdentityService.make(environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 },
+    /// The producer: identity, serving its outbox through `router` (`environment` added).
+    func identity(_ router: Router, _ db: TestDatabase, _ environment: [String: String] = [:]) async throws -> ServiceHost {
+        try await IdentityService.make(environment: db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
+                                           .merging(environment) { $1 },
                                        logger: logger)
     }
 
-    /// A router; identity (the producer) on a fresh database `name`; a client; and a store on
-    /// that database's alerts schema, migrated, for a consumer.
-    func withProducer<T>(_ name: String, _ body: (TestDatabase, ServiceHost, RPCClient, Store) async throws -> T) async throws -> T {
+    /// A router; identity (the producer, with `environment` added) on a fresh database `name`;
+    /// a client; and a store on that database's alerts schema, migrated, for a consumer.
+    func withProducer<T>(_ name: String, environment: [String: String] = [:],
+                         _ body: (TestDatabase, ServiceHost, RPCClient, Store) async throws -> T) async throws -> T {
         let router = try TestStack.startRouter()
         defer { router.stop() }
         let db = try await TestDatabase.fresh(name)
-        let host = try await identity(router, db)
+        let host = try await identity(router, db, environment)
         let client = TestStack.client(router)
         defer { client.close() }
         try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))

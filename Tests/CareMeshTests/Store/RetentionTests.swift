@@ -18,12 +18,6 @@ import ZMQ
         try await Store.withSingleConnection(url, logger: logger) { c in try await c.query(query, logger: self.logger).collect() }
     }
 
-    func pull(_ client: RPCClient, after: Int64) async throws -> [Event] {
-        var r = Caremesh_Events_V1_PullEventsRequest()
-        r.after = after
-        return try await client.call(EventsMethods.pull, service: "identity", request: r).events
-    }
-
     /// `Events.Pull` called in-process as `subject` with `roles` (the router sets the caller).
     func pull(_ outbox: Outbox, after: Int64, as subject: String, roles: [String]) async throws {
         var caller = Caremesh_Rpc_V1_Caller()
@@ -38,81 +32,75 @@ import ZMQ
 
     @Test("the outbox deletes old events only once every recent consumer has read them; a pull from before what it deleted is OUT_OF_RANGE, and a consumer there waits instead of skipping")
     func outboxRetention() async throws {
-        let router = try TestStack.startRouter()
-        defer { router.stop() }
-        let db = try await TestDatabase.fresh("retention_outbox")
-        var environment = db.environment.merging(TestStack.workerEnvironment(router)) { $1 }
-        environment["CAREMESH_EVENT_RETENTION_DAYS"] = "0"  // this test prunes by hand
-        let host = try await IdentityService.make(environment: environment, logger: logger)
-        let client = TestStack.client(router)
-        defer { client.close() }
-        let url = db.url("identity")
-        try await Migrator.forService("alerts", own: [], logger: logger).up(db.url("alerts"))
-        let consumerStore = try await Store.connect(url: db.url("alerts"), logger: logger)
-        let retention = PlatformRetention(retention: .seconds(14 * 86_400), batch: 100)
-        @Sendable func prune() async throws -> PlatformRetention.Deleted {
-            try await Store.withSingleConnection(url, logger: logger) { c in try await retention.prune(on: c, logger: self.logger) }
-        }
-        @Sendable func remaining() async throws -> [Int64] {
-            try await rows(url, "SELECT seq FROM outbox ORDER BY seq").map { try $0.decode(Int64.self) }
-        }
-        @Sendable func horizon() async throws -> Int64? {
-            try await rows(url, "SELECT pruned_through FROM outbox_horizon").first?.decode(Int64.self)
-        }
-
-        try await TestStack.withHosts([host]) {
-            try await TestStack.waitUntilServing(client, "identity")
-            #expect(try await prune() == PlatformRetention.Deleted())  // nothing at all yet
-            try await host.store.withTransaction { c in
-                for i in 0..<10 { try await host.outbox.append(EventsTests().event("e\(i)"), key: "k", on: c) }
+        let events = EventsTests()
+        // This test prunes by hand: the host's own job stays off.
+        try await events.withProducer("retention_outbox", environment: ["CAREMESH_EVENT_RETENTION_DAYS": "0"]) { db, host, client, consumerStore in
+            let url = db.url("identity")
+            let retention = PlatformRetention(retention: .seconds(14 * 86_400), batch: 100)
+            @Sendable func prune() async throws -> PlatformRetention.Deleted {
+                try await Store.withSingleConnection(url, logger: logger) { c in try await retention.prune(on: c, logger: self.logger) }
             }
-            let seqs = try await pull(client, after: 0).map(\.seq)
-            #expect(seqs.count == 10)
-            #expect(try await prune().events == 0)  // all young
-            _ = try await rows(url, "UPDATE outbox SET occurred_at = now() - interval '21 days' WHERE seq <= \(seqs[7])")
-
-            // alerts (a service) has read up to seqs[4]; "gone" was last seen a month ago at 0;
-            // an admin's pull does not count as a consumer's.
-            try await pull(host.outbox, after: seqs[4], as: "service:alerts", roles: ["service"])
-            try await pull(host.outbox, after: 0, as: "some-admin", roles: ["admin"])
-            _ = try await rows(url, """
-                INSERT INTO event_consumers (consumer, position, seen_at) VALUES ('service:gone', 0, now() - interval '30 days')
-                """)
-            let consumers = try await rows(url, "SELECT consumer, position FROM event_consumers ORDER BY consumer")
-                .map { try $0.decode((String, Int64).self) }
-            #expect(consumers.map(\.0) == ["service:alerts", "service:gone"] && consumers.map(\.1) == [seqs[4], 0])
-
-            // Old, and read by alerts: seqs[0...4] go. Old but unread by alerts: kept.
-            #expect(try await prune().events == 5)
-            #expect(try await remaining() == Array(seqs[5...]))
-            #expect(try await horizon() == seqs[4])
-
-            // From before what was deleted, over the bus: OUT_OF_RANGE naming `after`.
-            for after in [0, seqs[3]] {
-                let error = await #expect(throws: RPCError.self) { _ = try await pull(client, after: after) }
-                #expect(error?.code == .outOfRange)
-                #expect(error?.reason == "EVENTS_PRUNED")
-                #expect(error?.message.hasPrefix("after:") == true)
+            @Sendable func remaining() async throws -> [Int64] {
+                try await rows(url, "SELECT seq FROM outbox ORDER BY seq").map { try $0.decode(Int64.self) }
             }
-            #expect(try await pull(client, after: seqs[4]).map(\.seq) == Array(seqs[5...]))
-
-            // A consumer at 0 waits there, logging, and never skips to what is left.
-            let handled = Mutex(0)
-            let consumer = EventConsumer(source: "identity", store: consumerStore, client: client, logger: logger) { _, _ in
-                handled.withLock { $0 += 1 }
+            @Sendable func horizon() async throws -> Int64? {
+                try await rows(url, "SELECT pruned_through FROM outbox_horizon").first?.decode(Int64.self)
             }
-            try await TestStack.withServices([consumerStore, consumer]) {
-                try await Task.sleep(for: .seconds(2))
-                #expect(try await EventConsumer.cursor(source: "identity", store: consumerStore) == 0)
-            }
-            #expect(handled.withLock { $0 } == 0)
 
-            // alerts reads on: the old rest goes, the two young events stay.
-            try await pull(host.outbox, after: seqs[9], as: "service:alerts", roles: ["service"])
-            #expect(try await prune().events == 3)
-            #expect(try await remaining() == Array(seqs[8...]))
-            #expect(try await horizon() == seqs[7])
-            #expect(try await prune().events == 0)
+            try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "identity")
+                #expect(try await prune() == PlatformRetention.Deleted())  // nothing at all yet
+                try await host.store.withTransaction { c in
+                    for i in 0..<10 { try await host.outbox.append(events.event("e\(i)"), key: "k", on: c) }
+                }
+                let seqs = try await events.pull(client, after: 0).map(\.seq)
+                #expect(seqs.count == 10)
+                #expect(try await prune().events == 0)  // all young
+                _ = try await rows(url, "UPDATE outbox SET occurred_at = now() - interval '21 days' WHERE seq <= \(seqs[7])")
+
+                // alerts (a service) has read up to seqs[4]; "gone" was last seen a month ago at 0;
+                // an admin's pull does not count as a consumer's.
+                try await pull(host.outbox, after: seqs[4], as: "service:alerts", roles: ["service"])
+                try await pull(host.outbox, after: 0, as: "some-admin", roles: ["admin"])
+                _ = try await rows(url, """
+                    INSERT INTO event_consumers (consumer, position, seen_at) VALUES ('service:gone', 0, now() - interval '30 days')
+                    """)
+                let consumers = try await rows(url, "SELECT consumer, position FROM event_consumers ORDER BY consumer")
+                    .map { try $0.decode((String, Int64).self) }
+                #expect(consumers.map(\.0) == ["service:alerts", "service:gone"] && consumers.map(\.1) == [seqs[4], 0])
+
+                // Old, and read by alerts: seqs[0...4] go. Old but unread by alerts: kept.
+                #expect(try await prune().events == 5)
+                #expect(try await remaining() == Array(seqs[5...]))
+                #expect(try await horizon() == seqs[4])
+
+                // From before what was deleted, over the bus: OUT_OF_RANGE naming `after`.
+                for after in [0, seqs[3]] {
+                    let error = await #expect(throws: RPCError.self) { _ = try await events.pull(client, after: after) }
+                    #expect(error?.code == .outOfRange)
+                    #expect(error?.reason == "EVENTS_PRUNED")
+                    #expect(error?.message.hasPrefix("after:") == true)
+                }
+                #expect(try await events.pull(client, after: seqs[4]).map(\.seq) == Array(seqs[5...]))
+
+                // A consumer at 0 waits there, logging, and never skips to what is left.
+                let handled = Mutex(0)
+                let consumer = EventConsumer(source: "identity", store: consumerStore, client: client, logger: logger) { _, _ in
+                    handled.withLock { $0 += 1 }
+                }
+                try await TestStack.withServices([consumerStore, consumer]) {
+                    try await Task.sleep(for: .seconds(2))
+                    #expect(try await EventConsumer.cursor(source: "identity", store: consumerStore) == 0)
+                }
+                #expect(handled.withLock { $0 } == 0)
+
+                // alerts reads on: the old rest goes, the two young events stay.
+                try await pull(host.outbox, after: seqs[9], as: "service:alerts", roles: ["service"])
+                #expect(try await prune().events == 3)
+                #expect(try await remaining() == Array(seqs[8...]))
+                #expect(try await horizon() == seqs[7])
+                #expect(try await prune().events == 0)
+            }
         }
     }
 
@@ -158,6 +146,21 @@ import ZMQ
             SELECT extract(epoch FROM run_at - now())::float8 FROM jobs WHERE kind = \(PlatformRetention.job) AND state = 'scheduled'
             """).map { try $0.decode(Double.self) }
         #expect(next.count == 1 && next[0] > 86_000 && next[0] <= 86_400)
+    }
+
+    @Test("a service host arms the retention job when it starts, once however often it starts, and not at all with a retention of 0")
+    func hostArmsTheJob() async throws {
+        let db = try await TestDatabase.fresh("retention_arm")
+        @Sendable func armed() async throws -> Int {
+            try await rows(db.url("identity"), """
+                SELECT count(*)::int FROM jobs WHERE kind = \(PlatformRetention.job) AND state = 'scheduled'
+                """)[0].decode(Int.self)
+        }
+        _ = try await IdentityService.make(environment: db.environment.merging(["CAREMESH_EVENT_RETENTION_DAYS": "0"]) { $1 },
+                                           logger: logger)
+        #expect(try await armed() == 0)
+        for _ in 0..<2 { _ = try await IdentityService.make(environment: db.environment, logger: logger) }
+        #expect(try await armed() == 1)
     }
 
     @Test("CAREMESH_EVENT_RETENTION_DAYS and CAREMESH_RETENTION_BATCH: defaults, 0 keeps everything, bad values named")
