@@ -225,8 +225,8 @@ public final class ProviderSandbox: Service, Sendable {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
-        json(status, (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
+    static func json(_ status: HTTPResponse.Status, _ object: JSONText) -> Response {
+        json(status, object.data)
     }
 
     static func basicCredentials(_ request: Request) -> (String, String)? {
@@ -243,8 +243,8 @@ public final class ProviderSandbox: Service, Sendable {
     // MARK: Twilio
 
     func twilioError(_ status: HTTPResponse.Status, code: Int, _ message: String) -> Response {
-        Self.json(status, ["code": code, "message": message, "more_info": "https://www.twilio.com/docs/errors/\(code)",
-                           "status": Int(status.code)])
+        Self.json(status, ["code": .int(code), "message": .string(message), "more_info": "https://www.twilio.com/docs/errors/\(code)",
+                           "status": .int(Int(status.code))])
     }
 
     /// A request Twilio refuses, with the answer it gives.
@@ -288,9 +288,9 @@ public final class ProviderSandbox: Service, Sendable {
             let (outcome, delay) = plan(api: "twilio", to: to)
             Task { await self.twilioCallbacks(message, outcome: outcome, extraDelayMs: delay, url: callback) }
         }
-        return Self.json(.created, ["sid": message.id, "account_sid": sid, "to": to, "from": from, "body": text,
-                                    "status": "queued", "num_segments": "\(SmsSegments(text).segments)",
-                                    "date_created": Date().formatted(.iso8601)])
+        return Self.json(.created, ["sid": .string(message.id), "account_sid": .string(sid), "to": .string(to), "from": .string(from),
+                                    "body": .string(text), "status": "queued", "num_segments": "\(SmsSegments(text).segments)",
+                                    "date_created": .string(Date().formatted(.iso8601))])
     }
 
     /// `sent`, then the outcome, each a signed form POST to the message's callback URL.
@@ -362,7 +362,7 @@ public final class ProviderSandbox: Service, Sendable {
             let delay = plan(api: "twilio", to: to).1
             Task { await self.callCallbacks(call, outcome: outcome, extraDelayMs: delay, url: callback) }
         }
-        return Self.json(.created, ["sid": call.id, "account_sid": configuration.twilioAccountSID, "to": to, "from": call.from,
+        return Self.json(.created, ["sid": .string(call.id), "account_sid": .string(configuration.twilioAccountSID), "to": .string(to), "from": .string(call.from),
                                     "status": "queued"])
     }
 
@@ -394,13 +394,13 @@ public final class ProviderSandbox: Service, Sendable {
         }
         guard state.withLock({ $0.calls.contains { $0.id == id } }) else { return twilioError(.notFound, code: 20404, "Not found") }
         state.withLock { $0.hangups.append(id) }
-        return Self.json(.ok, ["sid": id, "status": status])
+        return Self.json(.ok, ["sid": .string(id), "status": .string(status)])
     }
 
     // MARK: Orange
 
     func orangeError(_ status: HTTPResponse.Status, id: String, _ text: String) -> Response {
-        Self.json(status, ["requestError": ["serviceException": ["messageId": id, "text": text]]])
+        Self.json(status, ["requestError": ["serviceException": ["messageId": .string(id), "text": .string(text)]]])
     }
 
     func orangeToken(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -415,7 +415,7 @@ public final class ProviderSandbox: Service, Sendable {
         }
         let token = Self.newID("")
         state.withLock { _ = $0.tokens.insert(token) }
-        return Self.json(.ok, ["token_type": "Bearer", "access_token": token, "expires_in": "3600"])
+        return Self.json(.ok, ["token_type": "Bearer", "access_token": .string(token), "expires_in": "3600"])
     }
 
     func orangeSend(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -440,8 +440,8 @@ public final class ProviderSandbox: Service, Sendable {
         let resource = { (id: String) in "\(self.baseURL)/smsmessaging/v1/outbound/\(sender)/requests/\(id)" }
         // Orange drops a repeat of a client correlator it has seen: same resource, no second SMS.
         if let correlator = m.clientCorrelator, let earlier = state.withLock({ $0.byCorrelator[correlator] }) {
-            return Self.json(.created, ["outboundSMSMessageRequest": ["address": m.address, "senderAddress": m.senderAddress,
-                                                                       "resourceURL": resource(earlier.id)]])
+            return Self.json(.created, ["outboundSMSMessageRequest": ["address": .string(m.address), "senderAddress": .string(m.senderAddress),
+                                                                       "resourceURL": .string(resource(earlier.id))]])
         }
         let message = Received(api: "orange", id: Self.newID(""), to: to, from: OrangeSms.e164(m.senderAddress),
                                body: m.outboundSMSTextMessage.message, clientCorrelator: m.clientCorrelator)
@@ -462,8 +462,8 @@ public final class ProviderSandbox: Service, Sendable {
                 await self.post(post)
             }
         }
-        return Self.json(.created, ["outboundSMSMessageRequest": ["address": m.address, "senderAddress": m.senderAddress,
-                                                                   "clientCorrelator": m.clientCorrelator ?? "",
-                                                                   "resourceURL": resource(message.id)]])
+        return Self.json(.created, ["outboundSMSMessageRequest": ["address": .string(m.address), "senderAddress": .string(m.senderAddress),
+                                                                   "clientCorrelator": .string(m.clientCorrelator ?? ""),
+                                                                   "resourceURL": .string(resource(message.id))]])
     }
 }
