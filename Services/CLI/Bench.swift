@@ -51,6 +51,8 @@ struct Bench: AsyncParsableCommand {
                 env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] = endpoint
                 env["CAREMESH_ROUTER_WORKER_ENDPOINT"] = "tcp://127.0.0.1:\(port + 1)"
                 env["CAREMESH_LOG_LEVEL"] = "warning"
+                // Its own router has no HTTP edge: a stack running beside it keeps its port.
+                env["CAREMESH_HTTP_ADDRESS"] = "off"
                 children.append(try spawn(bin.appendingPathComponent("router"), [], env))
                 for _ in 0..<workers {
                     children.append(try spawn(bin.appendingPathComponent("caremesh"), ["bench-worker"], env))

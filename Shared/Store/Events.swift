@@ -123,7 +123,10 @@ public final class Outbox: Service, Sendable {
 
     /// Records how far a calling service has read (`after`: it applied everything up to it),
     /// which holds the retention back (see `PlatformRetention`). Written only when it moved or
-    /// a minute passed, so idle long polls do not write each time.
+    /// a minute passed, so idle long polls do not write each time. Its commit does not wait for
+    /// the WAL flush (`synchronous_commit` off for this one statement): a position lost in a
+    /// crash only holds the retention back until the next pull, and the pull that delivers the
+    /// next events does not wait on a disk flush first.
     func recordConsumer(_ consumer: String, position: Int64) async throws {
         try await store.withConnection { c in
             _ = try await c.run(Prepared<RecordConsumer>(consumer, position), logger: self.store.logger)
@@ -132,7 +135,8 @@ public final class Outbox: Service, Sendable {
 
     enum RecordConsumer: PreparedSQL {
         static let sql = """
-            INSERT INTO event_consumers (consumer, position) VALUES ($1, $2)
+            INSERT INTO event_consumers (consumer, position)
+            SELECT $1, $2 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
             ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position, seen_at = now()
             WHERE event_consumers.position <> EXCLUDED.position OR event_consumers.seen_at < now() - interval '1 minute'
             """
