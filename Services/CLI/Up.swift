@@ -59,8 +59,8 @@ struct Up: AsyncParsableCommand {
             env["IDENTITY_KEY_ENCRYPTION_KEY"] = try layout.identityKeyEncryptionKey()
         }
         // Each service's sign-in secret (a local stack gives every child the same environment).
-        for service in IdentityConfiguration.servicesWithSecrets where (env["\(service.uppercased())_SERVICE_SECRET"] ?? "").isEmpty {
-            env["\(service.uppercased())_SERVICE_SECRET"] = try layout.serviceSecret(service)
+        for service in IdentityConfiguration.servicesWithSecrets where (env[ServiceCredentials.variable(for: service)] ?? "").isEmpty {
+            env[ServiceCredentials.variable(for: service)] = try layout.serviceSecret(service)
         }
         // No real SMS provider configured: the sandbox plays Twilio and Orange, and posts its
         // callbacks to the router's HTTP edge.

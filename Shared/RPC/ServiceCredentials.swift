@@ -19,9 +19,12 @@ public final class ServiceCredentials: Sendable {
 
     /// `<SERVICE>_SERVICE_SECRET` from the environment, if set.
     public convenience init?(service: String, environment: [String: String]) {
-        guard let secret = environment["\(service.uppercased())_SERVICE_SECRET"], !secret.isEmpty else { return nil }
+        guard let secret = environment[Self.variable(for: service)], !secret.isEmpty else { return nil }
         self.init(service: service, secret: secret)
     }
+
+    /// The environment variable holding `service`'s secret.
+    public static func variable(for service: String) -> String { "\(service.uppercased())_SERVICE_SECRET" }
 
     /// Renew this long before expiry (60 s).
     static let renewBeforeSeconds: Int64 = 60
@@ -45,6 +48,9 @@ extension RPCClient {
     public static func forService(_ service: String, environment: [String: String], logger: Logger) -> RPCClient {
         var configuration = ClientConfiguration(environment: environment)
         configuration.credentials = ServiceCredentials(service: service, environment: environment)
+        if configuration.credentials == nil {
+            logger.warning("\(ServiceCredentials.variable(for: service)) is not set: this service calls the others without a token, which a router that checks tokens refuses")
+        }
         return RPCClient(configuration: configuration, logger: logger)
     }
 }

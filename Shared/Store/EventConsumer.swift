@@ -75,9 +75,14 @@ public struct EventConsumer: Service {
                         "source": "\(source)", "attempt": "\(failures)", "retry.ms": "\(wait)",
                         "error.kind": "\(RPCError.loggableKind(of: error))",
                     ]
-                    if (error as? RPCError)?.reason == Outbox.prunedReason {
+                    let rpc = error as? RPCError
+                    if rpc?.reason == Outbox.prunedReason {
                         // It cannot catch up by itself, and must not skip: someone has to act.
                         logger.error("event consumer is behind the source's retention: events it never read were deleted; re-sync and move its cursor (event_cursors)",
+                                     metadata: metadata)
+                    } else if let code = rpc?.code, code == .unauthenticated || code == .permissionDenied {
+                        // Configuration, not a passing fault: say which setting.
+                        logger.error("event consumer was refused by the router or the source (\(code.name)): set \(secretVariable) to the secret identity holds for this service",
                                      metadata: metadata)
                     } else {
                         logger.warning("event consumer failed; retrying", metadata: metadata)
@@ -86,6 +91,11 @@ public struct EventConsumer: Service {
                 }
             }
         }
+    }
+
+    /// The variable this service's own sign-in comes from (`<SERVICE>_SERVICE_SECRET`).
+    var secretVariable: String {
+        client.configuration.credentials.map { ServiceCredentials.variable(for: $0.service) } ?? "<SERVICE>_SERVICE_SECRET"
     }
 
     /// `events` (in `seq` order) in one transaction; if that fails, one per transaction up to

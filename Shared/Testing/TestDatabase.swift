@@ -23,7 +23,7 @@ public struct TestDatabase: Sendable {
     public var environment: [String: String] {
         var env: [String: String] = ["IDENTITY_KEY_ENCRYPTION_KEY": Self.keyEncryptionKey, "IDENTITY_SCRYPT_LN": "14"]
         for service in Provisioner.services where service != "identity" {
-            env["\(service.uppercased())_SERVICE_SECRET"] = Self.serviceSecret(service)
+            env[ServiceCredentials.variable(for: service)] = Self.serviceSecret(service)
         }
         for (s, u) in services { env["\(s.uppercased())_DATABASE_URL"] = u.urlString }
         return env

@@ -1,3 +1,4 @@
+import CareMeshRPC
 import CareMeshStore
 import Crypto
 import Foundation
@@ -75,7 +76,7 @@ public struct IdentityConfiguration: Sendable {
         if let v = try int("IDENTITY_SCRYPT_LN", 10...20) { passwordParameters.logN = Int(v) }
         if let v = try int("IDENTITY_HASH_CONCURRENCY", 1...256) { hashConcurrency = Int(v) }
         for service in Self.servicesWithSecrets {
-            let key = "\(service.uppercased())_SERVICE_SECRET"
+            let key = ServiceCredentials.variable(for: service)
             guard let secret = env[key], !secret.isEmpty else { continue }
             guard secret.utf8.count >= 32 else { throw .badValue(key) }
             serviceSecrets[service] = SHA256.hash(data: Data(secret.utf8))
