@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// Assembles a domain service: its store (from `<SERVICE>_DATABASE_URL` or `DATABASE_URL`,
 /// checked at once), its migrations (the platform's, then its own; applied on start unless
 /// `<SERVICE>_MIGRATE_ON_START` or `CAREMESH_MIGRATE_ON_START` is `false`), its outbox
-/// (served as `Events.Pull`), its job runner (with the platform tables' retention,
+/// (served as `Events.Pull`), what it has waiting (`Health/Backlog`), its job runner (with the platform tables' retention,
 /// `PlatformRetention`), and its worker.
 ///
 /// The services are returned in start order; a `ServiceGroup` stops them in reverse: the
@@ -38,13 +38,16 @@ public struct ServiceHost: Sendable {
         public var background: [any Service]
         /// Run in order on the host's one start-up connection, after the migrations.
         public var prepare: [Prepare]
+        /// The service's own work queues, counted for `Health/Backlog` (see `Backlog`).
+        public var queues: Backlog.Queues?
 
         public init(handlers: RPCHandlers = RPCHandlers(), jobs: [String: JobRunner.Handler] = [:], background: [any Service] = [],
-                    prepare: [Prepare] = []) {
+                    prepare: [Prepare] = [], queues: Backlog.Queues? = nil) {
             self.handlers = handlers
             self.jobs = jobs
             self.background = background
             self.prepare = prepare
+            self.queues = queues
         }
     }
 
@@ -63,7 +66,9 @@ public struct ServiceHost: Sendable {
         }
         let outbox = Outbox(schema: name, store: store)
         var own = parts(store, outbox)
+        let workerConfiguration = WorkerConfiguration(service: name, environment: environment)
         outbox.register(in: &own.handlers)
+        Backlog.register(in: &own.handlers, store: store, queues: own.queues, instanceID: workerConfiguration.instanceID)
         if let retention = try PlatformRetention(environment: environment) {
             own.jobs[PlatformRetention.job] = { job, c in try await retention.run(job, c, logger: logger) }
             own.prepare.insert({ c in try await PlatformRetention.arm(on: c, logger: logger) }, at: 0)
@@ -74,8 +79,7 @@ public struct ServiceHost: Sendable {
                 for step in prepare { try await step(c) }
             }
         }
-        let worker = ServiceWorker(configuration: WorkerConfiguration(service: name, environment: environment),
-                                   handlers: own.handlers, logger: logger)
+        let worker = ServiceWorker(configuration: workerConfiguration, handlers: own.handlers, logger: logger)
         let runner = JobRunner(store: store, handlers: own.jobs, logger: logger)
         return ServiceHost(name: name, store: store, outbox: outbox, worker: worker, jobs: runner, background: own.background)
     }

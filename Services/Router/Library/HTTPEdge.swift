@@ -99,7 +99,7 @@ public final class HTTPEdge: Service, Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"SERVING"}"#)))
         }
         routes.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: self.metrics())))
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: await self.metrics())))
         }
         routes.post("/v1/:service/:method") { request, context in try await self.rpc(request, context) }
         routes.post("/webhooks/:kind/:provider") { request, context in try await self.webhook(request, context) }
@@ -209,7 +209,12 @@ public final class HTTPEdge: Service, Sendable {
 
     // MARK: - Metrics
 
-    func metrics() -> String {
+    /// The router's counters, then every service's backlog (`metricsOfServices`).
+    func metrics() async -> String {
+        routerMetrics() + (await metricsOfServices())
+    }
+
+    func routerMetrics() -> String {
         let s = router.stats, io = router.ioCounters
         let c = counters.withLock { $0 }
         var out = ""
@@ -235,5 +240,76 @@ public final class HTTPEdge: Service, Sendable {
             out += "caremesh_http_requests_total{route=\"webhook\",status=\"\(status)\"} \(n)\n"
         }
         return out
+    }
+
+    /// Services that answered `Health/Backlog` once: one that stops answering is reported
+    /// down (a bare worker, like the bench's, never answers and is left out).
+    private let backlogServices = Mutex<Set<String>>([])
+
+    /// Live workers by service (`caremesh_router_workers`), and the backlog of each service
+    /// with a live worker, asked at once with a 1 s deadline: outbox heads, each consumer's
+    /// cursor and its lag behind its source's head, due and failed jobs, the services' own
+    /// queues. Positions and counts only.
+    func metricsOfServices() async -> String {
+        let workers = router.workersByService
+        let backlogs = await withTaskGroup(of: (String, Caremesh_Health_V1_BacklogResponse?).self) { group in
+            for (service, live) in workers where live > 0 {
+                group.addTask {
+                    (service, try? await self.client.call(HealthMethods.backlog, service: service, request: .init(),
+                                                          options: .init(timeout: .seconds(1))))
+                }
+            }
+            return await group.reduce(into: [String: Caremesh_Health_V1_BacklogResponse]()) { $0[$1.0] = $1.1 }
+        }
+        let known = backlogServices.withLock { seen in
+            seen.formUnion(backlogs.keys)
+            return seen
+        }
+
+        var out = ""
+        func family(_ name: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+            guard !samples.isEmpty else { return }
+            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
+            for (labels, value) in samples {
+                let text = labels.map { "\($0.0)=\"\(Self.escapeLabel($0.1))\"" }.joined(separator: ",")
+                out += "\(name){\(text)} \(value)\n"
+            }
+        }
+        let services = workers.keys.sorted()
+        let answered = backlogs.keys.sorted()
+        family("caremesh_router_workers", "Live workers registered at the router, by service.",
+               services.map { ([("service", $0)], "\(workers[$0] ?? 0)") })
+        family("caremesh_backlog_up", "1 if the service answered Health/Backlog for this scrape, else 0.",
+               known.sorted().map { ([("service", $0)], backlogs[$0] == nil ? "0" : "1") })
+        family("caremesh_outbox_head_seq", "The highest event seq in the service's outbox.",
+               answered.map { ([("service", $0)], "\(backlogs[$0]!.outboxHead)") })
+        var cursors: [(labels: [(String, String)], value: String)] = []
+        var lags: [(labels: [(String, String)], value: String)] = []
+        for service in answered {
+            for (source, position) in backlogs[service]!.eventCursors.sorted(by: { $0.key < $1.key }) {
+                let labels = [("service", service), ("source", source)]
+                cursors.append((labels, "\(position)"))
+                if let head = backlogs[source]?.outboxHead { lags.append((labels, "\(max(0, head - position))")) }
+            }
+        }
+        family("caremesh_event_cursor_seq", "The last event seq of source the service has applied.", cursors)
+        family("caremesh_event_consumer_lag", "Events of source the service has not applied yet (the source's head less its cursor).", lags)
+        family("caremesh_jobs_due", "Durable jobs whose time has come and that have not finished.",
+               answered.map { ([("service", $0)], "\(backlogs[$0]!.jobsDue)") })
+        family("caremesh_jobs_oldest_due_seconds", "How long the longest-waiting due job has been due.",
+               answered.map { ([("service", $0)], String(format: "%.3f", backlogs[$0]!.oldestJobDueSeconds)) })
+        family("caremesh_jobs_failed", "Jobs that failed for good and are still kept.",
+               answered.map { ([("service", $0)], "\(backlogs[$0]!.jobsFailed)") })
+        family("caremesh_queue_waiting", "Items waiting in a service's own work queue.",
+               answered.flatMap { service in
+                   backlogs[service]!.queues.sorted(by: { $0.key < $1.key }).map { ([("service", service), ("queue", $0.key)], "\($0.value)") }
+               })
+        return out
+    }
+
+    /// A Prometheus label value: backslash, double quote and line feed escaped.
+    static func escapeLabel(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 }

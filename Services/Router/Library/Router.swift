@@ -51,6 +51,9 @@ public final class Router: Service, Sendable {
 
     /// The state machine's counters as of the last loop turn.
     public var stats: RouterStateMachine.Stats { snapshot.withLock { $0 } }
+    /// Live workers by service, for every service seen (as of the last change).
+    public var workersByService: [String: Int] { workerCounts.withLock { $0 } }
+    private let workerCounts = Mutex<[String: Int]>([:])
     /// Send failures (unknown peer, full pipe) and messages received.
     public var ioCounters: IOCounters { extraCounters.withLock { $0 } }
     /// The endpoints actually bound (a `*` port resolved).
@@ -224,6 +227,11 @@ public final class Router: Service, Sendable {
             flush()
             machine.tick(now: monotonicNanos(), into: &actions)
             flush()
+            if machine.workersChanged {
+                machine.workersChanged = false
+                let workers = machine.workersByService
+                workerCounts.withLock { $0 = workers }
+            }
             if machine.wantsSigningKeys {
                 machine.wantsSigningKeys = false
                 keysWanted.store(true, ordering: .relaxed)

@@ -126,6 +126,8 @@ public struct RouterStateMachine: Sendable {
         var name: String
         var workers: [Int] = []
         var queue = FIFO<UInt64>()
+        /// A worker has registered for it once (a name only ever asked for has not).
+        var served = false
     }
 
     struct Request {
@@ -162,6 +164,9 @@ public struct RouterStateMachine: Sendable {
     /// Set when a token names a key the router does not know (identity may have rotated):
     /// the router's key fetcher reads and clears it.
     public var wantsSigningKeys = false
+    /// Set whenever a worker registers, drains or is lost: the router then takes a new
+    /// `workersByService` (read by `/metrics`) and clears it.
+    public var workersChanged = false
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -172,6 +177,12 @@ public struct RouterStateMachine: Sendable {
     /// How many live workers serve `service` (draining ones excluded).
     public func liveWorkers(of service: String) -> Int {
         serviceIndex[service].map { services[$0].workers.count } ?? 0
+    }
+
+    /// Live workers of every service a worker has registered for (0 once its workers are gone;
+    /// names callers only asked for are left out, so a client cannot add entries).
+    public var workersByService: [String: Int] {
+        Dictionary(uniqueKeysWithValues: services.filter(\.served).map { ($0.name, $0.workers.count) })
     }
 
     /// Requests waiting in `service`'s queue.
@@ -520,6 +531,8 @@ public struct RouterStateMachine: Sendable {
             }
             workerSlot[peer] = slot
             services[s].workers.append(slot)
+            services[s].served = true
+            workersChanged = true
             if nextLivenessCheck == 0 || nextLivenessCheck > now + configuration.heartbeatIntervalNs / 4 {
                 nextLivenessCheck = now + configuration.heartbeatIntervalNs / 4
             }
@@ -541,6 +554,7 @@ public struct RouterStateMachine: Sendable {
             // Stop sending it work, acknowledge, and let what it holds finish (graceful drain).
             slots[slot]!.draining = true
             services[slots[slot]!.service].workers.removeAll { $0 == slot }
+            workersChanged = true
             actions.append(.toWorker(peer, dialect, .disconnect, []))
             if slots[slot]!.inFlight.isEmpty { forget(slot) }
         case .workerReply(let final, let client, let body):
@@ -608,6 +622,7 @@ public struct RouterStateMachine: Sendable {
     private mutating func removeWorker(_ slot: Int, into actions: inout [Action]) {
         guard let w = slots[slot] else { return }
         services[w.service].workers.removeAll { $0 == slot }
+        workersChanged = true
         forget(slot)
         for token in w.inFlight {
             guard let r = requests.removeValue(forKey: token) else { continue }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "eaecb3e02271bc54"
+public let protoFingerprint = "9d31d7d970b5afed"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -335,8 +335,11 @@ public enum HealthMethods {
     /// `/caremesh.health.v1.Health/Check`
     public static let check = RPCMethod<Caremesh_Health_V1_HealthCheckRequest, Caremesh_Health_V1_HealthCheckResponse>(
         path: "/caremesh.health.v1.Health/Check", serviceName: nil, idempotency: .noSideEffects, access: .public)
+    /// `/caremesh.health.v1.Health/Backlog`
+    public static let backlog = RPCMethod<Caremesh_Health_V1_BacklogRequest, Caremesh_Health_V1_BacklogResponse>(
+        path: "/caremesh.health.v1.Health/Backlog", serviceName: nil, idempotency: .noSideEffects, access: .public)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [check.erased]
+    public static let all: [AnyRPCMethod] = [check.erased, backlog.erased]
 }
 
 /// The methods of `caremesh.messaging.v1.Messaging` (caremesh/messaging/v1/messaging.proto).
@@ -507,6 +510,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     DispatchMethods.listAppointments.erased,
     EventsMethods.pull.erased,
     HealthMethods.check.erased,
+    HealthMethods.backlog.erased,
     MessagingMethods.sendSms.erased,
     MessagingMethods.getSms.erased,
     MessagingMethods.listSms.erased,

@@ -95,6 +95,50 @@ public nonisolated struct Caremesh_Health_V1_HealthCheckResponse: Sendable {
   public init() {}
 }
 
+/// What a service with a database has waiting: the figures behind the edge's `/metrics`
+/// (`caremesh_outbox_head_seq`, `caremesh_event_consumer_lag`, `caremesh_jobs_due`, …). Counts
+/// and positions only, never a row's content: public like `Check`, as `/metrics` is.
+public nonisolated struct Caremesh_Health_V1_BacklogRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Health_V1_BacklogResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The highest seq in this service's outbox (0 when it has none).
+  public var outboxHead: Int64 = 0
+
+  /// For each service whose events this one applies (by its name): the last seq applied.
+  public var eventCursors: Dictionary<String,Int64> = [:]
+
+  /// Durable jobs whose time has come and that have not finished (waiting, or running now).
+  public var jobsDue: UInt64 = 0
+
+  /// How long the longest-waiting of those has been due, in seconds (0 when none).
+  public var oldestJobDueSeconds: Double = 0
+
+  /// Jobs that failed for good (out of attempts) and are still kept (see the retention).
+  public var jobsFailed: UInt64 = 0
+
+  /// The service's own work queues: items waiting, by queue (e.g. messaging's "sms_due").
+  public var queues: Dictionary<String,UInt64> = [:]
+
+  /// The worker that answered.
+  public var instanceID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "caremesh.health.v1"
@@ -171,4 +215,83 @@ nonisolated extension Caremesh_Health_V1_HealthCheckResponse: SwiftProtobuf.Mess
 
 nonisolated extension Caremesh_Health_V1_HealthCheckResponse.ServingStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}SERVING\0\u{1}NOT_SERVING\0\u{1}SERVICE_UNKNOWN\0")
+}
+
+nonisolated extension Caremesh_Health_V1_BacklogRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BacklogRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Health_V1_BacklogRequest, rhs: Caremesh_Health_V1_BacklogRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Health_V1_BacklogResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BacklogResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}outbox_head\0\u{3}event_cursors\0\u{3}jobs_due\0\u{3}oldest_job_due_seconds\0\u{3}jobs_failed\0\u{1}queues\0\u{3}instance_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.outboxHead) }()
+      case 2: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.eventCursors) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.jobsDue) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.oldestJobDueSeconds) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.jobsFailed) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.queues) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.instanceID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.outboxHead != 0 {
+      try visitor.visitSingularInt64Field(value: self.outboxHead, fieldNumber: 1)
+    }
+    if !self.eventCursors.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.eventCursors, fieldNumber: 2)
+    }
+    if self.jobsDue != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jobsDue, fieldNumber: 3)
+    }
+    if self.oldestJobDueSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.oldestJobDueSeconds, fieldNumber: 4)
+    }
+    if self.jobsFailed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jobsFailed, fieldNumber: 5)
+    }
+    if !self.queues.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.queues, fieldNumber: 6)
+    }
+    if !self.instanceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.instanceID, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Health_V1_BacklogResponse, rhs: Caremesh_Health_V1_BacklogResponse) -> Bool {
+    if lhs.outboxHead != rhs.outboxHead {return false}
+    if lhs.eventCursors != rhs.eventCursors {return false}
+    if lhs.jobsDue != rhs.jobsDue {return false}
+    if lhs.oldestJobDueSeconds != rhs.oldestJobDueSeconds {return false}
+    if lhs.jobsFailed != rhs.jobsFailed {return false}
+    if lhs.queues != rhs.queues {return false}
+    if lhs.instanceID != rhs.instanceID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }

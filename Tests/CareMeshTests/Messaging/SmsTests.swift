@@ -18,6 +18,7 @@ import Testing
     let logger = TestDatabase.logger
 
     struct Stack: Sendable {
+        let router: Router
         let client: RPCClient
         let db: TestDatabase
         let sandbox: ProviderSandbox
@@ -79,7 +80,7 @@ import Testing
                     if router.signingKeyIDs.isEmpty { throw RPCError(.unavailable, "no keys yet") }
                 }
                 let admin = try await TestAccount.make(client, db, role: "admin")
-                try await body(Stack(client: client, db: db, sandbox: sandbox, admin: admin, edgeURL: edgeURL))
+                try await body(Stack(router: router, client: client, db: db, sandbox: sandbox, admin: admin, edgeURL: edgeURL))
             }
         }
     }

@@ -92,6 +92,28 @@ import Testing
         #expect(sm.stats.replies == 1)
     }
 
+    @Test("workers by service for /metrics: registered, lost and disconnected workers change it; names only asked for are not in it")
+    func workersByService() {
+        var sm = SM(configuration: config())
+        #expect(sm.workersByService.isEmpty && !sm.workersChanged)
+        _ = request(&sm, id: 1, service: "nobody")
+        #expect(sm.workersByService.isEmpty && !sm.workersChanged)
+        _ = ready(&sm, w1, capacity: 1)
+        _ = ready(&sm, w2, capacity: 1)
+        #expect(sm.workersChanged)
+        #expect(sm.workersByService == ["echo": 2])
+        sm.workersChanged = false
+        var actions: [SM.Action] = []
+        sm.handle(.fromWorker(w1, .delimited, .workerDisconnect), now: 0, into: &actions)
+        #expect(sm.workersChanged)
+        #expect(sm.workersByService == ["echo": 1])
+        sm.workersChanged = false
+        // w2 falls silent past its liveness: gone, and the service stays listed with none.
+        sm.tick(now: 400 * ms, into: &actions)
+        #expect(sm.workersChanged)
+        #expect(sm.workersByService == ["echo": 0])
+    }
+
     @Test("capacity from WorkerInfo; least-loaded worker first; the rest queue in order")
     func capacityAndLeastLoaded() throws {
         var sm = SM(configuration: config())
