@@ -154,6 +154,8 @@ public struct RouterStateMachine: Sendable {
     private var workerSlot: [PeerAddress: Int] = [:]
     private var services: [Service] = []
     private var serviceIndex: [String: Int] = [:]
+    /// Indices in `services` of names forgotten (see `forgetIfUnserved`), reused first.
+    private var freeServices: [Int] = []
     private var requests: [UInt64: Request] = [:]
     private var queuedDeadlines = DeadlineHeap()
     /// Deadline + grace of each dispatched call (entries of answered calls are skipped).
@@ -209,10 +211,33 @@ public struct RouterStateMachine: Sendable {
     /// The index of `name` in `services`, added if new.
     private mutating func service(named name: String) -> Int {
         if let i = serviceIndex[name] { return i }
-        services.append(Service(name: name))
-        serviceIndex[name] = services.count - 1
-        return services.count - 1
+        let i: Int
+        if let free = freeServices.popLast() {
+            i = free
+            services[i] = Service(name: name)
+        } else {
+            i = services.count
+            services.append(Service(name: name))
+        }
+        serviceIndex[name] = i
+        return i
     }
+
+    /// Forgets service `s` once no worker ever served it and no request waits for it: names
+    /// that callers only asked for (a typo, a service not deployed, anything an anonymous
+    /// client sends) do not stay in the router's tables. Dead tokens leave its queue from the
+    /// front as the requests expire, so each is looked at once.
+    private mutating func forgetIfUnserved(_ s: Int) {
+        guard !services[s].served else { return }
+        while let first = services[s].queue.elements.first, requests[first] == nil { _ = services[s].queue.popFirst() }
+        guard services[s].queue.isEmpty else { return }
+        serviceIndex[services[s].name] = nil
+        services[s] = Service(name: "")
+        freeServices.append(s)
+    }
+
+    /// Names the router holds an entry for (for tests: bounded by what is served or awaited).
+    var knownServiceCount: Int { serviceIndex.count }
 
     // MARK: - Events
 
@@ -238,6 +263,7 @@ public struct RouterStateMachine: Sendable {
                 stats.noWorker += 1
                 reply(r, .router(.unavailable, "no worker for service '\(services[r.service].name)' answered in time",
                                  reason: "NO_WORKER"), into: &actions)
+                forgetIfUnserved(r.service)
             } else {
                 stats.expiredInQueue += 1
                 reply(r, .router(.deadlineExceeded, "the deadline passed while the request was queued",
@@ -282,6 +308,7 @@ public struct RouterStateMachine: Sendable {
         requests.removeAll()
         services.removeAll()
         serviceIndex.removeAll()
+        freeServices.removeAll()
     }
 
     // MARK: - Clients

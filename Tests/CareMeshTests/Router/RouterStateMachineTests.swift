@@ -114,6 +114,37 @@ import Testing
         #expect(sm.workersByService == ["echo": 0])
     }
 
+    @Test("a name only asked for is forgotten once its requests expire; asked again it queues as before, and a worker that comes serves it")
+    func unservedNamesAreForgotten() {
+        var sm = SM(configuration: config())
+        _ = ready(&sm, w1, capacity: 1)
+        // Many names nobody serves, two requests each with different deadlines.
+        for i in 0..<100 {
+            _ = request(&sm, from: client, id: UInt64(2 * i), timeoutMs: 10, service: "nobody-\(i)")
+            _ = request(&sm, from: client2, id: UInt64(2 * i + 1), timeoutMs: 30, service: "nobody-\(i)")
+        }
+        #expect(sm.knownServiceCount == 101)
+        var actions: [SM.Action] = []
+        sm.tick(now: 20 * ms, into: &actions)
+        #expect(answers(actions).count == 100)
+        #expect(sm.knownServiceCount == 101)  // each still has a request waiting
+        actions = []
+        sm.tick(now: 40 * ms, into: &actions)
+        #expect(answers(actions).map { $0.1.error?.code } == Array(repeating: .unavailable, count: 100))
+        #expect(sm.knownServiceCount == 1)  // only "echo", which a worker serves
+        #expect(sm.workersByService == ["echo": 1])
+        // Asked again (a reused entry), then served by a worker that registers late.
+        #expect(request(&sm, id: 500, timeoutMs: 1_000, service: "late", now: 40 * ms).isEmpty)
+        let sent = dispatched(ready(&sm, w2, capacity: 1, service: "late", now: 50 * ms))
+        #expect(sent.map(\.0) == [w2] && sent.map(\.2.requestID) == [500])
+        // A served name is kept after its requests and workers are gone.
+        actions = []
+        _ = reply(&sm, from: w2, token: sent[0].1, now: 60 * ms)
+        sm.tick(now: 2_000 * ms, into: &actions)
+        #expect(sm.workersByService == ["echo": 0, "late": 0])
+        #expect(sm.knownServiceCount == 2)
+    }
+
     @Test("capacity from WorkerInfo; least-loaded worker first; the rest queue in order")
     func capacityAndLeastLoaded() throws {
         var sm = SM(configuration: config())
