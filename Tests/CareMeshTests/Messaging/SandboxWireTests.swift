@@ -2,9 +2,10 @@ import Foundation
 @testable import ProviderSandbox
 import Testing
 
-/// The sandbox writes its providers' JSON answers by hand (`JSONText`): what it writes must
-/// read back as the same values, in the order given, whatever the strings hold.
-@Suite struct SandboxJSONTests {
+/// What the sandbox writes by hand for speed: its providers' JSON answers (`JSONText`) must
+/// read back as the same values, in the order given, whatever the strings hold; its ids must
+/// have Twilio's shape and never repeat.
+@Suite struct SandboxWireTests {
     @Test func writesValidJSONInTheGivenOrder() throws {
         let awkward = "quote \" backslash \\ newline \n tab \t return \r bell \u{07} nul \u{0} é 😀 </script>"
         let value: JSONText = ["sid": .string(awkward), "status": "queued", "code": 21211,
@@ -25,5 +26,16 @@ import Testing
         // Control characters never appear raw.
         #expect(!data.contains { $0 < 0x20 })
         #expect(text.contains(#"\u0007"#) && text.contains(#"\u0000"#) && text.contains(#"\n"#))
+    }
+
+    @Test func idsHaveTwiliosShapeAndDoNotRepeat() {
+        let ids = (0..<2_000).map { _ in ProviderSandbox.newID("SM") }
+        #expect(Set(ids).count == ids.count)
+        #expect(ids.allSatisfy { $0.count == 34 && $0.hasPrefix("SM") && $0.dropFirst(2).allSatisfy { "0123456789abcdef".contains($0) } })
+        // Every hex digit turns up in every position (the words are written whole, not truncated).
+        for position in 2..<34 {
+            let seen = Set(ids.map { $0[$0.index($0.startIndex, offsetBy: position)] })
+            #expect(seen.count == 16, "position \(position): \(seen.sorted())")
+        }
     }
 }
