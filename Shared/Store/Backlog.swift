@@ -44,14 +44,12 @@ public enum Backlog {
     /// head and the jobs' figures: one statement, one snapshot. Every part reads an index.
     enum Platform: PreparedSQL {
         static let sql = """
-            WITH totals AS (
-                SELECT (SELECT coalesce(max(seq), 0) FROM outbox) AS head,
-                       (SELECT count(*) FROM jobs WHERE state = 'scheduled' AND run_at <= now()) AS due,
-                       (SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
-                        FROM jobs WHERE state = 'scheduled' AND run_at <= now()) AS oldest,
-                       (SELECT count(*) FROM jobs WHERE state = 'failed') AS failed)
-            SELECT e.source, e.position, t.head, t.due, t.oldest, t.failed
-            FROM totals t LEFT JOIN event_cursors e ON true
+            WITH due AS (
+                SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS oldest
+                FROM jobs WHERE state = 'scheduled' AND run_at <= now())
+            SELECT e.source, e.position, (SELECT coalesce(max(seq), 0) FROM outbox), due.n, due.oldest,
+                   (SELECT count(*) FROM jobs WHERE state = 'failed')
+            FROM due LEFT JOIN event_cursors e ON true
             """
         static let types: [PostgresDataType] = []
     }

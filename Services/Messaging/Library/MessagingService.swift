@@ -67,7 +67,7 @@ public enum MessagingService {
                     try await Templates.seed(on: c, logger: logger)
                     try await WebhookRetention.arm(on: c, logger: logger)
                 }],
-                queues: { c, logger in try await queues(on: c, logger: logger) })
+                queues: queues(on:logger:))
         }
         return host
     }
@@ -75,20 +75,20 @@ public enum MessagingService {
     /// What messaging has waiting (`Health/Backlog`): SMS due to go to a provider (or going),
     /// care-alert calls due to be placed, provider callbacks logged but not yet applied.
     static func queues(on c: PostgresConnection, logger: Logger) async throws -> [String: UInt64] {
-        let rows = try await c.run(try Prepared<Waiting>(Int32(Webhooks.maxAttempts)), logger: logger)
+        let rows = try await c.run(try Prepared<Waiting>(), logger: logger)
         guard let row = rows.first else { return [:] }
         let (sms, calls, webhooks) = try row.decode((Int64, Int64, Int64).self)
         return ["sms_due": UInt64(sms), "calls_due": UInt64(calls), "webhooks_waiting": UInt64(webhooks)]
     }
 
-    /// The counts of `queues`, each on its partial index; `$1` the webhook inbox's attempts.
+    /// The counts of `queues`, each on its partial index, with their owners' own conditions.
     enum Waiting: PreparedSQL {
         static let sql = """
-            SELECT (SELECT count(*) FROM sms_messages WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now()),
-                   (SELECT count(*) FROM voice_calls WHERE status = 'requested' AND next_attempt_at <= now()),
-                   (SELECT count(*) FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < $1)
+            SELECT (SELECT count(*) FROM sms_messages WHERE \(SmsSender.dueSQL)),
+                   (SELECT count(*) FROM voice_calls WHERE \(VoiceCalls.dueSQL)),
+                   (SELECT count(*) FROM sms_webhook_logs WHERE \(Webhooks.waitingSQL))
             """
-        static let types: [PostgresDataType] = [.int4]
+        static let types: [PostgresDataType] = []
     }
 
     static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,

@@ -103,13 +103,17 @@ public final class SmsSender: Service, Sendable {
         }
     }
 
+    /// SQL: a message whose time to go to a provider has come (leased by a sender or not);
+    /// the claim and `Health/Backlog` share it.
+    static let dueSQL = "status IN ('scheduled', 'pending') AND next_attempt_at <= now()"
+
     /// Claims due messages: `$1` the lease in seconds, `$2` at most this many. Prepared, as
     /// the record below: the sender runs them many times a second.
     enum Claim: PreparedSQL {
         static let sql = """
             UPDATE sms_messages m SET lease_until = now() + make_interval(secs => $1), status = 'pending'
             FROM (SELECT id FROM sms_messages
-                  WHERE status IN ('scheduled', 'pending') AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                  WHERE \(SmsSender.dueSQL) AND (lease_until IS NULL OR lease_until < now())
                   ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
             WHERE m.id = due.id
             RETURNING m.id, m.phone_number, m.message_content, m.client_correlator, m.message_type, m.retry_count,

@@ -88,10 +88,11 @@ public enum JSONText {
     }
 
     /// `s` as a JSON string, byte by byte (a String's UTF-8 is valid: bytes of 0x80 and above
-    /// are copied as they are); NUL becomes U+FFFD (jsonb refuses \u0000).
+    /// are copied as they are); NUL becomes U+FFFD (jsonb refuses \u0000), or `\u0000` when
+    /// `escapingNUL` (JSON that is not stored: the provider sandbox's answers).
     private static let hex = Array("0123456789abcdef".utf8)
 
-    static func string(_ s: String, into out: inout [UInt8]) {
+    public static func string(_ s: String, into out: inout [UInt8], escapingNUL: Bool = false) {
         out.append(UInt8(ascii: "\""))
         for b in s.utf8 {
             switch b {
@@ -100,8 +101,8 @@ public enum JSONText {
             case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
             case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
             case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case 0: out += [0xEF, 0xBF, 0xBD]
-            case 1..<0x20: out += Array(#"\u00"#.utf8) + [hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+            case 0 where !escapingNUL: out += [0xEF, 0xBF, 0xBD]
+            case 0..<0x20: out += Array(#"\u00"#.utf8) + [hex[Int(b >> 4)], hex[Int(b & 0xF)]]
             default: out.append(b)
             }
         }

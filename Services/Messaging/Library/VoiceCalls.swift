@@ -183,6 +183,10 @@ final class VoiceCalls: Service, Sendable {
         }
     }
 
+    /// SQL: a call whose time to be placed has come (leased or not); the claim and
+    /// `Health/Backlog` share it.
+    static let dueSQL = "status = 'requested' AND next_attempt_at <= now()"
+
     func placeDue() async throws {
         guard let provider else { return }
         let lease = configuration.lease.seconds
@@ -190,7 +194,7 @@ final class VoiceCalls: Service, Sendable {
             try await c.query("""
                 UPDATE voice_calls v SET lease_until = now() + make_interval(secs => \(lease))
                 FROM (SELECT id FROM voice_calls
-                      WHERE status = 'requested' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                      WHERE \(unescaped: Self.dueSQL) AND (lease_until IS NULL OR lease_until < now())
                       ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
                 WHERE v.id = due.id
                 RETURNING v.id, v.phone_number, v.voice_message_url, v.ring_timeout_s, v.retry_count

@@ -51,7 +51,7 @@ struct WebhookRetention: Sendable {
                 DELETE FROM sms_webhook_logs WHERE id IN (
                     SELECT id FROM sms_webhook_logs
                     WHERE created_at < now() - make_interval(secs => \(seconds))
-                      AND NOT (NOT processed AND response_status = 200 AND attempts < \(Int32(Webhooks.maxAttempts)))
+                      AND NOT (\(unescaped: Webhooks.waitingSQL))
                     ORDER BY created_at LIMIT \(limit))
                 RETURNING 1),
             applied AS (

@@ -237,6 +237,9 @@ public final class Webhooks: Service, Sendable {
     /// `retryBase · 2^(n-1)` before the next (0.5, 1, 2, 4 s).
     static let batchSize = 200
     public static let maxAttempts = 5
+    /// SQL: a logged callback still waiting to be applied (or tried again); the processor's
+    /// claim, the retention (which spares these) and `Health/Backlog` share it.
+    static let waitingSQL = "NOT processed AND response_status = 200 AND attempts < \(maxAttempts)"
     static let retryBase = Duration.milliseconds(500)
 
     init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls, logger: Logger) {
@@ -354,7 +357,7 @@ public final class Webhooks: Service, Sendable {
 
     /// Whether a logged webhook waits to be applied (or tried again).
     private func inboxWaits(on c: PostgresConnection) async throws -> Bool {
-        try await c.run(Prepared<InboxWaits>(Int32(Self.maxAttempts)), logger: logger).first?.decode(Bool.self) ?? false
+        try await c.run(Prepared<InboxWaits>(), logger: logger).first?.decode(Bool.self) ?? false
     }
 
     /// Logs rows unprocessed, for the processor: one statement, one commit. If that fails, each
@@ -397,9 +400,9 @@ public final class Webhooks: Service, Sendable {
 
     enum InboxWaits: PreparedSQL {
         static let sql = """
-            SELECT EXISTS (SELECT 1 FROM sms_webhook_logs WHERE NOT processed AND response_status = 200 AND attempts < $1)
+            SELECT EXISTS (SELECT 1 FROM sms_webhook_logs WHERE \(Webhooks.waitingSQL))
             """
-        static let types: [PostgresDataType] = [.int4]
+        static let types: [PostgresDataType] = []
     }
 
     enum InsertLogs: PreparedSQL {
@@ -522,8 +525,7 @@ public final class Webhooks: Service, Sendable {
     private func claim(limit: Int, on c: PostgresConnection) async throws -> [Waiting] {
         let rows = try await c.query("""
             SELECT id, kind, provider, request_url, request_headers::text, raw_body, attempts FROM sms_webhook_logs
-            WHERE NOT processed AND response_status = 200 AND attempts < \(Int32(Self.maxAttempts))
-              AND (retry_at IS NULL OR retry_at <= now())
+            WHERE \(unescaped: Self.waitingSQL) AND (retry_at IS NULL OR retry_at <= now())
             ORDER BY received_seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
             """, logger: logger)
         var out: [Waiting] = []

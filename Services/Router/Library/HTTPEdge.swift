@@ -242,6 +242,9 @@ public final class HTTPEdge: Service, Sendable {
         return out
     }
 
+    /// A sample of a gauge: its labels (name, value) and its value as written.
+    typealias Sample = (labels: [(String, String)], value: String)
+
     /// Services that answered `Health/Backlog` once: one that stops answering is reported
     /// down (a bare worker, like the bench's, never answers and is left out).
     private let backlogServices = Mutex<Set<String>>([])
@@ -267,7 +270,8 @@ public final class HTTPEdge: Service, Sendable {
         }
 
         var out = ""
-        func family(_ name: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+        /// One gauge family: its HELP and TYPE once, then each sample.
+        func family(_ name: String, _ help: String, _ samples: [Sample]) {
             guard !samples.isEmpty else { return }
             out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
             for (labels, value) in samples {
@@ -275,18 +279,19 @@ public final class HTTPEdge: Service, Sendable {
                 out += "\(name){\(text)} \(value)\n"
             }
         }
-        let services = workers.keys.sorted()
-        let answered = backlogs.keys.sorted()
+        let answered = backlogs.sorted { $0.key < $1.key }
+        /// A family with one sample per service that answered.
+        func perService(_ name: String, _ help: String, _ value: (Caremesh_Health_V1_BacklogResponse) -> String) {
+            family(name, help, answered.map { ([("service", $0.key)], value($0.value)) })
+        }
         family("caremesh_router_workers", "Live workers registered at the router, by service.",
-               services.map { ([("service", $0)], "\(workers[$0] ?? 0)") })
+               workers.sorted { $0.key < $1.key }.map { ([("service", $0.key)], "\($0.value)") })
         family("caremesh_backlog_up", "1 if the service answered Health/Backlog for this scrape, else 0.",
                known.sorted().map { ([("service", $0)], backlogs[$0] == nil ? "0" : "1") })
-        family("caremesh_outbox_head_seq", "The highest event seq in the service's outbox.",
-               answered.map { ([("service", $0)], "\(backlogs[$0]!.outboxHead)") })
-        var cursors: [(labels: [(String, String)], value: String)] = []
-        var lags: [(labels: [(String, String)], value: String)] = []
-        for service in answered {
-            for (source, position) in backlogs[service]!.eventCursors.sorted(by: { $0.key < $1.key }) {
+        perService("caremesh_outbox_head_seq", "The highest event seq in the service's outbox.") { "\($0.outboxHead)" }
+        var cursors: [Sample] = [], lags: [Sample] = []
+        for (service, backlog) in answered {
+            for (source, position) in backlog.eventCursors.sorted(by: { $0.key < $1.key }) {
                 let labels = [("service", service), ("source", source)]
                 cursors.append((labels, "\(position)"))
                 if let head = backlogs[source]?.outboxHead { lags.append((labels, "\(max(0, head - position))")) }
@@ -294,15 +299,14 @@ public final class HTTPEdge: Service, Sendable {
         }
         family("caremesh_event_cursor_seq", "The last event seq of source the service has applied.", cursors)
         family("caremesh_event_consumer_lag", "Events of source the service has not applied yet (the source's head less its cursor).", lags)
-        family("caremesh_jobs_due", "Durable jobs whose time has come and that have not finished.",
-               answered.map { ([("service", $0)], "\(backlogs[$0]!.jobsDue)") })
-        family("caremesh_jobs_oldest_due_seconds", "How long the longest-waiting due job has been due.",
-               answered.map { ([("service", $0)], String(format: "%.3f", backlogs[$0]!.oldestJobDueSeconds)) })
-        family("caremesh_jobs_failed", "Jobs that failed for good and are still kept.",
-               answered.map { ([("service", $0)], "\(backlogs[$0]!.jobsFailed)") })
+        perService("caremesh_jobs_due", "Durable jobs whose time has come and that have not finished.") { "\($0.jobsDue)" }
+        perService("caremesh_jobs_oldest_due_seconds", "How long the longest-waiting due job has been due.") {
+            String(format: "%.3f", $0.oldestJobDueSeconds)
+        }
+        perService("caremesh_jobs_failed", "Jobs that failed for good and are still kept.") { "\($0.jobsFailed)" }
         family("caremesh_queue_waiting", "Items waiting in a service's own work queue.",
-               answered.flatMap { service in
-                   backlogs[service]!.queues.sorted(by: { $0.key < $1.key }).map { ([("service", service), ("queue", $0.key)], "\($0.value)") }
+               answered.flatMap { service, backlog in
+                   backlog.queues.sorted(by: { $0.key < $1.key }).map { ([("service", service), ("queue", $0.key)], "\($0.value)") }
                })
         return out
     }

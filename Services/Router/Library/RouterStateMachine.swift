@@ -580,8 +580,7 @@ public struct RouterStateMachine: Sendable {
         case .workerDisconnect:
             // Stop sending it work, acknowledge, and let what it holds finish (graceful drain).
             slots[slot]!.draining = true
-            services[slots[slot]!.service].workers.removeAll { $0 == slot }
-            workersChanged = true
+            detach(slot)
             actions.append(.toWorker(peer, dialect, .disconnect, []))
             if slots[slot]!.inFlight.isEmpty { forget(slot) }
         case .workerReply(let final, let client, let body):
@@ -645,11 +644,17 @@ public struct RouterStateMachine: Sendable {
         return size
     }
 
-    /// Forgets a lost worker: each caller it held gets `UNAVAILABLE`.
-    private mutating func removeWorker(_ slot: Int, into actions: inout [Action]) {
+    /// Takes the worker in `slot` out of its service's live workers (draining, or lost).
+    private mutating func detach(_ slot: Int) {
         guard let w = slots[slot] else { return }
         services[w.service].workers.removeAll { $0 == slot }
         workersChanged = true
+    }
+
+    /// Forgets a lost worker: each caller it held gets `UNAVAILABLE`.
+    private mutating func removeWorker(_ slot: Int, into actions: inout [Action]) {
+        guard let w = slots[slot] else { return }
+        detach(slot)
         forget(slot)
         for token in w.inFlight {
             guard let r = requests.removeValue(forKey: token) else { continue }

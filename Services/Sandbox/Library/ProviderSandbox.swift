@@ -225,7 +225,7 @@ public final class ProviderSandbox: Service, Sendable {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: JSONText) -> Response {
+    static func json(_ status: HTTPResponse.Status, _ object: ProviderJSON) -> Response {
         json(status, object.data)
     }
 
@@ -243,15 +243,15 @@ public final class ProviderSandbox: Service, Sendable {
     /// `bench messaging`).
     static func newID(_ prefix: String) -> String {
         var random = SystemRandomNumberGenerator()
-        let words = (random.next() as UInt64, random.next() as UInt64)
-        let hex = String(unsafeUninitializedCapacity: 32) { buffer in
-            let digits = Array("0123456789abcdef".utf8)
-            for (w, word) in [words.0, words.1].enumerated() {
-                for i in 0..<16 { buffer[w * 16 + i] = digits[Int((word >> UInt64(60 - 4 * i)) & 0xF)] }
+        let high: UInt64 = random.next(), low: UInt64 = random.next()
+        let digits: StaticString = "0123456789abcdef"
+        return prefix + String(unsafeUninitializedCapacity: 32) { buffer in
+            for i in 0..<32 {
+                let nibble = ((i < 16 ? high : low) >> UInt64(60 - 4 * (i % 16))) & 0xF
+                buffer[i] = digits.utf8Start[Int(nibble)]
             }
             return 32
         }
-        return prefix + hex
     }
 
     // MARK: Twilio

@@ -1,3 +1,4 @@
+import AlertsService
 import CareMeshContracts
 import CareMeshRPC
 import CareMeshRouter
@@ -91,6 +92,28 @@ import Testing
                     let cursor = Self.sample(text, "caremesh_event_cursor_seq{\(labels)}")!
                     #expect(Self.sample(text, "caremesh_event_consumer_lag{\(labels)}") == max(0, head - cursor))
                 }
+
+                // A service that answered once and then stopped is reported down, with no workers.
+                let env = s.db.environment.merging(TestStack.workerEnvironment(s.router)) { $1 }
+                let alerts = try await AlertsService.make(environment: env, logger: TestDatabase.logger)
+                try await TestStack.withHosts([alerts]) {
+                    _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                        let text = try await Self.scrape(s)
+                        guard Self.sample(text, #"caremesh_backlog_up{service="alerts"}"#) == 1 else {
+                            throw RPCError(.unavailable, "alerts not answering yet")
+                        }
+                    }
+                }
+                let after = try await TestStack.eventually(timeout: .seconds(10)) {
+                    let text = try await Self.scrape(s)
+                    guard Self.sample(text, #"caremesh_router_workers{service="alerts"}"#) == 0 else {
+                        throw RPCError(.unavailable, "alerts' worker still registered")
+                    }
+                    return text
+                }
+                #expect(Self.sample(after, #"caremesh_backlog_up{service="alerts"}"#) == 0)
+                #expect(Self.sample(after, #"caremesh_outbox_head_seq{service="alerts"}"#) == nil)
+                #expect(Self.sample(after, #"caremesh_backlog_up{service="messaging"}"#) == 1)
             }
         }
     }

@@ -2,13 +2,13 @@ import Foundation
 @testable import ProviderSandbox
 import Testing
 
-/// What the sandbox writes by hand for speed: its providers' JSON answers (`JSONText`) must
+/// What the sandbox writes by hand for speed: its providers' JSON answers (`ProviderJSON`) must
 /// read back as the same values, in the order given, whatever the strings hold; its ids must
 /// have Twilio's shape and never repeat.
 @Suite struct SandboxWireTests {
     @Test func writesValidJSONInTheGivenOrder() throws {
         let awkward = "quote \" backslash \\ newline \n tab \t return \r bell \u{07} nul \u{0} é 😀 </script>"
-        let value: JSONText = ["sid": .string(awkward), "status": "queued", "code": 21211,
+        let value: ProviderJSON = ["sid": .string(awkward), "status": "queued", "code": 21211,
                                "negative": .int(-7), "nested": ["inner": "x", "empty": [:]]]
         let data = value.data
         let text = try #require(String(data: data, encoding: .utf8))
