@@ -22,11 +22,16 @@ final class SmsDesk: Sendable {
     static let senders: Set<String> = ["admin", "coordinator", "professional", "service"]
     static let admins: Set<String> = ["admin"]
 
+    /// SendSms's writes: the calls that arrive while one batch is written go together in the
+    /// next (one statement and one commit for all of them; `record_sms_batch`).
+    let sends: GroupCommit<Rendered, Result<Recorded, any Error>>
+
     init(store: Store, configuration: MessagingConfiguration, sender: SmsSender, logger: Logger) {
         self.store = store
         self.configuration = configuration
         self.sender = sender
         self.logger = logger
+        sends = GroupCommit(maxBatch: 128) { [store, logger] batch in try await Self.recordAll(batch, store: store, logger: logger) }
     }
 
     static let types: [SmsType: String] = [
@@ -150,12 +155,45 @@ final class SmsDesk: Sendable {
                         scheduledAt: scheduledAt, callbackData: r.callbackData.isEmpty ? nil : r.callbackData)
     }
 
+    /// A send with its text, ready to record.
+    struct Rendered: Sendable {
+        var plan: SendPlan
+        var body: String
+        var language: String?
+        var encoding: String
+        var segments: Int32
+        var sender: String
+        var actor: String
+
+        init(_ plan: SendPlan, body: String, language: String?, sender: String, actor: String) {
+            let counted = SmsSegments(body)
+            (self.plan, self.body, self.language, self.sender, self.actor) = (plan, body, language, sender, actor)
+            (encoding, segments) = (counted.encoding.rawValue, Int32(counted.segments))
+        }
+
+        var needsConsent: Bool { !SmsConsent.maySend(SmsDesk.purpose(ofType: plan.type), optedIn: nil) }
+        var lockKey: Int64 { SmsDesk.consentLockKey(plan.to) }
+    }
+
+    /// What recording one send came to: `record_sms`'s outcome ('created', 'existing',
+    /// 'no_consent', 'raced') and the message (created or earlier).
+    struct Recorded: Sendable {
+        var outcome: String
+        var message: SmsMessageProto?
+    }
+
     func send(_ r: Caremesh_Messaging_V1_SendSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
         let caller = try context.requireRole(Self.senders)
         let plan = try Self.plan(r)
-        // One statement (record_sms), its own transaction.
-        let response = try await store.withConnection { c in
-            try await self.record(plan, by: caller.subject, on: c)
+        let response: Caremesh_Messaging_V1_SendSmsResponse
+        if plan.template == nil {
+            let send = Rendered(plan, body: plan.text, language: nil, sender: configuration.defaultSender, actor: caller.subject)
+            response = try Self.answer(try await sends.submit(send).get(), for: plan)
+        } else {
+            switch try await store.withConnection({ c in try await self.render(plan, by: caller.subject, on: c) }) {
+            case .answered(let earlier): response = earlier
+            case .ready(let send): response = try Self.answer(try await sends.submit(send).get(), for: plan)
+            }
         }
         if response.created, response.message.status == .pending { sender.wake() }
         return response
@@ -166,45 +204,53 @@ final class SmsDesk: Sendable {
     /// lock (a consent change holds it exclusively) and inserts the row. The same correlator
     /// again returns the first message (ALREADY_EXISTS if it was for another number or text).
     func record(_ plan: SendPlan, by actor: String, on c: PostgresConnection) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
-        var response = Caremesh_Messaging_V1_SendSmsResponse()
-        var body = plan.text
-        var language: String?
-        if let kind = plan.template {
-            do {
-                guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
-                    throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
-                }
-                do { body = try template.render(plan.variables) } catch {
-                    throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
-                }
-                language = template.language
-            } catch let error as RPCError {
-                // A repeat is answered with its message, though the template changed since.
-                guard let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
-                                                       logger: logger) else { throw error }
-                response.message = try Self.same(earlier, plan)
-                return response
+        switch try await render(plan, by: actor, on: c) {
+        case .answered(let earlier): return earlier
+        case .ready(let send): return try Self.answer(try await Self.recordOne(send, on: c, logger: logger), for: plan)
+        }
+    }
+
+    enum Rendering {
+        case ready(Rendered)
+        /// A repeat answered with its earlier message (its template since gone or broken).
+        case answered(Caremesh_Messaging_V1_SendSmsResponse)
+    }
+
+    /// The send's text: its own, or its template's (the language's, else English) with the
+    /// variables filled in.
+    func render(_ plan: SendPlan, by actor: String, on c: PostgresConnection) async throws -> Rendering {
+        guard let kind = plan.template else {
+            return .ready(Rendered(plan, body: plan.text, language: nil, sender: configuration.defaultSender, actor: actor))
+        }
+        do {
+            guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
+                throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
             }
+            let body: String
+            do { body = try template.render(plan.variables) } catch {
+                throw RPCError.invalidArgument(field: "variables", "missing: \(error.names.joined(separator: ", "))")
+            }
+            return .ready(Rendered(plan, body: body, language: template.language, sender: configuration.defaultSender, actor: actor))
+        } catch let error as RPCError {
+            // A repeat is answered with its message, though the template changed since.
+            guard let earlier = try await Self.one(c, "SELECT \(unescaped: Self.columns) FROM sms_messages WHERE client_correlator = \(plan.correlator)",
+                                                   logger: logger) else { throw error }
+            var response = Caremesh_Messaging_V1_SendSmsResponse()
+            response.message = try Self.same(earlier, plan)
+            return .answered(response)
         }
-        let segments = SmsSegments(body)
-        let needsConsent = !SmsConsent.maySend(Self.purpose(ofType: plan.type), optedIn: nil)
-        let rows = try await c.run(Prepared<RecordSms>(plan.correlator, plan.to, plan.patient, body, plan.type, language,
-                                                       segments.encoding.rawValue, Int32(segments.segments), configuration.defaultSender,
-                                                       plan.scheduledAt, plan.callbackData, actor, needsConsent,
-                                                       Self.consentLockKey(plan.to)), logger: logger)
-        var recorded: (outcome: String, message: SmsMessageProto?)?
-        for row in rows {
-            let random = row.makeRandomAccess()
-            let outcome = try random[24].decode(String.self)
-            recorded = (outcome, outcome == "created" || outcome == "existing" ? try Self.message(random) : nil)
-        }
-        switch recorded {
-        case ("created", let message?)?:
+    }
+
+    /// The answer to a send from what recording it came to.
+    static func answer(_ recorded: Recorded, for plan: SendPlan) throws -> Caremesh_Messaging_V1_SendSmsResponse {
+        var response = Caremesh_Messaging_V1_SendSmsResponse()
+        switch (recorded.outcome, recorded.message) {
+        case ("created", let message?):
             response.message = message
             response.created = true
-        case ("existing", let earlier?)?:
-            response.message = try Self.same(earlier, plan)
-        case ("no_consent", _)?:
+        case ("existing", let earlier?):
+            response.message = try same(earlier, plan)
+        case ("no_consent", _):
             throw RPCError(.failedPrecondition, "the number has not consented to SMS (or opted out)",
                            details: [RPCError.fieldDetail("to", "has no SMS consent"), RPCError.detail(reason: "SMS_NO_CONSENT", domain: "messaging")])
         default:
@@ -213,6 +259,61 @@ final class SmsDesk: Sendable {
         }
         return response
     }
+
+    static func recorded(_ row: PostgresRandomAccessRow) throws -> Recorded {
+        let outcome = try row[24].decode(String.self)
+        return Recorded(outcome: outcome, message: outcome == "created" || outcome == "existing" ? try message(row) : nil)
+    }
+
+    /// One send by `record_sms`, in the connection's transaction if it has one.
+    static func recordOne(_ s: Rendered, on c: PostgresConnection, logger: Logger) async throws -> Recorded {
+        let rows = try await c.run(Prepared<RecordSms>(s.plan.correlator, s.plan.to, s.plan.patient, s.body, s.plan.type, s.language,
+                                                       s.encoding, s.segments, s.sender, s.plan.scheduledAt, s.plan.callbackData,
+                                                       s.actor, s.needsConsent, s.lockKey), logger: logger)
+        guard let row = rows.first else { throw RPCError(.internal, "record_sms returned no row") }
+        return try recorded(row.makeRandomAccess())
+    }
+
+    /// A batch of sends by one call of `record_sms_batch` (its own transaction). If that fails,
+    /// each send is recorded alone, so one that cannot be fails only its own caller.
+    static func recordAll(_ batch: [Rendered], store: Store, logger: Logger) async throws -> [Result<Recorded, any Error>] {
+        do {
+            return try await store.withConnection { c in try await recordBatch(batch, on: c, logger: logger) }.map { .success($0) }
+        } catch {
+            guard batch.count > 1 else { return [.failure(error)] }
+            logger.warning("an SMS batch failed; recording its sends one by one",
+                           metadata: ["batch": "\(batch.count)", "error.kind": "\(RPCError.loggableKind(of: error))"])
+            var out: [Result<Recorded, any Error>] = []
+            for send in batch {
+                do { out.append(.success(try await store.withConnection { c in try await recordOne(send, on: c, logger: logger) })) } catch {
+                    out.append(.failure(error))
+                }
+            }
+            return out
+        }
+    }
+
+    static func recordBatch(_ batch: [Rendered], on c: PostgresConnection, logger: Logger) async throws -> [Recorded] {
+        // Arrays cannot hold NULL here: the statement reads "" (and the nil UUID, the epoch) as none.
+        let rows = try await c.run(Prepared<RecordSmsBatch>(
+            batch.map(\.plan.correlator), batch.map(\.plan.to), batch.map { $0.plan.patient ?? noPatient }, batch.map(\.body),
+            batch.map(\.plan.type), batch.map { $0.language ?? "" }, batch.map(\.encoding), batch.map(\.segments),
+            batch.map(\.sender), batch.map { $0.plan.scheduledAt ?? Date(timeIntervalSince1970: 0) },
+            batch.map { $0.plan.callbackData ?? "" }, batch.map(\.actor), batch.map(\.needsConsent), batch.map(\.lockKey)), logger: logger)
+        var out = [Recorded?](repeating: nil, count: batch.count)
+        for row in rows {
+            let r = row.makeRandomAccess()
+            let ord = Int(try r[25].decode(Int32.self))
+            guard (1...batch.count).contains(ord) else { throw RPCError(.internal, "record_sms_batch returned an unknown item") }
+            out[ord - 1] = try recorded(r)
+        }
+        return try out.map { recorded in
+            guard let recorded else { throw RPCError(.internal, "record_sms_batch left an item out") }
+            return recorded
+        }
+    }
+
+    static let noPatient = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
     /// One send, prepared (one per send: parsing and planning it every time cost PostgreSQL
     /// more than running it).
@@ -223,6 +324,20 @@ final class SmsDesk: Sendable {
             """
         static let types: [PostgresDataType] = [.text, .text, .uuid, .text, .text, .text, .text, .int4, .text, .timestamptz,
                                                 .text, .text, .bool, .int8]
+    }
+
+    /// Sends together: `record_sms_batch`'s arrays, one element per send; none is "" for text,
+    /// the nil UUID for the patient and the epoch for the scheduled time.
+    enum RecordSmsBatch: PreparedSQL {
+        static let sql = """
+            SELECT \(SmsDesk.columns), r.o_outcome, r.o_ord
+            FROM record_sms_batch($1, $2, array_replace($3::uuid[], '00000000-0000-0000-0000-000000000000', NULL), $4, $5,
+                                  array_replace($6::text[], '', NULL), $7, $8, $9, array_replace($10::timestamptz[], 'epoch', NULL),
+                                  array_replace($11::text[], '', NULL), $12, $13, $14) AS r,
+                 LATERAL (SELECT (r.o_message).*) AS m
+            """
+        static let types: [PostgresDataType] = [.textArray, .textArray, .uuidArray, .textArray, .textArray, .textArray, .textArray,
+                                                .int4Array, .textArray, .timestamptzArray, .textArray, .textArray, .boolArray, .int8Array]
     }
 
     /// `earlier`, if it is what `plan` asks for again; a correlator reused for another number,
