@@ -135,15 +135,20 @@ public struct EventConsumer: Service {
                     ON CONFLICT DO NOTHING RETURNING event_id
                     """, logger: logger).decode(UUID.self) { fresh.insert(id) }
             }
-            // `remove`: an id repeated within the batch is applied once.
-            for (event, id) in zip(events, ids) where fresh.remove(id) != nil {
-                try await handler(event, c)
+            // `remove`: an id repeated within the batch is applied once. The events the
+            // handlers emit are appended last, so the outbox's ordering lock is held only
+            // for the commit, not while the rest of the batch is applied.
+            let emitted = try await HeldEvents.holding(on: c) {
+                for (event, id) in zip(events, ids) where fresh.remove(id) != nil {
+                    try await handler(event, c)
+                }
             }
             try await c.query("""
                 INSERT INTO event_cursors (source, position) VALUES (\(source), \(last))
                 ON CONFLICT (source) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
                 WHERE event_cursors.position < EXCLUDED.position
                 """, logger: logger)
+            try await emitted.append(on: c, logger: logger)
         }
     }
 }

@@ -187,18 +187,36 @@ final class VoiceCalls: Service, Sendable {
     /// `Health/Backlog` share it.
     static let dueSQL = "status = 'requested' AND next_attempt_at <= now()"
 
+    /// Claims due calls (at most 32), leased for `$1` seconds. Prepared, as the hang-ups' read:
+    /// the loop runs them at every wake-up, and planning them cost PostgreSQL more than running
+    /// them.
+    enum Claim: PreparedSQL {
+        static let sql = """
+            UPDATE voice_calls v SET lease_until = now() + make_interval(secs => $1)
+            FROM (SELECT id FROM voice_calls
+                  WHERE \(VoiceCalls.dueSQL) AND (lease_until IS NULL OR lease_until < now())
+                  ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
+            WHERE v.id = due.id
+            RETURNING v.id, v.phone_number, v.voice_message_url, v.ring_timeout_s, v.retry_count
+            """
+        static let types: [PostgresDataType] = [.float8]
+    }
+
+    /// Calls to hang up (at most 32).
+    enum HangUpsDue: PreparedSQL {
+        static let sql = """
+            SELECT id, provider_call_id, status FROM voice_calls
+            WHERE hangup_requested AND NOT hung_up AND status IN ('queued', 'ringing', 'in_progress') AND provider_call_id IS NOT NULL
+            LIMIT 32
+            """
+        static let types: [PostgresDataType] = []
+    }
+
     func placeDue() async throws {
         guard let provider else { return }
         let lease = configuration.lease.seconds
         let claimed = try await store.withConnection { c in
-            try await c.query("""
-                UPDATE voice_calls v SET lease_until = now() + make_interval(secs => \(lease))
-                FROM (SELECT id FROM voice_calls
-                      WHERE \(unescaped: Self.dueSQL) AND (lease_until IS NULL OR lease_until < now())
-                      ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
-                WHERE v.id = due.id
-                RETURNING v.id, v.phone_number, v.voice_message_url, v.ring_timeout_s, v.retry_count
-                """, logger: self.logger).collect().map { try $0.decode((UUID, String, String, Int32, Int32).self) }
+            try await c.run(Prepared<Claim>(lease), logger: self.logger).map { try $0.decode((UUID, String, String, Int32, Int32).self) }
         }
         guard !claimed.isEmpty else { return }
         let timeout = configuration.sendTimeout
@@ -252,11 +270,7 @@ final class VoiceCalls: Service, Sendable {
     func hangUpRequested() async throws {
         guard let provider else { return }
         let due = try await store.withConnection { c in
-            try await c.query("""
-                SELECT id, provider_call_id, status FROM voice_calls
-                WHERE hangup_requested AND NOT hung_up AND status IN ('queued', 'ringing', 'in_progress') AND provider_call_id IS NOT NULL
-                LIMIT 32
-                """, logger: self.logger).collect().map { try $0.decode((UUID, String, String).self) }
+            try await c.run(Prepared<HangUpsDue>(), logger: self.logger).map { try $0.decode((UUID, String, String).self) }
         }
         for (id, sid, status) in due {
             do {
