@@ -23,7 +23,10 @@ final class SmsDesk: Sendable {
     static let admins: Set<String> = ["admin"]
 
     /// SendSms's writes: the calls that arrive while one batch is written go together in the
-    /// next (one statement and one commit for all of them; `record_sms_batch`).
+    /// next (one statement and one commit for all of them; `record_sms_batch`). At most the
+    /// worker's capacity waits. A call whose deadline passes while its batch is written is
+    /// answered DEADLINE_EXCEEDED though its send may be recorded (and go out), as with any
+    /// call that times out: its `client_correlator` makes the retry safe.
     let sends: GroupCommit<Rendered, Result<Recorded, any Error>>
 
     init(store: Store, configuration: MessagingConfiguration, sender: SmsSender, logger: Logger) {
