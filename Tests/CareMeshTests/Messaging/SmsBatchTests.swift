@@ -85,6 +85,13 @@ import Testing
             #expect(f.patientID.isEmpty && f.language.isEmpty && f.callbackData.isEmpty && !f.hasScheduledAt)
             #expect(f.encoding == .ucs2)
             #expect(f.segments == 1)
+            // Ids are time-ordered (version 7), their first 48 bits the creation's Unix milliseconds.
+            for m in [a, f] {
+                let id = try #require(UUID(uuidString: m.id)).uuid
+                #expect(id.6 >> 4 == 7 && id.8 >> 6 == 2)
+                let ms = [id.0, id.1, id.2, id.3, id.4, id.5].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                #expect(abs(Double(ms) / 1_000 - m.createdAt.date.timeIntervalSince1970) < 1)
+            }
 
             // As the callers are answered: the repeat is the first send, not created again.
             let repeated = try SmsDesk.answer(recorded[3], for: batch[3].plan)
