@@ -31,8 +31,10 @@ enum SendOutcome: Sendable, Equatable {
 /// retryably it is retried after `backoff · 2^(n-1)`, at most `maxRetries` times.
 ///
 /// Delivery to a provider is at least once: if the process dies between the provider's
-/// acceptance and the record of it, the message goes out again after its lease (Orange drops
-/// the repeat by its client correlator; Twilio has no such key).
+/// acceptance and the record of it, the message goes out again after its lease, unless it was
+/// recorded meanwhile. Orange drops the repeat by its client correlator. Twilio has no such key,
+/// but its status callbacks name our message (`?m=` in the callback URL), so a callback that
+/// arrives within the lease records the message and it is not sent again.
 public final class SmsSender: Service, Sendable {
     let store: Store
     let configuration: MessagingConfiguration

@@ -209,6 +209,46 @@ import Testing
         }
     }
 
+    /// A sender that died between Twilio's acceptance and its record of it (Twilio's Messages
+    /// API has no idempotency key): the message's status callback names it (`?m=` in the
+    /// callback URL), so the callback records it and it does not go out again when the dead
+    /// sender's lease runs out. Without a callback it does go out again: at least once, never lost.
+    @Test func aSendWhoseAcceptanceWasNotRecordedIsReconciledByItsCallback() async throws {
+        try await withStack { s in
+            let c = s.sandbox.configuration
+            let base = "http://127.0.0.1:\(await s.sandbox.port())"
+            for callback in [true, false] {
+                let to = Self.phone()
+                try await s.consent(to, true)
+                let body = "lost record \(callback)"
+                // Claimed by a sender (leased for 3 s), handed to Twilio, then that sender died.
+                let id = try await s.db.sql("""
+                    INSERT INTO messaging.sms_messages (phone_number, message_content, message_type, encoding, segments,
+                        client_correlator, sender_address, status, next_attempt_at, lease_until, created_by)
+                    VALUES (\(to), \(body), 'custom', 'GSM-7', 1, \("lost-\(callback)"), 'CareMesh', 'pending',
+                        now(), now() + interval '3 seconds', 'test')
+                    RETURNING id::text
+                    """).first!.decode(String.self)
+                let twilio = TwilioSmsProvider(baseURL: base, accountSID: c.twilioAccountSID, authToken: c.twilioAuthToken,
+                                               from: "+15005550006", statusCallback: callback ? "\(s.edgeURL)/webhooks/sms/twilio" : nil)
+                let accepted = try await twilio.send(OutboundSms(id: UUID(uuidString: id)!, to: to, body: body, clientCorrelator: ""),
+                                                     timeout: .seconds(5))
+                if callback {
+                    let m = try await s.until(id, is: .delivered)
+                    #expect(m.providerMessageID == accepted.providerMessageID && m.provider == "twilio")
+                }
+                // The lease runs out; a later send's delivery means the sender has claimed since.
+                try await Task.sleep(for: .seconds(3.5))
+                let later = try await s.send(Self.text(to, "later \(callback)"))
+                try await s.until(later.message.id, is: .delivered)
+                let received = s.sandbox.received.filter { $0.to == to }.map(\.body)
+                #expect(received == (callback ? [body, "later \(callback)"] : [body, body, "later \(callback)"]) ||
+                        received == (callback ? [body, "later \(callback)"] : [body, "later \(callback)", body]))
+                if !callback { try await s.until(id, is: .delivered) }
+            }
+        }
+    }
+
     @Test func segmentsAreCountedByEncoding() async throws {
         try await withStack { s in
             let to = Self.phone()
