@@ -7,9 +7,16 @@ extension UUID {
     /// (which a version-4 UUID costs at every insert once the index outgrows the cache). It
     /// reveals when it was made, so use it only where the creation time is no secret.
     public static func timeOrdered(now: Date = Date()) -> UUID {
-        let ms = UInt64(max(0, now.timeIntervalSince1970 * 1_000))
         var g = SystemRandomNumberGenerator()
-        let a = g.next() as UInt64, b = g.next() as UInt64
+        return timeOrdered(now, g.next(), g.next())
+    }
+
+    /// The least time-ordered id of `date`'s millisecond (its random bits zero): ids made then
+    /// or later are at least this, so they are a range of an index on them.
+    public static func timeOrderedFloor(_ date: Date) -> UUID { timeOrdered(date, 0, 0) }
+
+    private static func timeOrdered(_ now: Date, _ a: UInt64, _ b: UInt64) -> UUID {
+        let ms = UInt64(max(0, now.timeIntervalSince1970 * 1_000))
         func byte(_ v: UInt64, _ shift: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: v >> shift) }
         return UUID(uuid: (
             byte(ms, 40), byte(ms, 32), byte(ms, 24), byte(ms, 16), byte(ms, 8), byte(ms, 0),

@@ -17,5 +17,10 @@ import Testing
         #expect(ids.map { $0.uuidString }.sorted() == ids.map { $0.uuidString })
         // Within one millisecond, 74 random bits: no two alike.
         #expect(Set((0..<10_000).map { _ in UUID.timeOrdered(now: at) }).count == 10_000)
+        // The floor of a millisecond: no greater than any id of it, greater than every id before.
+        let floor = UUID.timeOrderedFloor(at).uuidString
+        #expect(floor.lowercased() == "017f22e2-79b0-7000-8000-000000000000")
+        #expect((0..<1_000).allSatisfy { _ in UUID.timeOrdered(now: at).uuidString >= floor })
+        #expect(UUID.timeOrdered(now: at.addingTimeInterval(-0.002)).uuidString < floor)
     }
 }
