@@ -63,9 +63,10 @@ public struct EventConsumer: Service {
                     request.after = after
                     request.limit = batch
                     request.waitMs = waitMs
+                    request.types = wanted
                     let response = try await client.call(EventsMethods.pull, service: source, request: request,
                                                          options: CallOptions(timeout: .milliseconds(Int(waitMs) + 5_000)))
-                    try await apply(response.events.filter { $0.seq > after })
+                    try await apply(response.events.filter { $0.seq > after }, through: response.scannedThrough, after: after)
                     failures = 0
                 } catch {
                     if Task.isCancelled { break }
@@ -98,25 +99,34 @@ public struct EventConsumer: Service {
         client.configuration.credentials.map { ServiceCredentials.variable(for: $0.service) } ?? "<SERVICE>_SERVICE_SECRET"
     }
 
-    /// `events` (in `seq` order) in one transaction; if that fails, one per transaction up to
-    /// the failing one, whose error is thrown.
-    func apply(_ events: [Event]) async throws {
-        guard !events.isEmpty else { return }
+    /// The types asked of the source's pull (sorted; empty for all).
+    var wanted: [String] { types.map { $0.sorted() } ?? [] }
+
+    /// `events` (in `seq` order) in one transaction, the cursor moved to `through` if that is
+    /// further (the source skipped events of other types up to it; see `types`); if that
+    /// fails, one per transaction up to the failing one, whose error is thrown.
+    func apply(_ events: [Event], through: Int64 = 0, after: Int64 = 0) async throws {
+        guard !events.isEmpty else {
+            // Only events of other types: the cursor moves past them, in a transaction alone.
+            if through > after { try await applyTogether([], through: through) }
+            return
+        }
         if events.count > 1 {
             do {
-                return try await applyTogether(events)
+                return try await applyTogether(events, through: through)
             } catch where !Task.isCancelled {
                 logger.debug("event batch failed; applying its events one at a time", metadata: [
                     "source": "\(source)", "error.kind": "\(RPCError.loggableKind(of: error))"])
             }
         }
         for event in events { try await applyTogether([event]) }
+        if through > events[events.count - 1].seq { try await applyTogether([], through: through) }
     }
 
     /// One transaction: dedup records, the effects of the events not yet applied, the cursor
-    /// moved to the last.
-    func applyTogether(_ pulled: [Event]) async throws {
-        let last = pulled.map(\.seq).max()!
+    /// moved to the last (or to `through`, if further).
+    func applyTogether(_ pulled: [Event], through: Int64 = 0) async throws {
+        let last = max(pulled.map(\.seq).max() ?? 0, through)
         let events = types.map { types in pulled.filter { types.contains($0.type) } } ?? pulled
         let ids = try events.map { event in
             guard let id = UUID(uuidString: event.id) else {

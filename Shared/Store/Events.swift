@@ -77,31 +77,42 @@ public final class Outbox: Service, Sendable {
 
     static func channel(_ schema: String) -> String { "caremesh_outbox_\(schema)" }
 
-    /// `read`'s statement: `$1` after, `$2` limit. Prepared: every consumer's pull runs it
-    /// (planning it each time cost PostgreSQL more than running it, under `bench alerts`).
+    /// `read`'s statement: `$1` after, `$2` limit, `$3` the types wanted (empty: all); with the
+    /// outbox's last `seq`, which, read in the same snapshot, is how far a pull that found
+    /// fewer than `$2` looked. (Every `seq` up to a committed one is settled: the ordering lock
+    /// is held until an append commits.) Prepared: every consumer's pull runs it (planning it
+    /// each time cost PostgreSQL more than running it, under `bench alerts`).
     enum ReadEvents: PreparedSQL {
         static let sql = """
-            SELECT h.pruned_through, e.seq, e.event_id, e.type, e.key, e.payload, e.occurred_at
+            SELECT h.pruned_through, t.head, e.seq, e.event_id, e.type, e.key, e.payload, e.occurred_at
             FROM (SELECT coalesce(max(pruned_through), 0) AS pruned_through FROM outbox_horizon) h
+            CROSS JOIN (SELECT coalesce(max(seq), 0) AS head FROM outbox) t
             LEFT JOIN LATERAL (
                 SELECT seq, event_id, type, key, payload, occurred_at FROM outbox
-                WHERE seq > $1 ORDER BY seq LIMIT $2) e ON true
+                WHERE seq > $1 AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[]))
+                ORDER BY seq LIMIT $2) e ON true
             ORDER BY e.seq
             """
-        static let types: [PostgresDataType] = [.int8, .int8]
+        static let types: [PostgresDataType] = [.int8, .int8, .textArray]
     }
 
-    /// Events after `after`, at most `limit`. Fails `OUT_OF_RANGE` (field `after`) when the
-    /// retention deleted events after `after` (see `PlatformRetention`): the caller missed them.
-    /// The horizon and the events are read in one statement, so from one snapshot: a prune
-    /// committing meanwhile cannot make events disappear unannounced.
-    public func read(after: Int64, limit: Int) async throws -> [Event] {
+    /// Events after `after`, at most `limit`, only of `types` if any are given; and the last
+    /// `seq` looked at: the last event's if `limit` were found, else the outbox's last (which
+    /// may be `after` or less, when nothing is newer).
+    /// Fails `OUT_OF_RANGE` (field `after`) when the retention deleted events after `after`
+    /// (see `PlatformRetention`): the caller missed them. The horizon and the events are read
+    /// in one statement, so from one snapshot: a prune committing meanwhile cannot make events
+    /// disappear unannounced.
+    public func read(after: Int64, limit: Int, types: [String] = []) async throws -> (events: [Event], scannedThrough: Int64) {
         try await store.withConnection { c in
-            let rows = try await c.run(Prepared<ReadEvents>(after, Int64(limit)), logger: self.store.logger)
+            let rows = try await c.run(Prepared<ReadEvents>(after, Int64(limit), types), logger: self.store.logger)
             var out: [Event] = []
+            var head: Int64 = 0
             for row in rows {
-                let (horizon, seq, id, type, key, payload, at) = try row.decode((Int64, Int64?, UUID?, String?, String?, ByteBuffer?, Date?).self)
+                let (horizon, last, seq, id, type, key, payload, at) = try row.decode(
+                    (Int64, Int64, Int64?, UUID?, String?, String?, ByteBuffer?, Date?).self)
                 if after < horizon { throw Self.pruned(after: after, horizon: horizon) }
+                head = last
                 guard let seq, let id, let type, let key, let payload, let at else { continue }
                 var e = Event()
                 e.seq = seq
@@ -112,7 +123,7 @@ public final class Outbox: Service, Sendable {
                 e.occurredAtUs = Int64((at.timeIntervalSince1970 * 1_000_000).rounded())
                 out.append(e)
             }
-            return out
+            return (out, out.count == limit ? out[limit - 1].seq : max(head, out.last?.seq ?? 0))
         }
     }
 
@@ -164,11 +175,15 @@ public final class Outbox: Service, Sendable {
         // Leave time for the answer to travel back before the caller's deadline.
         let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000, context.answerBy)
         var response = Caremesh_Events_V1_PullEventsResponse()
+        var after = request.after
         while true {
             let seen = changes.generation
-            response.events = try await read(after: request.after, limit: limit)
+            (response.events, response.scannedThrough) = try await read(after: after, limit: limit, types: request.types)
             let now = monotonicNanos()
             if !response.events.isEmpty || now >= waitEnd || Task.isCancelled { return response }
+            // Only events of other types came: wait on from there (the answer still says how
+            // far this pull looked, so the consumer's cursor moves past them).
+            after = max(after, response.scannedThrough)
             await changes.wait(after: seen, timeout: .nanoseconds(Int64(waitEnd - now)))
         }
     }

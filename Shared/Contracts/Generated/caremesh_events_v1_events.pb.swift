@@ -75,6 +75,10 @@ public nonisolated struct Caremesh_Events_V1_PullEventsRequest: Sendable {
   /// capped by the call's own deadline). 0 answers at once.
   public var waitMs: UInt32 = 0
 
+  /// Only events of these types (full protobuf names); empty for all. The producer skips the
+  /// others for the consumer, which moves its cursor to `scanned_through`.
+  public var types: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -86,6 +90,12 @@ public nonisolated struct Caremesh_Events_V1_PullEventsResponse: Sendable {
   // methods supported on all messages.
 
   public var events: [Caremesh_Events_V1_Event] = []
+
+  /// The last `seq` this pull looked at, matching `types` or not: the last event's when `limit`
+  /// matched, else the outbox's last (`after` or less when nothing is newer). Every event up to
+  /// it that is not in `events` is of a type the consumer did not ask for, so the consumer may
+  /// move its cursor here. A producer that does not filter leaves it 0.
+  public var scannedThrough: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -153,7 +163,7 @@ nonisolated extension Caremesh_Events_V1_Event: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}limit\0\u{3}wait_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}limit\0\u{3}wait_ms\0\u{1}types\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -164,6 +174,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.after) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.types) }()
       default: break
       }
     }
@@ -179,6 +190,9 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
     if self.waitMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 3)
     }
+    if !self.types.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.types, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -186,6 +200,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
     if lhs.after != rhs.after {return false}
     if lhs.limit != rhs.limit {return false}
     if lhs.waitMs != rhs.waitMs {return false}
+    if lhs.types != rhs.types {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -193,7 +208,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
 
 nonisolated extension Caremesh_Events_V1_PullEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullEventsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{3}scanned_through\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -202,6 +217,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsResponse: SwiftProtobuf.Messa
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.scannedThrough) }()
       default: break
       }
     }
@@ -211,11 +227,15 @@ nonisolated extension Caremesh_Events_V1_PullEventsResponse: SwiftProtobuf.Messa
     if !self.events.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
     }
+    if self.scannedThrough != 0 {
+      try visitor.visitSingularInt64Field(value: self.scannedThrough, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Events_V1_PullEventsResponse, rhs: Caremesh_Events_V1_PullEventsResponse) -> Bool {
     if lhs.events != rhs.events {return false}
+    if lhs.scannedThrough != rhs.scannedThrough {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

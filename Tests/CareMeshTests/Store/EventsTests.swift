@@ -42,12 +42,69 @@ import Testing
     }
 
     func pull(_ client: RPCClient, after: Int64, limit: UInt32 = 100, waitMs: UInt32 = 0) async throws -> [Event] {
+        try await pulled(client, after: after, limit: limit, waitMs: waitMs).events
+    }
+
+    func pulled(_ client: RPCClient, after: Int64, limit: UInt32 = 100, waitMs: UInt32 = 0, types: [String] = []) async throws
+        -> Caremesh_Events_V1_PullEventsResponse
+    {
         var r = Caremesh_Events_V1_PullEventsRequest()
         r.after = after
         r.limit = limit
         r.waitMs = waitMs
+        r.types = types
         return try await client.call(EventsMethods.pull, service: "identity", request: r,
-                                     options: .init(timeout: .milliseconds(Int(waitMs) + 3_000))).events
+                                     options: .init(timeout: .milliseconds(Int(waitMs) + 3_000)))
+    }
+
+    @Test("Events.Pull of some types: only those, how far it looked, and a long poll that others do not end")
+    func pullTypes() async throws {
+        try await withProducer("pulltypes") { _, host, client, _ in
+            try await TestStack.withHosts([host]) {
+                try await TestStack.waitUntilServing(client, "identity")
+                let wanted = [Caremesh_Health_V1_HealthCheckRequest.protoMessageName]
+                let other = Caremesh_Health_V1_HealthCheckResponse.with { $0.status = .serving }
+                try await host.store.withTransaction { c in
+                    try await host.outbox.append(event("a"), key: "a", on: c)
+                    try await host.outbox.append(other, key: "x", on: c)
+                    try await host.outbox.append(event("b"), key: "b", on: c)
+                    try await host.outbox.append(other, key: "y", on: c)
+                }
+                let all = try await pulled(client, after: 0)
+                #expect(all.events.count == 4)
+                let (a, b, y) = (all.events[0].seq, all.events[2].seq, all.events[3].seq)
+                #expect(all.scannedThrough == y)
+
+                let some = try await pulled(client, after: 0, types: wanted)
+                #expect(some.events.map(\.seq) == [a, b])
+                #expect(some.scannedThrough == y)  // past x and y, which it skipped
+                let first = try await pulled(client, after: 0, limit: 1, types: wanted)
+                #expect(first.events.map(\.seq) == [a] && first.scannedThrough == a)  // it looked no further
+                let none = try await pulled(client, after: b, types: wanted)
+                #expect(none.events.isEmpty && none.scannedThrough == y)
+
+                // A long poll: an event of another type does not answer it, one of its types does.
+                let clock = ContinuousClock()
+                let started = clock.now
+                async let waited = pulled(client, after: y, waitMs: 5_000, types: wanted)
+                try await Task.sleep(for: .milliseconds(300))
+                _ = try await host.store.withTransaction { c in try await host.outbox.append(other, key: "z", on: c) }
+                try await Task.sleep(for: .milliseconds(700))
+                _ = try await host.store.withTransaction { c in try await host.outbox.append(event("c"), key: "c", on: c) }
+                let late = try await waited
+                #expect(late.events.count == 1 && late.events[0].seq > y + 1)
+                #expect(late.scannedThrough == late.events[0].seq)
+                #expect(clock.now - started >= .milliseconds(950) && clock.now - started < .seconds(4))
+
+                // Nothing of its types until wait_ms: empty, but past what came meanwhile.
+                let c = late.events[0].seq
+                async let idle = pulled(client, after: c, waitMs: 600, types: wanted)
+                try await Task.sleep(for: .milliseconds(200))
+                _ = try await host.store.withTransaction { conn in try await host.outbox.append(other, key: "w", on: conn) }
+                let quiet = try await idle
+                #expect(quiet.events.isEmpty && quiet.scannedThrough > c)
+            }
+        }
     }
 
     @Test("Events.Pull: in order after a cursor, a long poll woken by the commit, bad input refused")
@@ -149,11 +206,15 @@ import Testing
         try await withProducer("types") { db, host, client, store in
             let applied = AppliedLog()
             let wanted = Caremesh_Health_V1_HealthCheckRequest.protoMessageName
-            let consumer = EventConsumer(source: "identity", types: [wanted], store: store, client: client, logger: logger) { event, _ in
-                applied.append(try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service)
-            }
+            let consumer = {
+                var c = EventConsumer(source: "identity", types: [wanted], store: store, client: client, logger: logger) { event, _ in
+                    applied.append(try Caremesh_Health_V1_HealthCheckRequest(serializedBytes: event.payload).service)
+                }
+                c.waitMs = 300  // a pull that finds only other types answers after this
+                return c
+            }()
             let other = Caremesh_Health_V1_HealthCheckResponse.with { $0.status = .serving }
-            let last = try await TestStack.withHosts([host]) {
+            let (last, later) = try await TestStack.withHosts([host]) {
                 try await TestStack.waitUntilServing(client, "identity")
                 try await host.store.withTransaction { c in
                     try await host.outbox.append(event("a"), key: "a", on: c)
@@ -162,12 +223,23 @@ import Testing
                     try await host.outbox.append(other, key: "y", on: c)
                 }
                 let last = try #require(try await pull(client, after: 0).last?.seq)
-                try await TestStack.withServices([store, consumer]) {
-                    _ = try await TestStack.eventually(timeout: .seconds(20)) {
-                        if try await EventConsumer.cursor(source: "identity", store: store) < last { throw RPCError(.unavailable, "not yet") }
+                return try await TestStack.withServices([store, consumer]) {
+                    func reached(_ seq: Int64) async throws {
+                        _ = try await TestStack.eventually(timeout: .seconds(20)) {
+                            if try await EventConsumer.cursor(source: "identity", store: store) < seq { throw RPCError(.unavailable, "not yet") }
+                        }
                     }
+                    try await reached(last)
+                    #expect(try await EventConsumer.cursor(source: "identity", store: store) == last)
+                    // Then only events of other types: the cursor still moves past them.
+                    try await host.store.withTransaction { c in
+                        try await host.outbox.append(other, key: "v", on: c)
+                        try await host.outbox.append(other, key: "w", on: c)
+                    }
+                    let later = try #require(try await pull(client, after: last).last?.seq)
+                    try await reached(later)
+                    return (last, later)
                 }
-                return last
             }
             #expect(applied.names == ["a", "b"])
             let (rows, cursor) = try await Store.withSingleConnection(db.url("alerts"), logger: logger) { c in
@@ -175,7 +247,7 @@ import Testing
                  try await c.query("SELECT position FROM event_cursors WHERE source = 'identity'", logger: self.logger).first(Int64.self))
             }
             #expect(rows == 2)
-            #expect(cursor == last)
+            #expect(cursor == later && later > last)
         }
     }
 
