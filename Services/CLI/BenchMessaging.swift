@@ -117,21 +117,23 @@ struct MessagingBench: AsyncParsableCommand {
                 return out
             }
         }
-        var now = Progress()
-        for (done, limit) in [(\Progress.accepted, 60.0), (\Progress.settled, 120.0)] {
+        /// Reads the progress once a second until every message has come to `done` (or `limit` s).
+        func until(_ done: KeyPath<Progress, Int64>, within limit: Double) async throws -> Progress {
             let deadline = Date().addingTimeInterval(limit)
+            var now = Progress()
             while Date() < deadline {
                 now = try await progress()
                 if now.count > 0 && now.count == now[keyPath: done] { break }
                 try await Task.sleep(for: .seconds(1))
             }
-            if done == \Progress.accepted {
-                print(String(format: "messaging sends handed to the sandbox (first send → last provider acceptance): count=%d accepted=%d seconds=%.2f per_s=%.0f",
-                             now.count, now.accepted, now.acceptedSeconds, now.rate(now.accepted, now.acceptedSeconds)))
-            }
+            return now
         }
+        let handed = try await until(\.accepted, within: 60)
+        print(String(format: "messaging sends handed to the sandbox (first send → last provider acceptance): count=%d accepted=%d seconds=%.2f per_s=%.0f",
+                     handed.count, handed.accepted, handed.acceptedSeconds, handed.rate(handed.accepted, handed.acceptedSeconds)))
+        let settled = try await until(\.settled, within: 120)
         print(String(format: "messaging sends settled (first send → last final status from the callbacks): count=%d settled=%d seconds=%.2f per_s=%.0f",
-                     now.count, now.settled, now.settledSeconds, now.rate(now.settled, now.settledSeconds)))
+                     settled.count, settled.settled, settled.settledSeconds, settled.rate(settled.settled, settled.settledSeconds)))
     }
 
     /// How far a run's messages have come: with the provider, then at their final status.

@@ -35,12 +35,15 @@ public struct EventConsumer: Service {
     /// The event types (protobuf full names) the handler acts on; nil for all. Others only
     /// move the cursor: no handler call, no `applied_events` row.
     public let types: Set<String>?
+    /// `types` as the source's pull is asked for them (empty: all).
+    let wanted: [String]
     let logger: Logger
 
     public init(source: String, types: Set<String>? = nil, store: Store, client: RPCClient, logger: Logger,
                 handler: @escaping Handler) {
         self.source = source
         self.types = types
+        self.wanted = types.map { $0.sorted() } ?? []
         self.store = store
         self.client = client
         self.logger = logger
@@ -99,18 +102,10 @@ public struct EventConsumer: Service {
         client.configuration.credentials.map { ServiceCredentials.variable(for: $0.service) } ?? "<SERVICE>_SERVICE_SECRET"
     }
 
-    /// The types asked of the source's pull (sorted; empty for all).
-    var wanted: [String] { types.map { $0.sorted() } ?? [] }
-
     /// `events` (in `seq` order) in one transaction, the cursor moved to `through` if that is
     /// further (the source skipped events of other types up to it; see `types`); if that
     /// fails, one per transaction up to the failing one, whose error is thrown.
     func apply(_ events: [Event], through: Int64 = 0, after: Int64 = 0) async throws {
-        guard !events.isEmpty else {
-            // Only events of other types: the cursor moves past them, in a transaction alone.
-            if through > after { try await applyTogether([], through: through) }
-            return
-        }
         if events.count > 1 {
             do {
                 return try await applyTogether(events, through: through)
@@ -119,8 +114,10 @@ public struct EventConsumer: Service {
                     "source": "\(source)", "error.kind": "\(RPCError.loggableKind(of: error))"])
             }
         }
-        for event in events { try await applyTogether([event]) }
-        if through > events[events.count - 1].seq { try await applyTogether([], through: through) }
+        // One event per transaction, the last moving the cursor to `through`; with no event
+        // (only others' types came), the cursor alone, if it moves.
+        let singles = events.isEmpty ? (through > after ? [[]] : []) : events.map { [$0] }
+        for (i, single) in singles.enumerated() { try await applyTogether(single, through: i == singles.count - 1 ? through : 0) }
     }
 
     /// One transaction: dedup records, the effects of the events not yet applied, the cursor

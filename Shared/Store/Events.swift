@@ -123,7 +123,7 @@ public final class Outbox: Service, Sendable {
                 e.occurredAtUs = Int64((at.timeIntervalSince1970 * 1_000_000).rounded())
                 out.append(e)
             }
-            return (out, out.count == limit ? out[limit - 1].seq : max(head, out.last?.seq ?? 0))
+            return (out, out.count == limit ? out[limit - 1].seq : head)
         }
     }
 

@@ -11,6 +11,10 @@ extension UUID {
         return timeOrdered(now, g.next(), g.next())
     }
 
+    /// RFC 9562's Nil UUID (all bits zero): "none" in the arrays of uuid sent to PostgreSQL,
+    /// which cannot hold NULL there (the statement turns it back into NULL).
+    public static let zero = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
     /// The least time-ordered id of `date`'s millisecond (its random bits zero): ids made then
     /// or later are at least this, so they are a range of an index on them.
     public static func timeOrderedFloor(_ date: Date) -> UUID { timeOrdered(date, 0, 0) }

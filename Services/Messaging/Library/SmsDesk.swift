@@ -188,15 +188,14 @@ final class SmsDesk: Sendable {
     func send(_ r: Caremesh_Messaging_V1_SendSmsRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_SendSmsResponse {
         let caller = try context.requireRole(Self.senders)
         let plan = try Self.plan(r)
+        // A template is read on a connection of its own; a text needs none.
+        let rendering = plan.template == nil
+            ? .ready(plainText(plan, by: caller.subject))
+            : try await store.withConnection { c in try await self.render(plan, by: caller.subject, on: c) }
         let response: Caremesh_Messaging_V1_SendSmsResponse
-        if plan.template == nil {
-            let send = Rendered(plan, body: plan.text, language: nil, sender: configuration.defaultSender, actor: caller.subject)
-            response = try Self.answer(try await sends.submit(send).get(), for: plan)
-        } else {
-            switch try await store.withConnection({ c in try await self.render(plan, by: caller.subject, on: c) }) {
-            case .answered(let earlier): response = earlier
-            case .ready(let send): response = try Self.answer(try await sends.submit(send).get(), for: plan)
-            }
+        switch rendering {
+        case .answered(let earlier): response = earlier
+        case .ready(let send): response = try Self.answer(try await sends.submit(send).get(), for: plan)
         }
         if response.created, response.message.status == .pending { sender.wake() }
         return response
@@ -222,9 +221,7 @@ final class SmsDesk: Sendable {
     /// The send's text: its own, or its template's (the language's, else English) with the
     /// variables filled in.
     func render(_ plan: SendPlan, by actor: String, on c: PostgresConnection) async throws -> Rendering {
-        guard let kind = plan.template else {
-            return .ready(Rendered(plan, body: plan.text, language: nil, sender: configuration.defaultSender, actor: actor))
-        }
+        guard let kind = plan.template else { return .ready(plainText(plan, by: actor)) }
         do {
             guard let template = try await Templates.find(kind, language: plan.language ?? "en", on: c, logger: logger) else {
                 throw RPCError(.failedPrecondition, "no active template of type \(kind.rawValue)")
@@ -242,6 +239,11 @@ final class SmsDesk: Sendable {
             response.message = try Self.same(earlier, plan)
             return .answered(response)
         }
+    }
+
+    /// A send of its own text.
+    func plainText(_ plan: SendPlan, by actor: String) -> Rendered {
+        Rendered(plan, body: plan.text, language: nil, sender: configuration.defaultSender, actor: actor)
     }
 
     /// The answer to a send from what recording it came to.
@@ -299,7 +301,7 @@ final class SmsDesk: Sendable {
     static func recordBatch(_ batch: [Rendered], on c: PostgresConnection, logger: Logger) async throws -> [Recorded] {
         // Arrays cannot hold NULL here: the statement reads "" (and the nil UUID, the epoch) as none.
         let rows = try await c.run(Prepared<RecordSmsBatch>(
-            batch.map(\.plan.correlator), batch.map(\.plan.to), batch.map { $0.plan.patient ?? noPatient }, batch.map(\.body),
+            batch.map(\.plan.correlator), batch.map(\.plan.to), batch.map { $0.plan.patient ?? .zero }, batch.map(\.body),
             batch.map(\.plan.type), batch.map { $0.language ?? "" }, batch.map(\.encoding), batch.map(\.segments),
             batch.map(\.sender), batch.map { $0.plan.scheduledAt ?? Date(timeIntervalSince1970: 0) },
             batch.map { $0.plan.callbackData ?? "" }, batch.map(\.actor), batch.map(\.needsConsent), batch.map(\.lockKey)), logger: logger)
@@ -315,8 +317,6 @@ final class SmsDesk: Sendable {
             return recorded
         }
     }
-
-    static let noPatient = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
     /// One send, prepared (one per send: parsing and planning it every time cost PostgreSQL
     /// more than running it).

@@ -389,11 +389,8 @@ public final class Webhooks: Service, Sendable {
         try await c.run(Prepared<InsertLogs>(rows.map(\.id), rows.map(\.kind), rows.map(\.provider), rows.map(\.type), rows.map(\.url),
                                              rows.map(\.headers), rows.map(\.body), rows.map(\.raw), rows.map(\.ip), rows.map(\.key),
                                              rows.map(\.error), rows.map(\.status), rows.map(\.response), rows.map(\.processed),
-                                             rows.map(\.duplicate), rows.map { $0.related ?? Self.none }), logger: logger)
+                                             rows.map(\.duplicate), rows.map { $0.related ?? .zero }), logger: logger)
     }
-
-    /// No message (arrays of uuid cannot hold NULL here).
-    static let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
     // The statements of a flush, prepared: a flush runs each once, hundreds of times a second,
     // and parsing and planning them each time cost PostgreSQL more than running them.
@@ -549,12 +546,11 @@ public final class Webhooks: Service, Sendable {
         // Authenticated when they arrived; read again from the log (the same pure reader).
         var events = PendingEvents()
         let outcomes = try await apply(batch.map { ($0.id, $0.request.provider, try? reader.read($0.request)) }, events: &events, on: c)
-        let none = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         try await c.query("""
             UPDATE sms_webhook_logs l SET processed = true, duplicate = u.duplicate, processing_error = nullif(u.error, ''),
-                related_sms_message_id = nullif(u.related, \(none)), attempts = l.attempts + 1
+                related_sms_message_id = nullif(u.related, \(UUID.zero)), attempts = l.attempts + 1
             FROM unnest(\(batch.map(\.id)), \(outcomes.map(\.duplicate)), \(outcomes.map { $0.error ?? "" }),
-                        \(outcomes.map { $0.related ?? none })) AS u(id, duplicate, error, related)
+                        \(outcomes.map { $0.related ?? .zero })) AS u(id, duplicate, error, related)
             WHERE l.id = u.id
             """, logger: logger)
         try await outbox.append(events, on: c)
