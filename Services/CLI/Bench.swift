@@ -19,7 +19,10 @@ struct Bench: AsyncParsableCommand {
             discussion: """
             Without --router, starts its own router and worker processes (release build \
             recommended: swift build -c release) on --port and --port+1, like the peers' \
-            zmq-c harness: client, router and workers are separate processes.
+            zmq-c harness: client, router and workers are separate processes. Each line also \
+            gives the CPU time per request of each (user + system, and the user part, from /proc \
+            over the measured window; only the client's with --router): on a machine whose speed \
+            varies, user time per request stays put between runs while throughput does not.
             """
         )
 
@@ -42,6 +45,7 @@ struct Bench: AsyncParsableCommand {
                 for p in children { p.waitUntilExit() }
             }
             let endpoint: String
+            var roles: [(name: String, pid: Int32)] = [("client", getpid())]
             if let router {
                 endpoint = router
             } else {
@@ -54,8 +58,10 @@ struct Bench: AsyncParsableCommand {
                 // Its own router has no HTTP edge: a stack running beside it keeps its port.
                 env["CAREMESH_HTTP_ADDRESS"] = "off"
                 children.append(try spawn(bin.appendingPathComponent("router"), [], env))
+                roles.append(("router", children[0].processIdentifier))
                 for _ in 0..<workers {
                     children.append(try spawn(bin.appendingPathComponent("caremesh"), ["bench-worker"], env))
+                    roles.append(("workers", children[children.count - 1].processIdentifier))
                 }
             }
             var config = ClientConfiguration(endpoint: endpoint)
@@ -65,7 +71,7 @@ struct Bench: AsyncParsableCommand {
             try await waitForWorkers(client)
             print(machineLine())
             for c in concurrency {
-                let result = try await measure(client, concurrency: c)
+                let result = try await measure(client, concurrency: c, processes: StackProcesses(processes: roles))
                 print(result)
             }
         }
@@ -91,11 +97,11 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("no bench worker answered within 30 s")
         }
 
-        private func measure(_ client: RPCClient, concurrency: Int) async throws -> String {
+        private func measure(_ client: RPCClient, concurrency: Int, processes: StackProcesses) async throws -> String {
             var request = Caremesh_Bench_V1_EchoRequest()
             request.payload = Data(repeating: 0x61, count: payload)
             let req = request
-            let load = Load(concurrency: concurrency, warmup: warmup, duration: duration)
+            let load = Load(concurrency: concurrency, warmup: warmup, duration: duration, processes: processes)
             let call: @Sendable (Int) async throws -> Void = { _ in _ = try await client.call(BenchMethods.echo, request: req) }
             let result = clientThread
                 ? await withTaskExecutorPreference(client.executor) { await load.run(call) }
@@ -104,6 +110,10 @@ struct Bench: AsyncParsableCommand {
             return "caremesh rpc: concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
                 + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "
                 + "p999_us=\(result.us(99.9)) errors=\(result.errors)"
+                + (result.cpu + [CPUTime(name: "total", seconds: result.cpu.reduce(0) { $0 + $1.seconds },
+                                         user: result.cpu.reduce(0) { $0 + $1.user })]).map {
+                    String(format: " cpu_us_%@=%.1f(user %.1f)", $0.name, $0.seconds * 1e6 / Double(max(n, 1)), $0.user * 1e6 / Double(max(n, 1)))
+                }.joined()
         }
     }
 }

@@ -19,7 +19,7 @@ struct Load {
         var errors: Int
         var duration: Double
         /// CPU seconds each process group spent in the measured window.
-        var cpu: [(name: String, seconds: Double)] = []
+        var cpu: [CPUTime] = []
 
         var rate: Double { Double(histogram.totalCount) / duration }
 
@@ -42,14 +42,17 @@ struct Load {
     }
 
     /// CPU time of the stack's processes between two monotonic instants (sampled then).
-    static func cpu(of processes: StackProcesses?, from: UInt64, to: UInt64) -> Task<[(name: String, seconds: Double)], Never> {
+    static func cpu(of processes: StackProcesses?, from: UInt64, to: UInt64) -> Task<[CPUTime], Never> {
         Task {
             guard let processes else { return [] }
             try? await Task.sleep(for: .nanoseconds(Int64(from) - Int64(monotonicNanos())))
             let before = processes.cpuSeconds()
             try? await Task.sleep(for: .nanoseconds(Int64(to) - Int64(monotonicNanos())))
             let after = processes.cpuSeconds()
-            return after.map { group in (group.name, group.seconds - (before.first { $0.name == group.name }?.seconds ?? 0)) }
+            return after.map { group in
+                let earlier = before.first { $0.name == group.name }
+                return CPUTime(name: group.name, seconds: group.seconds - (earlier?.seconds ?? 0), user: group.user - (earlier?.user ?? 0))
+            }
         }
     }
 
@@ -86,6 +89,13 @@ struct Load {
     }
 }
 
+/// CPU seconds of a process or a group of them (user + system), and the user part.
+struct CPUTime {
+    var name: String
+    var seconds: Double
+    var user: Double
+}
+
 /// A local stack's processes (from `caremesh up`'s pid files and PostgreSQL's
 /// `postmaster.pid`), for charging CPU time to each: the figure to compare with sizing guides
 /// that count a server's own cores, not its database's or its load generator's.
@@ -94,6 +104,12 @@ struct StackProcesses {
     /// postmaster's children.
     var processes: [(name: String, pid: Int32)]
     var postmaster: Int32?
+
+    /// Processes known by pid (several may share a name: their times are summed).
+    init(processes: [(name: String, pid: Int32)]) {
+        self.processes = processes
+        postmaster = nil
+    }
 
     init?(layout: StackLayout, names: [String]) {
         processes = names.compactMap { name in
@@ -106,30 +122,43 @@ struct StackProcesses {
         if processes.isEmpty && postmaster == nil { return nil }
     }
 
-    /// utime + stime of each group, in seconds.
-    func cpuSeconds() -> [(name: String, seconds: Double)] {
-        var out = processes.map { (name: $0.name, seconds: Self.stat($0.pid)?.cpu ?? 0) }
+    /// utime + stime of each group, in seconds (in the order of first appearance).
+    func cpuSeconds() -> [CPUTime] {
+        var out: [CPUTime] = []
+        for (name, pid) in processes {
+            let s = Self.stat(pid)
+            if let i = out.firstIndex(where: { $0.name == name }) {
+                out[i].seconds += s?.cpu ?? 0
+                out[i].user += s?.user ?? 0
+            } else {
+                out.append(CPUTime(name: name, seconds: s?.cpu ?? 0, user: s?.user ?? 0))
+            }
+        }
         if let postmaster {
             let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-            let seconds = all.compactMap(Int32.init).reduce(0.0) { sum, pid in
-                guard let s = Self.stat(pid), pid == postmaster || s.parent == postmaster else { return sum }
-                return sum + s.cpu
+            var postgres = CPUTime(name: "postgres", seconds: 0, user: 0)
+            for pid in all.compactMap(Int32.init) {
+                guard let s = Self.stat(pid), pid == postmaster || s.parent == postmaster else { continue }
+                postgres.seconds += s.cpu
+                postgres.user += s.user
             }
-            out.append((name: "postgres", seconds: seconds))
+            out.append(postgres)
         }
         return out
     }
 
-    /// Parent pid and CPU seconds from `/proc/PID/stat` (fields 4, 14 and 15; the command name
-    /// in field 2 may hold spaces, so fields are counted after its closing parenthesis).
-    static func stat(_ pid: Int32) -> (parent: Int32, cpu: Double)? {
+    /// Parent pid, CPU seconds (user + system) and user seconds from `/proc/PID/stat` (fields
+    /// 4, 14 and 15; the command name in field 2 may hold spaces, so fields are counted after
+    /// its closing parenthesis).
+    static func stat(_ pid: Int32) -> (parent: Int32, cpu: Double, user: Double)? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }
         let fields = text[text.index(after: close)...].split(separator: " ")
         // fields[0] is field 3 (state).
         guard fields.count > 12, let parent = Int32(fields[1]), let user = Double(fields[11]), let system = Double(fields[12])
         else { return nil }
-        return (parent, (user + system) / Double(sysconf(Int32(_SC_CLK_TCK))))
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return (parent, (user + system) / tick, user / tick)
     }
 }
 
