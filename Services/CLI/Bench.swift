@@ -107,13 +107,13 @@ struct Bench: AsyncParsableCommand {
                 ? await withTaskExecutorPreference(client.executor) { await load.run(call) }
                 : await load.run(call)
             let n = result.histogram.totalCount
+            let cpu = result.cpu + [CPUTime(name: "total", seconds: result.cpu.map(\.seconds).reduce(0, +),
+                                            user: result.cpu.map(\.user).reduce(0, +))]
+            let perRequest = 1e6 / Double(max(n, 1))
             return "caremesh rpc: concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
                 + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "
                 + "p999_us=\(result.us(99.9)) errors=\(result.errors)"
-                + (result.cpu + [CPUTime(name: "total", seconds: result.cpu.reduce(0) { $0 + $1.seconds },
-                                         user: result.cpu.reduce(0) { $0 + $1.user })]).map {
-                    String(format: " cpu_us_%@=%.1f(user %.1f)", $0.name, $0.seconds * 1e6 / Double(max(n, 1)), $0.user * 1e6 / Double(max(n, 1)))
-                }.joined()
+                + cpu.map { String(format: " cpu_us_%@=%.1f(user %.1f)", $0.name, $0.seconds * perRequest, $0.user * perRequest) }.joined()
         }
     }
 }

@@ -125,24 +125,19 @@ struct StackProcesses {
     /// utime + stime of each group, in seconds (in the order of first appearance).
     func cpuSeconds() -> [CPUTime] {
         var out: [CPUTime] = []
-        for (name, pid) in processes {
-            let s = Self.stat(pid)
-            if let i = out.firstIndex(where: { $0.name == name }) {
-                out[i].seconds += s?.cpu ?? 0
-                out[i].user += s?.user ?? 0
-            } else {
-                out.append(CPUTime(name: name, seconds: s?.cpu ?? 0, user: s?.user ?? 0))
+        func add(_ name: String, _ s: (parent: Int32, cpu: Double, user: Double)?) {
+            guard let i = out.firstIndex(where: { $0.name == name }) else {
+                return out.append(CPUTime(name: name, seconds: s?.cpu ?? 0, user: s?.user ?? 0))
             }
+            out[i].seconds += s?.cpu ?? 0
+            out[i].user += s?.user ?? 0
         }
+        for (name, pid) in processes { add(name, Self.stat(pid)) }
         if let postmaster {
-            let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-            var postgres = CPUTime(name: "postgres", seconds: 0, user: 0)
-            for pid in all.compactMap(Int32.init) {
-                guard let s = Self.stat(pid), pid == postmaster || s.parent == postmaster else { continue }
-                postgres.seconds += s.cpu
-                postgres.user += s.user
+            add("postgres", nil)
+            for pid in ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init) {
+                if let s = Self.stat(pid), pid == postmaster || s.parent == postmaster { add("postgres", s) }
             }
-            out.append(postgres)
         }
         return out
     }

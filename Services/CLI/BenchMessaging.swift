@@ -130,10 +130,10 @@ struct MessagingBench: AsyncParsableCommand {
         }
         let handed = try await until(\.accepted, within: 60)
         print(String(format: "messaging sends handed to the sandbox (first send → last provider acceptance): count=%d accepted=%d seconds=%.2f per_s=%.0f",
-                     handed.count, handed.accepted, handed.acceptedSeconds, handed.rate(handed.accepted, handed.acceptedSeconds)))
+                     handed.count, handed.accepted, handed.acceptedSeconds, Progress.rate(handed.accepted, handed.acceptedSeconds)))
         let settled = try await until(\.settled, within: 120)
         print(String(format: "messaging sends settled (first send → last final status from the callbacks): count=%d settled=%d seconds=%.2f per_s=%.0f",
-                     settled.count, settled.settled, settled.settledSeconds, settled.rate(settled.settled, settled.settledSeconds)))
+                     settled.count, settled.settled, settled.settledSeconds, Progress.rate(settled.settled, settled.settledSeconds)))
     }
 
     /// How far a run's messages have come: with the provider, then at their final status.
@@ -145,7 +145,7 @@ struct MessagingBench: AsyncParsableCommand {
             (count, accepted, acceptedSeconds, settled, settledSeconds) = r
         }
 
-        func rate(_ n: Int64, _ seconds: Double) -> Double { seconds > 0 ? Double(n) / seconds : 0 }
+        static func rate(_ n: Int64, _ seconds: Double) -> Double { seconds > 0 ? Double(n) / seconds : 0 }
     }
 
     func webhooks(layout: StackLayout, messagingDB: DatabaseURL, logger: Logger) async throws {

@@ -114,10 +114,15 @@ public struct EventConsumer: Service {
                     "source": "\(source)", "error.kind": "\(RPCError.loggableKind(of: error))"])
             }
         }
-        // One event per transaction, the last moving the cursor to `through`; with no event
-        // (only others' types came), the cursor alone, if it moves.
-        let singles = events.isEmpty ? (through > after ? [[]] : []) : events.map { [$0] }
-        for (i, single) in singles.enumerated() { try await applyTogether(single, through: i == singles.count - 1 ? through : 0) }
+        // No event (only others' types came): the cursor alone, if it moves.
+        if events.isEmpty {
+            if through > after { try await applyTogether([], through: through) }
+            return
+        }
+        // One event per transaction, the last moving the cursor to `through`.
+        for (i, event) in events.enumerated() {
+            try await applyTogether([event], through: i == events.count - 1 ? through : 0)
+        }
     }
 
     /// One transaction: dedup records, the effects of the events not yet applied, the cursor
