@@ -3,7 +3,7 @@
 # against, interleaved round by round so that a machine whose speed drifts treats all alike.
 #
 #   bash scripts/bench/sitting.sh                 # 4 rounds at c=64, then 4 at c=1, 6 s each
-#   ROUNDS=5 DURATION=10 CONCURRENCY=64 bash scripts/bench/sitting.sh
+#   ROUNDS=5 DURATION=10 CONCURRENCY=64 bash scripts/bench/sitting.sh   # c=64 only (a multiple of 4, or 1)
 #   bash scripts/bench/sitting.sh --summarize .build-peers/sitting-*.txt   # pool earlier sittings
 #
 # Each round runs, in turn:
@@ -11,7 +11,7 @@
 #   cmdp  the same protocol as ours in C (scripts/bench/mdpbench.c: MDP/0.2 + CareMesh headers)
 #   ours  caremesh bench rpc (release build: client, router and 2 bench-worker processes)
 #   grpc  the peers' grpc-swift-2 unary Echo (HTTP/2, 1 connection)
-# then the median and the best round of each (throughput at c=64, p50 at c=1), and ours against
+# then the median and the best round of each (throughput under load, p50 at c=1), and ours against
 # each: of the medians, round by round, and best against best.
 # The peers come from PEERS (default ../shared/peers); a peer that is missing is skipped.
 # The grpc peer's first release build takes ~15 min on 2 vCPUs; GRPC_ECHOBENCH=PATH names one
@@ -42,10 +42,10 @@ for line in lines:
     if c is not None and stack in ("raw", "cmdp", "ours", "grpc") and rps:
         runs.setdefault((c, stack), []).append((float(rps.group(1)), float(p50.group(1)) if p50 else float("nan")))
 print("\nmedians (rounds in brackets)")
-for c, what, i in ((64, "rps", 0), (1, "p50_us", 1)):
+# Throughput under load; at c=1, latency.
+for c in sorted({cc for (cc, _) in runs}, reverse=True):
+    what, i = ("p50_us", 1) if c == 1 else ("rps", 0)
     med = {s: statistics.median(v[i] for v in runs[(c, s)]) for (cc, s) in runs if cc == c}
-    if not med:
-        continue
     # The best round of each too: this machine's noise only ever slows a run down.
     best = {s: (max if i == 0 else min)(v[i] for v in runs[(c, s)]) for s in med}
     parts = [f"{s} {med[s]:.0f} (best {best[s]:.0f}) [{len(runs[(c, s)])}]" for s in ("raw", "cmdp", "ours", "grpc") if s in med]
@@ -86,7 +86,7 @@ fi
 
 LOG="$OUT/sitting-$(date -u +%Y%m%dT%H%M%SZ).txt"
 GRPC_PID=""
-trap '[ -n "$GRPC_PID" ] && kill $GRPC_PID 2>/dev/null; true' EXIT
+trap 'if [ -n "$GRPC_PID" ]; then kill $GRPC_PID 2>/dev/null; wait $GRPC_PID 2>/dev/null; fi; true' EXIT
 if [ -n "$GRPC" ]; then
     "$GRPC" server --port 27600 > "$OUT/grpc-server.log" 2>&1 &
     GRPC_PID=$!
@@ -104,15 +104,20 @@ cpu_line() {
 {
     echo "machine: nproc=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | tr -s ' \t' ' ') commit=$(git rev-parse --short HEAD)"
     for c in ${CONCURRENCY:-64 1}; do
-        if [ "$c" = 64 ]; then per="-c 4 -i 16"; else per="-c 1 -i 1"; fi
+        # The C harnesses as 4 client threads sharing the calls in flight (1 × 1 at c=1).
+        if [ "$c" = 1 ]; then per="-c 1 -i 1"; else per="-c 4 -i $((c / 4))"; fi
         for r in $(seq 1 "$ROUNDS"); do
             echo "round=$r c=$c $(cpu_line)"
-            # shellcheck disable=SC2086
-            [ -n "$RAW" ] && echo "raw $("$RAW" -m rr $per -w 2 -d "$DURATION" -W 2 -p 27855 2>&1 | tail -1)"
+            if [ -n "$RAW" ]; then
+                # shellcheck disable=SC2086
+                echo "raw $("$RAW" -m rr $per -w 2 -d "$DURATION" -W 2 -p 27855 2>&1 | tail -1)"
+            fi
             # shellcheck disable=SC2086
             echo "cmdp $("$OUT/mdpbench" all $per -d "$DURATION" -W 2 -p 27955 2>&1 | tail -1)"
             echo "ours $(.build/release/caremesh bench rpc --concurrency "$c" --warmup 2 --duration "$DURATION" 2>/dev/null | grep 'caremesh rpc')"
-            [ -n "$GRPC" ] && echo "grpc $("$GRPC" client --port 27600 --concurrency "$c" --warmup 2 --duration "$DURATION" --payload 64 2>&1 | tail -1)"
+            if [ -n "$GRPC" ]; then
+                echo "grpc $("$GRPC" client --port 27600 --concurrency "$c" --warmup 2 --duration "$DURATION" --payload 64 2>&1 | tail -1)"
+            fi
         done
     done
 } | tee "$LOG"
