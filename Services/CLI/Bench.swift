@@ -57,12 +57,13 @@ struct Bench: AsyncParsableCommand {
                 env["CAREMESH_LOG_LEVEL"] = "warning"
                 // Its own router has no HTTP edge: a stack running beside it keeps its port.
                 env["CAREMESH_HTTP_ADDRESS"] = "off"
-                children.append(try spawn(bin.appendingPathComponent("router"), [], env))
-                roles.append(("router", children[0].processIdentifier))
-                for _ in 0..<workers {
-                    children.append(try spawn(bin.appendingPathComponent("caremesh"), ["bench-worker"], env))
-                    roles.append(("workers", children[children.count - 1].processIdentifier))
+                func start(_ role: String, _ exe: String, _ args: [String]) throws {
+                    let child = try spawn(bin.appendingPathComponent(exe), args, env)
+                    children.append(child)
+                    roles.append((role, child.processIdentifier))
                 }
+                try start("router", "router", [])
+                for _ in 0..<workers { try start("workers", "caremesh", ["bench-worker"]) }
             }
             var config = ClientConfiguration(endpoint: endpoint)
             config.defaultTimeout = .seconds(10)
@@ -107,8 +108,7 @@ struct Bench: AsyncParsableCommand {
                 ? await withTaskExecutorPreference(client.executor) { await load.run(call) }
                 : await load.run(call)
             let n = result.histogram.totalCount
-            let cpu = result.cpu + [CPUTime(name: "total", seconds: result.cpu.map(\.seconds).reduce(0, +),
-                                            user: result.cpu.map(\.user).reduce(0, +))]
+            let cpu = result.cpu + [result.cpu.reduce(CPUTime(name: "total", seconds: 0, user: 0), +)]
             let perRequest = 1e6 / Double(max(n, 1))
             return "caremesh rpc: concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
                 + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "

@@ -49,10 +49,7 @@ struct Load {
             let before = processes.cpuSeconds()
             try? await Task.sleep(for: .nanoseconds(Int64(to) - Int64(monotonicNanos())))
             let after = processes.cpuSeconds()
-            return after.map { group in
-                let earlier = before.first { $0.name == group.name }
-                return CPUTime(name: group.name, seconds: group.seconds - (earlier?.seconds ?? 0), user: group.user - (earlier?.user ?? 0))
-            }
+            return after.map { group in before.first { $0.name == group.name }.map { group - $0 } ?? group }
         }
     }
 
@@ -94,6 +91,11 @@ struct CPUTime {
     var name: String
     var seconds: Double
     var user: Double
+
+    /// Field by field, keeping the left operand's name: a group's sum, or a group's time between
+    /// two samples.
+    static func + (a: CPUTime, b: CPUTime) -> CPUTime { CPUTime(name: a.name, seconds: a.seconds + b.seconds, user: a.user + b.user) }
+    static func - (a: CPUTime, b: CPUTime) -> CPUTime { CPUTime(name: a.name, seconds: a.seconds - b.seconds, user: a.user - b.user) }
 }
 
 /// A local stack's processes (from `caremesh up`'s pid files and PostgreSQL's
@@ -126,11 +128,8 @@ struct StackProcesses {
     func cpuSeconds() -> [CPUTime] {
         var out: [CPUTime] = []
         func add(_ name: String, _ s: (parent: Int32, cpu: Double, user: Double)?) {
-            guard let i = out.firstIndex(where: { $0.name == name }) else {
-                return out.append(CPUTime(name: name, seconds: s?.cpu ?? 0, user: s?.user ?? 0))
-            }
-            out[i].seconds += s?.cpu ?? 0
-            out[i].user += s?.user ?? 0
+            let time = CPUTime(name: name, seconds: s?.cpu ?? 0, user: s?.user ?? 0)
+            if let i = out.firstIndex(where: { $0.name == name }) { out[i] = out[i] + time } else { out.append(time) }
         }
         for (name, pid) in processes { add(name, Self.stat(pid)) }
         if let postmaster {
@@ -152,9 +151,11 @@ struct StackProcesses {
         // fields[0] is field 3 (state).
         guard fields.count > 12, let parent = Int32(fields[1]), let user = Double(fields[11]), let system = Double(fields[12])
         else { return nil }
-        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
         return (parent, (user + system) / tick, user / tick)
     }
+
+    /// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+    private static let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 /// Registers one account per email (each with a distinct phone), at most `concurrency` at a

@@ -25,22 +25,21 @@ PEERS=${PEERS:-../shared/peers}
 OUT=.build-peers
 mkdir -p "$OUT"
 
-# The medians of one or more sittings' raw output (rounds pooled).
+# The medians and best rounds of one or more sittings' raw output (rounds pooled).
 summarize() {
 python3 - "$@" <<'PY'
 import re, statistics, sys
 runs = {}  # (concurrency, stack) -> [(rps, p50_us)]
 c = None
-lines = [line for path in sys.argv[1:] for line in open(path)]
-for line in lines:
+for line in (line for path in sys.argv[1:] for line in open(path)):
     m = re.match(r"round=\d+ c=(\d+)", line)
     if m:
         c = int(m.group(1)); continue
     stack = line.split(" ", 1)[0]
     rps = re.search(r"\brps=([\d.]+)", line)
     p50 = re.search(r"\bp50_us=([\d.]+)", line)
-    if c is not None and stack in ("raw", "cmdp", "ours", "grpc") and rps:
-        runs.setdefault((c, stack), []).append((float(rps.group(1)), float(p50.group(1)) if p50 else float("nan")))
+    if c is not None and stack in ("raw", "cmdp", "ours", "grpc") and rps and p50:
+        runs.setdefault((c, stack), []).append((float(rps.group(1)), float(p50.group(1))))
 print("\nmedians (rounds in brackets)")
 # Throughput under load; at c=1, latency.
 for c in sorted({cc for (cc, _) in runs}, reverse=True):
