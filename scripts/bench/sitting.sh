@@ -29,31 +29,35 @@ mkdir -p "$OUT"
 summarize() {
 python3 - "$@" <<'PY'
 import re, statistics, sys
-runs = {}  # (concurrency, stack) -> [(rps, p50_us)]
+STACKS = ("raw", "cmdp", "ours", "grpc")
+runs = {}  # (concurrency, stack) -> {(file, round): (rps, p50_us)}
 c = None
-for line in (line for path in sys.argv[1:] for line in open(path)):
-    m = re.match(r"round=\d+ c=(\d+)", line)
-    if m:
-        c = int(m.group(1)); continue
-    stack = line.split(" ", 1)[0]
-    rps = re.search(r"\brps=([\d.]+)", line)
-    p50 = re.search(r"\bp50_us=([\d.]+)", line)
-    if c is not None and stack in ("raw", "cmdp", "ours", "grpc") and rps and p50:
-        runs.setdefault((c, stack), []).append((float(rps.group(1)), float(p50.group(1))))
+for path in sys.argv[1:]:
+    for line in open(path):
+        m = re.match(r"round=(\d+) c=(\d+)", line)
+        if m:
+            rnd, c = (path, int(m.group(1))), int(m.group(2)); continue
+        stack = line.split(" ", 1)[0]
+        rps = re.search(r"\brps=([\d.]+)", line)
+        p50 = re.search(r"\bp50_us=([\d.]+)", line)
+        if c is not None and stack in STACKS and rps and p50:
+            runs.setdefault((c, stack), {})[rnd] = (float(rps.group(1)), float(p50.group(1)))
 print("\nmedians (rounds in brackets)")
 # Throughput under load; at c=1, latency.
 for c in sorted({cc for (cc, _) in runs}, reverse=True):
     what, i = ("p50_us", 1) if c == 1 else ("rps", 0)
-    med = {s: statistics.median(v[i] for v in runs[(c, s)]) for (cc, s) in runs if cc == c}
+    med = {s: statistics.median(v[i] for v in runs[(c, s)].values()) for (cc, s) in runs if cc == c}
     # The best round of each too: this machine's noise only ever slows a run down.
-    best = {s: (max if i == 0 else min)(v[i] for v in runs[(c, s)]) for s in med}
-    parts = [f"{s} {med[s]:.0f} (best {best[s]:.0f}) [{len(runs[(c, s)])}]" for s in ("raw", "cmdp", "ours", "grpc") if s in med]
+    best = {s: (max if i == 0 else min)(v[i] for v in runs[(c, s)].values()) for s in med}
+    parts = [f"{s} {med[s]:.0f} (best {best[s]:.0f}) [{len(runs[(c, s)])}]" for s in STACKS if s in med]
     print(f"c={c} {what}: " + ", ".join(parts))
-    for s in ("raw", "cmdp", "grpc"):
-        if "ours" not in med or s not in med:
+    for s in STACKS:
+        if s == "ours" or "ours" not in med or s not in med:
             continue
-        # Round by round (paired: the same minute of the machine), then the median of those.
-        paired = [o[i] / p[i] for o, p in zip(runs[(c, "ours")], runs[(c, s)])]
+        # Round by round (paired: the same round of the same sitting, the same minute of the
+        # machine; a round one of them lacks is left out), then the median of those.
+        ours, theirs = runs[(c, "ours")], runs[(c, s)]
+        paired = [ours[r][i] / theirs[r][i] for r in ours if r in theirs]
         print(f"  ours / {s}: {med['ours'] / med[s]:.2f}x of the medians; by round "
               + " ".join(f"{x:.2f}" for x in paired) + f", median {statistics.median(paired):.2f}x; "
               + f"best against best {best['ours'] / best[s]:.2f}x")
@@ -66,7 +70,7 @@ if [ "${1:-}" = "--summarize" ]; then
     exit 0
 fi
 
-[ -x .build/release/caremesh ] && [ -x .build/release/router ] || swift build -c release
+swift build -c release  # about a second when up to date; never bench stale binaries
 cc -O2 -o "$OUT/mdpbench" scripts/bench/mdpbench.c -lzmq -lpthread
 RAW="" GRPC=""
 if [ -f "$PEERS/zmq-c/zmqbench.c" ]; then
@@ -78,7 +82,8 @@ if [ -n "${GRPC_ECHOBENCH:-}" ]; then
 elif [ -f "$PEERS/grpc-swift/Package.swift" ]; then
     # A copy: SwiftPM writes Package.resolved beside the manifest it builds.
     mkdir -p "$OUT/grpc-src"
-    cp -r "$PEERS/grpc-swift/Package.swift" "$PEERS/grpc-swift/Sources" "$OUT/grpc-src/"
+    # Timestamps kept, so an unchanged peer is not recompiled.
+    cp -rp "$PEERS/grpc-swift/Package.swift" "$PEERS/grpc-swift/Sources" "$OUT/grpc-src/"
     swift build -c release --package-path "$OUT/grpc-src" --scratch-path "$OUT/grpc"
     GRPC="$OUT/grpc/release/EchoBench"
 fi
