@@ -34,6 +34,8 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Worker processes to start.") var workers = 2
         @Option(help: "Client endpoint port of the router to start.") var port = 27655
         @Option(help: "Use this running router (with a bench-worker registered) instead.") var router: String?
+        @Option(help: "The bus's security for the router it starts: curve (the default: CurveZMQ, keys made for the run) or off.")
+        var busSecurity = "curve"
         @Flag(inversion: .prefixedNo,
               help: "Run the calling tasks on the client's I/O thread (withTaskExecutorPreference(client.executor)).")
         var clientThread = true
@@ -46,8 +48,10 @@ struct Bench: AsyncParsableCommand {
             }
             let endpoint: String
             var roles: [(name: String, pid: Int32)] = [("client", getpid())]
+            var link = BusLink.plain
             if let router {
                 endpoint = router
+                link = try ClientConfiguration(environment: StackLayout.clientEnvironment()).link
             } else {
                 endpoint = "tcp://127.0.0.1:\(port)"
                 let bin = StackLayout.binaries
@@ -57,6 +61,16 @@ struct Bench: AsyncParsableCommand {
                 env["CAREMESH_LOG_LEVEL"] = "warning"
                 // Its own router has no HTTP edge: a stack running beside it keeps its port.
                 env["CAREMESH_HTTP_ADDRESS"] = "off"
+                env[BusSettings.security] = busSecurity
+                if try BusSettings.secured(env) {
+                    // Keys for this run only: the router's, and the bench workers' bound to "bench".
+                    let routerKeys = CurveKeyPair.generate(), workerKeys = CurveKeyPair.generate()
+                    env[BusSettings.routerSecretKey] = routerKeys.secretKey.z85
+                    env[BusSettings.workerKeys] = "bench \(workerKeys.publicKey.z85)"
+                    env[BusSettings.routerPublicKey] = routerKeys.publicKey.z85
+                    env["BENCH_BUS_SECRET_KEY"] = workerKeys.secretKey.z85
+                    link = .curve(router: routerKeys.publicKey, own: .generate())
+                }
                 func start(_ role: String, _ exe: String, _ args: [String]) throws {
                     let child = try spawn(bin.appendingPathComponent(exe), args, env)
                     children.append(child)
@@ -67,6 +81,7 @@ struct Bench: AsyncParsableCommand {
             }
             var config = ClientConfiguration(endpoint: endpoint)
             config.defaultTimeout = .seconds(10)
+            config.link = link
             let client = RPCClient(configuration: config)
             defer { client.close() }
             try await waitForWorkers(client)
@@ -110,7 +125,8 @@ struct Bench: AsyncParsableCommand {
             let n = result.histogram.totalCount
             let cpu = result.cpu + [result.cpu.reduce(CPUTime(name: "total", seconds: 0, user: 0), +)]
             let perRequest = 1e6 / Double(max(n, 1))
-            return "caremesh rpc: concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
+            let bus = if case .curve = client.configuration.link { "curve" } else { "off" }
+            return "caremesh rpc: bus=\(bus) concurrency=\(concurrency) callers=\(clientThread ? "client-thread" : "pool") payload=\(payload)B duration_s=\(duration) requests=\(n) "
                 + "rps=\(Int(result.rate)) p50_us=\(result.us(50)) p90_us=\(result.us(90)) p99_us=\(result.us(99)) "
                 + "p999_us=\(result.us(99.9)) errors=\(result.errors)"
                 + cpu.map { String(format: " cpu_us_%@=%.1f(user %.1f)", $0.name, $0.seconds * perRequest, $0.user * perRequest) }.joined()

@@ -57,7 +57,7 @@ struct AlertsBench: AsyncParsableCommand {
         let layout = StackLayout()
         let alertsDB = try LocalDatabase.url(for: AlertsService.name, layout: layout)
         let identityDB = try LocalDatabase.url(for: IdentityService.name, layout: layout)
-        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        let client = RPCClient(configuration: try router.clientConfiguration(), logger: logger)
         defer { client.close() }
 
         // Coordinators (zone z: coordinator 2z+1 backed up by 2z+2) and clients in their zones.

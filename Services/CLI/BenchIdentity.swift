@@ -49,7 +49,7 @@ struct IdentityBench: AsyncParsableCommand {
         guard loads.contains(where: { $0 != "verify" }) else { return }
         let c = concurrency ?? 2 * ProcessInfo.processInfo.activeProcessorCount
         let n = accounts ?? c
-        let client = RPCClient(configuration: router.clientConfiguration(), logger: cliLogger("caremesh.bench"))
+        let client = RPCClient(configuration: try router.clientConfiguration(), logger: cliLogger("caremesh.bench"))
         defer { client.close() }
         let password = "bench passphrase \(UInt64.random(in: 0...UInt64.max))"
         let run = UInt32.random(in: 0...UInt32.max)

@@ -51,7 +51,7 @@ struct MessagingBench: AsyncParsableCommand {
         let layout = StackLayout()
         let messagingDB = try LocalDatabase.url(for: MessagingService.name, layout: layout)
         let identityDB = try LocalDatabase.url(for: IdentityService.name, layout: layout)
-        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        let client = RPCClient(configuration: try router.clientConfiguration(), logger: logger)
         defer { client.close() }
         try await Store.withSingleConnection(messagingDB, timeout: .seconds(30), logger: logger) { conn in
             try await conn.query("""

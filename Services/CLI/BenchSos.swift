@@ -65,7 +65,7 @@ struct SosBench: AsyncParsableCommand {
         let logger = cliLogger("caremesh.bench")
         let database = try LocalDatabase.url(for: "dispatch", layout: StackLayout())
         let c = concurrency ?? 4 * ProcessInfo.processInfo.activeProcessorCount
-        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        let client = RPCClient(configuration: try router.clientConfiguration(), logger: logger)
         defer { client.close() }
 
         // The city: volunteers in dispatch's projection, as identity's events would leave them.

@@ -21,7 +21,7 @@ struct BenchWorker: AsyncParsableCommand {
     func run() async throws {
         ServiceRunner.bootstrapLogging()
         let logger = Logger(label: "caremesh.bench-worker")
-        var config = WorkerConfiguration(service: service, environment: ProcessInfo.processInfo.environment)
+        var config = try WorkerConfiguration(service: service, environment: ProcessInfo.processInfo.environment)
         if let endpoint { config.endpoint = endpoint }
         if let capacity { config.connection.capacity = capacity }
         if strict { config.dialect = .strict }

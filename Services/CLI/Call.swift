@@ -46,7 +46,7 @@ struct Call: AsyncParsableCommand {
             let parts = kv.split(separator: "=", maxSplits: 1)
             if parts.count == 2 { meta[parts[0].lowercased()] = String(parts[1]) }
         }
-        let client = RPCClient(configuration: router.clientConfiguration())
+        let client = RPCClient(configuration: try router.clientConfiguration())
         defer { client.close() }
         do {
             let body = try await client.callRaw(service: service, method: m.path, idempotency: m.idempotency,
@@ -77,7 +77,7 @@ struct Health: AsyncParsableCommand {
 /// Prints each service's health; exits UNAVAILABLE (14) if any is not SERVING.
 func checkHealth(_ services: [String], router: RouterOptions) async throws {
     let names = services.isEmpty ? StackLayout.services : services
-    let client = RPCClient(configuration: router.clientConfiguration())
+    let client = RPCClient(configuration: try router.clientConfiguration())
     defer { client.close() }
     var healthy = true
     for name in names {

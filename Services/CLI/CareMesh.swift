@@ -10,7 +10,7 @@ struct CareMesh: AsyncParsableCommand {
         commandName: "caremesh",
         abstract: "Run a local CareMesh stack, call any method with JSON, check health, migrate, benchmark.",
         version: CareMeshVersion.current,
-        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Migrate.self, DB.self, IdentityAdmin.self, Bench.self, BenchWorker.self,
+        subcommands: [Call.self, Health.self, Up.self, Down.self, Status.self, Migrate.self, DB.self, IdentityAdmin.self, Keys.self, Bench.self, BenchWorker.self,
                       EventsProbe.self]
     )
 }
@@ -23,8 +23,10 @@ struct RouterOptions: ParsableArguments {
     @Option(help: "Timeout per call, in milliseconds.")
     var timeoutMs: Int64 = 10_000
 
-    func clientConfiguration() -> ClientConfiguration {
-        var c = ClientConfiguration(environment: ProcessInfo.processInfo.environment)
+    /// From the environment (with the local stack's router key when none is given: see
+    /// `StackLayout.clientEnvironment`).
+    func clientConfiguration() throws -> ClientConfiguration {
+        var c = try ClientConfiguration(environment: StackLayout.clientEnvironment())
         if let endpoint { c.endpoint = endpoint }
         c.defaultTimeout = .milliseconds(timeoutMs)
         return c

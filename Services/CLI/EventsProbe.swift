@@ -31,7 +31,7 @@ struct EventsProbe: AsyncParsableCommand {
                 """, logger: logger)
         }
         let store = try await Store.connect(url: url, logger: logger)
-        let client = RPCClient(configuration: router.clientConfiguration(), logger: logger)
+        let client = RPCClient(configuration: try router.clientConfiguration(), logger: logger)
         let consumer = EventConsumer(source: source, store: store, client: client, logger: logger) { event, c in
             try await c.query("""
                 INSERT INTO probe_effects (event_id, key, seq) VALUES (\(UUID(uuidString: event.id)!), \(event.key), \(event.seq))

@@ -1,5 +1,7 @@
+import CareMeshRPC
 import CareMeshStore
 import Foundation
+import ZMQ
 
 /// Where a local stack keeps its state: `$CAREMESH_HOME`, else `.caremesh` in the current
 /// folder. `logs/NAME.log` per process, `run/supervisor.pid` while `up` supervises.
@@ -54,6 +56,37 @@ struct StackLayout {
         for (key, value) in values where (env[key] ?? "").isEmpty { env[key] = value }
         env["MESSAGING_TWILIO_AUTH_TOKEN"] = env["SANDBOX_TWILIO_AUTH_TOKEN"]
         env["MESSAGING_ORANGE_CLIENT_SECRET"] = env["SANDBOX_ORANGE_CLIENT_SECRET"]
+    }
+
+    /// The bus's keys, made once under `$CAREMESH_HOME/bus/` (`BusKeyFiles.makeStack`: the
+    /// router's pair, one per service, and the allowlist `workers`), wired into `env` as files: the
+    /// router's secret and public key, each service's secret key, the allowlist. Values already in
+    /// `env` are kept; nothing is done when `CAREMESH_BUS_SECURITY=off`.
+    func busEnvironment(_ env: inout [String: String]) throws {
+        guard try BusSettings.secured(env) else { return }
+        try BusKeyFiles.makeStack(in: bus)
+        func setIfUnset(_ name: String, _ file: String) {
+            if (env[name] ?? "").isEmpty && (env["\(name)_FILE"] ?? "").isEmpty { env["\(name)_FILE"] = bus.appendingPathComponent(file).path }
+        }
+        setIfUnset(BusSettings.routerSecretKey, "router.key")
+        setIfUnset(BusSettings.routerPublicKey, "router.pub")
+        setIfUnset(BusSettings.workerKeys, "workers")
+        for service in Self.services { setIfUnset("\(service.uppercased())_BUS_SECRET_KEY", "\(service).key") }
+    }
+
+    /// Where `up` keeps the bus's keys.
+    var bus: URL { home.appendingPathComponent("bus") }
+
+    /// The environment of a command that calls the router: the process's own, plus the local
+    /// stack's router key (`$CAREMESH_HOME/bus/router.pub`) when no router key is given.
+    static func clientEnvironment() -> [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        let pub = StackLayout(environment: env).bus.appendingPathComponent("router.pub")
+        if (env[BusSettings.routerPublicKey] ?? "").isEmpty && (env["\(BusSettings.routerPublicKey)_FILE"] ?? "").isEmpty,
+           FileManager.default.fileExists(atPath: pub.path) {
+            env["\(BusSettings.routerPublicKey)_FILE"] = pub.path
+        }
+        return env
     }
 
     /// 32 random bytes (base64) made once and kept in `$CAREMESH_HOME/<name>` (0600).

@@ -30,6 +30,10 @@ struct Up: AsyncParsableCommand {
             writeError("caremesh: a stack is already up (supervisor pid \(pid)); `caremesh down` stops it")
             throw ExitCode.failure
         }
+        // The bus's keys exist before anything waits on the router (a detached supervisor
+        // wires them into its children; this process reads the router's public key).
+        var keys = ProcessInfo.processInfo.environment
+        try layout.busEnvironment(&keys)
         if detach && !supervise {
             try await startDetached(layout)
             return
@@ -62,6 +66,8 @@ struct Up: AsyncParsableCommand {
         for service in IdentityConfiguration.servicesWithSecrets where (env[ServiceCredentials.variable(for: service)] ?? "").isEmpty {
             env[ServiceCredentials.variable(for: service)] = try layout.serviceSecret(service)
         }
+        // The bus's keys: the router's, and each service's bound to its name.
+        try layout.busEnvironment(&env)
         // No real SMS provider configured: the sandbox plays Twilio and Orange, and posts its
         // callbacks to the router's HTTP edge.
         let sandboxed = (env["MESSAGING_TWILIO_ACCOUNT_SID"] ?? "").isEmpty && (env["MESSAGING_ORANGE_CLIENT_ID"] ?? "").isEmpty
@@ -102,7 +108,7 @@ struct Up: AsyncParsableCommand {
     }
 
     private func waitHealthy(seconds: Int) async throws {
-        let client = RPCClient(configuration: ClientConfiguration(environment: ProcessInfo.processInfo.environment))
+        let client = RPCClient(configuration: try ClientConfiguration(environment: StackLayout.clientEnvironment()))
         defer { client.close() }
         let until = monotonicNanos() + UInt64(seconds) * 1_000_000_000
         for name in StackLayout.services {

@@ -20,9 +20,13 @@ public struct AccessClaims: Codable, Sendable, Equatable {
     public var exp: Int64
     /// Unique per token.
     public var jti: String
+    /// The user's token version when it was issued (absent in a service's token, and in tokens
+    /// from before versions: read as 0). The router refuses it once identity announces a later one.
+    public var tv: Int64?
 
     public init(iss: String, aud: String, sub: String, roles: [String], sid: String, iat: Int64, nbf: Int64,
-                exp: Int64, jti: String) {
+                exp: Int64, jti: String, tv: Int64? = nil) {
+        self.tv = tv
         self.iss = iss
         self.aud = aud
         self.sub = sub

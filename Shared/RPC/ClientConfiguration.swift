@@ -17,6 +17,9 @@ public struct ClientConfiguration: Sendable {
     /// A service's own sign-in: calls to methods that need a token carry its token unless
     /// they name an `authorization` themselves.
     public var credentials: ServiceCredentials?
+    /// How the link to the router is secured (`init(environment:)`: CurveZMQ unless
+    /// `CAREMESH_BUS_SECURITY=off`).
+    public var link = BusLink.plain
 
     public init() {}
 
@@ -26,9 +29,12 @@ public struct ClientConfiguration: Sendable {
 
     /// Reads the environment. Keys (all optional): `CAREMESH_ROUTER` or
     /// `CAREMESH_ROUTER_CLIENT_ENDPOINT` (a bind address such as `tcp://*:5555` is read as the
-    /// local host), `CAREMESH_DIALECT`, `CAREMESH_TIMEOUT_MS`.
-    public init(environment env: [String: String]) {
+    /// local host), `CAREMESH_DIALECT`, `CAREMESH_TIMEOUT_MS`; and the link's keys (`BusLink.client`:
+    /// `CAREMESH_ROUTER_PUBLIC_KEY`, required unless `CAREMESH_BUS_SECURITY=off`, and the caller's
+    /// own key, `<SERVICE>_BUS_SECRET_KEY` for a service's client, optional).
+    public init(environment env: [String: String], service: String? = nil) throws(BusConfigurationError) {
         self.init()
+        link = try BusLink.client(service: service, environment: env)
         if let v = env["CAREMESH_ROUTER"] ?? env["CAREMESH_ROUTER_CLIENT_ENDPOINT"] {
             endpoint = v.replacingOccurrences(of: "*", with: "127.0.0.1")
         }

@@ -56,6 +56,15 @@ public enum MDP {
         case workerDisconnect
     }
 
+    /// Whether frames a broker received (identity first) look like a worker's READY: a cheap
+    /// test made before the message is decoded, so the router reads a connection's properties
+    /// only for the message that registers a worker.
+    public static func looksLikeWorkerReady(_ frames: [Data]) -> Bool {
+        var i = 1
+        if frames.count > i, frames[i].isEmpty { i += 1 }
+        return frames.count > i + 1 && frames[i + 1].singleByte == WorkerCommand.ready.rawValue && frames[i] == workerHeader
+    }
+
     /// Decodes frames a broker received (identity already removed); nil means malformed.
     public static func decodeAtBroker(_ frames: ArraySlice<Data>) -> (Dialect, BrokerInbound)? {
         var f = frames

@@ -199,6 +199,7 @@ public final class RPCClient: Service, Sendable {
             try socket.setOption(ZMQOption.heartbeatInterval, Int32(1_000))
             try socket.setOption(ZMQOption.heartbeatTimeout, Int32(3_000))
             monitor = try ZMQEventMonitor(socket, context: ZMQContext.shared)
+            try configuration.link.apply(to: socket)
             try socket.connect(configuration.endpoint)
         } catch {
             logger.error("client could not open its socket", metadata: ["error": "\(error)"])
@@ -214,6 +215,8 @@ public final class RPCClient: Service, Sendable {
         // Swapped with `Shared.outgoing` under the lock: neither array is reallocated per turn.
         var outgoing: [Outgoing] = []
         let dialect = configuration.dialect
+        /// Set while the router refuses this client's handshake (cleared by one that succeeds).
+        var refusal: RPCError?
         while true {
             let readable = poller.pollMask(timeoutMs: executor.hasJobs ? 0 : timeout)
             if readable & 1 != 0 { wake.drain() }
@@ -227,6 +230,17 @@ public final class RPCClient: Service, Sendable {
                         logger.info("client lost the router; calls in flight fail UNAVAILABLE")
                         failSent(RPCError(.unavailable, "the connection to the router was lost",
                                           details: [RPCError.detail(reason: "CONNECTION_LOST", domain: "client")]))
+                    case .handshakeRefused(let status):
+                        // libzmq retries by itself; what waits for this connection fails now
+                        // rather than at its deadline, and so does what is sent until a
+                        // handshake succeeds.
+                        if refusal == nil {
+                            logger.warning("the router refused this client's CurveZMQ handshake", metadata: ["zap.status": "\(status)"])
+                        }
+                        refusal = Self.refused(status)
+                        failSent(refusal!)
+                    case .handshakeSucceeded:
+                        refusal = nil
                     default: break
                     }
                 }
@@ -265,7 +279,7 @@ public final class RPCClient: Service, Sendable {
                     try socket.sendFrame(request.message, more: false)
                 } catch {
                     let p = state.withLock { $0.pending.removeValue(forKey: request.id) }
-                    p?.continuation.resume(returning: .failure(RPCError(.unavailable, "the router is not reachable (\(error))")))
+                    p?.continuation.resume(returning: .failure(refusal ?? RPCError(.unavailable, "the router is not reachable (\(error))")))
                 }
             }
             outgoing.removeAll(keepingCapacity: true)
@@ -276,6 +290,14 @@ public final class RPCClient: Service, Sendable {
         executor.close()
         monitor.close()  // stops the monitor first: see ZMQEventMonitor
         socket.close()
+    }
+
+    /// What a call gets while the router refuses the handshake (ZAP's status; 0: no detail).
+    static func refused(_ status: UInt32) -> RPCError {
+        RPCError(.unauthenticated, status == 0
+                    ? "the CurveZMQ handshake with the router failed (check CAREMESH_ROUTER_PUBLIC_KEY)"
+                    : "the router refused this client's CurveZMQ key (ZAP \(status))",
+                 details: [RPCError.detail(reason: "BUS_KEY_REFUSED", domain: "client")])
     }
 
     private func failSent(_ error: RPCError) {

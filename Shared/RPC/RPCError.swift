@@ -111,11 +111,17 @@ extension RPCError {
         return String(g.next() as UInt64, radix: 16)
     }
 
-    public static func detail(reason: String, domain: String) -> ErrorDetail {
+    public static func detail(reason: String, domain: String, metadata: [String: String] = [:]) -> ErrorDetail {
         var d = ErrorDetail()
         d.errorInfo.reason = reason
         d.errorInfo.domain = domain
+        d.errorInfo.metadata = metadata
         return d
+    }
+
+    /// The metadata of the error's `ErrorInfo` (empty without one).
+    public var infoMetadata: [String: String] {
+        details.first { $0.errorInfo.reason != "" }?.errorInfo.metadata ?? [:]
     }
 
     static func retryDetail(ms: UInt32) -> ErrorDetail {

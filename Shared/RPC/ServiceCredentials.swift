@@ -43,10 +43,10 @@ public final class ServiceCredentials: Sendable {
 }
 
 extension RPCClient {
-    /// A service's client of the others: the bus from the environment (`ClientConfiguration`),
-    /// signed in as `service` with `<SERVICE>_SERVICE_SECRET` when it is set.
-    public static func forService(_ service: String, environment: [String: String], logger: Logger) -> RPCClient {
-        var configuration = ClientConfiguration(environment: environment)
+    /// A service's client of the others: the bus from the environment (`ClientConfiguration`,
+    /// the link with the service's own key), signed in as `service` with `<SERVICE>_SERVICE_SECRET` when it is set.
+    public static func forService(_ service: String, environment: [String: String], logger: Logger) throws(BusConfigurationError) -> RPCClient {
+        var configuration = try ClientConfiguration(environment: environment, service: service)
         configuration.credentials = ServiceCredentials(service: service, environment: environment)
         if configuration.credentials == nil {
             logger.warning("\(ServiceCredentials.variable(for: service)) is not set: this service calls the others without a token, which a router that checks tokens refuses")

@@ -162,6 +162,9 @@ public final class ServiceWorker: Service, Sendable {
     private func loop() {
         var machine = WorkerStateMachine(configuration: configuration.connection)
         var socket: ZMQSocket?
+        /// The socket's handshake events (a refused key is logged once per refusal run).
+        var monitor: ZMQEventMonitor?
+        var refusedLogged = false
         var poller = ZMQPoller()
         let dialect = configuration.dialect
         var info = WorkerInfo()
@@ -201,11 +204,16 @@ public final class ServiceWorker: Service, Sendable {
                         let s = try ZMQContext.shared.socket(.dealer)
                         try s.setOption(ZMQOption.sendHighWaterMark, Int32(100_000))
                         try s.setOption(ZMQOption.receiveHighWaterMark, Int32(100_000))
+                        try configuration.link.apply(to: s)
+                        let m = try ZMQEventMonitor(s, context: ZMQContext.shared,
+                                                    mask: ZMQMonitorEvent.mask & ~(ZMQMonitorEvent.connectionMask))
                         try s.connect(configuration.endpoint)
                         socket = s
+                        monitor = m
                         poller = ZMQPoller()
                         poller.add(fd: wake.fd)
                         poller.add(s)
+                        poller.add(m.events)
                         machine.socketOpened(now: monotonicNanos())
                         send(.ready, ready)
                         logger.debug("worker connecting", metadata: ["endpoint": "\(configuration.endpoint)"])
@@ -214,6 +222,8 @@ public final class ServiceWorker: Service, Sendable {
                     }
                 case .closeSocket:
                     logger.info("worker lost the router; reconnecting", metadata: ["attempt": "\(machine.attempt)"])
+                    monitor?.close()  // before its socket: see ZMQEventMonitor
+                    monitor = nil
                     socket?.close()
                     socket = nil
                     poller = ZMQPoller()
@@ -279,6 +289,18 @@ public final class ServiceWorker: Service, Sendable {
             let timeout = Int(min(250, wakeAt > now ? (wakeAt - now + 999_999) / 1_000_000 : 0))
             let readable = poller.pollMask(timeoutMs: timeout)
             if readable & 1 != 0 { wake.drain() }
+            if readable & 4 != 0, let m = monitor {
+                while let event = m.next() {
+                    switch event {
+                    case .handshakeRefused(let status) where !refusedLogged:
+                        refusedLogged = true
+                        logger.error("the router refused this worker's CurveZMQ handshake: is its public key in the router's CAREMESH_BUS_WORKER_KEYS, and CAREMESH_ROUTER_PUBLIC_KEY the router's?",
+                                     metadata: ["service": "\(configuration.service)", "zap.status": "\(status)"])
+                    case .handshakeSucceeded: refusedLogged = false
+                    default: break
+                    }
+                }
+            }
             guard readable & 2 != 0, let s = socket else { continue }
             // One clock read per batch: a batch takes microseconds, deadlines are in ms.
             let batchNow = monotonicNanos()
@@ -303,6 +325,7 @@ public final class ServiceWorker: Service, Sendable {
                 apply(actions)
             }
         }
+        monitor?.close()
         if let s = socket {
             try? s.setOption(ZMQOption.linger, Int32(2_000))  // let the last replies go out
             s.close()

@@ -15,6 +15,9 @@ public struct WorkerConfiguration: Sendable {
     public var version = CareMeshVersion.current
     /// The deadline given to a request that carries none (30 s).
     public var defaultTimeoutMs: UInt32 = 30_000
+    /// How the link to the router is secured (`init(service:environment:)`: CurveZMQ with the
+    /// service's own key unless `CAREMESH_BUS_SECURITY=off`).
+    public var link = BusLink.plain
 
     public init(service: String) {
         self.service = service
@@ -24,9 +27,10 @@ public struct WorkerConfiguration: Sendable {
     /// Reads the environment. Keys (all optional): `CAREMESH_ROUTER_WORKER_ENDPOINT` (a bind
     /// address such as `tcp://*:5556` is read as the local host), `CAREMESH_DIALECT`
     /// (`delimited` | `strict`), `CAREMESH_HEARTBEAT_MS`, `CAREMESH_LIVENESS`,
-    /// `CAREMESH_WORKER_CAPACITY`, `CAREMESH_DRAIN_ACK_MS`.
-    public init(service: String, environment env: [String: String]) {
+    /// `CAREMESH_WORKER_CAPACITY`, `CAREMESH_DRAIN_ACK_MS`; and the link's keys (`BusLink.worker`).
+    public init(service: String, environment env: [String: String]) throws(BusConfigurationError) {
         self.init(service: service)
+        link = try BusLink.worker(service: service, environment: env)
         if let v = env["CAREMESH_ROUTER_WORKER_ENDPOINT"] { endpoint = v.replacingOccurrences(of: "*", with: "127.0.0.1") }
         if env["CAREMESH_DIALECT"] == "strict" { dialect = .strict }
         if let v = env["CAREMESH_HEARTBEAT_MS"].flatMap(UInt64.init) { connection.heartbeatIntervalNs = v * 1_000_000 }

@@ -130,14 +130,16 @@ public final class Outbox: Service, Sendable {
     /// The `ErrorInfo.reason` of a pull from before the retention's horizon.
     public static let prunedReason = "EVENTS_PRUNED"
 
-    /// `OUT_OF_RANGE`, naming `after`, for a pull from before the retention's horizon.
+    /// `OUT_OF_RANGE`, naming `after`, for a pull from before the retention's horizon (given as
+    /// the `horizon` metadata of its `ErrorInfo`, for a consumer that may skip to it).
     static func pruned(after: Int64, horizon: Int64) -> RPCError {
         let why = """
             events up to seq \(horizon) were deleted by the retention before this consumer read them; \
             re-sync it from the source, then move its cursor to \(horizon) or later
             """
         return RPCError(.outOfRange, "after: \(why)",
-                        details: [RPCError.fieldDetail("after", why), RPCError.detail(reason: prunedReason, domain: "events")])
+                        details: [RPCError.fieldDetail("after", why),
+                                  RPCError.detail(reason: prunedReason, domain: "events", metadata: ["horizon": "\(horizon)"])])
     }
 
     /// Records how far a calling service has read (`after`: it applied everything up to it),

@@ -8,6 +8,9 @@ import PostgresNIO
 public enum Provisioner {
     /// The services that own a schema, in start order.
     public static let services = ["identity", "dispatch", "alerts", "messaging"]
+    /// The processes that sign in to identity with a secret of their own (`<NAME>_SERVICE_SECRET`):
+    /// the services that call others, and the router, which pulls identity's token revocations.
+    public static let servicesWithSecrets = services.filter { $0 != "identity" } + ["router"]
     /// Created by the superuser; service migrations may use them but never create them.
     public static let extensions = ["postgis", "btree_gist", "pgcrypto"]
 

@@ -66,7 +66,7 @@ public struct ServiceHost: Sendable {
         }
         let outbox = Outbox(schema: name, store: store)
         var own = parts(store, outbox)
-        let workerConfiguration = WorkerConfiguration(service: name, environment: environment)
+        let workerConfiguration = try WorkerConfiguration(service: name, environment: environment)
         outbox.register(in: &own.handlers)
         Backlog.register(in: &own.handlers, store: store, queues: own.queues, instanceID: workerConfiguration.instanceID)
         if let retention = try PlatformRetention(environment: environment) {

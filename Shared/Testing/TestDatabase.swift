@@ -22,10 +22,12 @@ public struct TestDatabase: Sendable {
     /// a cheaper scrypt cost (N = 2^14) so sign-in tests do not spend seconds hashing.
     public var environment: [String: String] {
         var env: [String: String] = ["IDENTITY_KEY_ENCRYPTION_KEY": Self.keyEncryptionKey, "IDENTITY_SCRYPT_LN": "14"]
-        for service in Provisioner.services where service != "identity" {
+        for service in Provisioner.servicesWithSecrets {
             env[ServiceCredentials.variable(for: service)] = Self.serviceSecret(service)
         }
         for (s, u) in services { env["\(s.uppercased())_DATABASE_URL"] = u.urlString }
+        // The test bus's keys: a service made from this environment can reach a test router.
+        env.merge(TestStack.BusKeys.environment(secured: true)) { old, _ in old }
         return env
     }
 

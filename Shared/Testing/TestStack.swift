@@ -15,12 +15,18 @@ public enum TestStack {
     ///
     /// Authentication is disabled unless asked for: most suites test the bus alone, with no
     /// identity service to sign tokens (identity's own suites turn it on).
+    /// The bus is secured as deployed (CurveZMQ, the test keys of `BusKeys`) unless `secured`
+    /// is false (a plain peer such as majortomo's).
     public static func routerConfiguration(heartbeatMs: UInt64 = 100, liveness: UInt64 = 3,
                                            clientEndpoint: String = "tcp://127.0.0.1:*",
                                            workerEndpoint: String = "tcp://127.0.0.1:*",
-                                           authentication: RouterStateMachine.Authentication = .disabled) -> RouterConfiguration {
+                                           authentication: RouterStateMachine.Authentication = .disabled,
+                                           secured: Bool = true) -> RouterConfiguration {
         var c = RouterConfiguration()
+        c.security = secured ? BusKeys.routerSecurity : nil
         c.dispatch.authentication = authentication
+        // Signs in as "router" to follow identity's token revocations (the test secret).
+        c.serviceSecret = TestDatabase.serviceSecret("router")
         c.clientEndpoint = clientEndpoint
         c.workerEndpoint = workerEndpoint
         c.dispatch.heartbeatIntervalNs = heartbeatMs * 1_000_000
@@ -36,15 +42,19 @@ public enum TestStack {
     }
 
     /// The environment a service started in a test needs to serve through `router` (its
-    /// worker endpoint and the router's fast heartbeats).
+    /// worker endpoint and the router's fast heartbeats,
+    /// and the bus's keys: the router's public key and every test service's own secret key).
     public static func workerEnvironment(_ router: Router, heartbeatMs: UInt64 = 100) -> [String: String] {
         ["CAREMESH_ROUTER_WORKER_ENDPOINT": router.boundEndpoints.worker, "CAREMESH_HEARTBEAT_MS": "\(heartbeatMs)"]
+            .merging(BusKeys.environment(secured: router.configuration.security != nil)) { $1 }
     }
 
     /// A worker configuration for `service` at `endpoint` with the router's fast heartbeats.
+    /// Its link is CurveZMQ with `service`'s test key unless `secured` is false.
     public static func workerConfiguration(_ service: String, endpoint: String, heartbeatMs: UInt64 = 100,
-                                           liveness: UInt64 = 3, capacity: Int = 64) -> WorkerConfiguration {
+                                           liveness: UInt64 = 3, capacity: Int = 64, secured: Bool = true) -> WorkerConfiguration {
         var c = WorkerConfiguration(service: service)
+        c.link = secured ? BusKeys.link(service) : .plain
         c.endpoint = endpoint
         c.connection.heartbeatIntervalNs = heartbeatMs * 1_000_000
         c.connection.liveness = liveness
@@ -85,6 +95,7 @@ public enum TestStack {
     public static func client(_ router: Router, timeout: Duration = .seconds(5),
                               dialect: MDP.Dialect = .delimited) -> RPCClient {
         var c = ClientConfiguration(endpoint: router.boundEndpoints.client)
+        c.link = BusKeys.clientLink(router)
         c.defaultTimeout = timeout
         c.dialect = dialect
         return RPCClient(configuration: c, logger: quietLogger("client"))
@@ -134,20 +145,25 @@ public enum TestStack {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    /// A process for `executable` with this process's environment plus `environment`.
-    static func process(_ executable: URL, _ arguments: [String], environment: [String: String]) -> Process {
+    /// A process for `executable` with `bus` (keys of the test bus), this process's environment
+    /// and `environment`.
+    static func process(_ executable: URL, _ arguments: [String], environment: [String: String],
+                        bus: [String: String]) -> Process {
         let p = Process()
         p.executableURL = executable
         p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
+        // The test bus's keys first, then this process's environment, then the test's own.
+        var env = bus
+        env.merge(ProcessInfo.processInfo.environment) { _, new in new }
         env.merge(environment) { _, new in new }
         p.environment = env
         return p
     }
 
-    /// Starts a child process with output to a temporary log.
+    /// Starts a child process with output to a temporary log. It has the test bus's keys (a
+    /// router started so uses them; a worker or client reaches the test routers).
     public static func spawn(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Process {
-        let p = process(executable, arguments, environment: environment)
+        let p = process(executable, arguments, environment: environment, bus: BusKeys.routerEnvironment)
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-test-\(executable.lastPathComponent)-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
@@ -170,8 +186,10 @@ public enum TestStack {
 public final class RawPeer {
     public let socket: ZMQSocket
 
-    public init(connect endpoint: String) throws {
+    /// Connects over `link` (plain by default: give a secured router's link to get in).
+    public init(connect endpoint: String, link: BusLink = .plain) throws {
         socket = try ZMQContext.shared.socket(.dealer)
+        try link.apply(to: socket)
         try socket.connect(endpoint)
     }
 
@@ -193,6 +211,47 @@ public final class RawPeer {
 }
 
 extension TestStack {
+    /// The bus's keys in tests: one router key pair and one key pair per service name the tests
+    /// serve, each bound to its own name, as `caremesh up` makes them.
+    public enum BusKeys {
+        public static let router = CurveKeyPair.generate()
+        /// The names tests register workers under.
+        public static let services = ["identity", "dispatch", "alerts", "messaging", "bench", "inner", "outer", "bare"]
+        public static let workers: [String: CurveKeyPair] = Dictionary(uniqueKeysWithValues: services.map { ($0, .generate()) })
+
+        public static var allowlist: BusAllowlist {
+            var a = BusAllowlist()
+            for (service, pair) in workers { try! a.allowWorker(pair.publicKey, services: [service]) }
+            return a
+        }
+
+        public static var routerSecurity: RouterConfiguration.Security { .init(keys: router, allowlist: allowlist) }
+
+        /// A worker's link for `service` (one of `services`).
+        public static func link(_ service: String) -> BusLink { .curve(router: router.publicKey, own: workers[service]!) }
+
+        /// A client's link to `router`: CurveZMQ with a fresh key when it is secured.
+        public static func clientLink(_ router: Router) -> BusLink {
+            router.configuration.security.map { .curve(router: $0.keys.publicKey, own: .generate()) } ?? .plain
+        }
+
+        /// The variables a process needs to reach a router of these keys (or `off`).
+        public static func environment(secured: Bool) -> [String: String] {
+            guard secured else { return [BusSettings.security: "off"] }
+            var env = [BusSettings.routerPublicKey: router.publicKey.z85, BusSettings.security: "curve"]
+            for (service, pair) in workers { env["\(service.uppercased())_BUS_SECRET_KEY"] = pair.secretKey.z85 }
+            return env
+        }
+
+        /// What a router process needs for these keys.
+        public static var routerEnvironment: [String: String] {
+            environment(secured: true).merging([
+                BusSettings.routerSecretKey: router.secretKey.z85,
+                BusSettings.workerKeys: workers.map { "\($0.key) \($0.value.publicKey.z85)" }.joined(separator: "\n"),
+            ]) { $1 }
+        }
+    }
+
     /// A loopback TCP port that was free a moment ago (bind to 0, read it back, close).
     public static func freePort() -> Int { LoopbackPort.ephemeral() }
 
@@ -203,10 +262,12 @@ extension TestStack {
         return packageRoot.appendingPathComponent(".venv/bin/python")
     }
 
-    /// Runs a process to completion; returns its exit status and output.
+    /// Runs a process to completion; returns its exit status and output. It knows the test
+    /// routers' public key (`CAREMESH_ROUTER_PUBLIC_KEY`), as a user of them would.
     public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
                            timeout: Duration = .seconds(60)) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = process(executable, arguments, environment: environment)
+        let p = process(executable, arguments, environment: environment,
+                        bus: [BusSettings.routerPublicKey: BusKeys.router.publicKey.z85])
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

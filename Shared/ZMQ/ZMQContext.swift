@@ -32,6 +32,7 @@ public enum ZMQSocketType: Int32, Sendable {
     case router = 6   // ZMQ_ROUTER
     case dealer = 5   // ZMQ_DEALER
     case pair = 0     // ZMQ_PAIR
+    case rep = 4      // ZMQ_REP
 }
 
 /// A libzmq error: errno and libzmq's text for it.

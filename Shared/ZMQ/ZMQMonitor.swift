@@ -5,17 +5,30 @@ import Foundation
 public enum ZMQMonitorEvent: Sendable, Equatable {
     case connected
     case disconnected
+    /// The security handshake failed: the server's ZAP handler refused (its status code, e.g.
+    /// 400), or the peer spoke another mechanism or a bad key (0: protocol, no detail).
+    case handshakeRefused(status: UInt32)
+    case handshakeSucceeded
     case other(UInt16)
 
-    public static let mask: Int32 = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED
+    /// Every event decoded here.
+    public static let mask: Int32 = connectionMask | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+        | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    /// Connected and disconnected only.
+    public static let connectionMask: Int32 = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED
 
     /// Decodes a monitor message (frame 1: 16-bit event, 32-bit value; frame 2: endpoint).
     public init?(frames: [Data]) {
         guard let first = frames.first, first.count >= 6 else { return nil }
-        let event = UInt16(first[first.startIndex]) | UInt16(first[first.startIndex + 1]) << 8
+        let b = first.startIndex
+        let event = UInt16(first[b]) | UInt16(first[b + 1]) << 8
+        let value = (2..<6).reduce(UInt32(0)) { $0 | UInt32(first[b + $1]) << (8 * UInt32($1 - 2)) }
         switch Int32(event) {
         case ZMQ_EVENT_CONNECTED: self = .connected
         case ZMQ_EVENT_DISCONNECTED: self = .disconnected
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: self = .handshakeSucceeded
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: self = .handshakeRefused(status: value)
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: self = .handshakeRefused(status: 0)
         default: self = .other(event)
         }
     }

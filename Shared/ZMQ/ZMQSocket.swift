@@ -97,6 +97,31 @@ public final class ZMQSocket {
 
     /// Receives one whole multipart message, or nil if none is waiting (`dontWait`).
     public func receive(dontWait: Bool = true) throws(ZMQError) -> [Data]? {
+        try receive(dontWait: dontWait) { _, _ in }
+    }
+
+    /// Receives one whole multipart message, and the connection's properties (`Peer-Address`,
+    /// and the `User-Id` its ZAP handler gave it) when `wanted` says so of its frames (the
+    /// router asks only for a worker's READY, so other messages cost no lookup).
+    public func receive(dontWait: Bool = true, propertiesIf wanted: ([Data]) -> Bool)
+        throws(ZMQError) -> (frames: [Data], properties: ZMQPeerProperties?)? {
+        var properties: ZMQPeerProperties?
+        let frames = try receive(dontWait: dontWait) { frames, msg in
+            guard wanted(frames) else { return }
+            properties = ZMQPeerProperties(userID: Self.property(msg, "User-Id"), address: Self.property(msg, "Peer-Address"))
+        }
+        return frames.map { ($0, properties) }
+    }
+
+    private static func property(_ msg: UnsafeMutablePointer<zmq_msg_t>, _ name: String) -> String? {
+        guard let value = zmq_msg_gets(msg, name) else { return nil }
+        let s = String(cString: value)
+        return s.isEmpty ? nil : s
+    }
+
+    /// The receive loop; `last` sees the frames and the last frame's message before it is closed.
+    @inline(__always)
+    private func receive(dontWait: Bool, last: ([Data], UnsafeMutablePointer<zmq_msg_t>) -> Void) throws(ZMQError) -> [Data]? {
         var frames: [Data] = []
         var msg = zmq_msg_t()
         while true {
@@ -117,8 +142,22 @@ public final class ZMQSocket {
                 frames.append(Data(bytes: zmq_msg_data(&msg), count: size))
             }
             let more = zmq_msg_more(&msg) != 0
+            if !more { last(frames, &msg) }
             zmq_msg_close(&msg)
             if !more { return frames }
         }
+    }
+}
+
+/// What libzmq knows of the peer a message came from.
+public struct ZMQPeerProperties: Sendable, Equatable {
+    /// The user id the ZAP handler answered for the connection (nil without one).
+    public var userID: String?
+    /// The peer's IP address (TCP).
+    public var address: String?
+
+    public init(userID: String?, address: String?) {
+        self.userID = userID
+        self.address = address
     }
 }

@@ -9,10 +9,13 @@
 # Each round runs, in turn:
 #   raw   the peers' raw libzmq broker hop (zmqbench -m rr: 2-3 frames, no protocol)
 #   cmdp  the same protocol as ours in C (scripts/bench/mdpbench.c: MDP/0.2 + CareMesh headers)
-#   ours  caremesh bench rpc (release build: client, router and 2 bench-worker processes)
+#   ours  caremesh bench rpc (release build: client, router and 2 bench-worker processes), the
+#         bus secured as deployed (CurveZMQ)
+#   plain the same with CAREMESH_BUS_SECURITY=off (plain TCP): what the bus's security costs
 #   grpc  the peers' grpc-swift-2 unary Echo (HTTP/2, 1 connection)
 # then the median and the best round of each (throughput under load, p50 at c=1), and ours against
 # each: of the medians, round by round, and best against best.
+# STACKS names the ones to run (default: all), e.g. STACKS="ours plain" for issue 32's comparison.
 # The peers come from PEERS (default ../shared/peers); a peer that is missing is skipped.
 # The grpc peer's first release build takes ~15 min on 2 vCPUs; GRPC_ECHOBENCH=PATH names one
 # built before (its EchoBench binary) instead.
@@ -24,12 +27,14 @@ DURATION=${DURATION:-6}
 PEERS=${PEERS:-../shared/peers}
 OUT=.build-peers
 mkdir -p "$OUT"
+WANT=" ${STACKS:-raw cmdp ours plain grpc} "
+want() { [[ "$WANT" == *" $1 "* ]]; }
 
 # The medians and best rounds of one or more sittings' raw output (rounds pooled).
 summarize() {
 python3 - "$@" <<'PY'
 import re, statistics, sys
-STACKS = ("raw", "cmdp", "ours", "grpc")
+STACKS = ("raw", "cmdp", "ours", "plain", "grpc")
 runs = {}  # (concurrency, stack) -> {(file, round): (rps, p50_us)}
 c = None
 for path in sys.argv[1:]:
@@ -73,11 +78,13 @@ fi
 swift build -c release  # about a second when up to date; never bench stale binaries
 cc -O2 -o "$OUT/mdpbench" scripts/bench/mdpbench.c -lzmq -lpthread
 RAW="" GRPC=""
-if [ -f "$PEERS/zmq-c/zmqbench.c" ]; then
+if want raw && [ -f "$PEERS/zmq-c/zmqbench.c" ]; then
     cc -O2 -o "$OUT/zmqbench" "$PEERS/zmq-c/zmqbench.c" -lzmq -lpthread
     RAW="$OUT/zmqbench"
 fi
-if [ -n "${GRPC_ECHOBENCH:-}" ]; then
+if ! want grpc; then
+    GRPC=""
+elif [ -n "${GRPC_ECHOBENCH:-}" ]; then
     GRPC=$GRPC_ECHOBENCH  # a release build of the peer made before
 elif [ -f "$PEERS/grpc-swift/Package.swift" ]; then
     # A copy: SwiftPM writes Package.resolved beside the manifest it builds.
@@ -116,9 +123,16 @@ cpu_line() {
                 # shellcheck disable=SC2086
                 echo "raw $("$RAW" -m rr $per -w 2 -d "$DURATION" -W 2 -p 27855 2>&1 | tail -1)"
             fi
-            # shellcheck disable=SC2086
-            echo "cmdp $("$OUT/mdpbench" all $per -d "$DURATION" -W 2 -p 27955 2>&1 | tail -1)"
-            echo "ours $(.build/release/caremesh bench rpc --concurrency "$c" --warmup 2 --duration "$DURATION" 2>/dev/null | grep 'caremesh rpc')"
+            if want cmdp; then
+                # shellcheck disable=SC2086
+                echo "cmdp $("$OUT/mdpbench" all $per -d "$DURATION" -W 2 -p 27955 2>&1 | tail -1)"
+            fi
+            if want ours; then
+                echo "ours $(.build/release/caremesh bench rpc --concurrency "$c" --warmup 2 --duration "$DURATION" 2>/dev/null | grep 'caremesh rpc')"
+            fi
+            if want plain; then
+                echo "plain $(.build/release/caremesh bench rpc --bus-security off --concurrency "$c" --warmup 2 --duration "$DURATION" 2>/dev/null | grep 'caremesh rpc')"
+            fi
             if [ -n "$GRPC" ]; then
                 echo "grpc $("$GRPC" client --port 27600 --concurrency "$c" --warmup 2 --duration "$DURATION" --payload 64 2>&1 | tail -1)"
             fi

@@ -22,7 +22,7 @@ public enum AlertsService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.alerts")) async throws -> ServiceHost {
         let configuration = try AlertsConfiguration(environment: environment)
-        let client = RPCClient.forService(name, environment: environment, logger: logger)
+        let client = try RPCClient.forService(name, environment: environment, logger: logger)
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
             let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)

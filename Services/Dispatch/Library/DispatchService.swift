@@ -22,7 +22,7 @@ public enum DispatchService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.dispatch")) async throws -> ServiceHost {
         let configuration = try DispatchConfiguration(environment: environment)
-        let client = RPCClient.forService(name, environment: environment, logger: logger)
+        let client = try RPCClient.forService(name, environment: environment, logger: logger)
         return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
             return ServiceHost.Parts(

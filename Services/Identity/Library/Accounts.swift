@@ -16,6 +16,8 @@ final class Accounts: Sendable {
     let configuration: IdentityConfiguration
     let hasher: PasswordHasher
     let gate: HashGate
+    /// Derives refresh tokens' successors (`IdentityConfiguration.refreshSuccessorKey`).
+    let successorKey: SymmetricKey
     let logger: Logger
 
     init(store: Store, outbox: Outbox, keyring: Keyring, configuration: IdentityConfiguration, logger: Logger) {
@@ -25,6 +27,7 @@ final class Accounts: Sendable {
         self.configuration = configuration
         self.hasher = PasswordHasher(parameters: configuration.passwordParameters)
         self.gate = HashGate(limit: configuration.hashConcurrency)
+        self.successorKey = configuration.refreshSuccessorKey
         self.logger = logger
     }
 
@@ -42,8 +45,12 @@ final class Accounts: Sendable {
         Validate.password(r.password, email: email ?? "", into: &v)
         Validate.name(r.name, into: &v, field: "name")
         v.phone(r.phone, "phone")
-        let role = r.role == .unspecified ? .user : r.role
-        v.check(Roles.selfService.contains(role), "role", "must be USER, VOLUNTEER, PROFESSIONAL or CAREGIVER; other roles are given by an admin")
+        let asked = r.role == .unspecified ? .user : r.role
+        v.check(Roles.selfService.contains(asked), "role",
+                "must be USER, VOLUNTEER or PROFESSIONAL; caregiver, coordinator, EA and admin are given by an admin")
+        // Staff roles are granted, never taken: a professional is a user until an admin
+        // verifies the licence they submit (SubmitProfessionalCredentials).
+        let role = asked == .professional ? .user : asked
         try v.throwIfAny()
         let password = r.password, hasher = self.hasher
         let hash = try await gate.run { Result { try hasher.hash(password) } }.get()
@@ -64,7 +71,7 @@ final class Accounts: Sendable {
                 _ = try await self.outbox.append(event, key: user.id, on: c)
                 var response = Caremesh_Identity_V1_RegisterResponse()
                 response.user = user
-                response.session = try await self.issueSession(c, userID: user.id, role: roleName, family: UUID(), parent: nil)
+                response.session = try await self.issueSession(c, userID: user.id, role: roleName, version: 0, family: UUID(), parent: nil)
                 return response
             }
         } catch {
@@ -91,7 +98,7 @@ final class Accounts: Sendable {
         try v.throwIfAny()
         let email = r.email.trimmingCharacters(in: .whitespacesAndNewlines)
         let rows = try await store.query("""
-            SELECT id, password_hash, role, is_active, coalesce(locked_until > now(), false)
+            SELECT id, password_hash, role, is_active, coalesce(locked_until > now(), false), token_version
             FROM users WHERE lower(email) = lower(\(email))
             """)
         let password = r.password, hasher = self.hasher
@@ -100,7 +107,7 @@ final class Accounts: Sendable {
             await gate.run { hasher.verifyNothing(password) }
             throw Self.invalidCredentials
         }
-        let (id, stored, role, active, locked) = try row.decode((UUID, String, String, Bool, Bool).self)
+        let (id, stored, role, active, locked, version) = try row.decode((UUID, String, String, Bool, Bool, Int32).self)
         let matches = await gate.run { (try? hasher.verify(password, against: stored)) ?? false }
         guard active, !locked else { throw Self.invalidCredentials }
         guard matches else {
@@ -116,7 +123,7 @@ final class Accounts: Sendable {
             var response = Caremesh_Identity_V1_LoginResponse()
             response.user = try await self.loadUser(c, "SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)")
             response.session = try await self.issueSession(c, userID: id.uuidString.lowercased(), role: role,
-                                                           family: UUID(), parent: nil)
+                                                           version: version, family: UUID(), parent: nil)
             return response
         }
     }
@@ -152,7 +159,7 @@ final class Accounts: Sendable {
     // MARK: - Sessions
 
     /// A new refresh token in `family` and an access token for it.
-    func issueSession(_ c: PostgresConnection, userID: String, role: String, family: UUID, parent: UUID?) async throws
+    func issueSession(_ c: PostgresConnection, userID: String, role: String, version: Int32, family: UUID, parent: UUID?) async throws
         -> Caremesh_Identity_V1_Session
     {
         let (refreshToken, hash) = Self.newRefreshToken()
@@ -162,7 +169,8 @@ final class Accounts: Sendable {
             VALUES (\(UUID(uuidString: userID)!), \(family), \(parent), \(hash), now() + make_interval(secs => \(ttl)))
             RETURNING extract(epoch FROM expires_at)::float8
             """, logger: logger).first(Double.self) ?? 0
-        return try await session(userID: userID, role: role, family: family, refreshToken: refreshToken, refreshExpires: refreshExpires)
+        return try await session(userID: userID, role: role, version: version, family: family, refreshToken: refreshToken,
+                                 refreshExpires: refreshExpires)
     }
 
     /// An opaque refresh token (256 random bits) and the SHA-256 it is stored as.
@@ -171,13 +179,20 @@ final class Accounts: Sendable {
         return (token, hash(token))
     }
 
+    /// The successor of a presented refresh token: HMAC-SHA256 of it under identity's own key,
+    /// as unguessable as a random token to anyone without the key, and the same every time.
+    static func successor(of refreshToken: String, key: SymmetricKey) -> String {
+        Base64URL.encode(Data(HMAC<SHA256>.authenticationCode(for: Data(refreshToken.utf8), using: key)))
+    }
+
     static func hash(_ refreshToken: String) -> ByteBuffer { ByteBuffer(bytes: SHA256.hash(data: Data(refreshToken.utf8))) }
 
     /// The session for a stored refresh token: a signed access token beside it.
-    func session(userID: String, role: String, family: UUID, refreshToken: String, refreshExpires: Double) async throws
+    func session(userID: String, role: String, version: Int32, family: UUID, refreshToken: String, refreshExpires: Double) async throws
         -> Caremesh_Identity_V1_Session
     {
-        let (token, expires) = try await accessToken(subject: userID, roles: [role], session: family.uuidString.lowercased())
+        let (token, expires) = try await accessToken(subject: userID, roles: [role], session: family.uuidString.lowercased(),
+                                                     version: Int64(version))
         var session = Caremesh_Identity_V1_Session()
         session.accessToken = token
         session.accessTokenExpiresAt = .init(seconds: expires)
@@ -188,12 +203,15 @@ final class Accounts: Sendable {
         return session
     }
 
-    /// An access token for `subject`, signed with the current key, and when it expires.
-    func accessToken(subject: String, roles: [String], session: String) async throws -> (token: String, expires: Int64) {
+    /// An access token for `subject`, signed with the current key, and when it expires. A user's
+    /// carries the token version it was issued at (`tv`): the router refuses it once a later
+    /// version is announced (`TokenRevocation`).
+    func accessToken(subject: String, roles: [String], session: String, version: Int64? = nil) async throws -> (token: String, expires: Int64) {
         let key = try await keyring.signingKey()
         let now = Keyring.epochNow()
         let claims = AccessClaims(iss: AccessToken.issuer, aud: AccessToken.audience, sub: subject, roles: roles, sid: session,
-                                  iat: now, nbf: now, exp: now + configuration.accessTokenTTL, jti: UUID().uuidString.lowercased())
+                                  iat: now, nbf: now, exp: now + configuration.accessTokenTTL, jti: UUID().uuidString.lowercased(),
+                                  tv: version)
         return (try AccessToken.sign(claims, kid: key.kid, key: key.privateKey), claims.exp)
     }
 
@@ -223,28 +241,32 @@ final class Accounts: Sendable {
     }
 
     /// Rotates a refresh token. A token already rotated is accepted again only within the
-    /// grace window (two tabs refreshing at once each get a new token); after it, presenting
-    /// it means it was stolen or replayed: the whole family is revoked and recorded.
+    /// grace window, and answered with the successor it already has (two tabs refreshing at
+    /// once share one new token; the session never forks); after it, presenting it means it was
+    /// stolen or replayed: the whole family is revoked and recorded.
     ///
-    /// The rotation is one statement (`rotate_refresh_token`, migration 0103): one round trip,
-    /// plans kept by PL/pgSQL. Only a detected reuse takes a transaction of its own.
+    /// The successor is derived from the presented token (`successor(of:key:)`), so a replay
+    /// computes the same one and the database only finds it. The rotation is one statement
+    /// (`rotate_refresh_token`, migrations 0103 and 0105): one round trip, plans kept by
+    /// PL/pgSQL. Only a detected reuse takes a transaction of its own.
     func refresh(_ r: Caremesh_Identity_V1_RefreshRequest) async throws -> Caremesh_Identity_V1_RefreshResponse {
         var v = FieldViolations()
         v.check(!r.refreshToken.isEmpty, "refresh_token", "is required")
         v.check(r.refreshToken.utf8.count <= 256, "refresh_token", "is too long")
         try v.throwIfAny()
         let presented = Self.hash(r.refreshToken)
-        let (next, nextHash) = Self.newRefreshToken()
+        let next = Self.successor(of: r.refreshToken, key: successorKey), nextHash = Self.hash(next)
         let grace = Double(configuration.refreshReuseGrace), ttl = Double(configuration.refreshTokenTTL)
         let rows = try await store.query("""
-            SELECT outcome, user_id, family_id, role, expires_at FROM rotate_refresh_token(\(presented), \(nextHash), \(grace), \(ttl))
+            SELECT outcome, user_id, family_id, role, expires_at, token_version
+            FROM rotate_refresh_token(\(presented), \(nextHash), \(grace), \(ttl))
             """)
         guard let row = rows.first else { throw Self.invalidRefreshToken }
-        let (outcome, userID, family, role, expires) = try row.decode((String, UUID?, UUID?, String?, Double?).self)
+        let (outcome, userID, family, role, expires, version) = try row.decode((String, UUID?, UUID?, String?, Double?, Int32?).self)
         switch (outcome, userID, family, role, expires) {
         case ("issued", let user?, let family?, let role?, let expires?):
             var response = Caremesh_Identity_V1_RefreshResponse()
-            response.session = try await session(userID: user.uuidString.lowercased(), role: role, family: family,
+            response.session = try await session(userID: user.uuidString.lowercased(), role: role, version: version ?? 0, family: family,
                                                  refreshToken: next, refreshExpires: expires)
             return response
         case ("reused", let user?, let family?, _, _):
@@ -256,6 +278,7 @@ final class Accounts: Sendable {
                 _ = try await Suspicious.record(c, outbox: self.outbox, userID: user, type: "REFRESH_TOKEN_REUSE",
                                                 details: ["session_id": family.uuidString.lowercased()], ip: nil,
                                                 logger: self.logger)
+                try await TokenRevocation.session(c, user: user, session: family, reason: "reuse_detected", logger: self.logger)
             }
             logger.notice("a rotated refresh token was presented again; its session is revoked")
             throw Self.invalidRefreshToken
@@ -269,22 +292,29 @@ final class Accounts: Sendable {
         guard let user = caller.userID, let family = UUID(uuidString: caller.sessionID) else {
             throw RPCError(.unauthenticated, "the access token names no session")
         }
-        try await store.query("""
-            UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout'
-            WHERE family_id = \(family) AND user_id = \(user) AND revoked_at IS NULL
-            """)
+        try await store.withTransaction { c in
+            try await c.query("""
+                UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout'
+                WHERE family_id = \(family) AND user_id = \(user) AND revoked_at IS NULL
+                """, logger: self.logger)
+            try await TokenRevocation.session(c, user: user, session: family, reason: "logout", logger: self.logger)
+        }
         return .init()
     }
 
     func logoutEverywhere(_ context: RPCContext) async throws -> Caremesh_Identity_V1_LogoutEverywhereResponse {
         let user = try context.requireCaller().requireUserID()
-        let rows = try await store.query("""
-            UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout_everywhere'
-            WHERE user_id = \(user) AND revoked_at IS NULL RETURNING family_id
-            """)
-        var response = Caremesh_Identity_V1_LogoutEverywhereResponse()
-        response.revoked = UInt32(Set(try rows.map { try $0.decode(UUID.self) }).count)
-        return response
+        return try await store.withTransaction { c in
+            var families = Set<UUID>()
+            for try await family in try await c.query("""
+                UPDATE refresh_tokens SET revoked_at = now(), revoked_reason = 'logout_everywhere'
+                WHERE user_id = \(user) AND revoked_at IS NULL RETURNING family_id
+                """, logger: self.logger).decode(UUID.self) { families.insert(family) }
+            try await TokenRevocation.allTokens(c, user: user, reason: "logout_everywhere", logger: self.logger)
+            var response = Caremesh_Identity_V1_LogoutEverywhereResponse()
+            response.revoked = UInt32(families.count)
+            return response
+        }
     }
 
     // MARK: - The caller's own account

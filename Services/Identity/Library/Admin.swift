@@ -61,21 +61,27 @@ final class Admin: Sendable {
         }
         var response = Caremesh_Identity_V1_SetUserRoleResponse()
         response.user = try await store.withTransaction { c in
-            try await Self.setRole(c, id: id!, role: r.role, logger: self.logger)
+            try await Self.setRole(c, id: id!, role: r.role, by: caller.userID, logger: self.logger)
         }
         return response
     }
 
     /// Gives the user (by id, or by email ignoring case) the role, announcing `UserRoleChanged`
     /// if it changed, in the caller's transaction. Also how the first admin is made
-    /// (`IdentityService.grantRole`, from the CLI).
+    /// (`IdentityService.grantRole`, from the CLI). Giving back a role migration 0106 took
+    /// confirms its review (`by`: the admin; nil from the CLI).
     static func setRole(_ c: PostgresConnection, id: UUID? = nil, email: String? = nil,
-                        role: Caremesh_Identity_V1_Role, logger: Logger) async throws -> Caremesh_Identity_V1_User {
+                        role: Caremesh_Identity_V1_Role, by admin: UUID? = nil, logger: Logger) async throws -> Caremesh_Identity_V1_User {
         let previous = try await Accounts.loadUser(c, """
             SELECT \(unescaped: Accounts.userColumns) FROM users
             WHERE id = \(id) OR lower(email) = lower(\(email)) FOR UPDATE
             """, logger: logger)
-        guard previous.role != role, let userID = UUID(uuidString: previous.id) else { return previous }
+        guard let userID = UUID(uuidString: previous.id) else { return previous }
+        try await c.query("""
+            UPDATE role_reviews SET confirmed_by = \(admin), confirmed_at = now()
+            WHERE user_id = \(userID) AND previous_role = \(Roles.name(role)!) AND confirmed_at IS NULL
+            """, logger: logger)
+        guard previous.role != role else { return previous }
         let user = try await Accounts.loadUser(c, """
             UPDATE users SET role = \(Roles.name(role)!) WHERE id = \(userID) RETURNING \(unescaped: Accounts.userColumns)
             """, logger: logger)
@@ -84,12 +90,14 @@ final class Admin: Sendable {
         event.role = role
         event.previousRole = previous.role
         try await Outbox.append(event, key: user.id, schema: IdentityService.name, on: c, logger: logger)
+        // Tokens carrying the old role stop at the router; the next refresh carries the new one.
+        try await TokenRevocation.allTokens(c, user: userID, reason: "role_changed", logger: logger)
         return user
     }
 
     /// Deactivates an account: sign-in and refresh stop at once (every refresh token is
-    /// revoked); access tokens already issued expire within their lifetime. Announced as
-    /// `UserDeactivated`, which dispatch uses to stop offering the person work.
+    /// revoked), and so do the access tokens already issued (`TokensRevoked`, enforced by the
+    /// router). Announced as `UserDeactivated`, which dispatch uses to stop offering the person work.
     func deactivate(_ r: Caremesh_Identity_V1_DeactivateUserRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_DeactivateUserResponse
     {
@@ -118,6 +126,7 @@ final class Admin: Sendable {
                 event.userID = user.id
                 event.reason = reason
                 _ = try await self.outbox.append(event, key: user.id, on: c)
+                try await TokenRevocation.allTokens(c, user: id!, reason: "deactivated", logger: self.logger)
             }
             var response = Caremesh_Identity_V1_DeactivateUserResponse()
             response.user = user

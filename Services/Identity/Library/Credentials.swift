@@ -112,7 +112,8 @@ final class Credentials: Sendable {
     func submitProfessional(_ r: Caremesh_Identity_V1_SubmitProfessionalCredentialsRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_SubmitCredentialsResponse
     {
-        let id = try context.requireRole(["professional"]).requireUserID()
+        // A user applies; a professional resubmits (and is a user again until re-verified).
+        let id = try context.requireRole(["user", "professional"]).requireUserID()
         let p = r.credentials
         var v = FieldViolations()
         Validate.name(p.licenseNumber, into: &v, field: "credentials.license_number", max: 100)
@@ -136,6 +137,7 @@ final class Credentials: Sendable {
                     """, logger: self.logger)
                 if previous == "verified" {
                     try await self.announceRevoked(c, id, role: .professional, reason: "credentials resubmitted")
+                    try await Self.followVerification(c, id, verified: false, logger: self.logger)
                 }
                 var response = Caremesh_Identity_V1_SubmitCredentialsResponse()
                 response.verification = try await self.load(c, id)
@@ -207,6 +209,7 @@ final class Credentials: Sendable {
                 WHERE user_id = \(id) RETURNING user_id
                 """, logger: self.logger).hasRows() {
                 role = .professional
+                try await Self.followVerification(c, id, verified: true, by: admin, logger: self.logger)
             } else {
                 throw RPCError(.notFound, "user_id: no credentials were submitted for this user")
             }
@@ -248,10 +251,20 @@ final class Credentials: Sendable {
             }
             guard found else { throw RPCError(.notFound, "user_id: no credentials were submitted for this user") }
             try await self.announceRevoked(c, id!, role: role, reason: reason)
+            if role == .professional { try await Self.followVerification(c, id!, verified: false, by: admin, logger: self.logger) }
             var response = Caremesh_Identity_V1_RevokeVerificationResponse()
             response.verification = try await self.load(c, id!)
             return response
         }
+    }
+
+    /// A professional's role follows the licence: verified makes a user a professional, anything
+    /// else makes a professional a user again (other roles, an admin's say, are left alone).
+    static func followVerification(_ c: PostgresConnection, _ id: UUID, verified: Bool, by admin: UUID? = nil,
+                                   logger: Logger) async throws {
+        let (from, to): (String, Caremesh_Identity_V1_Role) = verified ? ("user", .professional) : ("professional", .user)
+        guard try await c.query("SELECT 1 FROM users WHERE id = \(id) AND role = \(from)", logger: logger).hasRows() else { return }
+        _ = try await Admin.setRole(c, id: id, role: to, by: admin, logger: logger)
     }
 
     private func announceRevoked(_ c: PostgresConnection, _ id: UUID, role: Caremesh_Identity_V1_Role, reason: String) async throws {

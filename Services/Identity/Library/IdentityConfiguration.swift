@@ -8,6 +8,13 @@ public struct IdentityConfiguration: Sendable {
     /// Seals the signing keys' private halves in the database (32 bytes, base64):
     /// `IDENTITY_KEY_ENCRYPTION_KEY`. Required: identity refuses to start without it.
     public var keyEncryptionKey: SymmetricKey
+    /// Derives a rotated refresh token's successor from the presented token (HMAC-SHA256 under a
+    /// key derived from the key-encryption key), so a replay inside the grace window is answered
+    /// with the same successor instead of a second chain.
+    public var refreshSuccessorKey: SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: keyEncryptionKey, info: Data("caremesh identity refresh successor v1".utf8),
+                               outputByteCount: 32)
+    }
     /// Access-token life (`IDENTITY_ACCESS_TOKEN_TTL_S`, 900).
     public var accessTokenTTL: Int64 = 900
     /// Refresh-token life (`IDENTITY_REFRESH_TOKEN_TTL_S`, 30 days).
@@ -37,7 +44,7 @@ public struct IdentityConfiguration: Sendable {
     public var serviceSecrets: [String: SHA256Digest] = [:]
 
     /// The services that sign in with a secret.
-    public static let servicesWithSecrets = Provisioner.services.filter { $0 != "identity" }
+    public static let servicesWithSecrets = Provisioner.servicesWithSecrets
 
     public enum Failure: Error, CustomStringConvertible {
         case missingKeyEncryptionKey

@@ -65,6 +65,7 @@ public enum IdentityService {
         let admin = Admin(store: store, outbox: outbox, credentials: credentials, logger: logger)
         h.register(IdentityMethods.listUsers) { r, ctx in try await admin.listUsers(r, ctx) }
         h.register(IdentityMethods.setUserRole) { r, ctx in try await admin.setRole(r, ctx) }
+        h.register(IdentityMethods.listRoleReviews) { r, ctx in try await admin.listRoleReviews(r, ctx) }
         h.register(IdentityMethods.deactivateUser) { r, ctx in try await admin.deactivate(r, ctx) }
         h.register(IdentityMethods.listPendingVerifications) { r, ctx in try await admin.listPending(r, ctx) }
         h.register(IdentityMethods.recordSuspiciousActivity) { r, ctx in try await admin.recordSuspicious(r, ctx) }

@@ -376,5 +376,146 @@ ALTER TABLE audit_log ALTER COLUMN actor_id SET NOT NULL;
 ALTER TABLE audit_log DROP COLUMN actor_service;
 
 """##),
+        Migration(version: 105, name: "refresh_and_revocation",
+                  up: ##"""
+-- A rotated refresh token presented again inside the grace window is answered with the
+-- successor it already has, never a second one (before, each replay got a token of its own and
+-- the session forked into chains that all refreshed on). The service derives the successor
+-- from the presented token (HMAC under its own key), so the caller always sends the hash of the
+-- same successor: the first rotation stores it, a replay only finds it under the token's lock.
+--   'issued'  - rotated now (the successor stored), or replayed inside the window (the
+--               successor found, not revoked): its expiry is returned;
+--   'refused' - unknown, revoked, expired, the account deactivated, or a replay whose
+--               successor is not the derived one (a token rotated before this migration);
+--   'reused'  - rotated before the grace window: the service revokes the family.
+--
+-- And revocation that takes effect: an access token lives 15 minutes, and until now deactivation,
+-- a role change or logout everywhere left the ones already issued working until they expired.
+-- Each of these now bumps the user's token version; every access token carries the version it
+-- was issued at (claim `tv`), and identity announces TokensRevoked with the new version, which
+-- the router pulls and enforces at once (older tokens refused). The refresh rotation returns
+-- the version with the role, read in the same snapshot, so a token signed from a stale read is
+-- stale by its version too.
+ALTER TABLE users ADD COLUMN token_version integer NOT NULL DEFAULT 0 CHECK (token_version >= 0);
+
+DROP FUNCTION rotate_refresh_token(bytea, bytea, float8, float8);
+CREATE FUNCTION rotate_refresh_token(p_hash bytea, p_new_hash bytea, p_grace_s float8, p_ttl_s float8)
+RETURNS TABLE (outcome text, user_id uuid, family_id uuid, role text, token_id uuid, expires_at float8, token_version int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t refresh_tokens%ROWTYPE;
+    u_role text;
+    u_active boolean;
+    u_version int;
+BEGIN
+    SELECT * INTO t FROM refresh_tokens r WHERE r.token_hash = p_hash FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'refused', NULL::uuid, NULL::uuid, NULL::text, NULL::uuid, NULL::float8, NULL::int;
+        RETURN;
+    END IF;
+    SELECT u.role, u.is_active, u.token_version INTO u_role, u_active, u_version FROM users u WHERE u.id = t.user_id;
+    IF t.revoked_at IS NOT NULL OR t.expires_at <= now() OR NOT u_active THEN
+        RETURN QUERY SELECT 'refused', t.user_id, t.family_id, u_role, t.id, NULL::float8, NULL::int;
+        RETURN;
+    END IF;
+    IF t.rotated_at IS NOT NULL AND now() - t.rotated_at > make_interval(secs => p_grace_s) THEN
+        RETURN QUERY SELECT 'reused', t.user_id, t.family_id, u_role, t.id, NULL::float8, NULL::int;
+        RETURN;
+    END IF;
+    IF t.rotated_at IS NOT NULL THEN
+        RETURN QUERY
+            SELECT 'issued', t.user_id, t.family_id, u_role, c.id, extract(epoch FROM c.expires_at)::float8, u_version
+            FROM refresh_tokens c
+            WHERE c.parent_id = t.id AND c.token_hash = p_new_hash AND c.revoked_at IS NULL AND c.expires_at > now();
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT 'refused', t.user_id, t.family_id, u_role, t.id, NULL::float8, NULL::int;
+        END IF;
+        RETURN;
+    END IF;
+    UPDATE refresh_tokens SET rotated_at = now() WHERE id = t.id;
+    RETURN QUERY
+        INSERT INTO refresh_tokens (user_id, family_id, parent_id, token_hash, expires_at)
+        VALUES (t.user_id, t.family_id, t.id, p_new_hash, now() + make_interval(secs => p_ttl_s))
+        RETURNING 'issued', t.user_id, t.family_id, u_role, refresh_tokens.id, extract(epoch FROM refresh_tokens.expires_at)::float8, u_version;
+END;
+$$;
+
+"""##,
+                  down: ##"""
+-- Back to 0103's rotation (every replay inside the grace window gets a token of its own, no
+-- token version).
+DROP FUNCTION rotate_refresh_token(bytea, bytea, float8, float8);
+CREATE FUNCTION rotate_refresh_token(p_hash bytea, p_new_hash bytea, p_grace_s float8, p_ttl_s float8)
+RETURNS TABLE (outcome text, user_id uuid, family_id uuid, role text, token_id uuid, expires_at float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t refresh_tokens%ROWTYPE;
+    u_role text;
+    u_active boolean;
+BEGIN
+    SELECT * INTO t FROM refresh_tokens r WHERE r.token_hash = p_hash FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'refused', NULL::uuid, NULL::uuid, NULL::text, NULL::uuid, NULL::float8;
+        RETURN;
+    END IF;
+    SELECT u.role, u.is_active INTO u_role, u_active FROM users u WHERE u.id = t.user_id;
+    IF t.revoked_at IS NOT NULL OR t.expires_at <= now() OR NOT u_active THEN
+        RETURN QUERY SELECT 'refused', t.user_id, t.family_id, u_role, t.id, NULL::float8;
+        RETURN;
+    END IF;
+    IF t.rotated_at IS NOT NULL AND now() - t.rotated_at > make_interval(secs => p_grace_s) THEN
+        RETURN QUERY SELECT 'reused', t.user_id, t.family_id, u_role, t.id, NULL::float8;
+        RETURN;
+    END IF;
+    IF t.rotated_at IS NULL THEN
+        UPDATE refresh_tokens SET rotated_at = now() WHERE id = t.id;
+    END IF;
+    RETURN QUERY
+        INSERT INTO refresh_tokens (user_id, family_id, parent_id, token_hash, expires_at)
+        VALUES (t.user_id, t.family_id, t.id, p_new_hash, now() + make_interval(secs => p_ttl_s))
+        RETURNING 'issued', t.user_id, t.family_id, u_role, refresh_tokens.id, extract(epoch FROM refresh_tokens.expires_at)::float8;
+END;
+$$;
+ALTER TABLE users DROP COLUMN token_version;
+
+"""##),
+        Migration(version: 106, name: "granted_roles",
+                  up: ##"""
+-- Staff roles are granted, never taken. Until now Register gave CAREGIVER and PROFESSIONAL to
+-- whoever asked, and such an account could read and change patients' records. From here on a
+-- professional is a user until an admin verifies the licence, and a caregiver is made by an
+-- admin. Accounts that hold such a role without that grant lose it, and each is listed here
+-- for admins (ListRoleReviews), who confirm by giving the role back with SetUserRole:
+--   every caregiver (grants were not recorded, so none can be told from a self-registration);
+--   every professional without a verified licence.
+CREATE TABLE role_reviews (
+    user_id uuid PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    previous_role text NOT NULL CHECK (previous_role IN ('caregiver', 'professional')),
+    reason text NOT NULL,
+    demoted_at timestamptz NOT NULL DEFAULT now(),
+    confirmed_by uuid REFERENCES users(id),
+    confirmed_at timestamptz
+);
+CREATE INDEX role_reviews_open ON role_reviews (demoted_at DESC, user_id DESC) WHERE confirmed_at IS NULL;
+
+INSERT INTO role_reviews (user_id, previous_role, reason)
+SELECT u.id, u.role,
+       CASE u.role WHEN 'caregiver' THEN 'caregiver role taken at registration'
+                   ELSE 'professional without a verified licence' END
+FROM users u
+WHERE u.role = 'caregiver'
+   OR (u.role = 'professional'
+       AND NOT EXISTS (SELECT 1 FROM professionals p WHERE p.user_id = u.id AND p.verification = 'verified'));
+
+UPDATE users u SET role = 'user' FROM role_reviews r WHERE r.user_id = u.id AND u.role = r.previous_role;
+
+"""##,
+                  down: ##"""
+-- Gives back the roles 0106 took and no admin has decided on since.
+UPDATE users u SET role = r.previous_role FROM role_reviews r
+WHERE r.user_id = u.id AND r.confirmed_at IS NULL AND u.role = 'user';
+DROP TABLE role_reviews;
+
+"""##),
     ]
 }

@@ -79,8 +79,9 @@ enum Roles {
     static let names = Caremesh_Identity_V1_Role.storedNames
     static func name(_ role: Caremesh_Identity_V1_Role) -> String? { role.storedName }
     static func role(_ name: String) -> Caremesh_Identity_V1_Role { .init(storedName: name) }
-    /// What a person may choose when registering; other roles are given by an admin.
-    static let selfService: Set<Caremesh_Identity_V1_Role> = [.user, .volunteer, .professional, .caregiver]
+    /// What a person may ask for when registering (a professional is registered as a user until
+    /// the licence is verified); other roles are given by an admin.
+    static let selfService: Set<Caremesh_Identity_V1_Role> = [.user, .volunteer, .professional]
     static let admin: Set<String> = ["admin"]
 }
 

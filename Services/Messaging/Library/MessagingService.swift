@@ -30,7 +30,7 @@ public enum MessagingService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.messaging")) async throws -> ServiceHost {
         let configuration = try MessagingConfiguration(environment: environment)
-        let client = RPCClient.forService(name, environment: environment, logger: logger)
+        let client = try RPCClient.forService(name, environment: environment, logger: logger)
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let sender = SmsSender(store: store, outbox: outbox, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)

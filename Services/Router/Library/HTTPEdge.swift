@@ -233,6 +233,14 @@ public final class HTTPEdge: Service, Sendable {
         counter("caremesh_router_oversized_total", "Messages refused for their size.", s.oversized)
         counter("caremesh_router_unauthenticated_total", "Requests refused for a missing or invalid token.", s.unauthenticated)
         counter("caremesh_router_undeliverable_total", "Messages that could not be sent to a peer.", io.undeliverable)
+        counter("caremesh_router_workers_registered_total", "Worker registrations accepted.", s.workersRegistered)
+        counter("caremesh_router_workers_refused_total",
+                "Worker READYs refused: a key not bound to the service, or a READY on the client endpoint.", s.workersRefused)
+        let handshakes = router.handshakesRefused
+        out += "# HELP caremesh_bus_handshakes_refused_total CurveZMQ handshakes refused by the ZAP handler, by endpoint.\n"
+        out += "# TYPE caremesh_bus_handshakes_refused_total counter\n"
+        out += "caremesh_bus_handshakes_refused_total{endpoint=\"workers\"} \(handshakes.workers)\n"
+        out += "caremesh_bus_handshakes_refused_total{endpoint=\"clients\"} \(handshakes.clients)\n"
         out += "# HELP caremesh_http_requests_total HTTP requests answered by the edge, by route and status.\n"
         out += "# TYPE caremesh_http_requests_total counter\n"
         for (status, n) in c.rpc.sorted(by: { $0.key < $1.key }) { out += "caremesh_http_requests_total{route=\"rpc\",status=\"\(status)\"} \(n)\n" }

@@ -19,14 +19,22 @@ import ZMQ
 /// ```
 public final class Router: Service, Sendable {
     public let configuration: RouterConfiguration
-    private let logger: Logger
+    let logger: Logger
     private let wake = EventSignal()
+
+    /// Wakes the I/O thread to take what a background task handed it.
+    func signalIOThread() { wake.signal() }
     private let control = Mutex(Control())
     private let snapshot = Mutex(RouterStateMachine.Stats())
     private let extraCounters = Mutex(IOCounters())
     private let endpoints = Mutex<(client: String, worker: String)>(("", ""))
     /// Signing keys fetched from identity, waiting for the I/O thread to take them.
     private let fetchedKeys = Mutex<[String: Curve25519.Signing.PublicKey]?>(nil)
+    /// Token revocations pulled from identity, waiting for the I/O thread to take them.
+    let pulledRevocations = Mutex<[Caremesh_Identity_V1_TokensRevoked]>([])
+    /// Revocation entries the router holds (as of the last change).
+    public var revokedTokenEntries: Int { revokedCount.withLock { $0 } }
+    private let revokedCount = Mutex(0)
     /// Set by the I/O thread when a token names an unknown key: fetch again soon.
     private let keysWanted = Atomic<Bool>(false)
     private let knownKeys = Mutex<Set<String>>([])
@@ -47,7 +55,39 @@ public final class Router: Service, Sendable {
     public init(configuration: RouterConfiguration = .init(), logger: Logger = Logger(label: "caremesh.router")) {
         self.configuration = configuration
         self.logger = logger
+        zapDomains = configuration.security.map { security in
+            let id = UInt64.random(in: 0...UInt64.max)
+            return (ZAPHandler.Domain(name: "caremesh-router-\(id)-workers", role: .workers, allowlist: security.allowlist, logger: logger),
+                    ZAPHandler.Domain(name: "caremesh-router-\(id)-clients", role: .clients, allowlist: security.allowlist, logger: logger))
+        }
     }
+
+    /// The ZAP domains of the worker and client endpoints (nil: the bus is not secured).
+    private let zapDomains: (workers: ZAPHandler.Domain, clients: ZAPHandler.Domain)?
+
+    /// Connections refused at the CurveZMQ handshake, by endpoint.
+    public var handshakesRefused: (workers: Int, clients: Int) {
+        (zapDomains?.workers.refused ?? 0, zapDomains?.clients.refused ?? 0)
+    }
+
+    /// Logs each worker registration and refusal (refusals rate-limited: a peer may repeat).
+    private func logRegistrations(_ registrations: [RouterStateMachine.Registration]) {
+        for r in registrations {
+            var metadata: Logger.Metadata = [
+                "service": "\(r.service)", "instance.id": "\(r.instanceID)", "version": "\(r.version)",
+                "key.id": "\(r.keyID ?? "-")", "peer.address": "\(r.address ?? "-")",
+            ]
+            if let refusal = r.refusal {
+                let n = refusalsLogged.wrappingAdd(1, ordering: .relaxed).newValue
+                guard n <= 20 || n % 1000 == 0 else { continue }
+                metadata["reason"] = "\(refusal)"
+                logger.warning("router refused a worker", metadata: metadata)
+            } else {
+                logger.info("worker registered", metadata: metadata)
+            }
+        }
+    }
+    private let refusalsLogged = Atomic<Int>(0)
 
     /// The state machine's counters as of the last loop turn.
     public var stats: RouterStateMachine.Stats { snapshot.withLock { $0 } }
@@ -71,6 +111,14 @@ public final class Router: Service, Sendable {
 
     /// Binds both sockets and starts the I/O thread; throws if a bind fails.
     public func start() throws {
+        if let zapDomains {
+            // Bound before the router's sockets: libzmq lets every peer in while no handler is.
+            try ZAPHandler.shared.start()
+            ZAPHandler.shared.register(zapDomains.workers)
+            ZAPHandler.shared.register(zapDomains.clients)
+        } else {
+            logger.warning("the bus is not secured (CAREMESH_BUS_SECURITY=off): links are plain TCP and any peer may register as any service; for the bus's own tests and benchmarks only")
+        }
         let started = StartupResult()
         let thread = IOThread(name: "caremesh-router") { [self] in
             self.loop(started: started)
@@ -83,8 +131,14 @@ public final class Router: Service, Sendable {
         if configuration.dispatch.authentication == .required {
             var config = ClientConfiguration(endpoint: localClientEndpoint)
             config.maxAttempts = 1
+            config.credentials = configuration.serviceSecret.map { ServiceCredentials(service: "router", secret: $0) }
             let client = RPCClient(configuration: config, logger: logger)
-            let fetcher = Task { await self.fetchSigningKeys(client) }
+            let fetcher = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.fetchSigningKeys(client) }
+                    group.addTask { await self.pullRevocations(client) }
+                }
+            }
             control.withLock { $0.keyFetcher = fetcher; $0.keyClient = client }
         } else {
             logger.warning("router authentication is disabled: no access token is checked (tests only)")
@@ -130,8 +184,8 @@ public final class Router: Service, Sendable {
         let context = ZMQContext.shared
         let frontend: ZMQSocket, backend: ZMQSocket
         do {
-            frontend = try makeSocket(context, configuration.clientEndpoint)
-            backend = try makeSocket(context, configuration.workerEndpoint)
+            frontend = try makeSocket(context, configuration.clientEndpoint, zap: zapDomains?.clients)
+            backend = try makeSocket(context, configuration.workerEndpoint, zap: zapDomains?.workers)
             endpoints.withLock { $0 = (frontend.lastEndpoint, backend.lastEndpoint) }
             let local = "inproc://caremesh-router-clients-\(UInt64.random(in: 0...UInt64.max))"
             try frontend.bind(local)
@@ -146,7 +200,8 @@ public final class Router: Service, Sendable {
         ])
         started.succeed()
 
-        var machine = RouterStateMachine(configuration: configuration.dispatch)
+        var machine = RouterStateMachine(configuration: configuration.dispatch, workerKeys: configuration.security?.allowlist)
+        var nextRevocationExpiry: UInt64 = 0
         var poller = ZMQPoller()
         poller.add(frontend)
         poller.add(backend)
@@ -196,6 +251,13 @@ public final class Router: Service, Sendable {
             let timeout = wakeAt == .max ? 250 : Int(min(250, wakeAt > now ? (wakeAt - now + 999_999) / 1_000_000 : 0))
             let ready = poller.pollMask(timeoutMs: timeout)
             if ready & 0b100 != 0 { wake.drain() }
+            let revocations = pulledRevocations.withLock { r in defer { r.removeAll() }; return r }
+            if !revocations.isEmpty || (!machine.revoked.isEmpty && now >= nextRevocationExpiry) {
+                machine.revoke(revocations)
+                nextRevocationExpiry = now + 60_000_000_000
+                let count = machine.revoked.count
+                revokedCount.withLock { $0 = count }
+            }
             if let keys = fetchedKeys.withLock({ k in defer { k = nil }; return k }) {
                 machine.setSigningKeys(keys)
                 let ids = machine.signingKeyIDs
@@ -205,7 +267,9 @@ public final class Router: Service, Sendable {
                 // One clock read per batch: a batch takes microseconds, deadlines are in ms.
                 let batchNow = monotonicNanos()
                 for _ in 0..<512 {
-                    guard let frames = try? sockets[index].receive() else { break }
+                    // A READY's connection properties (its key id, its address) are read, no
+                    // other message's.
+                    guard let (frames, properties) = try? sockets[index].receive(propertiesIf: MDP.looksLikeWorkerReady) else { break }
                     io.messagesIn += 1
                     guard frames.count >= 2,
                           let (dialect, message) = MDP.decodeAtBroker(frames[1...]) else {
@@ -216,8 +280,12 @@ public final class Router: Service, Sendable {
                     let input: RouterStateMachine.Input
                     if case .clientRequest(let service, let body) = message {
                         input = .fromClient(peer, dialect, service: service, body: body)
+                    } else if index == 0 {
+                        // The client endpoint never registers a worker, whatever it is sent.
+                        machine.workerCommandOnClientEndpoint(message, properties)
+                        continue
                     } else {
-                        input = .fromWorker(peer, dialect, message)
+                        input = .fromWorker(peer, dialect, message, properties)
                     }
                     machine.handle(input, now: batchNow, into: &actions)
                 }
@@ -227,6 +295,10 @@ public final class Router: Service, Sendable {
             flush()
             machine.tick(now: monotonicNanos(), into: &actions)
             flush()
+            if !machine.registrations.isEmpty {
+                logRegistrations(machine.registrations)
+                machine.registrations.removeAll(keepingCapacity: true)
+            }
             if machine.workersChanged {
                 machine.workersChanged = false
                 let workers = machine.workersByService
@@ -249,6 +321,10 @@ public final class Router: Service, Sendable {
         flush()
         frontend.close()
         backend.close()
+        if let zapDomains {
+            ZAPHandler.shared.unregister(zapDomains.workers.name)
+            ZAPHandler.shared.unregister(zapDomains.clients.name)
+        }
         logger.info("router stopped")
     }
 
@@ -295,8 +371,9 @@ public final class Router: Service, Sendable {
         }
     }
 
-    private func makeSocket(_ context: ZMQContext, _ endpoint: String) throws -> ZMQSocket {
+    private func makeSocket(_ context: ZMQContext, _ endpoint: String, zap: ZAPHandler.Domain?) throws -> ZMQSocket {
         let s = try context.socket(.router)
+        if let zap, let keys = configuration.security?.keys { try s.becomeCurveServer(keys, zapDomain: zap.name) }
         try s.setOption(ZMQOption.routerMandatory, 1)
         try s.setOption(ZMQOption.routerHandover, 1)
         try s.setOption(ZMQOption.maxMessageSize, int64: Int64(configuration.dispatch.maxMessageSize) * 4)

@@ -4,6 +4,7 @@ import CareMeshRPC
 import Crypto
 import Foundation
 import SwiftProtobuf
+import ZMQ
 
 /// Where a peer is: which of the router's sockets it talks on, and its ROUTER identity.
 public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
@@ -72,7 +73,21 @@ public struct RouterStateMachine: Sendable {
     /// What the router is told.
     public enum Input: Sendable {
         case fromClient(PeerAddress, MDP.Dialect, service: String, body: [Data])
-        case fromWorker(PeerAddress, MDP.Dialect, MDP.BrokerInbound)
+        /// A message on the worker endpoint; a READY comes with its connection's properties
+        /// (the key id its CurveZMQ handshake was admitted with, the peer's address).
+        case fromWorker(PeerAddress, MDP.Dialect, MDP.BrokerInbound, ZMQPeerProperties? = nil)
+    }
+
+    /// A worker registered or refused, for the router's log and metrics (the router drains
+    /// `registrations` after each turn).
+    public struct Registration: Sendable, Equatable {
+        public var service: String
+        public var instanceID: String
+        public var version: String
+        public var keyID: String?
+        public var address: String?
+        /// Nil: registered; else why it was refused.
+        public var refusal: String?
     }
 
     /// What the router must send.
@@ -101,6 +116,11 @@ public struct RouterStateMachine: Sendable {
         public var unknownWorkerMessages = 0
         public var unauthenticated = 0
         public var authenticated = 0
+        /// Valid tokens refused because identity revoked them.
+        public var revokedTokens = 0
+        public var workersRegistered = 0
+        /// READYs refused: a key not bound to the service, or a READY on the client endpoint.
+        public var workersRefused = 0
     }
 
     /// A registered worker, in its slot of `slots` (a slot is reused once its worker is gone:
@@ -169,9 +189,15 @@ public struct RouterStateMachine: Sendable {
     /// Set whenever a worker registers, drains or is lost: the router then takes a new
     /// `workersByService` (read by `/metrics`) and clears it.
     public var workersChanged = false
+    /// Worker keys and the services each may serve; nil: any worker may register any name
+    /// (the bus without CurveZMQ, for its own tests and benchmarks).
+    public let workerKeys: BusAllowlist?
+    /// Registrations and refusals since the router last drained them.
+    public var registrations: [Registration] = []
 
-    public init(configuration: Configuration = .init()) {
+    public init(configuration: Configuration = .init(), workerKeys: BusAllowlist? = nil) {
         self.configuration = configuration
+        self.workerKeys = workerKeys
     }
 
     // MARK: - Queries
@@ -246,9 +272,23 @@ public struct RouterStateMachine: Sendable {
         switch input {
         case .fromClient(let peer, let dialect, let service, let body):
             clientRequest(peer, dialect, service: service, body: body, now: now, into: &actions)
-        case .fromWorker(let peer, let dialect, let message):
-            workerMessage(peer, dialect, message, now: now, into: &actions)
+        case .fromWorker(let peer, let dialect, let message, let properties):
+            workerMessage(peer, dialect, message, properties, now: now, into: &actions)
         }
+    }
+
+    /// A worker command on the client endpoint: never a registration, whatever it says (a
+    /// READY is logged as refused; anything else counts as malformed). Nothing is answered.
+    public mutating func workerCommandOnClientEndpoint(_ message: MDP.BrokerInbound, _ properties: ZMQPeerProperties?) {
+        guard case .workerReady(let service, let extra) = message else { return malformed() }
+        stats.workersRefused += 1
+        registrations.append(Self.registration(service, extra, properties, refusal: "READY on the client endpoint"))
+    }
+
+    static func registration(_ service: String, _ extra: [Data], _ properties: ZMQPeerProperties?, refusal: String?) -> Registration {
+        let info = extra.first.flatMap { try? WorkerInfo(serializedBytes: $0) }
+        return Registration(service: service, instanceID: info?.instanceID ?? "", version: info?.version ?? "",
+                            keyID: properties?.userID, address: properties?.address, refusal: refusal)
     }
 
     /// A message that could not be decoded: count it (the router drops it).
@@ -392,6 +432,16 @@ public struct RouterStateMachine: Sendable {
 
     // MARK: - Authentication
 
+    /// Takes identity's token revocations (`TokensRevoked`), dropping entries whose tokens
+    /// have all expired.
+    public mutating func revoke(_ events: [Caremesh_Identity_V1_TokensRevoked]) {
+        for event in events { revoked.apply(event) }
+        revoked.expire(now: configuration.wallClock())
+    }
+
+    /// Tokens refused although valid, until they expire.
+    public private(set) var revoked = RevokedTokens()
+
     /// Replaces the keys tokens are verified with (identity's `GetSigningKeys`).
     public mutating func setSigningKeys(_ keys: [String: Curve25519.Signing.PublicKey]) {
         verifier.setKeys(keys)
@@ -424,6 +474,12 @@ public struct RouterStateMachine: Sendable {
         }
         do {
             let claims = try verifier.verify(String(token), now: configuration.wallClock())
+            if !revoked.isEmpty, let why = revoked.refusal(claims) {
+                stats.revokedTokens += 1
+                if isPublic { return .anonymous }
+                return .refused(.router(.unauthenticated, "the access token was revoked: \(why); sign in again or refresh",
+                                        reason: "TOKEN_REVOKED"))
+            }
             stats.authenticated += 1
             return .caller(claims.caller)
         } catch {
@@ -538,10 +594,24 @@ public struct RouterStateMachine: Sendable {
     // MARK: - Workers
 
     private mutating func workerMessage(_ peer: PeerAddress, _ dialect: MDP.Dialect, _ message: MDP.BrokerInbound,
-                                        now: UInt64, into actions: inout [Action]) {
+                                        _ properties: ZMQPeerProperties?, now: UInt64, into actions: inout [Action]) {
         let expiry = now + configuration.heartbeatIntervalNs * configuration.liveness
         if case .workerReady(let service, let extra) = message {
             if let old = workerSlot[peer] { removeWorker(old, into: &actions) }
+            if let workerKeys {
+                // The key the handshake admitted must be bound to this name: a key of another
+                // service is disconnected, its peer holding nothing.
+                let keyID = properties?.userID ?? ""
+                if !workerKeys.allows(keyID: keyID, toServe: service) {
+                    stats.workersRefused += 1
+                    registrations.append(Self.registration(service, extra, properties, refusal: keyID.isEmpty
+                        ? "no CurveZMQ key" : "key not bound to this service"))
+                    actions.append(.toWorker(peer, dialect, .disconnect, []))
+                    return
+                }
+            }
+            stats.workersRegistered += 1
+            registrations.append(Self.registration(service, extra, properties, refusal: nil))
             let info = extra.first.flatMap { try? WorkerInfo(serializedBytes: $0) }
             let capacity = max(1, Int(info?.capacity ?? 1))
             let s = self.service(named: service)

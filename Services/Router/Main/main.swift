@@ -7,7 +7,12 @@ import ServiceLifecycle
 ServiceRunner.bootstrapLogging()
 let logger = Logger(label: "caremesh.router")
 let environment = ProcessInfo.processInfo.environment
-let router = Router(configuration: RouterConfiguration(environment: environment), logger: logger)
+let configuration: RouterConfiguration
+do { configuration = try RouterConfiguration(environment: environment) } catch {
+    FileHandle.standardError.write(Data("router: \(error)\n".utf8))
+    exit(1)
+}
+let router = Router(configuration: configuration, logger: logger)
 // The HTTP/JSON edge runs beside the broker unless CAREMESH_HTTP_ADDRESS is "off".
 var services: [any Service] = [router]
 if let edge = HTTPEdge.Configuration(environment: environment) {

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "151f3bf347aabf5f"
+public let protoFingerprint = "a0d00fa0fb4b7ceb"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -191,6 +191,9 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/DeactivateUser`
     public static let deactivateUser = RPCMethod<Caremesh_Identity_V1_DeactivateUserRequest, Caremesh_Identity_V1_DeactivateUserResponse>(
         path: "/caremesh.identity.v1.Identity/DeactivateUser", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ListRoleReviews`
+    public static let listRoleReviews = RPCMethod<Caremesh_Identity_V1_ListRoleReviewsRequest, Caremesh_Identity_V1_ListRoleReviewsResponse>(
+        path: "/caremesh.identity.v1.Identity/ListRoleReviews", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
     /// `/caremesh.identity.v1.Identity/RecordSuspiciousActivity`
     public static let recordSuspiciousActivity = RPCMethod<Caremesh_Identity_V1_RecordSuspiciousActivityRequest, Caremesh_Identity_V1_RecordSuspiciousActivityResponse>(
         path: "/caremesh.identity.v1.Identity/RecordSuspiciousActivity", serviceName: "identity", idempotency: .unknown, access: .authenticated)
@@ -216,7 +219,7 @@ public enum IdentityMethods {
     public static let getPatientContact = RPCMethod<Caremesh_Identity_V1_GetPatientContactRequest, Caremesh_Identity_V1_GetPatientContactResponse>(
         path: "/caremesh.identity.v1.Identity/GetPatientContact", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased]
 }
 
 /// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
@@ -470,6 +473,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.listUsers.erased,
     IdentityMethods.setUserRole.erased,
     IdentityMethods.deactivateUser.erased,
+    IdentityMethods.listRoleReviews.erased,
     IdentityMethods.recordSuspiciousActivity.erased,
     IdentityMethods.listSuspiciousActivities.erased,
     IdentityMethods.listAuditEntries.erased,

@@ -567,7 +567,10 @@ public nonisolated struct Caremesh_Identity_V1_RegisterRequest: Sendable {
   /// E.164.
   public var phone: String = String()
 
-  /// USER (default), VOLUNTEER, PROFESSIONAL or CAREGIVER; other roles are given by an admin.
+  /// USER (default), VOLUNTEER or PROFESSIONAL. Staff roles are granted, never taken: a
+  /// professional is a USER until an admin verifies the licence given with
+  /// SubmitProfessionalCredentials; caregiver, coordinator, EA and admin are given by an admin
+  /// (SetUserRole). A volunteer is an applicant until verified, as before.
   public var role: Caremesh_Identity_V1_Role = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1345,6 +1348,82 @@ public nonisolated struct Caremesh_Identity_V1_ListUsersResponse: Sendable {
   public init() {}
 }
 
+/// An account whose staff role was taken away when staff roles stopped being self-service
+/// (identity migration 0106): a caregiver, or a professional without a verified licence. An admin
+/// confirms by giving the role back with SetUserRole.
+public nonisolated struct Caremesh_Identity_V1_RoleReview: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  public var email: String = String()
+
+  public var previousRole: Caremesh_Identity_V1_Role = .unspecified
+
+  public var reason: String = String()
+
+  public var demotedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_demotedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_demotedAt = newValue}
+  }
+  /// Returns true if `demotedAt` has been explicitly set.
+  public var hasDemotedAt: Bool {self._demotedAt != nil}
+  /// Clears the value of `demotedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearDemotedAt() {self._demotedAt = nil}
+
+  /// Empty until confirmed; the admin's id ("" when confirmed from the CLI's grant-role).
+  public var confirmedBy: String = String()
+
+  public var confirmedAt: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_confirmedAt ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_confirmedAt = newValue}
+  }
+  /// Returns true if `confirmedAt` has been explicitly set.
+  public var hasConfirmedAt: Bool {self._confirmedAt != nil}
+  /// Clears the value of `confirmedAt`. Subsequent reads from it will return its default value.
+  public mutating func clearConfirmedAt() {self._confirmedAt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _demotedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _confirmedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Caremesh_Identity_V1_ListRoleReviewsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Also those already confirmed.
+  public var includeConfirmed: Bool = false
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Identity_V1_ListRoleReviewsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reviews: [Caremesh_Identity_V1_RoleReview] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Caremesh_Identity_V1_SetUserRoleRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1872,6 +1951,34 @@ public nonisolated struct Caremesh_Identity_V1_UserRoleChanged: Sendable {
   public var role: Caremesh_Identity_V1_Role = .unspecified
 
   public var previousRole: Caremesh_Identity_V1_Role = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Access tokens that must stop working before they expire: one session's (logout, a refresh
+/// token reused), or every token of a user older than `min_version` (deactivation, a role change,
+/// logout everywhere: each bumps the user's token version, which new tokens carry as `tv`). The
+/// router pulls these and refuses such tokens at once.
+public nonisolated struct Caremesh_Identity_V1_TokensRevoked: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  /// Set: only this session's tokens.
+  public var sessionID: String = String()
+
+  /// Set (> 0): the user's tokens whose version is lower.
+  public var minVersion: Int64 = 0
+
+  /// Seconds since the Unix epoch by which every token concerned has expired.
+  public var until: Int64 = 0
+
+  /// "logout", "reuse_detected", "deactivated", "role_changed", "logout_everywhere".
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3885,6 +3992,145 @@ nonisolated extension Caremesh_Identity_V1_ListUsersResponse: SwiftProtobuf.Mess
   }
 }
 
+nonisolated extension Caremesh_Identity_V1_RoleReview: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RoleReview"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}email\0\u{3}previous_role\0\u{1}reason\0\u{3}demoted_at\0\u{3}confirmed_by\0\u{3}confirmed_at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.email) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.previousRole) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._demotedAt) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.confirmedBy) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._confirmedAt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.email.isEmpty {
+      try visitor.visitSingularStringField(value: self.email, fieldNumber: 2)
+    }
+    if self.previousRole != .unspecified {
+      try visitor.visitSingularEnumField(value: self.previousRole, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    try { if let v = self._demotedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.confirmedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.confirmedBy, fieldNumber: 6)
+    }
+    try { if let v = self._confirmedAt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_RoleReview, rhs: Caremesh_Identity_V1_RoleReview) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.email != rhs.email {return false}
+    if lhs.previousRole != rhs.previousRole {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs._demotedAt != rhs._demotedAt {return false}
+    if lhs.confirmedBy != rhs.confirmedBy {return false}
+    if lhs._confirmedAt != rhs._confirmedAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_ListRoleReviewsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRoleReviewsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}include_confirmed\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.includeConfirmed) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.includeConfirmed != false {
+      try visitor.visitSingularBoolField(value: self.includeConfirmed, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_ListRoleReviewsRequest, rhs: Caremesh_Identity_V1_ListRoleReviewsRequest) -> Bool {
+    if lhs.includeConfirmed != rhs.includeConfirmed {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_ListRoleReviewsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListRoleReviewsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reviews\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.reviews) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reviews.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.reviews, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_ListRoleReviewsResponse, rhs: Caremesh_Identity_V1_ListRoleReviewsResponse) -> Bool {
+    if lhs.reviews != rhs.reviews {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Caremesh_Identity_V1_SetUserRoleRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SetUserRoleRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}role\0")
@@ -4944,6 +5190,56 @@ nonisolated extension Caremesh_Identity_V1_UserRoleChanged: SwiftProtobuf.Messag
     if lhs.userID != rhs.userID {return false}
     if lhs.role != rhs.role {return false}
     if lhs.previousRole != rhs.previousRole {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_TokensRevoked: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TokensRevoked"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}session_id\0\u{3}min_version\0\u{1}until\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.minVersion) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.until) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.sessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 2)
+    }
+    if self.minVersion != 0 {
+      try visitor.visitSingularInt64Field(value: self.minVersion, fieldNumber: 3)
+    }
+    if self.until != 0 {
+      try visitor.visitSingularInt64Field(value: self.until, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_TokensRevoked, rhs: Caremesh_Identity_V1_TokensRevoked) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.minVersion != rhs.minVersion {return false}
+    if lhs.until != rhs.until {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

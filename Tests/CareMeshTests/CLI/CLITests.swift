@@ -44,7 +44,9 @@ struct CLITests {
                    "CAREMESH_ROUTER": "tcp://127.0.0.1:\(port)",
                    "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
                    "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)",
-                   "CAREMESH_HTTP_ADDRESS": "127.0.0.1:\(httpPort)", "SANDBOX_PORT": "\(sandboxPort)"]
+                   "CAREMESH_HTTP_ADDRESS": "127.0.0.1:\(httpPort)", "SANDBOX_PORT": "\(sandboxPort)",
+                   // The stack's own bus keys (made under CAREMESH_HOME), not the test routers'.
+                   BusSettings.routerPublicKey: ""]
         let up = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))
         defer { _ = try? FileManager.default.contentsOfDirectory(atPath: home.path) }
         // On failure, the stack's own logs say why (they go with the temporary home).

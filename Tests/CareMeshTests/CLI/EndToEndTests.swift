@@ -13,8 +13,16 @@ import Testing
 /// docker-compose), it runs against that stack too.
 enum StackChecks {
     /// `environment` lets the CLI reach identity's database (for `caremesh identity grant-role`).
+    /// The router's key comes from `environment` (`CAREMESH_ROUTER_PUBLIC_KEY` or `…_FILE`), else
+    /// from `$CAREMESH_HOME/bus/router.pub` as `caremesh up` makes it.
     static func verify(router endpoint: String, environment: [String: String] = [:]) async throws {
-        var config = ClientConfiguration(endpoint: endpoint)
+        var env = environment
+        if (env[BusSettings.routerPublicKey] ?? "").isEmpty && (env["\(BusSettings.routerPublicKey)_FILE"] ?? "").isEmpty,
+           let home = env["CAREMESH_HOME"] {
+            env["\(BusSettings.routerPublicKey)_FILE"] = home + "/bus/router.pub"
+        }
+        var config = try ClientConfiguration(environment: env)
+        config.endpoint = endpoint
         config.defaultTimeout = .seconds(5)
         let client = RPCClient(configuration: config, logger: TestStack.quietLogger("e2e"))
         defer { client.close() }

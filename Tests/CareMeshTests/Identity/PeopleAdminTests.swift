@@ -220,8 +220,10 @@ extension IdentityTests {
                 guard all.contains(where: { $0.type == "caremesh.identity.v1.UserDeactivated" }) else { throw RPCError(.unavailable, "not yet") }
                 return all.map(\.type)
             }
+            // A role change and a deactivation each revoke the tokens issued before (the router's).
             #expect(events == ["caremesh.identity.v1.UserRegistered", "caremesh.identity.v1.SuspiciousActivityRecorded",
-                               "caremesh.identity.v1.UserRoleChanged", "caremesh.identity.v1.UserDeactivated"])
+                               "caremesh.identity.v1.UserRoleChanged", "caremesh.identity.v1.TokensRevoked",
+                               "caremesh.identity.v1.UserDeactivated", "caremesh.identity.v1.TokensRevoked"])
         }
     }
 }
@@ -233,6 +235,7 @@ extension IdentityTests {
             let admin = try await account(s, "admin")
             // A client that signs in as dispatch by itself.
             var config = ClientConfiguration(endpoint: s.router.boundEndpoints.client)
+            config.link = TestStack.BusKeys.clientLink(s.router)
             config.defaultTimeout = .seconds(5)
             config.credentials = ServiceCredentials(service: "dispatch", environment: s.db.environment)
             let dispatch = RPCClient(configuration: config, logger: TestStack.quietLogger("dispatch-client"))

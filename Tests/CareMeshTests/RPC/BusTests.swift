@@ -365,9 +365,9 @@ struct BusTests {
         var config = TestStack.routerConfiguration()
         config.dispatch.maxMessageSize = 64 * 1024
         try await withBenchStack(router: config, handlers: echoHandlers(Probe())) { router, client in
-            let endpoint = router.boundEndpoints.client
+            let endpoint = router.boundEndpoints.client, link = TestStack.BusKeys.clientLink(router)
             let replies = await TestStack.onThread { () -> Int in
-                guard let raw = try? RawPeer(connect: endpoint) else { return -1 }
+                guard let raw = try? RawPeer(connect: endpoint, link: link) else { return -1 }
                 let garbage: [[Data]] = [
                     [Data("hello".utf8)],
                     [Data(), Data("MDPC02".utf8), Data([0x09]), Data("bench".utf8)],

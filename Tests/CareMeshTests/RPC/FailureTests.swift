@@ -61,6 +61,7 @@ struct FailureTests {
             for p in [router, worker] where p.isRunning { kill(p.processIdentifier, SIGKILL) }
         }
         var config = ClientConfiguration(endpoint: "tcp://127.0.0.1:\(port)")
+        config.link = .curve(router: TestStack.BusKeys.router.publicKey, own: .generate())
         config.defaultTimeout = .milliseconds(500)
         let client = RPCClient(configuration: config, logger: TestStack.quietLogger("client"))
         defer { client.close() }

@@ -33,6 +33,7 @@ import Testing
             }
             func client(secret: String?) -> RPCClient {
                 var c = ClientConfiguration(endpoint: s.router.boundEndpoints.client)
+                c.link = TestStack.BusKeys.clientLink(s.router)
                 c.defaultTimeout = .seconds(5)
                 c.maxAttempts = 1
                 c.credentials = secret.map { ServiceCredentials(service: "alerts", secret: $0) }
