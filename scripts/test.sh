@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-install_missing libzmq3-dev python3-venv postgresql postgresql-15-postgis-3 docker-compose
+install_missing libzmq3-dev python3-venv postgresql postgresql-15-postgis-3 docker-compose openssl
 
 # An independent MDP/0.2 implementation for the interop tests (majortomo imports six undeclared).
 if ! .venv/bin/python -c 'import majortomo, six, zmq, google.protobuf' 2>/dev/null; then

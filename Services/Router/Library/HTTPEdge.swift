@@ -2,6 +2,9 @@ import CareMeshContracts
 import CareMeshRPC
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -26,11 +29,30 @@ public final class HTTPEdge: Service, Sendable {
         public var maxBody = 1 << 20
         public var timeout: Duration = .seconds(30)
 
+        /// The certificate chain and private key (PEM files) the edge serves HTTPS with; nil: plain
+        /// HTTP, which only loopback gets unless `allowPlain`.
+        public var tls: TLSFiles?
+        /// Plain HTTP on an address other than loopback: a proxy in front terminates TLS.
+        public var allowPlain = false
+
+        public struct TLSFiles: Sendable, Equatable {
+            public var certificateChain: String
+            public var privateKey: String
+
+            public init(certificateChain: String, privateKey: String) {
+                self.certificateChain = certificateChain
+                self.privateKey = privateKey
+            }
+        }
+
         public init() {}
 
         /// `CAREMESH_HTTP_ADDRESS` (`127.0.0.1:8080`; `off` disables the edge),
-        /// `CAREMESH_HTTP_PUBLIC_URL`.
-        public init?(environment env: [String: String]) {
+        /// `CAREMESH_HTTP_PUBLIC_URL`, `CAREMESH_HTTP_TLS_CERT_FILE` and `CAREMESH_HTTP_TLS_KEY_FILE`
+        /// (PEM: HTTPS), `CAREMESH_HTTP_PLAIN=allow` (plain HTTP off loopback, behind a TLS proxy).
+        /// Plain HTTP on an address other than loopback, without that, is refused: passwords and
+        /// PHI cross the edge.
+        public init?(environment env: [String: String]) throws(EdgeConfigurationError) {
             let address = env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080"
             guard address.lowercased() != "off" else { return nil }
             if let colon = address.lastIndex(of: ":"), let p = Int(address[address.index(after: colon)...]) {
@@ -38,6 +60,31 @@ public final class HTTPEdge: Service, Sendable {
                 port = p
             }
             publicURL = env["CAREMESH_HTTP_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : ($0.hasSuffix("/") ? String($0.dropLast()) : $0) }
+            allowPlain = env["CAREMESH_HTTP_PLAIN"]?.lowercased() == "allow"
+            let cert = env["CAREMESH_HTTP_TLS_CERT_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+            let key = env["CAREMESH_HTTP_TLS_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+            switch (cert, key) {
+            case (let cert?, let key?):
+                for (variable, path) in [("CAREMESH_HTTP_TLS_CERT_FILE", cert), ("CAREMESH_HTTP_TLS_KEY_FILE", key)]
+                    where !FileManager.default.isReadableFile(atPath: path) {
+                    throw EdgeConfigurationError("\(variable) names \(path), which cannot be read")
+                }
+                tls = TLSFiles(certificateChain: cert, privateKey: key)
+            case (nil, nil):
+                guard isLoopback || allowPlain else {
+                    throw EdgeConfigurationError("""
+                        the HTTP edge would serve plain HTTP on \(host): give CAREMESH_HTTP_TLS_CERT_FILE and \
+                        CAREMESH_HTTP_TLS_KEY_FILE (PEM), or CAREMESH_HTTP_PLAIN=allow behind a proxy that terminates TLS
+                        """)
+                }
+            default:
+                throw EdgeConfigurationError("CAREMESH_HTTP_TLS_CERT_FILE and CAREMESH_HTTP_TLS_KEY_FILE go together")
+            }
+        }
+
+        /// Whether the edge listens on loopback only.
+        public var isLoopback: Bool {
+            ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) || host.hasPrefix("127.")
         }
     }
 
@@ -103,9 +150,19 @@ public final class HTTPEdge: Service, Sendable {
         }
         routes.post("/v1/:service/:method") { request, context in try await self.rpc(request, context) }
         routes.post("/webhooks/:kind/:provider") { request, context in try await self.webhook(request, context) }
+        let server: HTTPServerBuilder
+        if let files = configuration.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+            server = try .tls(.http1(), tlsConfiguration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        } else {
+            server = .http1()
+        }
+        let host = configuration.host.hasPrefix("[") ? String(configuration.host.dropFirst().dropLast()) : configuration.host
         let app = Application(
             router: routes,
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "caremesh-router"),
+            server: server,
+            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "caremesh-router"),
             onServerRunning: { channel in self.bound.set(channel.localAddress?.port ?? 0) },
             logger: logger)
         defer { client.close() }
@@ -324,4 +381,10 @@ public final class HTTPEdge: Service, Sendable {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
     }
+}
+
+/// An HTTP edge setting that cannot be used.
+public struct EdgeConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
