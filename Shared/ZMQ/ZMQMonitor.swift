@@ -14,6 +14,9 @@ public enum ZMQMonitorEvent: Sendable, Equatable {
     /// Every event decoded here.
     public static let mask: Int32 = connectionMask | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
         | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    /// A security handshake that failed before any ZAP handler was asked: another mechanism
+    /// (a plain peer on a CurveZMQ socket), or a client holding a wrong server key.
+    public static let handshakeFailureMask: Int32 = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
     /// Connected and disconnected only.
     public static let connectionMask: Int32 = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED
 

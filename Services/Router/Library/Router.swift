@@ -63,31 +63,9 @@ public final class Router: Service, Sendable {
     }
 
     /// The ZAP domains of the worker and client endpoints (nil: the bus is not secured).
-    private let zapDomains: (workers: ZAPHandler.Domain, clients: ZAPHandler.Domain)?
-
-    /// Connections refused at the CurveZMQ handshake, by endpoint.
-    public var handshakesRefused: (workers: Int, clients: Int) {
-        (zapDomains?.workers.refused ?? 0, zapDomains?.clients.refused ?? 0)
-    }
-
-    /// Logs each worker registration and refusal (refusals rate-limited: a peer may repeat).
-    private func logRegistrations(_ registrations: [RouterStateMachine.Registration]) {
-        for r in registrations {
-            var metadata: Logger.Metadata = [
-                "service": "\(r.service)", "instance.id": "\(r.instanceID)", "version": "\(r.version)",
-                "key.id": "\(r.keyID ?? "-")", "peer.address": "\(r.address ?? "-")",
-            ]
-            if let refusal = r.refusal {
-                let n = refusalsLogged.wrappingAdd(1, ordering: .relaxed).newValue
-                guard n <= 20 || n % 1000 == 0 else { continue }
-                metadata["reason"] = "\(refusal)"
-                logger.warning("router refused a worker", metadata: metadata)
-            } else {
-                logger.info("worker registered", metadata: metadata)
-            }
-        }
-    }
-    private let refusalsLogged = Atomic<Int>(0)
+    let zapDomains: (workers: ZAPHandler.Domain, clients: ZAPHandler.Domain)?
+    /// Worker refusals logged so far (they are rate-limited: a peer may repeat).
+    let refusalsLogged = Atomic<Int>(0)
 
     /// The state machine's counters as of the last loop turn.
     public var stats: RouterStateMachine.Stats { snapshot.withLock { $0 } }
@@ -200,12 +178,23 @@ public final class Router: Service, Sendable {
         ])
         started.succeed()
 
+        // With CurveZMQ, handshakes libzmq fails before asking ZAP (a plain peer, a wrong router
+        // key) are counted and logged with the ZAP handler's refusals of the same endpoint.
+        var monitors: [(ZMQEventMonitor, ZAPHandler.Domain)] = []
+        if let zapDomains {
+            for (socket, domain) in [(frontend, zapDomains.clients), (backend, zapDomains.workers)] {
+                if let m = try? ZMQEventMonitor(socket, context: context, mask: ZMQMonitorEvent.handshakeFailureMask) {
+                    monitors.append((m, domain))
+                }
+            }
+        }
         var machine = RouterStateMachine(configuration: configuration.dispatch, workerKeys: configuration.security?.allowlist)
         var nextRevocationExpiry: UInt64 = 0
         var poller = ZMQPoller()
         poller.add(frontend)
         poller.add(backend)
         poller.add(fd: wake.fd)
+        for (m, _) in monitors { poller.add(m.events) }
         let sockets = [frontend, backend]
         var actions: [RouterStateMachine.Action] = []
         actions.reserveCapacity(64)
@@ -251,6 +240,11 @@ public final class Router: Service, Sendable {
             let timeout = wakeAt == .max ? 250 : Int(min(250, wakeAt > now ? (wakeAt - now + 999_999) / 1_000_000 : 0))
             let ready = poller.pollMask(timeoutMs: timeout)
             if ready & 0b100 != 0 { wake.drain() }
+            for (i, (m, domain)) in monitors.enumerated() where ready & (1 << UInt64(3 + i)) != 0 {
+                while let event = m.next() {
+                    if case .handshakeRefused = event { domain.refuse(nil, address: "-", reason: "not CurveZMQ, or not this router's key") }
+                }
+            }
             let revocations = pulledRevocations.withLock { r in defer { r.removeAll() }; return r }
             if !revocations.isEmpty || (!machine.revoked.isEmpty && now >= nextRevocationExpiry) {
                 machine.revoke(revocations)
@@ -319,6 +313,7 @@ public final class Router: Service, Sendable {
         }
         machine.shutdown(into: &actions)
         flush()
+        for (m, _) in monitors { m.close() }  // before their sockets: see ZMQEventMonitor
         frontend.close()
         backend.close()
         if let zapDomains {
