@@ -176,8 +176,13 @@ import Testing
                     for n in ["a", "b", "c"] { try await host.outbox.append(event(n), key: n, on: c) }
                 }
                 try await TestStack.withServices([store, consumer]) {
+                    // Until all three are committed (the handlers' own log counts a rolled-back "a"
+                    // too, so it could say three while the last batch was still open).
                     _ = try await TestStack.eventually(timeout: .seconds(20)) {
-                        if applied.names.count < 3 { throw RPCError(.unavailable, "not yet") }
+                        let committed = try await Store.withSingleConnection(db.url("alerts"), logger: self.logger) { c in
+                            try await c.query("SELECT count(*) FROM held_effects", logger: self.logger).first(Int64.self) ?? 0
+                        }
+                        if committed < 3 { throw RPCError(.unavailable, "not yet") }
                     }
                 }
                 return try await pull(client, after: 0).last?.seq
