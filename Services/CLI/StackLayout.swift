@@ -66,7 +66,7 @@ struct StackLayout {
         guard try BusSettings.secured(env) else { return }
         try BusKeyFiles.makeStack(in: bus)
         func setIfUnset(_ name: String, _ file: String) {
-            if (env[name] ?? "").isEmpty && (env["\(name)_FILE"] ?? "").isEmpty { env["\(name)_FILE"] = bus.appendingPathComponent(file).path }
+            if !BusSettings.isSet(name, env) { env["\(name)_FILE"] = bus.appendingPathComponent(file).path }
         }
         setIfUnset(BusSettings.routerSecretKey, "router.key")
         setIfUnset(BusSettings.routerPublicKey, "router.pub")
@@ -82,7 +82,7 @@ struct StackLayout {
     static func clientEnvironment() -> [String: String] {
         var env = ProcessInfo.processInfo.environment
         let pub = StackLayout(environment: env).bus.appendingPathComponent("router.pub")
-        if (env[BusSettings.routerPublicKey] ?? "").isEmpty && (env["\(BusSettings.routerPublicKey)_FILE"] ?? "").isEmpty,
+        if !BusSettings.isSet(BusSettings.routerPublicKey, env),
            FileManager.default.fileExists(atPath: pub.path) {
             env["\(BusSettings.routerPublicKey)_FILE"] = pub.path
         }

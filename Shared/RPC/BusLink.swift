@@ -69,8 +69,12 @@ public enum BusSettings {
     /// `_FILE`) is set, else `CAREMESH_BUS_SECRET_KEY`.
     public static func secretKeyVariable(for service: String, _ env: [String: String]) -> String {
         let own = "\(service.uppercased().replacingOccurrences(of: "-", with: "_"))_BUS_SECRET_KEY"
-        let set = env[own].map { !$0.isEmpty } == true || env["\(own)_FILE"].map { !$0.isEmpty } == true
-        return set ? own : ownSecretKey
+        return isSet(own, env) ? own : ownSecretKey
+    }
+
+    /// Whether `name` or `name_FILE` is given (not empty).
+    public static func isSet(_ name: String, _ env: [String: String]) -> Bool {
+        !(env[name] ?? "").isEmpty || !(env["\(name)_FILE"] ?? "").isEmpty
     }
 
     /// The value of `name`, or the contents of the file `name_FILE` names (Docker's secrets

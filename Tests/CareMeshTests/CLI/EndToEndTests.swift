@@ -17,7 +17,7 @@ enum StackChecks {
     /// from `$CAREMESH_HOME/bus/router.pub` as `caremesh up` makes it.
     static func verify(router endpoint: String, environment: [String: String] = [:]) async throws {
         var env = environment
-        if (env[BusSettings.routerPublicKey] ?? "").isEmpty && (env["\(BusSettings.routerPublicKey)_FILE"] ?? "").isEmpty,
+        if !BusSettings.isSet(BusSettings.routerPublicKey, env),
            let home = env["CAREMESH_HOME"] {
             env["\(BusSettings.routerPublicKey)_FILE"] = home + "/bus/router.pub"
         }
