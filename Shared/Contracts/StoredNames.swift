@@ -28,3 +28,18 @@ extension Caremesh_Identity_V1_Skill {
         self = Self.storedNames.first { $0.value == storedName }?.key ?? .unspecified
     }
 }
+
+extension Caremesh_Identity_V1_AccessPurpose {
+    /// Why PHI is touched, as audit trails store it (identity's `audit_log`, dispatch's
+    /// `appointment_audit`): a closed set, so no caller can put free text (or PHI) there.
+    public static let storedNames: [Self: String] = [
+        .treatment: "TREATMENT", .emergency: "EMERGENCY", .careCoordination: "CARE_COORDINATION",
+        .personRequest: "PERSON_REQUEST", .operations: "OPERATIONS", .compliance: "COMPLIANCE",
+    ]
+
+    public var storedName: String? { Self.storedNames[self] }
+
+    public init(storedName: String) {
+        self = Self.storedNames.first { $0.value == storedName }?.key ?? .unspecified
+    }
+}

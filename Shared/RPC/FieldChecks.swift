@@ -1,3 +1,4 @@
+import CareMeshContracts
 import Foundation
 
 /// The checks every service applies to ids and phone numbers, each naming the field it guards.
@@ -12,6 +13,16 @@ extension FieldViolations {
     /// Empty is nil (not given); anything else must be a UUID.
     public mutating func optionalUUID(_ text: String, _ field: String) -> UUID? {
         text.isEmpty ? nil : uuid(text, field)
+    }
+
+    /// Why PHI is touched, as stored in audit trails; a violation of `field` (naming the allowed
+    /// values) when no purpose is given.
+    public mutating func purpose(_ p: Caremesh_Identity_V1_AccessPurpose, _ field: String = "purpose") -> String? {
+        guard let name = p.storedName else {
+            add(field, "say why the record is touched: TREATMENT, EMERGENCY, CARE_COORDINATION, PERSON_REQUEST, OPERATIONS or COMPLIANCE")
+            return nil
+        }
+        return name
     }
 
     /// An E.164 phone number (required unless `required` is false, then empty is allowed).

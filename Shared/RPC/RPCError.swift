@@ -30,6 +30,12 @@ public struct RPCError: Error, Sendable, Equatable, CustomStringConvertible {
         RPCError(.invalidArgument, "\(field): \(description)", details: [fieldDetail(field, description)])
     }
 
+    /// `NOT_FOUND` of what a field names (a patient id that names no patient), the field named
+    /// in the message and in a `BadRequest` detail, as for `ALREADY_EXISTS` of a unique field.
+    public static func notFound(field: String, _ description: String) -> RPCError {
+        RPCError(.notFound, "\(field): \(description)", details: [fieldDetail(field, description)])
+    }
+
     /// A `BadRequest` detail naming one field (also for `ALREADY_EXISTS` of a unique field).
     public static func fieldDetail(_ field: String, _ description: String) -> ErrorDetail {
         var v = FieldViolations()

@@ -24,7 +24,7 @@ public enum AlertsService {
         let configuration = try AlertsConfiguration(environment: environment)
         let client = try RPCClient.forService(name, environment: environment, logger: logger)
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
-            let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, logger: logger)
+            let desk = CareAlerts(store: store, outbox: outbox, configuration: configuration, people: PersonDirectory(client: client), logger: logger)
             let rules = RuleDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
             return ServiceHost.Parts(
                 handlers: handlers(configuration: configuration, store: store, desk: desk, rules: rules, logger: logger),

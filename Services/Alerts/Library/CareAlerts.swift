@@ -13,6 +13,7 @@ final class CareAlerts: Sendable {
     let store: Store
     let outbox: Outbox
     let configuration: AlertsConfiguration
+    let people: PersonDirectory
     let logger: Logger
 
     /// The durable ring timer of a stage: payload "<alert id> <step>", unique per `ringKey`.
@@ -25,10 +26,11 @@ final class CareAlerts: Sendable {
     /// Who sees every alert and works them.
     static let staff: Set<String> = ["coordinator", "admin"]
 
-    init(store: Store, outbox: Outbox, configuration: AlertsConfiguration, logger: Logger) {
+    init(store: Store, outbox: Outbox, configuration: AlertsConfiguration, people: PersonDirectory, logger: Logger) {
         self.store = store
         self.outbox = outbox
         self.configuration = configuration
+        self.people = people
         self.logger = logger
     }
 
@@ -324,9 +326,8 @@ final class CareAlerts: Sendable {
         }
         try v.throwIfAny()
         let voice = r.voiceMessageURL.isEmpty ? nil : r.voiceMessageURL
+        let zone = try await clientZone(client!)
         return try await store.withTransaction { c in
-            let zone = try await c.query("SELECT zone_id FROM client_zones WHERE client_id = \(client!)", logger: self.logger)
-                .first(UUID?.self) ?? nil
             let chain = try await self.chain(c, primary: nil, choose: true, zone: zone)
             let first = chain.next(after: -1)
             guard let record = try await self.one(c, """
@@ -352,6 +353,17 @@ final class CareAlerts: Sendable {
             response.alert = record.alert
             return response
         }
+    }
+
+    /// The client's zone (nil: none): from identity's events, or, for a client they have not
+    /// announced yet (created a moment ago), from identity itself. A client identity does not
+    /// know is refused (`NOT_FOUND` naming client_id): an alert about nobody calls nobody.
+    func clientZone(_ client: UUID) async throws -> UUID? {
+        let known = try await store.query("SELECT zone_id FROM client_zones WHERE client_id = \(client)")
+        if let row = known.first { return try row.decode(UUID?.self) }
+        let person = try await people.resolve(client, field: "client_id")
+        guard person.record != nil else { throw RPCError.notFound(field: "client_id", "names an account, not a client or patient record") }
+        return person.zone
     }
 
     // MARK: - Moving along the chain

@@ -26,7 +26,7 @@ public enum DispatchService {
         return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let desk = SosDesk(store: store, outbox: outbox, configuration: configuration, logger: logger)
             return ServiceHost.Parts(
-                handlers: handlers(store: store, outbox: outbox, desk: desk, logger: logger),
+                handlers: handlers(store: store, outbox: outbox, desk: desk, people: PersonDirectory(client: client), logger: logger),
                 jobs: [
                     SosDesk.waveJob: { job, c in try await desk.waveTimedOut(job, c) },
                     SosDesk.rateReportJob: { job, _ in try await reportRateLimit(job, client: client) },
@@ -40,7 +40,7 @@ public enum DispatchService {
         }
     }
 
-    static func handlers(store: Store, outbox: Outbox, desk: SosDesk, logger: Logger) -> RPCHandlers {
+    static func handlers(store: Store, outbox: Outbox, desk: SosDesk, people: PersonDirectory, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         let responders = Responders(store: store, logger: logger)
         h.register(DispatchMethods.updateLocation) { r, ctx in try await responders.updateLocation(r, ctx) }
@@ -63,7 +63,7 @@ public enum DispatchService {
         h.register(DispatchMethods.putZone) { r, ctx in try await zones.put(r, ctx) }
         h.register(DispatchMethods.listZones) { r, ctx in try await zones.list(r, ctx) }
         h.register(DispatchMethods.findZone) { r, ctx in try await zones.find(r, ctx) }
-        let book = Appointments(store: store, outbox: outbox, logger: logger)
+        let book = Appointments(store: store, outbox: outbox, people: people, logger: logger)
         h.register(DispatchMethods.setSchedule) { r, ctx in try await book.setSchedule(r, ctx) }
         h.register(DispatchMethods.getSchedule) { r, ctx in try await book.getSchedule(r, ctx) }
         h.register(DispatchMethods.addBlockedTime) { r, ctx in try await book.addBlockedTime(r, ctx) }
@@ -75,6 +75,7 @@ public enum DispatchService {
         h.register(DispatchMethods.cancelAppointment) { r, ctx in try await book.cancel(r, ctx) }
         h.register(DispatchMethods.completeAppointment) { r, ctx in try await book.complete(r, ctx) }
         h.register(DispatchMethods.listAppointments) { r, ctx in try await book.list(r, ctx) }
+        h.register(DispatchMethods.listAppointmentAudit) { r, ctx in try await book.listAudit(r, ctx) }
         return h
     }
 

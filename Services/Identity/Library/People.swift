@@ -28,12 +28,7 @@ final class People: Sendable {
         self.logger = logger
     }
 
-    static let purposeNames: [Caremesh_Identity_V1_AccessPurpose: String] = [
-        .treatment: "TREATMENT", .emergency: "EMERGENCY", .careCoordination: "CARE_COORDINATION",
-        .personRequest: "PERSON_REQUEST", .operations: "OPERATIONS", .compliance: "COMPLIANCE",
-    ]
-
-    static func purpose(named name: String) -> Caremesh_Identity_V1_AccessPurpose { purposeNames.key(for: name) ?? .unspecified }
+    static func purpose(named name: String) -> Caremesh_Identity_V1_AccessPurpose { .init(storedName: name) }
 
     static let kindNames: [Caremesh_Identity_V1_PersonKind: String] = [.patient: "patient", .client: "client"]
 
@@ -121,8 +116,8 @@ final class People: Sendable {
                 ORDER BY created_at DESC, id DESC LIMIT \(page.limit)
                 """, logger: self.logger)
             let (found, token) = try await page.collect(
-                rows.decode((UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double, Int64).self)
-            ) { r in ((r.0, Self.patient((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10))), r.11, r.0) }
+                rows.decode((UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double, UUID?, Int64).self)
+            ) { r in ((r.0, Self.patient((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11))), r.12, r.0) }
             try await self.auditSearch(c, actor, purpose: purpose, found: found.count)
             try await self.audit(c, actor, "READ", ids: found.map(\.0), purpose: purpose)
             var response = Caremesh_Identity_V1_SearchPatientsResponse()
@@ -190,13 +185,13 @@ final class People: Sendable {
     }
 
     /// Runs `body` in a transaction in which row-level security sees `actor`.
-    private func withPHI<R: Sendable>(_ actor: Actor, _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+    func withPHI<R: Sendable>(_ actor: Actor, _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         try await store.withActor(actor.id.text, roles: actor.roles, body)
     }
 
     /// The one patient `query` writes or reads, audited as `action`, in a PHI transaction
     /// (`then` runs in it too, e.g. to announce a write).
-    private func one(_ actor: Actor, _ action: String, _ purpose: String, _ query: PostgresQuery,
+    func one(_ actor: Actor, _ action: String, _ purpose: String, _ query: PostgresQuery,
                      then: @escaping @Sendable (PostgresConnection, Caremesh_Identity_V1_Patient) async throws -> Void = { _, _ in })
         async throws -> Caremesh_Identity_V1_Patient
     {
@@ -209,7 +204,7 @@ final class People: Sendable {
     }
 
     /// `PersonZoneChanged` with the zone as it now stands (ids only): alerts routes by it.
-    private func zoneChanged(_ patient: Caremesh_Identity_V1_Patient, on c: PostgresConnection) async throws {
+    func zoneChanged(_ patient: Caremesh_Identity_V1_Patient, on c: PostgresConnection) async throws {
         var e = Caremesh_Identity_V1_PersonZoneChanged()
         e.personID = patient.id
         e.kind = patient.kind
@@ -218,7 +213,7 @@ final class People: Sendable {
     }
 
     /// One audit entry per record, in the caller's transaction.
-    private func audit(_ c: PostgresConnection, _ actor: Actor, _ action: String, ids: [UUID], purpose: String) async throws {
+    func audit(_ c: PostgresConnection, _ actor: Actor, _ action: String, ids: [UUID], purpose: String) async throws {
         guard !ids.isEmpty else { return }
         try await c.query("""
             INSERT INTO audit_log (actor_id, actor_roles, action, record_type, record_id, purpose, request_id)
@@ -237,11 +232,7 @@ final class People: Sendable {
     // MARK: - Fields and rows
 
     static func purpose(_ p: Caremesh_Identity_V1_AccessPurpose, into v: inout FieldViolations) -> String {
-        guard let name = purposeNames[p] else {
-            v.add("purpose", "say why the record is touched: TREATMENT, EMERGENCY, CARE_COORDINATION, PERSON_REQUEST, OPERATIONS or COMPLIANCE")
-            return ""
-        }
-        return name
+        v.purpose(p) ?? ""
     }
 
     /// A patient's editable fields, checked and normalised (each violation names its field).
@@ -279,10 +270,10 @@ final class People: Sendable {
 
     static let columns = """
         id, kind, full_name, date_of_birth::text, primary_phone, secondary_phone, preferred_language, sms_preferred,
-        home_zone_id, extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8
+        home_zone_id, extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8, account_id
         """
 
-    typealias Row = (UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double)
+    typealias Row = (UUID, String, String, String?, String?, String?, String, Bool, UUID?, Double, Double, UUID?)
 
     /// The one row `query` returns; `NOT_FOUND` when none (including a row RLS hides).
     private func load(_ c: PostgresConnection, _ query: PostgresQuery) async throws -> (UUID, Caremesh_Identity_V1_Patient) {
@@ -305,6 +296,7 @@ final class People: Sendable {
         p.homeZoneID = row.8?.uuidString.lowercased() ?? ""
         p.createdAt = Google_Protobuf_Timestamp(epochSeconds: row.9)
         p.updatedAt = Google_Protobuf_Timestamp(epochSeconds: row.10)
+        p.accountID = row.11?.text ?? ""
         return p
     }
 }

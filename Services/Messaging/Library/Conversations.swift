@@ -8,8 +8,8 @@ import SwiftProtobuf
 
 /// Patient–practitioner conversations (seed 003's conversations and messages, PHI).
 ///
-/// One conversation per patient and practitioner, opened in the event consumer's transaction
-/// when dispatch's `AppointmentBooked` first pairs them. PostgreSQL enforces who sees what
+/// One conversation per patient (their account) and practitioner, opened in the event
+/// consumer's transaction when dispatch's `AppointmentBooked` first pairs them. PostgreSQL enforces who sees what
 /// (forced row-level security, migration 0104): every call runs in `Store.withActor` with the
 /// caller as the acting user, so a conversation the caller is not in does not exist for them
 /// (`NOT_FOUND`, which says nothing about whether it exists), and a session without an acting
@@ -36,7 +36,8 @@ final class Conversations: Sendable {
     func apply(_ event: Event, _ c: PostgresConnection) async throws {
         guard event.type == Caremesh_Dispatch_V1_AppointmentBooked.protoMessageName else { return }
         let e = try Caremesh_Dispatch_V1_AppointmentBooked(serializedBytes: Data(event.payload))
-        guard let appointment = UUID(uuidString: e.appointmentID), let patient = UUID(uuidString: e.patientID),
+        // The patient's own account: a record not linked to one has nobody to converse with.
+        guard let appointment = UUID(uuidString: e.appointmentID), let patient = UUID(uuidString: e.patientAccountID),
               let practitioner = UUID(uuidString: e.practitionerID), patient != practitioner else { return }
         // Only the service itself may open one (the INSERT policy), and it sees none: act as it
         // for this statement, then leave the consumer's transaction as it was.

@@ -96,7 +96,8 @@ final class Reminders: Sendable {
         let now = Date()
         let reminders = ReminderSchedule.plan(start: e.start.date, end: e.end.date, timeZone: TimeZone(identifier: e.timeZone) ?? .gmt,
                                               now: now, overdueAfter: configuration.overdueAfter)
-        guard let contact = try await contact(patient, appointment: appointment) else { return }
+        // An account booking for itself, with no record linked: nobody's contact to read.
+        guard e.patientID != e.patientAccountID, let contact = try await contact(patient, appointment: appointment) else { return }
         var queued = false
         for r in reminders {
             var variables = r.variables

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "a0d00fa0fb4b7ceb"
+public let protoFingerprint = "ab8077e5fd008fb2"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -218,8 +218,14 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/GetPatientContact`
     public static let getPatientContact = RPCMethod<Caremesh_Identity_V1_GetPatientContactRequest, Caremesh_Identity_V1_GetPatientContactResponse>(
         path: "/caremesh.identity.v1.Identity/GetPatientContact", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/LinkPatientAccount`
+    public static let linkPatientAccount = RPCMethod<Caremesh_Identity_V1_LinkPatientAccountRequest, Caremesh_Identity_V1_LinkPatientAccountResponse>(
+        path: "/caremesh.identity.v1.Identity/LinkPatientAccount", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/ResolvePerson`
+    public static let resolvePerson = RPCMethod<Caremesh_Identity_V1_ResolvePersonRequest, Caremesh_Identity_V1_ResolvePersonResponse>(
+        path: "/caremesh.identity.v1.Identity/ResolvePerson", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased, linkPatientAccount.erased, resolvePerson.erased]
 }
 
 /// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
@@ -303,7 +309,7 @@ public enum DispatchMethods {
         path: "/caremesh.dispatch.v1.Dispatch/BookAppointment", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
     /// `/caremesh.dispatch.v1.Dispatch/GetAppointment`
     public static let getAppointment = RPCMethod<Caremesh_Dispatch_V1_GetAppointmentRequest, Caremesh_Dispatch_V1_GetAppointmentResponse>(
-        path: "/caremesh.dispatch.v1.Dispatch/GetAppointment", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+        path: "/caremesh.dispatch.v1.Dispatch/GetAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.dispatch.v1.Dispatch/ConfirmAppointment`
     public static let confirmAppointment = RPCMethod<Caremesh_Dispatch_V1_ConfirmAppointmentRequest, Caremesh_Dispatch_V1_ConfirmAppointmentResponse>(
         path: "/caremesh.dispatch.v1.Dispatch/ConfirmAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
@@ -315,9 +321,12 @@ public enum DispatchMethods {
         path: "/caremesh.dispatch.v1.Dispatch/CompleteAppointment", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.dispatch.v1.Dispatch/ListAppointments`
     public static let listAppointments = RPCMethod<Caremesh_Dispatch_V1_ListAppointmentsRequest, Caremesh_Dispatch_V1_ListAppointmentsResponse>(
-        path: "/caremesh.dispatch.v1.Dispatch/ListAppointments", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
+        path: "/caremesh.dispatch.v1.Dispatch/ListAppointments", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/ListAppointmentAudit`
+    public static let listAppointmentAudit = RPCMethod<Caremesh_Dispatch_V1_ListAppointmentAuditRequest, Caremesh_Dispatch_V1_ListAppointmentAuditResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/ListAppointmentAudit", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased, setSchedule.erased, getSchedule.erased, addBlockedTime.erased, removeBlockedTime.erased, findFreeSlots.erased, bookAppointment.erased, getAppointment.erased, confirmAppointment.erased, cancelAppointment.erased, completeAppointment.erased, listAppointments.erased]
+    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased, setSchedule.erased, getSchedule.erased, addBlockedTime.erased, removeBlockedTime.erased, findFreeSlots.erased, bookAppointment.erased, getAppointment.erased, confirmAppointment.erased, cancelAppointment.erased, completeAppointment.erased, listAppointments.erased, listAppointmentAudit.erased]
 }
 
 /// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
@@ -482,6 +491,8 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.getPatient.erased,
     IdentityMethods.searchPatients.erased,
     IdentityMethods.getPatientContact.erased,
+    IdentityMethods.linkPatientAccount.erased,
+    IdentityMethods.resolvePerson.erased,
     DispatchMethods.updateLocation.erased,
     DispatchMethods.setAvailability.erased,
     DispatchMethods.getResponder.erased,
@@ -512,6 +523,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     DispatchMethods.cancelAppointment.erased,
     DispatchMethods.completeAppointment.erased,
     DispatchMethods.listAppointments.erased,
+    DispatchMethods.listAppointmentAudit.erased,
     EventsMethods.pull.erased,
     HealthMethods.check.erased,
     HealthMethods.backlog.erased,

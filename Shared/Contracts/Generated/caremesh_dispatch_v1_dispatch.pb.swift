@@ -1498,6 +1498,9 @@ public nonisolated struct Caremesh_Dispatch_V1_Schedule: Sendable {
   fileprivate var _updatedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// PHI: appointments live under forced row-level security keyed on the acting user (the patient's
+/// account, the practitioner, or staff acting with a purpose), and every read, list and change is
+/// audited (ListAppointmentAudit).
 public nonisolated struct Caremesh_Dispatch_V1_Appointment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1513,6 +1516,8 @@ public nonisolated struct Caremesh_Dispatch_V1_Appointment: @unchecked Sendable 
     set {_uniqueStorage()._practitionerID = newValue}
   }
 
+  /// The patient: their record at identity when they have one (named, or linked to the account
+  /// that booked), otherwise their account.
   public var patientID: String {
     get {_storage._patientID}
     set {_uniqueStorage()._patientID = newValue}
@@ -1599,6 +1604,13 @@ public nonisolated struct Caremesh_Dispatch_V1_Appointment: @unchecked Sendable 
   public var hasCompletedAt: Bool {_storage._completedAt != nil}
   /// Clears the value of `completedAt`. Subsequent reads from it will return its default value.
   public mutating func clearCompletedAt() {_uniqueStorage()._completedAt = nil}
+
+  /// The patient's own account (a user id): who sees it as its patient and converses with the
+  /// practitioner about it. Empty for a record not linked to an account.
+  public var patientAccountID: String {
+    get {_storage._patientAccountID}
+    set {_uniqueStorage()._patientAccountID = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1855,7 +1867,8 @@ public nonisolated struct Caremesh_Dispatch_V1_BookAppointmentRequest: Sendable 
 
   public var practitionerID: String = String()
 
-  /// Empty for the caller; someone else only for staff.
+  /// Empty for the caller; someone else only for staff. A patient or client record at identity
+  /// or an account; one that names neither is NOT_FOUND naming patient_id.
   public var patientID: String = String()
 
   public var start: SwiftProtobuf.Google_Protobuf_Timestamp {
@@ -1871,6 +1884,10 @@ public nonisolated struct Caremesh_Dispatch_V1_BookAppointmentRequest: Sendable 
   public var durationMinutes: UInt32 = 0
 
   public var reason: String = String()
+
+  /// Why, when staff (admin, coordinator) act on an appointment they are not party to: required
+  /// then (INVALID_ARGUMENT naming purpose), kept in the audit trail.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1907,6 +1924,10 @@ public nonisolated struct Caremesh_Dispatch_V1_GetAppointmentRequest: Sendable {
 
   public var id: String = String()
 
+  /// Why, when staff (admin, coordinator) act on an appointment they are not party to: required
+  /// then (INVALID_ARGUMENT naming purpose), kept in the audit trail.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1939,6 +1960,10 @@ public nonisolated struct Caremesh_Dispatch_V1_ConfirmAppointmentRequest: Sendab
   // methods supported on all messages.
 
   public var id: String = String()
+
+  /// Why, when staff (admin, coordinator) act on an appointment they are not party to: required
+  /// then (INVALID_ARGUMENT naming purpose), kept in the audit trail.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1976,6 +2001,10 @@ public nonisolated struct Caremesh_Dispatch_V1_CancelAppointmentRequest: Sendabl
   /// At most 500 characters.
   public var reason: String = String()
 
+  /// Why, when staff (admin, coordinator) act on an appointment they are not party to: required
+  /// then (INVALID_ARGUMENT naming purpose), kept in the audit trail.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2008,6 +2037,10 @@ public nonisolated struct Caremesh_Dispatch_V1_CompleteAppointmentRequest: Senda
   // methods supported on all messages.
 
   public var id: String = String()
+
+  /// Why, when staff (admin, coordinator) act on an appointment they are not party to: required
+  /// then (INVALID_ARGUMENT naming purpose), kept in the audit trail.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2070,6 +2103,9 @@ public nonisolated struct Caremesh_Dispatch_V1_ListAppointmentsRequest: Sendable
   /// At most this many (default 200, at most 1 000).
   public var limit: UInt32 = 0
 
+  /// Required when staff list beyond their own appointments.
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2084,6 +2120,81 @@ public nonisolated struct Caremesh_Dispatch_V1_ListAppointmentsResponse: Sendabl
   // methods supported on all messages.
 
   public var appointments: [Caremesh_Dispatch_V1_Appointment] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Who touched which appointment, when and why (ids, roles, the action and the purpose; never
+/// the reason or other PHI). Admins only.
+public nonisolated struct Caremesh_Dispatch_V1_AppointmentAuditEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var actorID: String = String()
+
+  public var actorRoles: [String] = []
+
+  /// CREATE (booked), READ, UPDATE (confirmed, cancelled, completed) or LIST.
+  public var action: String = String()
+
+  /// Empty for LIST.
+  public var appointmentID: String = String()
+
+  /// Appointments a LIST returned.
+  public var resultCount: UInt32 = 0
+
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
+  public var requestID: String = String()
+
+  public var at: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_at ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_at = newValue}
+  }
+  /// Returns true if `at` has been explicitly set.
+  public var hasAt: Bool {self._at != nil}
+  /// Clears the value of `at`. Subsequent reads from it will return its default value.
+  public mutating func clearAt() {self._at = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _at: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+/// Newest first; either filter or both.
+public nonisolated struct Caremesh_Dispatch_V1_ListAppointmentAuditRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var appointmentID: String = String()
+
+  public var actorID: String = String()
+
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Dispatch_V1_ListAppointmentAuditResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entries: [Caremesh_Dispatch_V1_AppointmentAuditEntry] = []
+
+  public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2229,6 +2340,9 @@ public nonisolated struct Caremesh_Dispatch_V1_AppointmentBooked: Sendable {
 
   public var timeZone: String = String()
 
+  /// The patient's own account; empty for a record not linked to one (no conversation then).
+  public var patientAccountID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2257,6 +2371,8 @@ public nonisolated struct Caremesh_Dispatch_V1_AppointmentCompleted: Sendable {
   public var hasStart: Bool {self._start != nil}
   /// Clears the value of `start`. Subsequent reads from it will return its default value.
   public mutating func clearStart() {self._start = nil}
+
+  public var patientAccountID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2288,6 +2404,8 @@ public nonisolated struct Caremesh_Dispatch_V1_AppointmentCancelled: Sendable {
 
   /// Who cancelled (a user id).
   public var actorID: String = String()
+
+  public var patientAccountID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4427,7 +4545,7 @@ nonisolated extension Caremesh_Dispatch_V1_Schedule: SwiftProtobuf.Message, Swif
 
 nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Appointment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{1}end\0\u{1}status\0\u{1}reason\0\u{3}booked_by\0\u{3}time_zone\0\u{3}cancel_reason\0\u{3}created_at\0\u{3}confirmed_at\0\u{3}cancelled_at\0\u{3}completed_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{1}end\0\u{1}status\0\u{1}reason\0\u{3}booked_by\0\u{3}time_zone\0\u{3}cancel_reason\0\u{3}created_at\0\u{3}confirmed_at\0\u{3}cancelled_at\0\u{3}completed_at\0\u{3}patient_account_id\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -4444,6 +4562,7 @@ nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, S
     var _confirmedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
     var _cancelledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
     var _completedAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _patientAccountID: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4468,6 +4587,7 @@ nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, S
       _confirmedAt = source._confirmedAt
       _cancelledAt = source._cancelledAt
       _completedAt = source._completedAt
+      _patientAccountID = source._patientAccountID
     }
   }
 
@@ -4500,6 +4620,7 @@ nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, S
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._confirmedAt) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._cancelledAt) }()
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._completedAt) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._patientAccountID) }()
         default: break
         }
       }
@@ -4554,6 +4675,9 @@ nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, S
       try { if let v = _storage._completedAt {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
       } }()
+      if !_storage._patientAccountID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._patientAccountID, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4577,6 +4701,7 @@ nonisolated extension Caremesh_Dispatch_V1_Appointment: SwiftProtobuf.Message, S
         if _storage._confirmedAt != rhs_storage._confirmedAt {return false}
         if _storage._cancelledAt != rhs_storage._cancelledAt {return false}
         if _storage._completedAt != rhs_storage._completedAt {return false}
+        if _storage._patientAccountID != rhs_storage._patientAccountID {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -4991,7 +5116,7 @@ nonisolated extension Caremesh_Dispatch_V1_Slot: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Caremesh_Dispatch_V1_BookAppointmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BookAppointmentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{3}duration_minutes\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{3}duration_minutes\0\u{1}reason\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5004,6 +5129,7 @@ nonisolated extension Caremesh_Dispatch_V1_BookAppointmentRequest: SwiftProtobuf
       case 3: try { try decoder.decodeSingularMessageField(value: &self._start) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.durationMinutes) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5029,6 +5155,9 @@ nonisolated extension Caremesh_Dispatch_V1_BookAppointmentRequest: SwiftProtobuf
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5038,6 +5167,7 @@ nonisolated extension Caremesh_Dispatch_V1_BookAppointmentRequest: SwiftProtobuf
     if lhs._start != rhs._start {return false}
     if lhs.durationMinutes != rhs.durationMinutes {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5079,7 +5209,7 @@ nonisolated extension Caremesh_Dispatch_V1_BookAppointmentResponse: SwiftProtobu
 
 nonisolated extension Caremesh_Dispatch_V1_GetAppointmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetAppointmentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5088,6 +5218,7 @@ nonisolated extension Caremesh_Dispatch_V1_GetAppointmentRequest: SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5097,11 +5228,15 @@ nonisolated extension Caremesh_Dispatch_V1_GetAppointmentRequest: SwiftProtobuf.
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Dispatch_V1_GetAppointmentRequest, rhs: Caremesh_Dispatch_V1_GetAppointmentRequest) -> Bool {
     if lhs.id != rhs.id {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5143,7 +5278,7 @@ nonisolated extension Caremesh_Dispatch_V1_GetAppointmentResponse: SwiftProtobuf
 
 nonisolated extension Caremesh_Dispatch_V1_ConfirmAppointmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ConfirmAppointmentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5152,6 +5287,7 @@ nonisolated extension Caremesh_Dispatch_V1_ConfirmAppointmentRequest: SwiftProto
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5161,11 +5297,15 @@ nonisolated extension Caremesh_Dispatch_V1_ConfirmAppointmentRequest: SwiftProto
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Dispatch_V1_ConfirmAppointmentRequest, rhs: Caremesh_Dispatch_V1_ConfirmAppointmentRequest) -> Bool {
     if lhs.id != rhs.id {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5207,7 +5347,7 @@ nonisolated extension Caremesh_Dispatch_V1_ConfirmAppointmentResponse: SwiftProt
 
 nonisolated extension Caremesh_Dispatch_V1_CancelAppointmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CancelAppointmentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}reason\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5217,6 +5357,7 @@ nonisolated extension Caremesh_Dispatch_V1_CancelAppointmentRequest: SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5229,12 +5370,16 @@ nonisolated extension Caremesh_Dispatch_V1_CancelAppointmentRequest: SwiftProtob
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Dispatch_V1_CancelAppointmentRequest, rhs: Caremesh_Dispatch_V1_CancelAppointmentRequest) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5276,7 +5421,7 @@ nonisolated extension Caremesh_Dispatch_V1_CancelAppointmentResponse: SwiftProto
 
 nonisolated extension Caremesh_Dispatch_V1_CompleteAppointmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompleteAppointmentRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5285,6 +5430,7 @@ nonisolated extension Caremesh_Dispatch_V1_CompleteAppointmentRequest: SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5294,11 +5440,15 @@ nonisolated extension Caremesh_Dispatch_V1_CompleteAppointmentRequest: SwiftProt
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Dispatch_V1_CompleteAppointmentRequest, rhs: Caremesh_Dispatch_V1_CompleteAppointmentRequest) -> Bool {
     if lhs.id != rhs.id {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5340,7 +5490,7 @@ nonisolated extension Caremesh_Dispatch_V1_CompleteAppointmentResponse: SwiftPro
 
 nonisolated extension Caremesh_Dispatch_V1_ListAppointmentsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListAppointmentsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}from\0\u{1}to\0\u{1}statuses\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}from\0\u{1}to\0\u{1}statuses\0\u{1}limit\0\u{1}purpose\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5354,6 +5504,7 @@ nonisolated extension Caremesh_Dispatch_V1_ListAppointmentsRequest: SwiftProtobu
       case 4: try { try decoder.decodeSingularMessageField(value: &self._to) }()
       case 5: try { try decoder.decodeRepeatedEnumField(value: &self.statuses) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
       default: break
       }
     }
@@ -5382,6 +5533,9 @@ nonisolated extension Caremesh_Dispatch_V1_ListAppointmentsRequest: SwiftProtobu
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 6)
     }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5392,6 +5546,7 @@ nonisolated extension Caremesh_Dispatch_V1_ListAppointmentsRequest: SwiftProtobu
     if lhs._to != rhs._to {return false}
     if lhs.statuses != rhs.statuses {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs.purpose != rhs.purpose {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5422,6 +5577,160 @@ nonisolated extension Caremesh_Dispatch_V1_ListAppointmentsResponse: SwiftProtob
 
   public static func ==(lhs: Caremesh_Dispatch_V1_ListAppointmentsResponse, rhs: Caremesh_Dispatch_V1_ListAppointmentsResponse) -> Bool {
     if lhs.appointments != rhs.appointments {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_AppointmentAuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AppointmentAuditEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}actor_id\0\u{3}actor_roles\0\u{1}action\0\u{3}appointment_id\0\u{3}result_count\0\u{1}purpose\0\u{3}request_id\0\u{1}at\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.actorID) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.actorRoles) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.appointmentID) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.resultCount) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._at) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.actorID.isEmpty {
+      try visitor.visitSingularStringField(value: self.actorID, fieldNumber: 2)
+    }
+    if !self.actorRoles.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.actorRoles, fieldNumber: 3)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 4)
+    }
+    if !self.appointmentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.appointmentID, fieldNumber: 5)
+    }
+    if self.resultCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.resultCount, fieldNumber: 6)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 7)
+    }
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 8)
+    }
+    try { if let v = self._at {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_AppointmentAuditEntry, rhs: Caremesh_Dispatch_V1_AppointmentAuditEntry) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.actorID != rhs.actorID {return false}
+    if lhs.actorRoles != rhs.actorRoles {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.appointmentID != rhs.appointmentID {return false}
+    if lhs.resultCount != rhs.resultCount {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs._at != rhs._at {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_ListAppointmentAuditRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAppointmentAuditRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}actor_id\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.appointmentID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.actorID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.appointmentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.appointmentID, fieldNumber: 1)
+    }
+    if !self.actorID.isEmpty {
+      try visitor.visitSingularStringField(value: self.actorID, fieldNumber: 2)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 3)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_ListAppointmentAuditRequest, rhs: Caremesh_Dispatch_V1_ListAppointmentAuditRequest) -> Bool {
+    if lhs.appointmentID != rhs.appointmentID {return false}
+    if lhs.actorID != rhs.actorID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_ListAppointmentAuditResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAppointmentAuditResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_ListAppointmentAuditResponse, rhs: Caremesh_Dispatch_V1_ListAppointmentAuditResponse) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5689,7 +5998,7 @@ nonisolated extension Caremesh_Dispatch_V1_FeedbackSubmitted: SwiftProtobuf.Mess
 
 nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppointmentBooked"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{1}end\0\u{3}time_zone\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{1}end\0\u{3}time_zone\0\u{3}patient_account_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5703,6 +6012,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Mess
       case 4: try { try decoder.decodeSingularMessageField(value: &self._start) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._end) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.timeZone) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.patientAccountID) }()
       default: break
       }
     }
@@ -5731,6 +6041,9 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Mess
     if !self.timeZone.isEmpty {
       try visitor.visitSingularStringField(value: self.timeZone, fieldNumber: 6)
     }
+    if !self.patientAccountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientAccountID, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5741,6 +6054,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Mess
     if lhs._start != rhs._start {return false}
     if lhs._end != rhs._end {return false}
     if lhs.timeZone != rhs.timeZone {return false}
+    if lhs.patientAccountID != rhs.patientAccountID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5748,7 +6062,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentBooked: SwiftProtobuf.Mess
 
 nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppointmentCompleted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{3}patient_account_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5760,6 +6074,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.M
       case 2: try { try decoder.decodeSingularStringField(value: &self.practitionerID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._start) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.patientAccountID) }()
       default: break
       }
     }
@@ -5782,6 +6097,9 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.M
     try { if let v = self._start {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.patientAccountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientAccountID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5790,6 +6108,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.M
     if lhs.practitionerID != rhs.practitionerID {return false}
     if lhs.patientID != rhs.patientID {return false}
     if lhs._start != rhs._start {return false}
+    if lhs.patientAccountID != rhs.patientAccountID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5797,7 +6116,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCompleted: SwiftProtobuf.M
 
 nonisolated extension Caremesh_Dispatch_V1_AppointmentCancelled: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AppointmentCancelled"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{3}actor_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}appointment_id\0\u{3}practitioner_id\0\u{3}patient_id\0\u{1}start\0\u{3}actor_id\0\u{3}patient_account_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5810,6 +6129,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCancelled: SwiftProtobuf.M
       case 3: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._start) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.actorID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.patientAccountID) }()
       default: break
       }
     }
@@ -5835,6 +6155,9 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCancelled: SwiftProtobuf.M
     if !self.actorID.isEmpty {
       try visitor.visitSingularStringField(value: self.actorID, fieldNumber: 5)
     }
+    if !self.patientAccountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientAccountID, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5844,6 +6167,7 @@ nonisolated extension Caremesh_Dispatch_V1_AppointmentCancelled: SwiftProtobuf.M
     if lhs.patientID != rhs.patientID {return false}
     if lhs._start != rhs._start {return false}
     if lhs.actorID != rhs.actorID {return false}
+    if lhs.patientAccountID != rhs.patientAccountID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

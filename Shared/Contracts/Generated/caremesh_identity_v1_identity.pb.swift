@@ -1719,6 +1719,11 @@ public nonisolated struct Caremesh_Identity_V1_Patient: Sendable {
   /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
   public mutating func clearUpdatedAt() {self._updatedAt = nil}
 
+  /// The person's own account (a user id), when the front desk linked it (LinkPatientAccount):
+  /// their appointments then reach both the record (reminders) and the account (conversations,
+  /// their own view). Read-only here: CreatePatient and UpdatePatient ignore it.
+  public var accountID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1884,6 +1889,85 @@ public nonisolated struct Caremesh_Identity_V1_GetPatientContactResponse: Sendab
   public var preferredLanguage: String = String()
 
   public var smsPreferred: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Links a patient or client record to the person's own account, or unlinks it (empty
+/// account_id): for the front desk (admin or coordinator), with a purpose, audited as an UPDATE
+/// of the record. An account holds at most one record (ALREADY_EXISTS naming account_id); an
+/// unknown or deactivated account is NOT_FOUND naming account_id.
+public nonisolated struct Caremesh_Identity_V1_LinkPatientAccountRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var patientID: String = String()
+
+  public var accountID: String = String()
+
+  public var purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Identity_V1_LinkPatientAccountResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var patient: Caremesh_Identity_V1_Patient {
+    get {_patient ?? Caremesh_Identity_V1_Patient()}
+    set {_patient = newValue}
+  }
+  /// Returns true if `patient` has been explicitly set.
+  public var hasPatient: Bool {self._patient != nil}
+  /// Clears the value of `patient`. Subsequent reads from it will return its default value.
+  public mutating func clearPatient() {self._patient = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _patient: Caremesh_Identity_V1_Patient? = nil
+}
+
+/// Who an id names, for the services that take a person's id (dispatch booking an appointment,
+/// alerts raising a care alert): a patient or client record, or an active account, with the
+/// links between them. Ids only, no PHI; for services only. NOT_FOUND naming id when it names
+/// neither.
+public nonisolated struct Caremesh_Identity_V1_ResolvePersonRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Identity_V1_ResolvePersonResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The patient or client record; empty for an account without one.
+  public var recordID: String = String()
+
+  /// The record's kind; PERSON_KIND_UNSPECIFIED without a record.
+  public var kind: Caremesh_Identity_V1_PersonKind = .unspecified
+
+  /// The person's active account; empty for a record not linked to one.
+  public var accountID: String = String()
+
+  /// The record's home zone; empty for none.
+  public var zoneID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4648,7 +4732,7 @@ nonisolated extension Caremesh_Identity_V1_ListAuditEntriesResponse: SwiftProtob
 
 nonisolated extension Caremesh_Identity_V1_Patient: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Patient"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}full_name\0\u{3}date_of_birth\0\u{3}primary_phone\0\u{3}secondary_phone\0\u{3}preferred_language\0\u{3}sms_preferred\0\u{3}home_zone_id\0\u{3}created_at\0\u{3}updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}full_name\0\u{3}date_of_birth\0\u{3}primary_phone\0\u{3}secondary_phone\0\u{3}preferred_language\0\u{3}sms_preferred\0\u{3}home_zone_id\0\u{3}created_at\0\u{3}updated_at\0\u{3}account_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4667,6 +4751,7 @@ nonisolated extension Caremesh_Identity_V1_Patient: SwiftProtobuf.Message, Swift
       case 9: try { try decoder.decodeSingularStringField(value: &self.homeZoneID) }()
       case 10: try { try decoder.decodeSingularMessageField(value: &self._createdAt) }()
       case 11: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
       default: break
       }
     }
@@ -4710,6 +4795,9 @@ nonisolated extension Caremesh_Identity_V1_Patient: SwiftProtobuf.Message, Swift
     try { if let v = self._updatedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
     } }()
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4725,6 +4813,7 @@ nonisolated extension Caremesh_Identity_V1_Patient: SwiftProtobuf.Message, Swift
     if lhs.homeZoneID != rhs.homeZoneID {return false}
     if lhs._createdAt != rhs._createdAt {return false}
     if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.accountID != rhs.accountID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5025,6 +5114,155 @@ nonisolated extension Caremesh_Identity_V1_GetPatientContactResponse: SwiftProto
     if lhs.primaryPhone != rhs.primaryPhone {return false}
     if lhs.preferredLanguage != rhs.preferredLanguage {return false}
     if lhs.smsPreferred != rhs.smsPreferred {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_LinkPatientAccountRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkPatientAccountRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}patient_id\0\u{3}account_id\0\u{1}purpose\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.patientID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.purpose) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.patientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.patientID, fieldNumber: 1)
+    }
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 2)
+    }
+    if self.purpose != .unspecified {
+      try visitor.visitSingularEnumField(value: self.purpose, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_LinkPatientAccountRequest, rhs: Caremesh_Identity_V1_LinkPatientAccountRequest) -> Bool {
+    if lhs.patientID != rhs.patientID {return false}
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_LinkPatientAccountResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkPatientAccountResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}patient\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._patient) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._patient {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_LinkPatientAccountResponse, rhs: Caremesh_Identity_V1_LinkPatientAccountResponse) -> Bool {
+    if lhs._patient != rhs._patient {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_ResolvePersonRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResolvePersonRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_ResolvePersonRequest, rhs: Caremesh_Identity_V1_ResolvePersonRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_ResolvePersonResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResolvePersonResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}record_id\0\u{1}kind\0\u{3}account_id\0\u{3}zone_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.recordID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.zoneID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.recordID.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordID, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 3)
+    }
+    if !self.zoneID.isEmpty {
+      try visitor.visitSingularStringField(value: self.zoneID, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_ResolvePersonResponse, rhs: Caremesh_Identity_V1_ResolvePersonResponse) -> Bool {
+    if lhs.recordID != rhs.recordID {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.zoneID != rhs.zoneID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

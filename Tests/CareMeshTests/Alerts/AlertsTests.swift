@@ -507,8 +507,24 @@ import Testing
             r.voiceMessageURL = ""
             #expect(await code { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: stranger.auth) }
                     == .permissionDenied)
-            // An unknown client is still raised (never dropped): nobody to call means NO_ANSWER at once.
+            // A client identity does not know, or an account that is not a client: NOT_FOUND naming
+            // client_id, nothing written (an alert about nobody would call nobody).
+            #expect(await code { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth) } == .notFound)
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth) }
+                    == ["client_id"])
+            r.clientID = stranger.id.uuidString
+            #expect(await violations { _ = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth) }
+                    == ["client_id"])
+            #expect(try await s.count("SELECT count(*) FROM alerts.care_alerts") == 0)
+            // A client alerts has not heard of yet (made straight in identity's table here, so no
+            // event ever tells it): identity is asked, and the alert is raised. With no
+            // coordinator to call it is still raised (never dropped): NO_ANSWER at once.
+            let quiet = try await s.sql("""
+                INSERT INTO identity.patients (kind, full_name, created_by) VALUES ('client', 'Quiet Client', \(admin.id)) RETURNING id
+                """).first!.decode(UUID.self)
+            r.clientID = quiet.uuidString
             let lonely = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth)
+            #expect(try await s.count("SELECT count(*) FROM alerts.client_zones WHERE client_id = \(quiet)") == 0)
             #expect(lonely.alert.status == .noAnswer && lonely.calls.isEmpty)
             #expect(await code { _ = try await s.alert(lonely.alert.id, as: otherCaregiver) } == .permissionDenied)
             #expect(try await s.alert(lonely.alert.id, as: caregiver).alert.id == lonely.alert.id)

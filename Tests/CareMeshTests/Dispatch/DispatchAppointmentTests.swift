@@ -124,8 +124,8 @@ extension DispatchTests {
             #expect(try await call(DispatchMethods.getSchedule, patient, .with { $0.practitionerID = doctor.id.uuidString }).blocked.isEmpty)
 
             // Booking: the patient for themself, inside the hours, not blocked, not past.
-            func book(_ who: Account, _ start: Google_Protobuf_Timestamp, for patientID: UUID? = nil, minutes: UInt32 = 0, with practitioner: Account? = nil)
-                async throws -> Caremesh_Dispatch_V1_Appointment
+            func book(_ who: Account, _ start: Google_Protobuf_Timestamp, for patientID: UUID? = nil, minutes: UInt32 = 0, with practitioner: Account? = nil,
+                      purpose: Caremesh_Identity_V1_AccessPurpose = .unspecified) async throws -> Caremesh_Dispatch_V1_Appointment
             {
                 try await call(DispatchMethods.bookAppointment, who, .with {
                     $0.practitionerID = (practitioner ?? doctor).id.uuidString
@@ -133,11 +133,13 @@ extension DispatchTests {
                     $0.start = start
                     $0.durationMinutes = minutes
                     $0.reason = "check-up"
+                    $0.purpose = purpose
                 }).appointment
             }
             let friday = try await book(patient, t(-2, 14))
             #expect(friday.status == .pending && friday.end.date.timeIntervalSince(friday.start.date) == 1_800)
             #expect(friday.timeZone == "America/New_York" && friday.bookedBy == patient.id.uuidString.lowercased())
+            #expect(friday.patientID == patient.id.text && friday.patientAccountID == patient.id.text)
             #expect(try await free().count == 15)
             #expect(await reason { _ = try await book(stranger, t(-2, 14, 15)) } == "SLOT_TAKEN")
             #expect(await reason { _ = try await book(stranger, t(-2, 18)) } == "OUTSIDE_HOURS")
@@ -161,18 +163,28 @@ extension DispatchTests {
             // to it cancels, which frees the slot; strangers see nothing.
             let ref = friday.id
             #expect(await code { _ = try await call(DispatchMethods.confirmAppointment, patient, .with { $0.id = ref }) } == .permissionDenied)
-            #expect(await code { _ = try await call(DispatchMethods.getAppointment, stranger, .with { $0.id = ref }) } == .permissionDenied)
+            // Someone else's appointment does not exist for a stranger; staff must say why.
+            #expect(await code { _ = try await call(DispatchMethods.getAppointment, stranger, .with { $0.id = ref }) } == .notFound)
+            #expect(await violations { _ = try await call(DispatchMethods.getAppointment, desk, .with { $0.id = ref }) } == ["purpose"])
             let confirmed = try await call(DispatchMethods.confirmAppointment, doctor, .with { $0.id = ref }).appointment
             #expect(confirmed.status == .confirmed && confirmed.hasConfirmedAt)
-            #expect(try await call(DispatchMethods.confirmAppointment, desk, .with { $0.id = ref }).appointment == confirmed)
+            #expect(await violations { _ = try await call(DispatchMethods.confirmAppointment, desk, .with { $0.id = ref }) } == ["purpose"])
+            #expect(try await call(DispatchMethods.confirmAppointment, desk, .with { $0.id = ref; $0.purpose = .operations }).appointment == confirmed)
             #expect(await reason { _ = try await call(DispatchMethods.completeAppointment, doctor, .with { $0.id = ref }) }
                 == "APPOINTMENT_NOT_STARTED")
             let cancelled = try await call(DispatchMethods.cancelAppointment, patient, .with { $0.id = ref; $0.reason = "feeling better" })
                 .appointment
             #expect(cancelled.status == .cancelled && cancelled.cancelReason == "feeling better")
             #expect(try await free().count == 16)
-            let rebooked = try await book(desk, t(-2, 14), for: stranger.id)
+            #expect(await violations { _ = try await book(desk, t(-2, 14), for: stranger.id) } == ["purpose"])
+            let rebooked = try await book(desk, t(-2, 14), for: stranger.id, purpose: .personRequest)
             #expect(rebooked.patientID == stranger.id.uuidString.lowercased() && rebooked.bookedBy == desk.id.uuidString.lowercased())
+            #expect(rebooked.patientAccountID == stranger.id.text)
+            // A patient id that names nobody at identity: NOT_FOUND naming the field, nothing written.
+            let before = try await s.count("SELECT count(*) FROM dispatch.appointments")
+            #expect(await code { _ = try await book(desk, t(1, 15), for: UUID(), purpose: .personRequest) } == .notFound)
+            #expect(await violations { _ = try await book(desk, t(1, 15), for: UUID(), purpose: .personRequest) } == ["patient_id"])
+            #expect(try await s.count("SELECT count(*) FROM dispatch.appointments") == before)
 
             // Unblocking is the practice's; Tuesday's two slots come back; a second removal is NOT_FOUND.
             #expect(await code { _ = try await call(DispatchMethods.removeBlockedTime, patient, .with { $0.id = blocked.id }) } == .permissionDenied)
@@ -182,8 +194,8 @@ extension DispatchTests {
 
             // One that has started: the practice completes it; then it cannot be cancelled.
             let pastID = try await s.sql("""
-                INSERT INTO dispatch.appointments (practitioner_id, patient_id, during, status, booked_by, confirmed_at)
-                VALUES (\(doctor.id), \(patient.id), tstzrange(now() - interval '20 minutes', now() + interval '10 minutes'),
+                INSERT INTO dispatch.appointments (practitioner_id, patient_id, patient_account_id, during, status, booked_by, confirmed_at)
+                VALUES (\(doctor.id), \(patient.id), \(patient.id), tstzrange(now() - interval '20 minutes', now() + interval '10 minutes'),
                         'CONFIRMED', \(patient.id), now())
                 RETURNING id
                 """).first!.decode(UUID.self).uuidString
@@ -203,7 +215,11 @@ extension DispatchTests {
             var theirs = window
             theirs.patientID = stranger.id.uuidString
             #expect(await code { _ = try await call(DispatchMethods.listAppointments, patient, theirs) } == .permissionDenied)
+            #expect(await violations { _ = try await call(DispatchMethods.listAppointments, desk, theirs) } == ["purpose"])
+            theirs.purpose = .careCoordination
             #expect(try await call(DispatchMethods.listAppointments, desk, theirs).appointments.map(\.id) == [rebooked.id])
+            // Without a purpose the desk sees only its own (none).
+            #expect(try await call(DispatchMethods.listAppointments, desk, window).appointments.isEmpty)
 
             // Events for reminders: one per booking, one per cancellation.
             #expect(try await s.count("SELECT count(*) FROM dispatch.outbox WHERE type = 'caremesh.dispatch.v1.AppointmentBooked'") == 2)
@@ -223,12 +239,21 @@ extension DispatchTests {
             // 10:10 or 10:20 (overlapping, not equal).
             let wednesday = Self.next(weekday: 4)
             let starts = [0, 10, 20].map { Google_Protobuf_Timestamp(date: wednesday.addingTimeInterval(Double(10 * 3_600 + $0 * 60))) }
+            var patients: [String] = []
+            for i in 0..<30 {
+                patients.append(try await s.client.call(IdentityMethods.createPatient, request: .with {
+                    $0.patient.kind = .patient
+                    $0.patient.fullName = "Patient \(i)"
+                    $0.purpose = .treatment
+                }, options: desk.auth).patient.id)
+            }
             let all = await withTaskGroup(of: StatusCode?.self) { group in
                 for i in 0..<30 {
                     let request = Caremesh_Dispatch_V1_BookAppointmentRequest.with {
                         $0.practitionerID = doctor.id.uuidString
-                        $0.patientID = UUID().uuidString
+                        $0.patientID = patients[i]
                         $0.start = starts[i % 3]
+                        $0.purpose = .personRequest
                     }
                     group.addTask { await code { _ = try await s.client.call(DispatchMethods.bookAppointment, request: request, options: desk.auth) } }
                 }

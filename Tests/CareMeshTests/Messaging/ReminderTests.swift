@@ -65,6 +65,7 @@ extension SmsTests {
                     $0.patientID = patientID
                     $0.start = Google_Protobuf_Timestamp(date: start)
                     $0.reason = "vaccination"
+                    $0.purpose = .personRequest
                 }, options: s.admin.auth).appointment
             }
             func waitFor(_ appointment: String, count: Int, where ok: @escaping @Sendable ([Reminder]) -> Bool = { _ in true }) async throws -> [Reminder] {
@@ -79,8 +80,23 @@ extension SmsTests {
 
             // Ten days ahead: 7 days before, 1 day before, and the overdue one a day after the end.
             let start = Date(timeIntervalSince1970: soonest + 10 * 86_400)
+            // Her record is linked to her own account (by the front desk, with a purpose): an
+            // appointment booked for the record gets both the reminders and a conversation.
+            let ana = try await TestAccount.make(s.client, s.db, role: "user")
+            _ = try await s.client.call(IdentityMethods.linkPatientAccount, request: .with {
+                $0.patientID = patient.id
+                $0.accountID = ana.id.uuidString
+                $0.purpose = .personRequest
+            }, options: s.admin.auth)
             let first = try await book(start)
+            #expect(first.patientID == patient.id && first.patientAccountID == ana.id.uuidString.lowercased())
             let queued = try await waitFor(first.id, count: 3)
+            let talk = try await TestStack.eventually(timeout: .seconds(15)) {
+                let found = try await Self.conversations(s, ana)
+                guard found.count == 1 else { throw RPCError(.notFound, "no conversation yet") }
+                return found[0]
+            }
+            #expect(talk.patientID == ana.id.uuidString.lowercased() && talk.practitionerID == doctor.id.uuidString.lowercased())
             #expect(queued.map(\.type) == ["7_day_reminder", "1_day_reminder", "overdue_reminder"])
             #expect(queued.map(\.status) == ["scheduled", "scheduled", "scheduled"])
             #expect(queued.map(\.due) == [start.addingTimeInterval(-7 * 86_400), start.addingTimeInterval(-86_400),
@@ -106,7 +122,7 @@ extension SmsTests {
             } == .permissionDenied)
 
             // Cancelled: all three withdrawn, each announced.
-            _ = try await s.client.call(DispatchMethods.cancelAppointment, request: .with { $0.id = first.id }, options: s.admin.auth)
+            _ = try await s.client.call(DispatchMethods.cancelAppointment, request: .with { $0.id = first.id; $0.purpose = .operations }, options: s.admin.auth)
             _ = try await waitFor(first.id, count: 3) { $0.allSatisfy { $0.status == "cancelled" } }
             #expect(try await s.count("""
                 SELECT count(*) FROM messaging.outbox o JOIN messaging.sms_messages m ON o.key = m.id::text
@@ -123,8 +139,8 @@ extension SmsTests {
                 UPDATE dispatch.appointments SET during = tstzrange(now() - interval '2 hours', now() - interval '90 minutes')
                 WHERE id = \(UUID(uuidString: second.id)!)
                 """)
-            _ = try await s.client.call(DispatchMethods.confirmAppointment, request: .with { $0.id = second.id }, options: s.admin.auth)
-            _ = try await s.client.call(DispatchMethods.completeAppointment, request: .with { $0.id = second.id }, options: s.admin.auth)
+            _ = try await s.client.call(DispatchMethods.confirmAppointment, request: .with { $0.id = second.id; $0.purpose = .treatment }, options: s.admin.auth)
+            _ = try await s.client.call(DispatchMethods.completeAppointment, request: .with { $0.id = second.id; $0.purpose = .treatment }, options: s.admin.auth)
             _ = try await waitFor(second.id, count: 1) { $0.first?.status == "cancelled" }
 
             // Not completed: when its time comes (moved to now here), the overdue reminder goes out.

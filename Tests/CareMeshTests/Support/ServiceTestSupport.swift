@@ -46,6 +46,15 @@ extension TestDatabase {
     func count(_ query: PostgresQuery) async throws -> Int64 {
         try await sql(query).first?.decode(Int64.self) ?? -1
     }
+
+    /// The single number `sql` returns as `service`'s own role (row-level security applies),
+    /// after `setup` on the same connection (e.g. naming an acting user).
+    func count(as service: String, _ sql: String, after setup: String? = nil) async throws -> Int64 {
+        try await Store.withSingleConnection(url(service), logger: TestDatabase.logger) { c in
+            if let setup { try await c.query(PostgresQuery(unsafeSQL: setup), logger: TestDatabase.logger) }
+            return try await c.query(PostgresQuery(unsafeSQL: sql), logger: TestDatabase.logger).first(Int64.self) ?? -1
+        }
+    }
 }
 
 /// The status code `body` failed with (nil if it did not; UNKNOWN for an error that is not an RPC's).

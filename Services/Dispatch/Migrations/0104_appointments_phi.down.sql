@@ -1,0 +1,12 @@
+DROP TABLE appointment_audit;
+DROP FUNCTION appointment_audit_append_only();
+DROP POLICY appointments_parties ON appointments;
+ALTER TABLE appointments NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE appointments DISABLE ROW LEVEL SECURITY;
+DROP FUNCTION appointment_visible(uuid, uuid);
+DROP TRIGGER appointments_booked_times ON appointments;
+DROP FUNCTION booked_times_sync();
+DROP TABLE booked_times;
+DROP INDEX appointments_patient_account_start;
+ALTER TABLE appointments DROP CONSTRAINT appointments_patient_account_free;
+ALTER TABLE appointments DROP COLUMN patient_account_id;
