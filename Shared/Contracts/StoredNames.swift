@@ -43,3 +43,20 @@ extension Caremesh_Identity_V1_AccessPurpose {
         self = Self.storedNames.first { $0.value == storedName }?.key ?? .unspecified
     }
 }
+
+extension Caremesh_Dispatch_V1_EmergencyType {
+    /// As in `dispatch.sos_requests.emergency_type` and in what messaging tells people.
+    public static let storedNames: [Self: String] = [
+        .medical: "MEDICAL", .fire: "FIRE", .accident: "ACCIDENT", .crime: "CRIME",
+        .naturalDisaster: "NATURAL_DISASTER", .other: "OTHER",
+    ]
+
+    public var storedName: String? { Self.storedNames[self] }
+}
+
+extension Caremesh_Dispatch_V1_Priority {
+    /// As in `dispatch.sos_requests.priority` and in what messaging tells people.
+    public static let storedNames: [Self: String] = [.critical: "CRITICAL", .high: "HIGH", .medium: "MEDIUM", .low: "LOW"]
+
+    public var storedName: String? { Self.storedNames[self] }
+}

@@ -31,13 +31,8 @@ final class SosDesk: Sendable {
 
     // MARK: - Rows
 
-    static let emergencyTypes: [Caremesh_Dispatch_V1_EmergencyType: String] = [
-        .medical: "MEDICAL", .fire: "FIRE", .accident: "ACCIDENT", .crime: "CRIME",
-        .naturalDisaster: "NATURAL_DISASTER", .other: "OTHER",
-    ]
-    static let priorities: [Caremesh_Dispatch_V1_Priority: String] = [
-        .critical: "CRITICAL", .high: "HIGH", .medium: "MEDIUM", .low: "LOW",
-    ]
+    static let emergencyTypes = Caremesh_Dispatch_V1_EmergencyType.storedNames
+    static let priorities = Caremesh_Dispatch_V1_Priority.storedNames
 
     /// An SOS row as the desk works with it.
     struct Record: Sendable {
@@ -480,6 +475,7 @@ final class SosDesk: Sendable {
         e.status = to.proto
         e.previousStatus = before.state.proto
         e.actorID = actor?.uuidString.lowercased() ?? ""
+        e.requesterID = before.sos.requesterID
         try events.add(e, key: before.sos.id)
     }
 

@@ -39,12 +39,14 @@ public enum MessagingService {
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
             let chat = SosChat(store: store, outbox: outbox, logger: logger)
             let conversations = Conversations(store: store, outbox: outbox, logger: logger)
+            let notifications = Notifications(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
-            // their chats.
+            // their chats and tell the people concerned.
             let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
                 try await conversations.apply(event, c)
                 try await reminders.apply(event, c)
                 try await chat.apply(event, c)
+                try await notifications.apply(event, c)
             }
             var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
@@ -60,7 +62,7 @@ public enum MessagingService {
                                              logger: logger)
             return ServiceHost.Parts(
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
-                                   conversations: conversations, logger: logger),
+                                   conversations: conversations, notifications: notifications, logger: logger),
                 jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
                 background: background,
                 prepare: [{ c in
@@ -92,7 +94,7 @@ public enum MessagingService {
     }
 
     static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,
-                         conversations: Conversations, logger: Logger) -> RPCHandlers {
+                         conversations: Conversations, notifications: Notifications, logger: Logger) -> RPCHandlers {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
@@ -119,6 +121,12 @@ public enum MessagingService {
         h.register(MessagingMethods.publishAnnouncement) { r, ctx in try await announcements.publish(r, ctx) }
         h.register(MessagingMethods.retireAnnouncement) { r, ctx in try await announcements.retire(r, ctx) }
         h.register(MessagingMethods.listAnnouncements) { r, ctx in try await announcements.list(r, ctx) }
+        h.register(MessagingMethods.listMyNotifications) { r, ctx in try await notifications.listMine(r, ctx) }
+        h.register(MessagingMethods.markNotificationsRead) { r, ctx in try await notifications.markRead(r, ctx) }
+        h.register(MessagingMethods.createNotificationStreamTicket) { r, ctx in try await notifications.createTicket(r, ctx) }
+        h.register(MessagingMethods.openNotificationStream) { r, ctx in try await notifications.openStream(r, ctx) }
+        h.register(MessagingMethods.redeemNotificationStreamTicket) { r, ctx in try await notifications.redeemTicket(r, ctx) }
+        h.register(MessagingMethods.replayNotifications) { r, ctx in try await notifications.replay(r, ctx) }
         return h
     }
 }

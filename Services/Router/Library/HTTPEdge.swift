@@ -28,6 +28,8 @@ public final class HTTPEdge: Service, Sendable {
         /// The largest body taken (1 MiB).
         public var maxBody = 1 << 20
         public var timeout: Duration = .seconds(30)
+        /// How often an idle notification stream gets a comment line (proxies close silent ones).
+        public var streamHeartbeat: Duration = .seconds(15)
 
         /// The certificate chain and private key (PEM files) the edge serves HTTPS with; nil: plain
         /// HTTP, which only loopback gets unless `allowPlain`.
@@ -61,6 +63,12 @@ public final class HTTPEdge: Service, Sendable {
             }
             publicURL = env["CAREMESH_HTTP_PUBLIC_URL"].flatMap { $0.isEmpty ? nil : ($0.hasSuffix("/") ? String($0.dropLast()) : $0) }
             allowPlain = env["CAREMESH_HTTP_PLAIN"]?.lowercased() == "allow"
+            if let text = env["CAREMESH_HTTP_STREAM_HEARTBEAT_S"], !text.isEmpty {
+                guard let seconds = Int(text), (1...300).contains(seconds) else {
+                    throw EdgeConfigurationError("CAREMESH_HTTP_STREAM_HEARTBEAT_S must be whole seconds from 1 to 300, not \(text)")
+                }
+                streamHeartbeat = .seconds(seconds)
+            }
             let cert = env["CAREMESH_HTTP_TLS_CERT_FILE"].flatMap { $0.isEmpty ? nil : $0 }
             let key = env["CAREMESH_HTTP_TLS_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
             switch (cert, key) {
@@ -99,6 +107,12 @@ public final class HTTPEdge: Service, Sendable {
     /// The edge's client of the router, made once the router has bound its client socket.
     private let clientBox = Mutex<RPCClient?>(nil)
     var client: RPCClient { clientBox.withLock { $0! } }
+    /// The edge's client signed in as the service "router" (nil without `ROUTER_SERVICE_SECRET`):
+    /// it follows and replays notifications.
+    private let serviceClientBox = Mutex<RPCClient?>(nil)
+    var serviceClient: RPCClient? { serviceClientBox.withLock { $0 } }
+    /// The notification streams open on this edge.
+    let hub = NotificationHub()
     let logger: Logger
     private let counters = Mutex(Counters())
     private let bound = BoundPort()
@@ -141,6 +155,12 @@ public final class HTTPEdge: Service, Sendable {
         config.defaultTimeout = configuration.timeout
         let client = RPCClient(configuration: config, logger: logger)
         clientBox.withLock { $0 = client }
+        let service = router.configuration.serviceSecret.map { secret in
+            var config = config
+            config.credentials = ServiceCredentials(service: "router", secret: secret)
+            return RPCClient(configuration: config, logger: logger)
+        }
+        serviceClientBox.withLock { $0 = service }
         let routes = Hummingbird.Router(context: Context.self)
         routes.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"SERVING"}"#)))
@@ -150,6 +170,7 @@ public final class HTTPEdge: Service, Sendable {
         }
         routes.post("/v1/:service/:method") { request, context in try await self.rpc(request, context) }
         routes.post("/webhooks/:kind/:provider") { request, context in try await self.webhook(request, context) }
+        routes.get("/v1/notifications/stream") { request, context in try await self.notificationStream(request, context) }
         let server: HTTPServerBuilder
         if let files = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(files.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
@@ -165,8 +186,19 @@ public final class HTTPEdge: Service, Sendable {
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "caremesh-router"),
             onServerRunning: { channel in self.bound.set(channel.localAddress?.port ?? 0) },
             logger: logger)
-        defer { client.close() }
-        try await app.run()
+        defer {
+            client.close()
+            service?.close()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.run() }
+            if let service {
+                group.addTask { await self.followNotifications(service) }
+                group.addTask { await self.beatStreams() }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
     }
 
     // MARK: - JSON RPC

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "ab8077e5fd008fb2"
+public let protoFingerprint = "d794b92ff0e5e51f"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -421,8 +421,26 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/ListAnnouncements`
     public static let listAnnouncements = RPCMethod<Caremesh_Messaging_V1_ListAnnouncementsRequest, Caremesh_Messaging_V1_ListAnnouncementsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListAnnouncements", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListMyNotifications`
+    public static let listMyNotifications = RPCMethod<Caremesh_Messaging_V1_ListMyNotificationsRequest, Caremesh_Messaging_V1_ListMyNotificationsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListMyNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/MarkNotificationsRead`
+    public static let markNotificationsRead = RPCMethod<Caremesh_Messaging_V1_MarkNotificationsReadRequest, Caremesh_Messaging_V1_MarkNotificationsReadResponse>(
+        path: "/caremesh.messaging.v1.Messaging/MarkNotificationsRead", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/CreateNotificationStreamTicket`
+    public static let createNotificationStreamTicket = RPCMethod<Caremesh_Messaging_V1_CreateNotificationStreamTicketRequest, Caremesh_Messaging_V1_CreateNotificationStreamTicketResponse>(
+        path: "/caremesh.messaging.v1.Messaging/CreateNotificationStreamTicket", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/OpenNotificationStream`
+    public static let openNotificationStream = RPCMethod<Caremesh_Messaging_V1_OpenNotificationStreamRequest, Caremesh_Messaging_V1_OpenNotificationStreamResponse>(
+        path: "/caremesh.messaging.v1.Messaging/OpenNotificationStream", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RedeemNotificationStreamTicket`
+    public static let redeemNotificationStreamTicket = RPCMethod<Caremesh_Messaging_V1_RedeemNotificationStreamTicketRequest, Caremesh_Messaging_V1_RedeemNotificationStreamTicketResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RedeemNotificationStreamTicket", serviceName: "messaging", idempotency: .unknown, access: .public)
+    /// `/caremesh.messaging.v1.Messaging/ReplayNotifications`
+    public static let replayNotifications = RPCMethod<Caremesh_Messaging_V1_ReplayNotificationsRequest, Caremesh_Messaging_V1_ReplayNotificationsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ReplayNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -548,4 +566,10 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.publishAnnouncement.erased,
     MessagingMethods.retireAnnouncement.erased,
     MessagingMethods.listAnnouncements.erased,
+    MessagingMethods.listMyNotifications.erased,
+    MessagingMethods.markNotificationsRead.erased,
+    MessagingMethods.createNotificationStreamTicket.erased,
+    MessagingMethods.openNotificationStream.erased,
+    MessagingMethods.redeemNotificationStreamTicket.erased,
+    MessagingMethods.replayNotifications.erased,
 ]

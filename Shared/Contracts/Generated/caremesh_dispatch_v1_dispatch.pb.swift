@@ -2284,8 +2284,11 @@ public nonisolated struct Caremesh_Dispatch_V1_SosStatusChanged: Sendable {
 
   public var previousStatus: Caremesh_Dispatch_V1_SosStatus = .unspecified
 
-  /// Who did it (a user id).
+  /// Who did it (a user id); empty for dispatch itself (a wave timing out).
   public var actorID: String = String()
+
+  /// Who asked for help (messaging tells them what happened).
+  public var requesterID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -5913,7 +5916,7 @@ nonisolated extension Caremesh_Dispatch_V1_SosAccepted: SwiftProtobuf.Message, S
 
 nonisolated extension Caremesh_Dispatch_V1_SosStatusChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SosStatusChanged"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sos_id\0\u{1}status\0\u{3}previous_status\0\u{3}actor_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sos_id\0\u{1}status\0\u{3}previous_status\0\u{3}actor_id\0\u{3}requester_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5925,6 +5928,7 @@ nonisolated extension Caremesh_Dispatch_V1_SosStatusChanged: SwiftProtobuf.Messa
       case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.previousStatus) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.actorID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.requesterID) }()
       default: break
       }
     }
@@ -5943,6 +5947,9 @@ nonisolated extension Caremesh_Dispatch_V1_SosStatusChanged: SwiftProtobuf.Messa
     if !self.actorID.isEmpty {
       try visitor.visitSingularStringField(value: self.actorID, fieldNumber: 4)
     }
+    if !self.requesterID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requesterID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5951,6 +5958,7 @@ nonisolated extension Caremesh_Dispatch_V1_SosStatusChanged: SwiftProtobuf.Messa
     if lhs.status != rhs.status {return false}
     if lhs.previousStatus != rhs.previousStatus {return false}
     if lhs.actorID != rhs.actorID {return false}
+    if lhs.requesterID != rhs.requesterID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -13,6 +13,8 @@ func withProviderEdge(_ body: @Sendable (_ router: Router, _ sandbox: ProviderSa
     defer { router.stop() }
     var edgeConfiguration = HTTPEdge.Configuration()
     edgeConfiguration.port = 0
+    // Notification streams beat every second, so a test sees a heartbeat soon.
+    edgeConfiguration.streamHeartbeat = .seconds(1)
     let edge = HTTPEdge(configuration: edgeConfiguration, router: router, logger: TestStack.quietLogger("edge"))
     try await TestStack.withServices([sandbox, edge]) {
         let base = "http://127.0.0.1:\(await sandbox.port())"

@@ -1,0 +1,77 @@
+import CareMeshContracts
+import Foundation
+
+/// Who is told what, from other services' events: a pure function of the event, tested
+/// without I/O. Each draft is one notification to one person; its text is short and never PHI
+/// (the kind of emergency and its priority, never what is wrong with anyone).
+enum NotificationRules {
+    struct Draft: Sendable, Equatable {
+        var person: UUID
+        var kind: Caremesh_Messaging_V1_NotificationKind
+        var title: String
+        var body: String
+        var data: [String: String]
+    }
+
+    /// The event types that notify someone (what messaging's consumers need to look at).
+    static let types: Set<String> = [
+        Caremesh_Dispatch_V1_SosOffered.protoMessageName, Caremesh_Dispatch_V1_SosAccepted.protoMessageName,
+        Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName,
+    ]
+
+    /// The notifications `type`'s event `payload` makes: one per person at most.
+    static func drafts(type: String, payload: Data) throws -> [Draft] {
+        switch type {
+        case Caremesh_Dispatch_V1_SosOffered.protoMessageName:
+            return offered(try Caremesh_Dispatch_V1_SosOffered(serializedBytes: payload))
+        case Caremesh_Dispatch_V1_SosAccepted.protoMessageName:
+            return accepted(try Caremesh_Dispatch_V1_SosAccepted(serializedBytes: payload))
+        case Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName:
+            return statusChanged(try Caremesh_Dispatch_V1_SosStatusChanged(serializedBytes: payload))
+        default:
+            return []
+        }
+    }
+
+    /// Each responder of the wave: someone near them needs help.
+    static func offered(_ e: Caremesh_Dispatch_V1_SosOffered) -> [Draft] {
+        let type = e.emergencyType.storedName ?? "OTHER", priority = e.priority.storedName ?? "HIGH"
+        let words = { (name: String) in name.lowercased().replacingOccurrences(of: "_", with: " ") }
+        var seen = Set<UUID>()
+        return e.responderIds.compactMap(UUID.init(uuidString:)).filter { seen.insert($0).inserted }.map { person in
+            Draft(person: person, kind: .sosOffered, title: "SOS near you",
+                  body: "Someone near you needs help (\(words(type)), \(words(priority)) priority). Open CareMesh to accept or decline.",
+                  data: ["sos_id": e.sosID, "wave": "\(e.wave)", "emergency_type": type, "priority": priority,
+                         "escalated": e.escalated ? "true" : "false"])
+        }
+    }
+
+    /// The requester: a volunteer took their SOS.
+    static func accepted(_ e: Caremesh_Dispatch_V1_SosAccepted) -> [Draft] {
+        guard let requester = UUID(uuidString: e.requesterID) else { return [] }
+        return [Draft(person: requester, kind: .sosAccepted, title: "A volunteer is coming",
+                      body: "A volunteer accepted your SOS and is on the way. You can chat with them in CareMesh.",
+                      data: ["sos_id": e.sosID, "responder_id": e.responderID])]
+    }
+
+    /// The requester, when something they did not do happened to their SOS: a volunteer
+    /// dropped out, it was escalated, resolved or cancelled by someone else.
+    static func statusChanged(_ e: Caremesh_Dispatch_V1_SosStatusChanged) -> [Draft] {
+        guard let requester = UUID(uuidString: e.requesterID), e.actorID != e.requesterID else { return [] }
+        let taken: Set<Caremesh_Dispatch_V1_SosStatus> = [.accepted, .inProgress]
+        let text: (String, String)
+        switch e.status {
+        case .pending where taken.contains(e.previousStatus):
+            text = ("Your volunteer dropped out", "Your volunteer could not continue. We are asking others near you.")
+        case .escalated:
+            text = ("More help is being asked", "Nobody has accepted yet, so your SOS now goes to more people, professionals included.")
+        case .resolved:
+            text = ("Your SOS is resolved", "Your SOS was marked resolved. You can rate the help you received in CareMesh.")
+        case .cancelled:
+            text = ("Your SOS was cancelled", "Your SOS was cancelled. If you still need help, ask again in CareMesh.")
+        default:
+            return []
+        }
+        return [Draft(person: requester, kind: .sosUpdated, title: text.0, body: text.1, data: ["sos_id": e.sosID])]
+    }
+}
