@@ -38,9 +38,13 @@ public struct EventConsumer: Service {
     /// `types` as the source's pull is asked for them (empty: all).
     let wanted: [String]
     let logger: Logger
+    /// Called once a transaction that applied events has committed: the place to wake a worker
+    /// that acts on what the handler wrote (a wake-up before the commit finds nothing to do).
+    let committed: @Sendable () -> Void
 
     public init(source: String, types: Set<String>? = nil, store: Store, client: RPCClient, logger: Logger,
-                handler: @escaping Handler) {
+                committed: @escaping @Sendable () -> Void = {}, handler: @escaping Handler) {
+        self.committed = committed
         self.source = source
         self.types = types
         self.wanted = types.map { $0.sorted() } ?? []
@@ -162,5 +166,6 @@ public struct EventConsumer: Service {
                 """, logger: logger)
             try await emitted.append(on: c, logger: logger)
         }
+        if !events.isEmpty { committed() }
     }
 }

@@ -266,6 +266,7 @@ final class CareAlerts: Sendable {
             r.coordinatorID = a.coordinatorID
             r.to = a.phoneNumber
             r.voiceMessageURL = record.alert.voiceMessageURL
+            r.spokenMessage = CareAlertCallScript.message(type: record.alert.alertType, level: stage.level)
             r.ringTimeoutS = UInt32(stage.ringTimeoutS)
             r.reference = "care_alert:\(a.alertID)"
             return r

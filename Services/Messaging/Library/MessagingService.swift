@@ -42,7 +42,8 @@ public enum MessagingService {
             let notifications = Notifications(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
             // their chats and tell the people concerned.
-            let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger) { event, c in
+            let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger,
+                                             committed: { sender.wake() }) { event, c in
                 try await conversations.apply(event, c)
                 try await reminders.apply(event, c)
                 try await chat.apply(event, c)
@@ -52,7 +53,10 @@ public enum MessagingService {
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {
-                background.append(EventConsumer(source: "alerts", store: store, client: client, logger: logger) { event, c in
+                // The calls are placed once the event's transaction committed them (at once, not
+                // at the next poll).
+                background.append(EventConsumer(source: "alerts", store: store, client: client, logger: logger,
+                                                committed: { voice.signal.fire() }) { event, c in
                     try await voice.apply(event, c)
                 })
             } else {

@@ -654,5 +654,26 @@ DROP TABLE notifications;
 DROP TABLE notification_people;
 
 """##),
+        Migration(version: 110, name: "spoken_calls",
+                  up: ##"""
+-- A care-alert call says something even without a recording (issue 33): the spoken message
+-- alerts writes (the alert's type, never the client's name), in the coordinator's language,
+-- then the recording if there is one.
+ALTER TABLE voice_calls ALTER COLUMN voice_message_url DROP NOT NULL;
+ALTER TABLE voice_calls ADD COLUMN spoken_message text NOT NULL DEFAULT '' CHECK (length(spoken_message) <= 500);
+ALTER TABLE voice_calls ADD COLUMN language text NOT NULL DEFAULT 'en-US'
+    CHECK (language ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$');
+ALTER TABLE voice_calls ADD CONSTRAINT voice_calls_says_something CHECK (voice_message_url IS NOT NULL OR spoken_message <> '');
+
+"""##,
+                  down: ##"""
+-- Calls with nothing but a spoken message cannot be kept by the older schema.
+DELETE FROM voice_calls WHERE voice_message_url IS NULL;
+ALTER TABLE voice_calls DROP CONSTRAINT voice_calls_says_something;
+ALTER TABLE voice_calls DROP COLUMN language;
+ALTER TABLE voice_calls DROP COLUMN spoken_message;
+ALTER TABLE voice_calls ALTER COLUMN voice_message_url SET NOT NULL;
+
+"""##),
     ]
 }

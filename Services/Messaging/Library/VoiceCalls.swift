@@ -43,24 +43,39 @@ enum VoiceCallStatus: String, Sendable, CaseIterable {
     }
 }
 
-/// Twilio's Calls API (`TwilioAPI`): `Calls.json` with `To`, `From`, TwiML
-/// that plays the message, the ring `Timeout`, answering-machine detection, and status
-/// callbacks for every event; `Calls/{CallSid}.json` with `Status` hangs up.
+/// Twilio's Calls API (`TwilioAPI`): `Calls.json` with `To`, `From`, TwiML that says the
+/// spoken message and plays the recording (either may be absent, not both), the ring `Timeout`,
+/// answering-machine detection, and status callbacks for every event; `Calls/{CallSid}.json`
+/// with `Status` hangs up.
 public struct TwilioVoiceProvider: Sendable {
     let api: TwilioAPI
     public let from: String
     /// The router's `/webhooks/voice/twilio`, or nil.
     public let statusCallback: String?
 
-    static func twiml(playing url: String) -> String {
-        let escaped = url.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;")
-        return "<Response><Play>\(escaped)</Play></Response>"
+    /// What the call does once answered: `<Say>` the message, then `<Play>` the recording.
+    static func twiml(_ script: CallScript) -> String {
+        var out = "<Response>"
+        if !script.spoken.isEmpty { out += "<Say language=\"\(xml(script.language))\">\(xml(script.spoken))</Say>" }
+        if let url = script.recording { out += "<Play>\(xml(url))</Play>" }
+        return out + "</Response>"
     }
 
-    func place(id: UUID, to: String, voiceMessageURL: String, ringTimeout: Int, timeout: Duration) async throws(ProviderError) -> String {
+    static func xml(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    }
+
+    /// What a call says and plays.
+    struct CallScript: Sendable, Equatable {
+        var spoken: String
+        var language: String
+        var recording: String?
+    }
+
+    func place(id: UUID, to: String, script: CallScript, ringTimeout: Int, timeout: Duration) async throws(ProviderError) -> String {
         var form: [(name: String, value: String)] = [
-            ("To", to), ("From", from), ("Twiml", Self.twiml(playing: voiceMessageURL)), ("Timeout", "\(ringTimeout)"),
+            ("To", to), ("From", from), ("Twiml", Self.twiml(script)), ("Timeout", "\(ringTimeout)"),
             ("MachineDetection", "Enable"),
         ]
         if let statusCallback {
@@ -136,20 +151,24 @@ final class VoiceCalls: Service, Sendable {
         signal.fire()
     }
 
-    /// Records requested calls; one that cannot be placed (a bad number or URL) fails at once.
+    /// Records requested calls; one that cannot be placed (a bad number or recording URL, or
+    /// nothing to say) fails at once.
     func request(_ calls: [Caremesh_Alerts_V1_CallRequest], events: inout PendingEvents, on c: PostgresConnection) async throws {
         for call in calls {
             guard let id = UUID(uuidString: call.callID) else { continue }
             let reference = String(call.reference.prefix(200))
-            guard FieldViolations.isE164(call.to), call.voiceMessageURL.hasPrefix("https://") || call.voiceMessageURL.hasPrefix("http://"),
-                  call.voiceMessageURL.count <= 2_000, !reference.isEmpty else {
-                logger.warning("call request refused: bad number or message URL", metadata: ["call.id": "\(id)"])
+            let url = call.voiceMessageURL.isEmpty ? nil : call.voiceMessageURL
+            let spoken = String(call.spokenMessage.prefix(500))
+            let language = call.language.wholeMatch(of: /[a-z]{2,3}(-[A-Za-z0-9]{2,8})?/) != nil ? call.language : "en-US"
+            let recordingOK = url.map { ($0.hasPrefix("https://") || $0.hasPrefix("http://")) && $0.count <= 2_000 } ?? true
+            guard FieldViolations.isE164(call.to), recordingOK, url != nil || !spoken.isEmpty, !reference.isEmpty else {
+                logger.warning("call request refused: bad number or recording URL, or nothing to say", metadata: ["call.id": "\(id)"])
                 try events.add(Self.statusChanged(id, reference: reference, status: .failed, providerCallID: nil), key: id.text)
                 continue
             }
             try await c.query("""
-                INSERT INTO voice_calls (id, reference, requested_by, phone_number, voice_message_url, ring_timeout_s)
-                VALUES (\(id), \(reference), 'alerts', \(call.to), \(call.voiceMessageURL), \(Int32(min(600, max(5, call.ringTimeoutS)))))
+                INSERT INTO voice_calls (id, reference, requested_by, phone_number, voice_message_url, spoken_message, language, ring_timeout_s)
+                VALUES (\(id), \(reference), 'alerts', \(call.to), \(url), \(spoken), \(language), \(Int32(min(600, max(5, call.ringTimeoutS)))))
                 ON CONFLICT (id) DO NOTHING
                 """, logger: logger)
         }
@@ -197,7 +216,7 @@ final class VoiceCalls: Service, Sendable {
                   WHERE \(VoiceCalls.dueSQL) AND (lease_until IS NULL OR lease_until < now())
                   ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
             WHERE v.id = due.id
-            RETURNING v.id, v.phone_number, v.voice_message_url, v.ring_timeout_s, v.retry_count
+            RETURNING v.id, v.phone_number, v.voice_message_url, v.spoken_message, v.language, v.ring_timeout_s, v.retry_count
             """
         static let types: [PostgresDataType] = [.float8]
     }
@@ -216,15 +235,18 @@ final class VoiceCalls: Service, Sendable {
         guard let provider else { return }
         let lease = configuration.lease.seconds
         let claimed = try await store.withConnection { c in
-            try await c.run(Prepared<Claim>(lease), logger: self.logger).map { try $0.decode((UUID, String, String, Int32, Int32).self) }
+            try await c.run(Prepared<Claim>(lease), logger: self.logger).map {
+                let (id, to, url, spoken, language, ring, retries) = try $0.decode((UUID, String, String?, String, String, Int32, Int32).self)
+                return (id, to, TwilioVoiceProvider.CallScript(spoken: spoken, language: language, recording: url), ring, retries)
+            }
         }
         guard !claimed.isEmpty else { return }
         let timeout = configuration.sendTimeout
         let outcomes = await withTaskGroup(of: (UUID, Result<String, ProviderError>).self) { group in
-            for (id, to, url, ring, _) in claimed {
+            for (id, to, script, ring, _) in claimed {
                 group.addTask {
                     do throws(ProviderError) {
-                        return (id, .success(try await provider.place(id: id, to: to, voiceMessageURL: url, ringTimeout: Int(ring), timeout: timeout)))
+                        return (id, .success(try await provider.place(id: id, to: to, script: script, ringTimeout: Int(ring), timeout: timeout)))
                     } catch { return (id, .failure(error)) }
                 }
             }

@@ -2587,12 +2587,20 @@ public nonisolated struct Caremesh_Alerts_V1_CallRequest: Sendable {
   /// E.164.
   public var to: String = String()
 
+  /// The alert's recording, played after the spoken message; empty for none.
   public var voiceMessageURL: String = String()
 
   public var ringTimeoutS: UInt32 = 0
 
   /// "care_alert:<alert id>" (echoed in CallStatusChanged.reference).
   public var reference: String = String()
+
+  /// What the call says first (and all it says without a recording): the alert's type and the
+  /// coordinator's part in it, never the client's name. At most 500 characters.
+  public var spokenMessage: String = String()
+
+  /// The language to say it in (BCP 47, e.g. "en-US"); empty for English.
+  public var language: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -6309,7 +6317,7 @@ nonisolated extension Caremesh_Alerts_V1_ListCoachingNotesResponse: SwiftProtobu
 
 nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{3}alert_id\0\u{3}coordinator_id\0\u{1}to\0\u{3}voice_message_url\0\u{3}ring_timeout_s\0\u{1}reference\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{3}alert_id\0\u{3}coordinator_id\0\u{1}to\0\u{3}voice_message_url\0\u{3}ring_timeout_s\0\u{1}reference\0\u{3}spoken_message\0\u{1}language\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6324,6 +6332,8 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
       case 5: try { try decoder.decodeSingularStringField(value: &self.voiceMessageURL) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.ringTimeoutS) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.reference) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.spokenMessage) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.language) }()
       default: break
       }
     }
@@ -6351,6 +6361,12 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
     if !self.reference.isEmpty {
       try visitor.visitSingularStringField(value: self.reference, fieldNumber: 7)
     }
+    if !self.spokenMessage.isEmpty {
+      try visitor.visitSingularStringField(value: self.spokenMessage, fieldNumber: 8)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6362,6 +6378,8 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
     if lhs.voiceMessageURL != rhs.voiceMessageURL {return false}
     if lhs.ringTimeoutS != rhs.ringTimeoutS {return false}
     if lhs.reference != rhs.reference {return false}
+    if lhs.spokenMessage != rhs.spokenMessage {return false}
+    if lhs.language != rhs.language {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

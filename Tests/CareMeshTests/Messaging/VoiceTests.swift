@@ -6,7 +6,7 @@ import CareMeshStore
 import CareMeshTesting
 import Foundation
 import IdentityService
-import MessagingService
+@testable import MessagingService
 import NIOCore
 import ProviderSandbox
 import Testing
@@ -70,6 +70,42 @@ extension AlertsTests {
             #expect(statuses.filter { $0.status == .noAnswer }.count == 1)
             #expect(statuses.last?.status == .completed && statuses.last?.durationS == 12)
         }
+    }
+
+    @Test("voice: an alert raised without a recording rings the coordinator with a spoken message that never names the client")
+    func voiceWithoutRecording() async throws {
+        try await withVoiceStack { s, sandbox in
+            let admin = try await account(s, "admin")
+            let caregiver = try await account(s, "caregiver")
+            let zone = UUID()
+            let (_, primary) = try await coordinator(s, admin: admin, zone: zone)
+            sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: .answered))
+            let client = try await client(s, staff: caregiver, zone: zone)
+            var r = Caremesh_Alerts_V1_RaiseCareAlertRequest()
+            r.clientID = client
+            r.alertType = .medicationIssue
+            let raised = try await s.client.call(AlertsMethods.raiseCareAlert, request: r, options: caregiver.auth)
+            #expect(raised.alert.voiceMessageURL.isEmpty)
+            // Answered, so the call went out and was taken: before, every call of such an alert
+            // failed and the alert ended NO_ANSWER.
+            _ = try await s.until(raised.alert.id, is: .answered, as: admin, timeout: .seconds(20))
+            let call = try #require(sandbox.calls.first)
+            #expect(call.to == primary.phoneNumber)
+            #expect(call.twiml == "<Response><Say language=\"en-US\">This is CareMesh with a care alert: medication issue. "
+                + "You are the coordinator on duty for this client's zone. Please open CareMesh to respond.</Say></Response>")
+            let name = try await s.sql("SELECT full_name FROM identity.patients WHERE id = \(UUID(uuidString: client)!)")[0].decode(String.self)
+            #expect(!call.twiml.contains(name))
+        }
+    }
+
+    @Test("the spoken part of a call: escaped for TwiML, said before the recording")
+    func callScriptTwiML() {
+        let script = TwilioVoiceProvider.CallScript(spoken: "Tom & Jerry <said> \"hi\"", language: "fr-FR", recording: "https://x.example/a.mp3?a=1&b=2")
+        #expect(TwilioVoiceProvider.twiml(script) == "<Response><Say language=\"fr-FR\">Tom &amp; Jerry &lt;said&gt; &quot;hi&quot;</Say>"
+            + "<Play>https://x.example/a.mp3?a=1&amp;b=2</Play></Response>")
+        #expect(CareAlertCallScript.message(type: .safetyConcern, level: .backup)
+            == "This is CareMesh with a care alert: safety concern. You are called as the backup: the coordinator on duty has not answered. "
+            + "Please open CareMesh to respond.")
     }
 
     @Test("voice: an answering machine is not an answer, and an acknowledged alert's live call is hung up")
