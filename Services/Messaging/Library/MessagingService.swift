@@ -37,9 +37,9 @@ public enum MessagingService {
             let voice = VoiceCalls(store: store, outbox: outbox, configuration: configuration, logger: logger)
             let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
-            let chat = SosChat(store: store, outbox: outbox, logger: logger)
-            let conversations = Conversations(store: store, outbox: outbox, logger: logger)
             let notifications = Notifications(store: store, outbox: outbox, logger: logger)
+            let chat = SosChat(store: store, outbox: outbox, notifications: notifications, logger: logger)
+            let conversations = Conversations(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
             // their chats and tell the people concerned.
             let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger,

@@ -20,11 +20,13 @@ import SwiftProtobuf
 final class SosChat: Sendable {
     let store: Store
     let outbox: Outbox
+    let notifications: Notifications
     let logger: Logger
 
-    init(store: Store, outbox: Outbox, logger: Logger) {
+    init(store: Store, outbox: Outbox, notifications: Notifications, logger: Logger) {
         self.store = store
         self.outbox = outbox
+        self.notifications = notifications
         self.logger = logger
     }
 
@@ -119,7 +121,9 @@ final class SosChat: Sendable {
             e.senderID = posted.senderID
             e.number = posted.number
             e.recipientIds = others
-            _ = try await self.outbox.append(e, key: posted.sosID, on: c)
+            let event = try await self.outbox.append(e, key: posted.sosID, on: c)
+            // The others are told (stream and push, never the text).
+            try await self.notifications.announce(e, event: event, on: c)
             response.message = posted
             response.created = true
             return response

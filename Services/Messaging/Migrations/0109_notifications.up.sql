@@ -16,7 +16,7 @@ CREATE TABLE notifications (
     id uuid PRIMARY KEY DEFAULT uuid_time_ordered(),
     person_id uuid NOT NULL REFERENCES notification_people (person_id),
     seq bigint NOT NULL CHECK (seq > 0),
-    kind text NOT NULL CHECK (kind IN ('SOS_OFFERED', 'SOS_ACCEPTED', 'SOS_UPDATED')),
+    kind text NOT NULL CHECK (kind IN ('SOS_OFFERED', 'SOS_ACCEPTED', 'SOS_UPDATED', 'CHAT_MESSAGE')),
     critical boolean NOT NULL,
     -- Short and never PHI ("An SOS near you").
     title text NOT NULL CHECK (length(title) BETWEEN 1 AND 100),

@@ -39,6 +39,9 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
 
   /// The requester's SOS was withdrawn by its volunteer, escalated, resolved or cancelled.
   case sosUpdated // = 3
+
+  /// A new message in an SOS chat, for its other participants.
+  case chatMessage // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -51,6 +54,7 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case 1: self = .sosOffered
     case 2: self = .sosAccepted
     case 3: self = .sosUpdated
+    case 4: self = .chatMessage
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -61,6 +65,7 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case .sosOffered: return 1
     case .sosAccepted: return 2
     case .sosUpdated: return 3
+    case .chatMessage: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -71,6 +76,7 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     .sosOffered,
     .sosAccepted,
     .sosUpdated,
+    .chatMessage,
   ]
 
 }
@@ -465,7 +471,7 @@ public nonisolated struct Caremesh_Messaging_V1_NotificationCreated: Sendable {
 fileprivate nonisolated let _protobuf_package = "caremesh.messaging.v1"
 
 nonisolated extension Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0\u{1}NOTIFICATION_KIND_CHAT_MESSAGE\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_DeliveryChannel: SwiftProtobuf._ProtoNameProviding {

@@ -104,6 +104,16 @@ extension SmsTests {
         #expect(seen.messages.map(\.content) == ["Where are you?"] && seen.unreadCount == 1 && seen.open)
         let reply = try await Self.chatSend(s, sos.id, volunteer, "Five minutes away.")
         #expect(reply.message.number == 2)
+        // The requester is told of the reply in the same transaction (never its text); nobody is
+        // told of their own message, nor of one posted before they joined.
+        func chatNotifications(_ who: TestAccount) async throws -> [Caremesh_Messaging_V1_Notification] {
+            try await s.client.call(MessagingMethods.listMyNotifications, request: .init(), options: who.auth).notifications
+                .filter { $0.kind == .chatMessage }
+        }
+        let told = try await chatNotifications(requester)
+        #expect(told.count == 1 && told.first?.data["number"] == "2" && told.first?.data["message_id"] == reply.message.id)
+        #expect(told.first.map { !$0.body.contains("Five") } == true)
+        #expect(try await chatNotifications(volunteer).isEmpty)
         #expect(try await Self.chatList(s, sos.id, requester).unreadCount == 1)
         #expect(try await Self.chats(s, requester, unreadOnly: true).map(\.unreadCount) == [1])
         // Writing is not reading: the volunteer still has the first one unread.

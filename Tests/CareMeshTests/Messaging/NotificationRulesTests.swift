@@ -56,4 +56,17 @@ import Testing
         // Other events: nobody.
         #expect(try NotificationRules.drafts(type: Caremesh_Dispatch_V1_SosCreated.protoMessageName, payload: Data()).isEmpty)
     }
+
+    @Test func aChatMessageTellsTheOtherParticipantsButNeverItsText() throws {
+        let sender = UUID(), other = UUID()
+        var e = Caremesh_Messaging_V1_ChatMessagePosted()
+        e.sosID = "s"
+        e.messageID = "m"
+        e.senderID = sender.uuidString.lowercased()
+        e.number = 7
+        e.recipientIds = [other.uuidString.lowercased(), sender.uuidString.lowercased()]
+        let out = try drafts(e)
+        #expect(out.map(\.person) == [other] && out[0].kind == .chatMessage && !out[0].kind.isCritical)
+        #expect(out[0].data == ["sos_id": "s", "message_id": "m", "number": "7"])
+    }
 }

@@ -16,7 +16,7 @@ enum NotificationRules {
     /// The event types that notify someone (what messaging's consumers need to look at).
     static let types: Set<String> = [
         Caremesh_Dispatch_V1_SosOffered.protoMessageName, Caremesh_Dispatch_V1_SosAccepted.protoMessageName,
-        Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName,
+        Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName, Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName,
     ]
 
     /// The notifications `type`'s event `payload` makes: one per person at most.
@@ -28,6 +28,8 @@ enum NotificationRules {
             return accepted(try Caremesh_Dispatch_V1_SosAccepted(serializedBytes: payload))
         case Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName:
             return statusChanged(try Caremesh_Dispatch_V1_SosStatusChanged(serializedBytes: payload))
+        case Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName:
+            return chatPosted(try Caremesh_Messaging_V1_ChatMessagePosted(serializedBytes: payload))
         default:
             return []
         }
@@ -73,5 +75,16 @@ enum NotificationRules {
             return []
         }
         return [Draft(person: requester, kind: .sosUpdated, title: text.0, body: text.1, data: ["sos_id": e.sosID])]
+    }
+
+    /// The chat's other participants: a new message (never its text, which may say what is wrong).
+    static func chatPosted(_ e: Caremesh_Messaging_V1_ChatMessagePosted) -> [Draft] {
+        var seen = Set<UUID>()
+        return e.recipientIds.compactMap(UUID.init(uuidString:)).filter { $0.uuidString != e.senderID.uppercased() && seen.insert($0).inserted }
+            .map { person in
+                Draft(person: person, kind: .chatMessage, title: "New message",
+                      body: "You have a new message in the SOS chat. Open CareMesh to read it.",
+                      data: ["sos_id": e.sosID, "message_id": e.messageID, "number": "\(e.number)"])
+            }
     }
 }

@@ -3,7 +3,9 @@ import CareMeshContracts
 /// The notification vocabularies as stored (`notifications.kind`, `notification_deliveries`'
 /// `channel` and `status`) and on the wire: one table each.
 extension Caremesh_Messaging_V1_NotificationKind {
-    static let storedNames: [Self: String] = [.sosOffered: "SOS_OFFERED", .sosAccepted: "SOS_ACCEPTED", .sosUpdated: "SOS_UPDATED"]
+    static let storedNames: [Self: String] = [
+        .sosOffered: "SOS_OFFERED", .sosAccepted: "SOS_ACCEPTED", .sosUpdated: "SOS_UPDATED", .chatMessage: "CHAT_MESSAGE",
+    ]
 
     var storedName: String { Self.storedNames[self] ?? "" }
 

@@ -25,13 +25,24 @@ final class Notifications: Sendable {
         self.logger = logger
     }
 
-    /// The notifications `event` makes, recorded in the consumer's transaction.
+    /// The notifications another service's `event` makes, recorded in the consumer's transaction.
     func apply(_ event: Event, _ c: PostgresConnection) async throws {
-        guard NotificationRules.types.contains(event.type), let id = UUID(uuidString: event.id) else { return }
-        let drafts = try NotificationRules.drafts(type: event.type, payload: Data(event.payload))
+        guard let id = UUID(uuidString: event.id) else { return }
+        try await notify(type: event.type, payload: Data(event.payload), event: id, on: c)
+    }
+
+    /// The notifications one of messaging's own events makes, in the transaction that emits it.
+    func announce(_ message: some SwiftProtobuf.Message, event: UUID, on c: PostgresConnection) async throws {
+        try await notify(type: type(of: message).protoMessageName, payload: try message.serializedData(), event: event, on: c)
+    }
+
+    private func notify(type: String, payload: Data, event: UUID, on c: PostgresConnection) async throws {
+        guard NotificationRules.types.contains(type) else { return }
+        let drafts = try NotificationRules.drafts(type: type, payload: payload)
         guard !drafts.isEmpty else { return }
+        // Written as the service (row-level security), then the transaction is left as it was.
         try await Store.setActor(MessagingService.actor, roles: ["service"], on: c, logger: logger)
-        _ = try await record(drafts, event: id, on: c)
+        _ = try await record(drafts, event: event, on: c)
         try await Store.setActor("", roles: [], on: c, logger: logger)
     }
 
