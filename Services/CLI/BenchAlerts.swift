@@ -156,6 +156,12 @@ struct AlertsBench: AsyncParsableCommand {
         delivered.cpu = result.cpu
         print(delivered.line("alerts raise → call requested (CareAlertRaised delivered through Events.Pull)",
                              String(format: "rate=%.0f", rate)))
+        if let placed = try await placedLatencies(seen.raisedIDs, alertsDB: alertsDB, layout: layout, logger: logger) {
+            var rung = Load.Result(histogram: placed.histogram, errors: placed.missing, duration: duration)
+            rung.cpu = result.cpu
+            print(rung.line("alerts raise → provider asked to ring (care_alerts.initiated_at → voice_calls.placed_at)",
+                            String(format: "rate=%.0f", rate)))
+        }
 
         // Close the bench's alerts and stop their ring timers (they would escalate during a later run).
         try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
@@ -235,6 +241,46 @@ struct AlertsBench: AsyncParsableCommand {
     }
 
     /// When each counted alert was due and when its event was delivered.
+    /// Raise → the provider took the first stage's first call, per counted alert, both read
+    /// from the one PostgreSQL clock (alerts' `initiated_at`, messaging's `placed_at`); nil when
+    /// messaging's database cannot be read. Waits up to 5 s; an alert whose call was not
+    /// recorded as placed by then counts as an error.
+    func placedLatencies(_ alerts: [UUID], alertsDB: DatabaseURL, layout: StackLayout, logger: Logger) async throws
+        -> (histogram: Histogram<UInt64>, missing: Int)?
+    {
+        guard !alerts.isEmpty, let messagingDB = try? LocalDatabase.url(for: "messaging", layout: layout) else { return nil }
+        let calls = try await Store.withSingleConnection(alertsDB, timeout: .seconds(10), logger: logger) { conn in
+            try await conn.query("""
+                SELECT c.alert_id, c.id, extract(epoch FROM a.initiated_at)::float8 FROM care_alert_calls c JOIN care_alerts a ON a.id = c.alert_id
+                WHERE c.alert_id = ANY(\(alerts)::uuid[])
+                  AND c.escalation_step = (SELECT min(escalation_step) FROM care_alert_calls x WHERE x.alert_id = c.alert_id)
+                """, logger: logger).collect().map { try $0.decode((UUID, UUID, Double).self) }
+        }
+        var placed: [UUID: Double] = [:]
+        let deadline = monotonicNanos() + 5_000_000_000
+        repeat {
+            placed = try await Store.withSingleConnection(messagingDB, timeout: .seconds(10), logger: logger) { conn in
+                var out: [UUID: Double] = [:]
+                for try await (id, at) in try await conn.query("""
+                    SELECT id, extract(epoch FROM placed_at)::float8 FROM voice_calls WHERE id = ANY(\(calls.map(\.1))::uuid[]) AND placed_at IS NOT NULL
+                    """, logger: logger).decode((UUID, Double).self) { out[id] = at }
+                return out
+            }
+            if placed.count == calls.count { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while monotonicNanos() < deadline
+        var first: [UUID: Double] = [:], raisedAt: [UUID: Double] = [:]
+        for (alert, call, initiated) in calls {
+            raisedAt[alert] = initiated
+            if let at = placed[call] { first[alert] = min(first[alert] ?? at, at) }
+        }
+        var h = Load.histogram()
+        for (alert, initiated) in raisedAt {
+            if let at = first[alert] { _ = h.record(UInt64(max(0, at - initiated) * 1_000_000_000)) }
+        }
+        return (h, raisedAt.count - first.count)
+    }
+
     final class Seen: Sendable {
         struct State {
             var due: [String: UInt64] = [:]
@@ -246,6 +292,7 @@ struct AlertsBench: AsyncParsableCommand {
         func delivered(_ id: String, at: UInt64) { state.withLock { $0.delivered[id] = at } }
 
         var missing: Int { state.withLock { s in s.due.keys.filter { s.delivered[$0] == nil }.count } }
+        var raisedIDs: [UUID] { state.withLock { $0.due.keys.compactMap(UUID.init(uuidString:)) } }
 
         func latencies() -> (Histogram<UInt64>, missing: Int) {
             state.withLock { s in

@@ -262,6 +262,7 @@ final class VoiceCalls: Service, Sendable {
                 case .success(let sid):
                     let rows = try await c.query("""
                         UPDATE voice_calls SET lease_until = NULL, provider = 'twilio', provider_call_id = coalesce(provider_call_id, \(sid)),
+                            placed_at = coalesce(placed_at, clock_timestamp()),
                             status = CASE WHEN status = 'requested' THEN 'queued' ELSE status END
                         WHERE id = \(id) RETURNING reference, status
                         """, logger: self.logger).collect().map { try $0.decode((String, String).self) }

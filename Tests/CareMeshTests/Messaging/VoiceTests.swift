@@ -95,6 +95,8 @@ extension AlertsTests {
                 + "You are the coordinator on duty for this client's zone. Please open CareMesh to respond.</Say></Response>")
             let name = try await s.sql("SELECT full_name FROM identity.patients WHERE id = \(UUID(uuidString: client)!)")[0].decode(String.self)
             #expect(!call.twiml.contains(name))
+            // When the provider took it is kept (what `bench alerts` measures raise → ring to).
+            #expect(try await s.count("SELECT count(*) FROM messaging.voice_calls WHERE placed_at IS NOT NULL") == 1)
         }
     }
 
