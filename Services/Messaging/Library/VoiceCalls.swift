@@ -242,16 +242,15 @@ final class VoiceCalls: Service, Sendable {
         }
         guard !claimed.isEmpty else { return }
         let timeout = configuration.sendTimeout
-        let outcomes = await withTaskGroup(of: (UUID, Result<String, ProviderError>).self) { group in
-            for (id, to, script, ring, _) in claimed {
-                group.addTask {
-                    do throws(ProviderError) {
-                        return (id, .success(try await provider.place(id: id, to: to, script: script, ringTimeout: Int(ring), timeout: timeout)))
-                    } catch { return (id, .failure(error)) }
-                }
+        // Keyed by position in `claimed`. (A UUID returned from a child task whose body used
+        // `do throws(ProviderError)` came back unequal to itself in release builds with Swift
+        // 6.3, so no success was ever written: see `placeOne`.)
+        let outcomes = await withTaskGroup(of: (Int, Result<String, ProviderError>).self) { group in
+            for (i, (id, to, script, ring, _)) in claimed.enumerated() {
+                group.addTask { (i, await Self.placeOne(provider, id: id, to: to, script: script, ringTimeout: Int(ring), timeout: timeout)) }
             }
             var out: [UUID: Result<String, ProviderError>] = [:]
-            for await (id, result) in group { out[id] = result }
+            for await (i, result) in group { out[claimed[i].0] = result }
             return out
         }
         try await store.withTransaction { c in
@@ -287,6 +286,16 @@ final class VoiceCalls: Service, Sendable {
                 }
             }
             try await self.outbox.append(events, on: c)
+        }
+    }
+
+    /// One call placed, its outcome as a value (untyped `catch`: see `placeDue`).
+    static func placeOne(_ provider: TwilioVoiceProvider, id: UUID, to: String, script: TwilioVoiceProvider.CallScript,
+                         ringTimeout: Int, timeout: Duration) async -> Result<String, ProviderError> {
+        do {
+            return .success(try await provider.place(id: id, to: to, script: script, ringTimeout: ringTimeout, timeout: timeout))
+        } catch {
+            return .failure(error)
         }
     }
 
