@@ -59,7 +59,8 @@ public enum ReminderSchedule {
 /// Appointment reminders from dispatch's events, each applied in the event consumer's
 /// transaction. `AppointmentBooked` reads the patient's contact from identity
 /// (`GetPatientContact`, audited there) and queues the reminders as scheduled SMS through the
-/// one send path (template, consent, segments); `AppointmentCancelled` cancels those still
+/// one send path (template, consent, segments; the sender is woken once the consumer's
+/// transaction commits); `AppointmentCancelled` cancels those still
 /// queued, `AppointmentCompleted` the overdue one. A patient without a record, a phone or SMS
 /// preference, or a number without consent gets no reminder (logged by appointment id only).
 final class Reminders: Sendable {
@@ -98,7 +99,6 @@ final class Reminders: Sendable {
                                               now: now, overdueAfter: configuration.overdueAfter)
         // An account booking for itself, with no record linked: nobody's contact to read.
         guard e.patientID != e.patientAccountID, let contact = try await contact(patient, appointment: appointment) else { return }
-        var queued = false
         for r in reminders {
             var variables = r.variables
             variables["patient_name"] = contact.fullName
@@ -108,15 +108,13 @@ final class Reminders: Sendable {
                 type: r.kind.rawValue, template: r.kind, language: ReminderSchedule.language(contact.preferredLanguage),
                 variables: variables, text: "", scheduledAt: r.at > now ? r.at : nil, callbackData: "appointment:\(appointment.text)")
             do {
-                let sent = try await desk.record(plan, by: MessagingService.actor, on: c)
-                if sent.message.status == .pending { queued = true }
+                _ = try await desk.record(plan, by: MessagingService.actor, on: c)
             } catch let error as RPCError where Self.notSent.contains(error.code) {
                 logger.notice("appointment reminder not queued", metadata: [
                     "appointment.id": "\(appointment.text)", "reminder": "\(r.kind.rawValue)", "code": "\(error.code)",
                 ])
             }
         }
-        if queued { desk.sender.wake() }
     }
 
     /// What keeps one reminder from being queued without failing the event: no consent, a

@@ -147,8 +147,8 @@ final class VoiceCalls: Service, Sendable {
         default:
             return
         }
+        // The placer is woken once this transaction commits (the consumer's `committed`).
         try await outbox.append(events, on: c)
-        signal.fire()
     }
 
     /// Records requested calls; one that cannot be placed (a bad number or recording URL, or

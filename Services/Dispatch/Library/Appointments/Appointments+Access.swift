@@ -35,10 +35,13 @@ extension Appointments {
             trace = context.traceID
         }
 
-        /// What the actor is to `a`: staff only with a purpose (what the policy says too).
+        /// Staff who stated a purpose: they act on anyone's appointments (what the policy says too).
+        var actsForOthers: Bool { staff && purpose != nil }
+
+        /// What the actor is to `a`.
         func relation(to a: Record) -> AppointmentRelation {
             var r: AppointmentRelation = []
-            if staff, purpose != nil { r.insert(.staff) }
+            if actsForOthers { r.insert(.staff) }
             if id == a.patientAccount { r.insert(.patient) }
             if id == a.practitioner { r.insert(.practitioner) }
             return r
@@ -58,7 +61,7 @@ extension Appointments {
     /// Runs `body` in a transaction in which row-level security sees `actor`.
     func withPHI<R: Sendable>(_ actor: Actor, _ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
         try await store.withActor(actor.id.text, roles: actor.roles) { c in
-            if actor.staff, let purpose = actor.purpose {
+            if actor.actsForOthers, let purpose = actor.purpose {
                 try await c.query("SELECT set_config('caremesh.purpose', \(purpose), true)", logger: self.logger)
             }
             return try await body(c)

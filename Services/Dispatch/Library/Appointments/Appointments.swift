@@ -237,7 +237,7 @@ struct Appointments: Sendable {
             guard actor.purpose != nil else { throw Actor.purposeNeeded }
         }
         let (start, end) = span!
-        let mine: UUID? = actor.staff && actor.purpose != nil ? nil : actor.id
+        let mine: UUID? = actor.actsForOthers ? nil : actor.id
         let wanted = statuses.compactMap { $0?.rawValue }
         return try await withPHI(actor) { c in
             let found = try await self.appointments(c, """

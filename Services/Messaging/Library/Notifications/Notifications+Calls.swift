@@ -19,8 +19,7 @@ extension Notifications {
         let caller = try context.requireCaller()
         let me = try caller.requireUserID()
         var v = FieldViolations()
-        let limit = Int(r.pageSize == 0 ? 50 : r.pageSize)
-        v.check(limit <= 500, "page_size", "must be at most 500")
+        let limit = v.limit(r.pageSize, default: 50, max: 500, field: "page_size")
         // The token is the last seq of the page before (pages go newest first).
         let before: Int64? = r.pageToken.isEmpty ? nil : Int64(r.pageToken)
         v.check(r.pageToken.isEmpty || (before ?? 0) > 0, "page_token", "is not a token this method returned")

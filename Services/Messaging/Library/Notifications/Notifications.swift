@@ -54,9 +54,10 @@ final class Notifications: Sendable {
     {
         let ordered = drafts.sorted { $0.person.uuidString < $1.person.uuidString }
         let data = try ordered.map { String(decoding: try JSONSerialization.data(withJSONObject: $0.data, options: [.sortedKeys]), as: UTF8.self) }
+        let kinds = ordered.map { $0.kind.storedName ?? "" }
         let rows = try await c.query("""
             WITH d AS (
-                SELECT * FROM unnest(\(ordered.map(\.person))::uuid[], \(ordered.map(\.kind.storedName))::text[],
+                SELECT * FROM unnest(\(ordered.map(\.person))::uuid[], \(kinds)::text[],
                                      \(ordered.map(\.kind.isCritical))::bool[], \(ordered.map(\.title))::text[],
                                      \(ordered.map(\.body))::text[], \(data)::jsonb[]) AS d(person, kind, critical, title, body, data)
                 WHERE NOT EXISTS (SELECT 1 FROM notifications x WHERE x.event_id = \(event) AND x.person_id = d.person)),

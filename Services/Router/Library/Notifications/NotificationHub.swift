@@ -20,7 +20,6 @@ final class NotificationHub: Sendable {
     private struct State {
         var streams: [UUID: [Int: AsyncStream<Item>.Continuation]] = [:]
         var next = 0
-        var open = 0
     }
 
     private let state = Mutex(State())
@@ -32,7 +31,6 @@ final class NotificationHub: Sendable {
         let (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingNewest(Self.buffer))
         let id = state.withLock { s in
             s.next += 1
-            s.open += 1
             s.streams[person, default: [:]][s.next] = continuation
             return s.next
         }
@@ -42,8 +40,7 @@ final class NotificationHub: Sendable {
 
     private func remove(_ person: UUID, _ id: Int) {
         state.withLock { s in
-            guard s.streams[person]?.removeValue(forKey: id) != nil else { return }
-            s.open -= 1
+            s.streams[person]?.removeValue(forKey: id)
             if s.streams[person]?.isEmpty == true { s.streams[person] = nil }
         }
     }
@@ -60,7 +57,4 @@ final class NotificationHub: Sendable {
         let targets = state.withLock { $0.streams.values.flatMap(\.values) }
         for c in targets { c.yield(item) }
     }
-
-    /// Streams open now.
-    var openStreams: Int { state.withLock { $0.open } }
 }
