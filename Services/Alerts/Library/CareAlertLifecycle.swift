@@ -222,14 +222,14 @@ public struct EscalationChain: Sendable, Equatable {
 }
 
 /// A call attempt's status (as stored) only moves forward: a late "ringing" never overwrites
-/// an answer or an end, and once a person answered only the call's completion follows.
+/// a pickup or an end. A pickup (`in_progress`) is not an answer: only `accepted` (the person
+/// pressed 1) is, and a pickup that ends without it (`completed`) is a call that failed.
 public enum CallProgress {
-    /// Calls that can still be answered.
-    public static let live = ["requested", "queued", "ringing"]
+    /// Calls that can still be answered: ringing, or picked up and not yet accepted.
+    public static let live = ["requested", "queued", "ringing", "in_progress"]
 
     public static func advances(from current: String, to new: String) -> Bool {
-        if current == "in_progress" { return new == "completed" }
-        return rank(new) > rank(current)
+        rank(new) > rank(current)
     }
 
     static func rank(_ status: String) -> Int {

@@ -19,7 +19,9 @@ final class CareAlerts: Sendable {
     /// The durable ring timer of a stage: payload "<alert id> <step>", unique per `ringKey`.
     static let ringJob = "care-alert-ring"
 
-    static func ringKey(_ id: UUID, _ step: Int) -> String { "\(id.uuidString.lowercased()):\(step)" }
+    static func ringKey(_ id: UUID, _ step: Int, listening: Bool = false) -> String {
+        "\(id.uuidString.lowercased()):\(step)" + (listening ? ":listen" : "")
+    }
 
     /// Who may raise a care alert: care staff.
     static let raisers: Set<String> = ["caregiver", "ea", "professional", "coordinator", "admin"]
@@ -42,14 +44,15 @@ final class CareAlerts: Sendable {
     ]
 
     static let callStatuses: [String: Caremesh_Alerts_V1_CallAttemptStatus] = [
-        "requested": .requested, "queued": .queued, "ringing": .ringing, "in_progress": .inProgress, "completed": .completed,
+        "requested": .requested, "queued": .queued, "ringing": .ringing, "in_progress": .inProgress, "accepted": .accepted,
+        "completed": .completed,
         "busy": .busy, "no_answer": .noAnswer, "failed": .failed, "canceled": .canceled, "machine": .machine,
         "timed_out": .timedOut, "ended": .ended,
     ]
 
     /// Messaging's call statuses as a call attempt stores them.
     static let providerStatuses: [Caremesh_Messaging_V1_CallStatus: String] = [
-        .queued: "queued", .ringing: "ringing", .inProgress: "in_progress", .completed: "completed", .busy: "busy",
+        .queued: "queued", .ringing: "ringing", .inProgress: "in_progress", .accepted: "accepted", .completed: "completed", .busy: "busy",
         .noAnswer: "no_answer", .failed: "failed", .canceled: "canceled", .machine: "machine",
     ]
 
@@ -267,11 +270,19 @@ final class CareAlerts: Sendable {
             r.to = a.phoneNumber
             r.voiceMessageURL = record.alert.voiceMessageURL
             r.spokenMessage = CareAlertCallScript.message(type: record.alert.alertType, level: stage.level)
+            r.acceptPrompt = CareAlertCallScript.acceptPrompt
             r.ringTimeoutS = UInt32(stage.ringTimeoutS)
             r.reference = "care_alert:\(a.alertID)"
             return r
         }
         return (attempts, requests)
+    }
+
+    /// The timers of the alert's current stage: its ring timeout and the answer window after it.
+    func cancelRingTimers(_ c: PostgresConnection, _ record: Record) async throws {
+        for listening in [false, true] {
+            try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step, listening: listening), on: c, logger: logger)
+        }
     }
 
     /// Ends the alert's calls that could still be answered (all stages, or one), as `status`
@@ -304,7 +315,7 @@ final class CareAlerts: Sendable {
     /// up, its stage's ring timer stopped, and the change announced.
     func stopCalling(_ c: PostgresConnection, _ record: Record, to: CareAlertState, actor: UUID?) async throws {
         let ended = try await endLiveCalls(c, record.id, as: "ended")
-        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
+        try await cancelRingTimers(c, record)
         var events = PendingEvents()
         try Self.statusChanged(&events, record, to: to, actor: actor, ended: ended)
         try await outbox.append(events, on: c)
@@ -382,7 +393,7 @@ final class CareAlerts: Sendable {
                 escalated_at = CASE WHEN \(next != nil) THEN coalesce(escalated_at, now()) ELSE escalated_at END
             WHERE id = \(record.id)
             """, logger: logger)
-        try await Jobs.cancel(Self.ringJob, uniqueKey: Self.ringKey(record.id, record.step), on: c, logger: logger)
+        try await cancelRingTimers(c, record)
         try Self.statusChanged(&events, record, to: to, actor: nil, ended: next == nil ? ended : [])
         guard let next else {
             logger.warning("care alert unanswered by everyone on its chain", metadata: ["alert.id": "\(record.alert.id)"])
@@ -434,12 +445,13 @@ final class CareAlerts: Sendable {
             var events = PendingEvents()
             try Self.statusChanged(&events, record, to: to, actor: nil, ended: [])
             try await outbox.append(events, on: c)
-        case "in_progress", "completed":
+        case "accepted":
             _ = try await answer(c, record, .answer, by: .system, coordinator: coordinator, actor: nil)
-        case "queued":
+        case "queued", "in_progress":
             return
         default:
-            // This call failed; the stage has failed when none of its calls can still be answered.
+            // This call failed (a pickup that ended without the key among them); the stage has
+            // failed when none of its calls can still be answered.
             let waiting = try await c.query("""
                 SELECT 1 FROM care_alert_calls
                 WHERE alert_id = \(alertID) AND escalation_step = \(step) AND status = ANY(\(CallProgress.live)) LIMIT 1
@@ -452,12 +464,22 @@ final class CareAlerts: Sendable {
     }
 
     /// The ring timer of a stage: if the alert is still calling that stage, its calls are given
-    /// up and the next stage is called.
+    /// up and the next stage is called; but a coordinator who picked up is first given the
+    /// answer window to hear the alert and press 1 (a second timer, "listen"), their stage's
+    /// other calls ringing on until the provider's own timeout.
     func ringTimedOut(_ job: Job, _ c: PostgresConnection) async throws {
         let parts = String(decoding: job.payload, as: UTF8.self).split(separator: " ")
-        guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), let step = Int(parts[1]) else { return }
+        guard (2...3).contains(parts.count), let id = UUID(uuidString: String(parts[0])), let step = Int(parts[1]) else { return }
         guard let record = try await lockedIfAny(c, id), record.state.isCalling, record.step == step
         else { return }
+        if parts.count == 2, try await c.query("""
+            SELECT 1 FROM care_alert_calls WHERE alert_id = \(id) AND escalation_step = \(step) AND status = 'in_progress' LIMIT 1
+            """, logger: logger).hasRows() {
+            try await Jobs.schedule(Self.ringJob, payload: Data("\(id.text) \(step) listen".utf8),
+                                    runAt: Date().addingTimeInterval(configuration.answerWindow.seconds),
+                                    uniqueKey: Self.ringKey(id, step, listening: true), on: c, logger: logger)
+            return
+        }
         let ended = try await endLiveCalls(c, id, as: "timed_out", step: step)
         var events = PendingEvents()
         try await escalate(c, record, ended: ended, &events)

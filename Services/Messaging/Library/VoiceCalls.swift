@@ -8,11 +8,12 @@ import ServiceLifecycle
 import SwiftProtobuf
 
 /// A voice call's status as `voice_calls.status` keeps it: `requested` until a provider took
-/// it, then the provider's, forward only (a late `ringing` never follows `in_progress`).
+/// it, then the provider's, forward only (a late `ringing` never follows `in_progress`);
+/// `accepted` when the person pressed 1 at the call's accept prompt.
 enum VoiceCallStatus: String, Sendable, CaseIterable {
     case requested, queued, ringing
     case inProgress = "in_progress"
-    case completed, busy
+    case accepted, completed, busy
     case noAnswer = "no_answer"
     case failed, canceled, machine
 
@@ -22,16 +23,20 @@ enum VoiceCallStatus: String, Sendable, CaseIterable {
         case .queued: 1
         case .ringing: 2
         case .inProgress: 3
-        case .completed, .busy, .noAnswer, .failed, .canceled, .machine: 4
+        case .accepted: 4
+        case .completed, .busy, .noAnswer, .failed, .canceled, .machine: 5
         }
     }
 
-    var isFinal: Bool { rank == 4 }
+    var isFinal: Bool { rank == 5 }
+
+    /// A person is on the line (a hang-up ends it as `completed`, not `canceled`).
+    var isConnected: Bool { self == .inProgress || self == .accepted }
 
     func canMove(to next: VoiceCallStatus) -> Bool { !isFinal && next.rank > rank }
 
     static let protos: [VoiceCallStatus: Caremesh_Messaging_V1_CallStatus] = [
-        .queued: .queued, .ringing: .ringing, .inProgress: .inProgress, .completed: .completed, .busy: .busy,
+        .queued: .queued, .ringing: .ringing, .inProgress: .inProgress, .accepted: .accepted, .completed: .completed, .busy: .busy,
         .noAnswer: .noAnswer, .failed: .failed, .canceled: .canceled, .machine: .machine,
     ]
 
@@ -44,9 +49,9 @@ enum VoiceCallStatus: String, Sendable, CaseIterable {
 }
 
 /// Twilio's Calls API (`TwilioAPI`): `Calls.json` with `To`, `From`, TwiML that says the
-/// spoken message and plays the recording (either may be absent, not both), the ring `Timeout`,
-/// answering-machine detection, and status callbacks for every event; `Calls/{CallSid}.json`
-/// with `Status` hangs up.
+/// spoken message and plays the recording (either may be absent, not both) and, with an accept
+/// prompt, listens for the key that accepts, the ring `Timeout`, answering-machine detection,
+/// and status callbacks for every event; `Calls/{CallSid}.json` with `Status` hangs up.
 public struct TwilioVoiceProvider: Sendable {
     let api: TwilioAPI
     public let from: String
@@ -54,11 +59,29 @@ public struct TwilioVoiceProvider: Sendable {
     public let statusCallback: String?
 
     /// What the call does once answered: `<Say>` the message, then `<Play>` the recording.
-    static func twiml(_ script: CallScript) -> String {
-        var out = "<Response>"
-        if !script.spoken.isEmpty { out += "<Say language=\"\(xml(script.language))\">\(xml(script.spoken))</Say>" }
-        if let url = script.recording { out += "<Play>\(xml(url))</Play>" }
-        return out + "</Response>"
+    /// With an accept prompt and somewhere to send the key (`gatherAction`), both inside a
+    /// `<Gather>` of one digit that posts it there, the prompt said once more if nothing was
+    /// pressed, then goodbye: Twilio posts to the action only when a key was pressed.
+    static func twiml(_ script: CallScript, gatherAction: String?) -> String {
+        let say = { (text: String) in "<Say language=\"\(xml(script.language))\">\(xml(text))</Say>" }
+        var message = script.spoken.isEmpty ? "" : say(script.spoken)
+        if let url = script.recording { message += "<Play>\(xml(url))</Play>" }
+        guard !script.acceptPrompt.isEmpty, let gatherAction else { return "<Response>\(message)</Response>" }
+        let gather = "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"\(gatherTimeoutS)\" action=\"\(xml(gatherAction))\" method=\"POST\">"
+        return "<Response>\(gather)\(message)\(say(script.acceptPrompt))</Gather>\(gather)\(say(script.acceptPrompt))</Gather>"
+            + "\(say(noKeyGoodbye))<Hangup/></Response>"
+    }
+
+    /// How long each `<Gather>` waits for the key once its words are said.
+    static let gatherTimeoutS = 8
+    static let noKeyGoodbye = "No key was pressed. Goodbye."
+
+    /// The TwiML a gathered key is answered with (`Webhooks`): thanks for the accept key,
+    /// else goodbye. Said before the requester learns of it, so it promises no more than that
+    /// the answer was taken.
+    static func keyReply(accepted: Bool) -> Data {
+        let text = accepted ? "Thank you. Your answer is recorded." : "That key does not accept. Goodbye."
+        return Data("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>\(text)</Say><Hangup/></Response>".utf8)
     }
 
     static func xml(_ text: String) -> String {
@@ -66,20 +89,25 @@ public struct TwilioVoiceProvider: Sendable {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
-    /// What a call says and plays.
+    /// What a call says and plays, and what it says to ask for the key that accepts (empty:
+    /// it does not ask).
     struct CallScript: Sendable, Equatable {
         var spoken: String
         var language: String
         var recording: String?
+        var acceptPrompt = ""
     }
 
     func place(id: UUID, to: String, script: CallScript, ringTimeout: Int, timeout: Duration) async throws(ProviderError) -> String {
+        // Status callbacks and the gathered key go to the same webhook (`WebhookReader` tells
+        // them apart by `Digits`), which names our call.
+        let callback = statusCallback.map { "\($0)?c=\(id.text)" }
         var form: [(name: String, value: String)] = [
-            ("To", to), ("From", from), ("Twiml", Self.twiml(script)), ("Timeout", "\(ringTimeout)"),
+            ("To", to), ("From", from), ("Twiml", Self.twiml(script, gatherAction: callback)), ("Timeout", "\(ringTimeout)"),
             ("MachineDetection", "Enable"),
         ]
-        if let statusCallback {
-            form.append(("StatusCallback", "\(statusCallback)?c=\(id.text)"))
+        if let callback {
+            form.append(("StatusCallback", callback))
             for event in ["initiated", "ringing", "answered", "completed"] { form.append(("StatusCallbackEvent", event)) }
         }
         return try await api.post("Calls.json", form, timeout: timeout)
@@ -103,6 +131,9 @@ final class VoiceCalls: Service, Sendable {
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
+
+    /// The key that accepts at a call's accept prompt.
+    static let acceptKey = "1"
 
     init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, logger: Logger) {
         self.store = store
@@ -159,6 +190,7 @@ final class VoiceCalls: Service, Sendable {
             let reference = String(call.reference.prefix(200))
             let url = call.voiceMessageURL.isEmpty ? nil : call.voiceMessageURL
             let spoken = String(call.spokenMessage.prefix(500))
+            let prompt = String(call.acceptPrompt.prefix(300))
             let language = call.language.wholeMatch(of: /[a-z]{2,3}(-[A-Za-z0-9]{2,8})?/) != nil ? call.language : "en-US"
             let recordingOK = url.map { ($0.hasPrefix("https://") || $0.hasPrefix("http://")) && $0.count <= 2_000 } ?? true
             guard FieldViolations.isE164(call.to), recordingOK, url != nil || !spoken.isEmpty, !reference.isEmpty else {
@@ -167,8 +199,10 @@ final class VoiceCalls: Service, Sendable {
                 continue
             }
             try await c.query("""
-                INSERT INTO voice_calls (id, reference, requested_by, phone_number, voice_message_url, spoken_message, language, ring_timeout_s)
-                VALUES (\(id), \(reference), 'alerts', \(call.to), \(url), \(spoken), \(language), \(Int32(min(600, max(5, call.ringTimeoutS)))))
+                INSERT INTO voice_calls (id, reference, requested_by, phone_number, voice_message_url, spoken_message, language,
+                                         accept_prompt, ring_timeout_s)
+                VALUES (\(id), \(reference), 'alerts', \(call.to), \(url), \(spoken), \(language), \(prompt),
+                        \(Int32(min(600, max(5, call.ringTimeoutS)))))
                 ON CONFLICT (id) DO NOTHING
                 """, logger: logger)
         }
@@ -216,7 +250,8 @@ final class VoiceCalls: Service, Sendable {
                   WHERE \(VoiceCalls.dueSQL) AND (lease_until IS NULL OR lease_until < now())
                   ORDER BY next_attempt_at LIMIT 32 FOR UPDATE SKIP LOCKED) due
             WHERE v.id = due.id
-            RETURNING v.id, v.phone_number, v.voice_message_url, v.spoken_message, v.language, v.ring_timeout_s, v.retry_count
+            RETURNING v.id, v.phone_number, v.voice_message_url, v.spoken_message, v.language, v.ring_timeout_s, v.retry_count,
+                      v.accept_prompt
             """
         static let types: [PostgresDataType] = [.float8]
     }
@@ -225,7 +260,7 @@ final class VoiceCalls: Service, Sendable {
     enum HangUpsDue: PreparedSQL {
         static let sql = """
             SELECT id, provider_call_id, status FROM voice_calls
-            WHERE hangup_requested AND NOT hung_up AND status IN ('queued', 'ringing', 'in_progress') AND provider_call_id IS NOT NULL
+            WHERE hangup_requested AND NOT hung_up AND status IN ('queued', 'ringing', 'in_progress', 'accepted') AND provider_call_id IS NOT NULL
             LIMIT 32
             """
         static let types: [PostgresDataType] = []
@@ -236,8 +271,10 @@ final class VoiceCalls: Service, Sendable {
         let lease = configuration.lease.seconds
         let claimed = try await store.withConnection { c in
             try await c.run(Prepared<Claim>(lease), logger: self.logger).map {
-                let (id, to, url, spoken, language, ring, retries) = try $0.decode((UUID, String, String?, String, String, Int32, Int32).self)
-                return (id, to, TwilioVoiceProvider.CallScript(spoken: spoken, language: language, recording: url), ring, retries)
+                let (id, to, url, spoken, language, ring, retries, prompt) =
+                    try $0.decode((UUID, String, String?, String, String, Int32, Int32, String).self)
+                return (id, to, TwilioVoiceProvider.CallScript(spoken: spoken, language: language, recording: url, acceptPrompt: prompt),
+                        ring, retries)
             }
         }
         guard !claimed.isEmpty else { return }
@@ -306,7 +343,8 @@ final class VoiceCalls: Service, Sendable {
         }
         for (id, sid, status) in due {
             do {
-                try await provider.hangUp(sid, answered: status == "in_progress", timeout: configuration.sendTimeout)
+                let connected = VoiceCallStatus(rawValue: status)?.isConnected == true
+                try await provider.hangUp(sid, answered: connected, timeout: configuration.sendTimeout)
             } catch {
                 // Retried next round unless the provider refused for good (the call already ended).
                 if error.retryable { continue }

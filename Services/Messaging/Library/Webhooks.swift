@@ -16,6 +16,8 @@ enum WebhookEvent: Sendable, Equatable {
     case inbound(providerMessageID: String, from: String, to: String, body: String)
     /// A voice call's status: our call id when the callback carries it, and the provider's.
     case callStatus(callID: UUID?, providerCallID: String, status: VoiceCallStatus?, raw: String, duration: Int?)
+    /// A key a person pressed at a call's accept prompt (Twilio's `<Gather>` action).
+    case callKey(callID: UUID?, providerCallID: String, digits: String)
 }
 
 /// Reads a webhook request: its provider's authentication, its kind of event and the key that
@@ -39,6 +41,8 @@ struct WebhookReader: Sendable {
         var idempotencyKey: String
         /// The body's fields, when it was a form (the log keeps them as JSON).
         var form: Form?
+        /// What the provider is answered with, when not the default (TwiML that goes on with a call).
+        var reply: Data?
     }
 
     /// A form body's fields, in order.
@@ -104,6 +108,12 @@ struct WebhookReader: Sendable {
         guard let sid = field("CallSid"), let status = field("CallStatus") else { throw .unreadable("not a call status callback") }
         let answeredBy = field("AnsweredBy")
         let ours = Self.query("c", in: r.url).flatMap(UUID.init(uuidString:))
+        if let digits = field("Digits") {
+            // The call's <Gather> posts the key here; Twilio says what the TwiML answer says next.
+            return Read(type: "call_key", event: .callKey(callID: ours, providerCallID: sid, digits: digits),
+                        idempotencyKey: "call:\(sid):key:\(digits)", form: Form(fields: form),
+                        reply: TwilioVoiceProvider.keyReply(accepted: digits == VoiceCalls.acceptKey))
+        }
         let mapped = TwilioCallStatus.status(status, answeredBy: answeredBy).flatMap(VoiceCallStatus.init)
         return Read(type: "call_status",
                     event: .callStatus(callID: ours, providerCallID: sid, status: mapped, raw: status,
@@ -187,7 +197,7 @@ final class WebhookInbox: Sendable {
         do {
             read = try webhooks.reader.read(r)
             if r.provider == "twilio" {
-                answer.body = Webhooks.twiml
+                answer.body = read?.reply ?? Webhooks.twiml
                 answer.contentType = "text/xml"
             }
         } catch {
@@ -603,6 +613,11 @@ public final class Webhooks: Service, Sendable {
                 case .callStatus(let id, let providerID, let status, let raw, let duration):
                     o = try await voice.applyStatus(id: id, providerCallID: providerID, status: status, raw: raw, duration: duration,
                                                     events: &events, on: c)
+                case .callKey(let id, let providerID, let digits):
+                    // Another key accepts nothing: the call goes on to its end.
+                    o = digits != VoiceCalls.acceptKey ? Outcome()
+                        : try await voice.applyStatus(id: id, providerCallID: providerID, status: .accepted, raw: "key \(digits)",
+                                                      duration: nil, events: &events, on: c)
                 }
                 outcomes.append(o)
             } else {

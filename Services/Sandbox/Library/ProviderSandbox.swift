@@ -51,8 +51,11 @@ public final class ProviderSandbox: Service, Sendable {
 
     /// How a voice call ends.
     public enum VoiceOutcome: String, Sendable, Codable, CaseIterable {
-        /// A person answers (in-progress, then completed).
+        /// A person answers (in-progress) and, when the call asks for a key (a `<Gather>`),
+        /// presses 1 (posted to the gather's action); then completed.
         case answered
+        /// A person answers and presses nothing (in-progress, then completed).
+        case pickedUp = "picked-up"
         case busy
         case noAnswer = "no-answer"
         case failed
@@ -388,14 +391,28 @@ public final class ProviderSandbox: Service, Sendable {
         await postTwilio(url: url, base + [("CallStatus", "ringing")])
         try? await Task.sleep(for: configuration.callbackDelay + .milliseconds(extraDelayMs))
         switch outcome {
-        case .answered, .machine:
-            let by = outcome == .answered ? "human" : "machine_start"
+        case .answered, .pickedUp, .machine:
+            let by = outcome == .machine ? "machine_start" : "human"
             await postTwilio(url: url, base + [("CallStatus", "in-progress"), ("AnsweredBy", by)])
             try? await Task.sleep(for: configuration.callbackDelay)
+            if outcome == .answered, let action = Self.gatherAction(call.twiml) {
+                await postTwilio(url: action, base + [("CallStatus", "in-progress"), ("Digits", "1"), ("FinishedOnKey", ""),
+                                                      ("msg", "Gather End")])
+                try? await Task.sleep(for: configuration.callbackDelay)
+            }
             await postTwilio(url: url, base + [("CallStatus", "completed"), ("AnsweredBy", by), ("CallDuration", "12")])
         case .busy, .noAnswer, .failed:
             await postTwilio(url: url, base + [("CallStatus", outcome.rawValue), ("CallDuration", "0")])
         }
+    }
+
+    /// The `action` of the TwiML's first `<Gather>` (where Twilio posts the pressed key),
+    /// its XML escapes undone.
+    public static func gatherAction(_ twiml: String) -> String? {
+        guard let gather = twiml.firstRange(of: "<Gather "), let end = twiml[gather.upperBound...].firstIndex(of: ">"),
+              let match = twiml[gather.upperBound..<end].firstMatch(of: /action="([^"]*)"/) else { return nil }
+        return String(match.1).replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&lt;", with: "<")
+            .replacingOccurrences(of: "&gt;", with: ">").replacingOccurrences(of: "&amp;", with: "&")
     }
 
     func twilioHangUp(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

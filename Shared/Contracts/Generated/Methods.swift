@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "ea511d48ec93a2c5"
+public let protoFingerprint = "422f806ff66e081e"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {

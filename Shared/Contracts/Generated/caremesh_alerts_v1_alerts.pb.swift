@@ -219,8 +219,10 @@ public nonisolated enum Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf.Enum
   case queued // = 2
   case ringing // = 3
 
-  /// A person answered.
+  /// A person picked up and is hearing the alert: not yet an answer (only ACCEPTED is).
   case inProgress // = 4
+
+  /// The call ended after a person picked up without pressing 1: not an answer.
   case completed // = 5
   case busy // = 6
   case noAnswer // = 7
@@ -235,6 +237,9 @@ public nonisolated enum Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf.Enum
 
   /// Someone else answered, or the alert ended: messaging is asked to hang up.
   case ended // = 12
+
+  /// The person pressed 1: the alert is theirs. The only status that answers it.
+  case accepted // = 13
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -256,6 +261,7 @@ public nonisolated enum Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf.Enum
     case 10: self = .machine
     case 11: self = .timedOut
     case 12: self = .ended
+    case 13: self = .accepted
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -275,6 +281,7 @@ public nonisolated enum Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf.Enum
     case .machine: return 10
     case .timedOut: return 11
     case .ended: return 12
+    case .accepted: return 13
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -294,6 +301,7 @@ public nonisolated enum Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf.Enum
     .machine,
     .timedOut,
     .ended,
+    .accepted,
   ]
 
 }
@@ -2602,6 +2610,11 @@ public nonisolated struct Caremesh_Alerts_V1_CallRequest: Sendable {
   /// The language to say it in (BCP 47, e.g. "en-US"); empty for English.
   public var language: String = String()
 
+  /// What the call says to ask for the keypress that accepts ("Press 1 to take this alert."):
+  /// when set, the call listens for a key after its message, and only a 1 makes it ACCEPTED,
+  /// so an answering machine or a pocket pickup never answers. At most 300 characters.
+  public var acceptPrompt: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2716,7 +2729,7 @@ nonisolated extension Caremesh_Alerts_V1_EscalationLevel: SwiftProtobuf._ProtoNa
 }
 
 nonisolated extension Caremesh_Alerts_V1_CallAttemptStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CALL_ATTEMPT_STATUS_UNSPECIFIED\0\u{1}CALL_ATTEMPT_STATUS_REQUESTED\0\u{1}CALL_ATTEMPT_STATUS_QUEUED\0\u{1}CALL_ATTEMPT_STATUS_RINGING\0\u{1}CALL_ATTEMPT_STATUS_IN_PROGRESS\0\u{1}CALL_ATTEMPT_STATUS_COMPLETED\0\u{1}CALL_ATTEMPT_STATUS_BUSY\0\u{1}CALL_ATTEMPT_STATUS_NO_ANSWER\0\u{1}CALL_ATTEMPT_STATUS_FAILED\0\u{1}CALL_ATTEMPT_STATUS_CANCELED\0\u{1}CALL_ATTEMPT_STATUS_MACHINE\0\u{1}CALL_ATTEMPT_STATUS_TIMED_OUT\0\u{1}CALL_ATTEMPT_STATUS_ENDED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CALL_ATTEMPT_STATUS_UNSPECIFIED\0\u{1}CALL_ATTEMPT_STATUS_REQUESTED\0\u{1}CALL_ATTEMPT_STATUS_QUEUED\0\u{1}CALL_ATTEMPT_STATUS_RINGING\0\u{1}CALL_ATTEMPT_STATUS_IN_PROGRESS\0\u{1}CALL_ATTEMPT_STATUS_COMPLETED\0\u{1}CALL_ATTEMPT_STATUS_BUSY\0\u{1}CALL_ATTEMPT_STATUS_NO_ANSWER\0\u{1}CALL_ATTEMPT_STATUS_FAILED\0\u{1}CALL_ATTEMPT_STATUS_CANCELED\0\u{1}CALL_ATTEMPT_STATUS_MACHINE\0\u{1}CALL_ATTEMPT_STATUS_TIMED_OUT\0\u{1}CALL_ATTEMPT_STATUS_ENDED\0\u{1}CALL_ATTEMPT_STATUS_ACCEPTED\0")
 }
 
 nonisolated extension Caremesh_Alerts_V1_CoordinatorTier: SwiftProtobuf._ProtoNameProviding {
@@ -6317,7 +6330,7 @@ nonisolated extension Caremesh_Alerts_V1_ListCoachingNotesResponse: SwiftProtobu
 
 nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CallRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{3}alert_id\0\u{3}coordinator_id\0\u{1}to\0\u{3}voice_message_url\0\u{3}ring_timeout_s\0\u{1}reference\0\u{3}spoken_message\0\u{1}language\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{3}alert_id\0\u{3}coordinator_id\0\u{1}to\0\u{3}voice_message_url\0\u{3}ring_timeout_s\0\u{1}reference\0\u{3}spoken_message\0\u{1}language\0\u{3}accept_prompt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6334,6 +6347,7 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
       case 7: try { try decoder.decodeSingularStringField(value: &self.reference) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.spokenMessage) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.acceptPrompt) }()
       default: break
       }
     }
@@ -6367,6 +6381,9 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
     if !self.language.isEmpty {
       try visitor.visitSingularStringField(value: self.language, fieldNumber: 9)
     }
+    if !self.acceptPrompt.isEmpty {
+      try visitor.visitSingularStringField(value: self.acceptPrompt, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6380,6 +6397,7 @@ nonisolated extension Caremesh_Alerts_V1_CallRequest: SwiftProtobuf.Message, Swi
     if lhs.reference != rhs.reference {return false}
     if lhs.spokenMessage != rhs.spokenMessage {return false}
     if lhs.language != rhs.language {return false}
+    if lhs.acceptPrompt != rhs.acceptPrompt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -256,10 +256,12 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
   case queued // = 1
   case ringing // = 2
 
-  /// Answered by a person (after answering-machine detection: a machine is MACHINE, never this).
+  /// Picked up by a person (after answering-machine detection: a machine is MACHINE, never
+  /// this). For a call with an accept prompt, not yet an acceptance.
   case inProgress // = 3
 
-  /// Ended after a person answered.
+  /// Ended after a person picked up (of a call with an accept prompt: accepted only if
+  /// ACCEPTED came before).
   case completed // = 4
   case busy // = 5
   case noAnswer // = 6
@@ -270,6 +272,9 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
 
   /// An answering machine or voicemail picked up: not an answer.
   case machine // = 9
+
+  /// The person pressed 1 when the call's accept prompt asked (Twilio's <Gather>).
+  case accepted // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -288,6 +293,7 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
     case 7: self = .failed
     case 8: self = .canceled
     case 9: self = .machine
+    case 10: self = .accepted
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -304,6 +310,7 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
     case .failed: return 7
     case .canceled: return 8
     case .machine: return 9
+    case .accepted: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -320,6 +327,7 @@ public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Sw
     .failed,
     .canceled,
     .machine,
+    .accepted,
   ]
 
 }
@@ -1589,7 +1597,8 @@ public nonisolated struct Caremesh_Messaging_V1_WebhookLog: Sendable {
 
   public var provider: String = String()
 
-  /// "delivery_status", "inbound_message", "call_status" or "unknown".
+  /// "delivery_status", "inbound_message", "call_status", "call_key" (a key pressed at a call's
+  /// accept prompt) or "unknown".
   public var webhookType: String = String()
 
   public var processed: Bool = false
@@ -1819,7 +1828,7 @@ nonisolated extension Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf._ProtoN
 }
 
 nonisolated extension Caremesh_Messaging_V1_CallStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CALL_STATUS_UNSPECIFIED\0\u{1}CALL_STATUS_QUEUED\0\u{1}CALL_STATUS_RINGING\0\u{1}CALL_STATUS_IN_PROGRESS\0\u{1}CALL_STATUS_COMPLETED\0\u{1}CALL_STATUS_BUSY\0\u{1}CALL_STATUS_NO_ANSWER\0\u{1}CALL_STATUS_FAILED\0\u{1}CALL_STATUS_CANCELED\0\u{1}CALL_STATUS_MACHINE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CALL_STATUS_UNSPECIFIED\0\u{1}CALL_STATUS_QUEUED\0\u{1}CALL_STATUS_RINGING\0\u{1}CALL_STATUS_IN_PROGRESS\0\u{1}CALL_STATUS_COMPLETED\0\u{1}CALL_STATUS_BUSY\0\u{1}CALL_STATUS_NO_ANSWER\0\u{1}CALL_STATUS_FAILED\0\u{1}CALL_STATUS_CANCELED\0\u{1}CALL_STATUS_MACHINE\0\u{1}CALL_STATUS_ACCEPTED\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_Announcement: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -320,6 +320,13 @@ import Testing
             let call = raised.calls[0].id
             try await s.callStatus(call, .ringing)
             try await s.callStatus(call, .inProgress)
+            // A pickup is not an answer: past the ring timeout (1 s) the stage waits the answer
+            // window for the key instead of moving on.
+            try await Task.sleep(for: .milliseconds(1_500))
+            let listening = try await s.alert(raised.alert.id, as: caregiver)
+            #expect(listening.alert.status == .ringing && listening.alert.escalationLevel == .primary)
+            #expect(listening.calls.map(\.status) == [.inProgress])
+            try await s.callStatus(call, .accepted)
             let answered = try await s.until(raised.alert.id, is: .answered, as: caregiver)
             #expect(answered.alert.answeredBy == primary.id)
             #expect(answered.alert.hasAnsweredAt)
@@ -331,8 +338,9 @@ import Testing
             let later = try await s.alert(raised.alert.id, as: caregiver)
             #expect(later.alert.status == .answered)
             #expect(later.alert.escalationLevel == .primary)
-            #expect(later.calls.map(\.status) == [.completed])
+            #expect(later.calls.map(\.status) == [.accepted])
             #expect(try await s.count("SELECT count(*) FROM alerts.outbox WHERE type = 'caremesh.alerts.v1.CareAlertEscalated'") == 0)
+            // The ring timer ran (a pickup: the answer window began); the window's was cancelled.
             #expect(try await s.count("SELECT count(*) FROM alerts.jobs WHERE kind = 'care-alert-ring' AND state = 'cancelled'") == 1)
 
             // The caregiver can no longer cancel it; the coordinator resolves it, once.

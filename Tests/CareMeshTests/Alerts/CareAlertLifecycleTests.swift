@@ -149,20 +149,23 @@ import Testing
         #expect(EscalationChain(ringTimeoutS: 30).next(after: -1) == nil)
     }
 
-    @Test("a call's status only moves forward, and after an answer only to completed")
+    @Test("a call's status only moves forward; a pickup is still live, and only accepted answers")
     func callProgress() {
         let order = ["requested", "queued", "ringing", "in_progress"]
         for (i, from) in order.enumerated() {
-            for (j, to) in order.enumerated() where from != "in_progress" {
+            for (j, to) in order.enumerated() {
                 #expect(CallProgress.advances(from: from, to: to) == (j > i), "\(from) → \(to)")
             }
         }
-        for end in ["busy", "no_answer", "failed", "canceled", "machine", "timed_out", "ended", "completed"] {
+        #expect(CallProgress.live == order)
+        for end in ["accepted", "busy", "no_answer", "failed", "canceled", "machine", "timed_out", "ended", "completed"] {
             #expect(CallProgress.advances(from: "ringing", to: end))
+            #expect(CallProgress.advances(from: "in_progress", to: end))
             #expect(!CallProgress.advances(from: end, to: "ringing"))
             #expect(!CallProgress.advances(from: end, to: "in_progress"))
             #expect(!CallProgress.advances(from: end, to: "no_answer"))
-            #expect(CallProgress.advances(from: "in_progress", to: end) == (end == "completed"))
+            // Once accepted, the call's end changes nothing: the attempt stays what answered.
+            #expect(!CallProgress.advances(from: "accepted", to: end))
         }
     }
 }

@@ -35,25 +35,36 @@ extension AlertsTests {
         }
     }
 
+    /// A care alert raised by a caregiver for a client whose zone's coordinator has a backup,
+    /// each phone scripted at the sandbox. Returns an admin, the two coordinators and the alert.
+    func raiseWithTwoPhones(_ s: Stack, _ sandbox: ProviderSandbox, primary first: ProviderSandbox.VoiceOutcome,
+                            backup second: ProviderSandbox.VoiceOutcome, backupDelayMs: Int? = nil) async throws
+        -> (Account, Caremesh_Alerts_V1_Coordinator, Caremesh_Alerts_V1_Coordinator, Caremesh_Alerts_V1_RaiseCareAlertResponse)
+    {
+        let admin = try await account(s, "admin")
+        let caregiver = try await account(s, "caregiver")
+        let zone = UUID()
+        let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
+        let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
+        sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: first))
+        sandbox.apply(.init(api: "twilio", to: backup.phoneNumber, voice: second, delayMs: backupDelayMs))
+        let raised = try await raise(s, caregiver, client: try await client(s, staff: caregiver, zone: zone))
+        #expect(raised.alert.coordinatorID == primary.id)
+        return (admin, primary, backup, raised)
+    }
+
     @Test("voice: the coordinator's call is placed, no answer escalates to the backup, whose answer stops the alert")
     func voiceEndToEnd() async throws {
         try await withVoiceStack { s, sandbox in
-            let admin = try await account(s, "admin")
-            let caregiver = try await account(s, "caregiver")
-            let zone = UUID()
-            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
-            let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
-            sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: .noAnswer))
-            sandbox.apply(.init(api: "twilio", to: backup.phoneNumber, voice: .answered))
-            let client = try await client(s, staff: caregiver, zone: zone)
-            let raised = try await raise(s, caregiver, client: client)
-            #expect(raised.alert.coordinatorID == primary.id)
+            let (admin, primary, backup, raised) = try await raiseWithTwoPhones(s, sandbox, primary: .noAnswer, backup: .answered)
             let answered = try await s.until(raised.alert.id, is: .answered, as: admin, timeout: .seconds(20))
             #expect(answered.alert.escalationLevel == .backup)
             // Both calls went out, in order, playing the alert's message.
             #expect(sandbox.calls.map(\.to) == [primary.phoneNumber, backup.phoneNumber])
             #expect(sandbox.calls.allSatisfy { $0.twiml.contains("<Play>https://voice.example.org/messages/") && $0.timeout == 30 })
-            // The answered call ends (completed) after the alert was answered (in progress).
+            // Each asks for the key that accepts, posted back to the voice webhook for that call.
+            #expect(sandbox.calls.allSatisfy { ProviderSandbox.gatherAction($0.twiml)?.contains("/webhooks/voice/twilio?c=") == true })
+            // The answered call ends (completed) after the alert was answered (the key pressed).
             let calls = try await TestStack.eventually(timeout: .seconds(10)) {
                 let rows = try await s.sql("SELECT phone_number, status FROM messaging.voice_calls ORDER BY created_at")
                     .map { try $0.decode((String, String).self) }
@@ -68,6 +79,8 @@ extension AlertsTests {
             #expect(Set(statuses.map(\.callID)) == Set(answered.calls.map(\.id)))
             #expect(statuses.allSatisfy { $0.reference == "care_alert:\(raised.alert.id)" && $0.provider == "twilio" })
             #expect(statuses.filter { $0.status == .noAnswer }.count == 1)
+            #expect(statuses.map(\.status).suffix(3) == [.inProgress, .accepted, .completed])
+            #expect(answered.calls.map(\.status) == [.noAnswer, .accepted])
             #expect(statuses.last?.status == .completed && statuses.last?.durationS == 12)
         }
     }
@@ -91,8 +104,13 @@ extension AlertsTests {
             _ = try await s.until(raised.alert.id, is: .answered, as: admin, timeout: .seconds(20))
             let call = try #require(sandbox.calls.first)
             #expect(call.to == primary.phoneNumber)
-            #expect(call.twiml == "<Response><Say language=\"en-US\">This is CareMesh with a care alert: medication issue. "
-                + "You are the coordinator on duty for this client's zone. Please open CareMesh to respond.</Say></Response>")
+            let action = try #require(ProviderSandbox.gatherAction(call.twiml))
+            let gather = "<Gather input=\"dtmf\" numDigits=\"1\" timeout=\"8\" action=\"\(action)\" method=\"POST\">"
+            let say = { (text: String) in "<Say language=\"en-US\">\(text)</Say>" }
+            #expect(call.twiml == "<Response>\(gather)"
+                + say("This is CareMesh with a care alert: medication issue. You are the coordinator on duty for this client's zone.")
+                + say(CareAlertCallScript.acceptPrompt) + "</Gather>\(gather)\(say(CareAlertCallScript.acceptPrompt))</Gather>"
+                + say("No key was pressed. Goodbye.") + "<Hangup/></Response>")
             let name = try await s.sql("SELECT full_name FROM identity.patients WHERE id = \(UUID(uuidString: client)!)")[0].decode(String.self)
             #expect(!call.twiml.contains(name))
             // When the provider took it is kept (what `bench alerts` measures raise → ring to).
@@ -103,26 +121,38 @@ extension AlertsTests {
     @Test("the spoken part of a call: escaped for TwiML, said before the recording")
     func callScriptTwiML() {
         let script = TwilioVoiceProvider.CallScript(spoken: "Tom & Jerry <said> \"hi\"", language: "fr-FR", recording: "https://x.example/a.mp3?a=1&b=2")
-        #expect(TwilioVoiceProvider.twiml(script) == "<Response><Say language=\"fr-FR\">Tom &amp; Jerry &lt;said&gt; &quot;hi&quot;</Say>"
+        #expect(TwilioVoiceProvider.twiml(script, gatherAction: "https://e.example/v?c=1&d=2")
+            == "<Response><Say language=\"fr-FR\">Tom &amp; Jerry &lt;said&gt; &quot;hi&quot;</Say>"
             + "<Play>https://x.example/a.mp3?a=1&amp;b=2</Play></Response>")
+        // With an accept prompt, message and prompt are inside a <Gather> posting to the action.
+        var asking = script
+        asking.acceptPrompt = "Press 1."
+        let twiml = TwilioVoiceProvider.twiml(asking, gatherAction: "https://e.example/v?c=1&d=2")
+        #expect(twiml.hasPrefix("<Response><Gather input=\"dtmf\" numDigits=\"1\" timeout=\"8\" action=\"https://e.example/v?c=1&amp;d=2\""))
+        #expect(ProviderSandbox.gatherAction(twiml) == "https://e.example/v?c=1&d=2")
+        #expect(twiml.components(separatedBy: "<Say language=\"fr-FR\">Press 1.</Say></Gather>").count == 3)
+        // Nowhere to post the key: the call does not ask for one.
+        #expect(!TwilioVoiceProvider.twiml(asking, gatherAction: nil).contains("Gather"))
         #expect(CareAlertCallScript.message(type: .safetyConcern, level: .backup)
-            == "This is CareMesh with a care alert: safety concern. You are called as the backup: the coordinator on duty has not answered. "
-            + "Please open CareMesh to respond.")
+            == "This is CareMesh with a care alert: safety concern. You are called as the backup: the coordinator on duty has not answered.")
+    }
+
+    @Test("voice: a pickup without the key is not an answer: the alert escalates, and the backup's key answers it")
+    func voicePickupWithoutKey() async throws {
+        try await withVoiceStack { s, sandbox in
+            let (admin, _, backup, raised) = try await raiseWithTwoPhones(s, sandbox, primary: .pickedUp, backup: .answered)
+            let answered = try await s.until(raised.alert.id, is: .answered, as: admin, timeout: .seconds(20))
+            #expect(answered.alert.escalationLevel == .backup && answered.alert.answeredBy == backup.id)
+            // The primary picked up and hung up without pressing: completed, not an answer.
+            #expect(answered.calls.map(\.status) == [.completed, .accepted])
+        }
     }
 
     @Test("voice: an answering machine is not an answer, and an acknowledged alert's live call is hung up")
     func voiceMachineAndHangUp() async throws {
         try await withVoiceStack { s, sandbox in
-            let admin = try await account(s, "admin")
-            let caregiver = try await account(s, "caregiver")
-            let zone = UUID()
-            let (_, backup) = try await coordinator(s, admin: admin, zone: nil)
-            let (_, primary) = try await coordinator(s, admin: admin, zone: zone, backup: backup.id)
-            sandbox.apply(.init(api: "twilio", to: primary.phoneNumber, voice: .machine))
             // The backup's phone rings for a long while.
-            sandbox.apply(.init(api: "twilio", to: backup.phoneNumber, voice: .noAnswer, delayMs: 60_000))
-            let client = try await client(s, staff: caregiver, zone: zone)
-            let raised = try await raise(s, caregiver, client: client)
+            let (admin, _, _, raised) = try await raiseWithTwoPhones(s, sandbox, primary: .machine, backup: .noAnswer, backupDelayMs: 60_000)
             // The machine does not stop it: on to the backup, whose phone rings.
             _ = try await TestStack.eventually(timeout: .seconds(20)) {
                 let a = try await s.alert(raised.alert.id, as: admin).alert

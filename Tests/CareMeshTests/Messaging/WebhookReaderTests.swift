@@ -101,6 +101,25 @@ import Testing
         #expect(machine.event == .callStatus(callID: call, providerCallID: "CA1", status: .machine, raw: "in-progress", duration: nil))
         let done = try reader.read(twilio("voice", url: url, [("CallSid", "CA1"), ("CallStatus", "completed"), ("CallDuration", "42")]))
         #expect(done.event == .callStatus(callID: call, providerCallID: "CA1", status: .completed, raw: "completed", duration: 42))
+        #expect(done.reply == nil)
+    }
+
+    @Test("Twilio voice: a key gathered at the accept prompt is its own event, answered with TwiML that goes on with the call")
+    func twilioVoiceKey() throws {
+        let call = UUID()
+        let url = "https://edge.example.org/webhooks/voice/twilio?c=\(call.uuidString.lowercased())"
+        let form = [("CallSid", "CA1"), ("CallStatus", "in-progress"), ("Digits", "1"), ("msg", "Gather End")]
+        let one = try reader.read(twilio("voice", url: url, form))
+        #expect(one.type == "call_key" && one.idempotencyKey == "call:CA1:key:1")
+        #expect(one.event == .callKey(callID: call, providerCallID: "CA1", digits: "1"))
+        #expect(one.reply.map { String(decoding: $0, as: UTF8.self) }?.contains("<Say>Thank you. Your answer is recorded.</Say>") == true)
+        let two = try reader.read(twilio("voice", url: url, [("CallSid", "CA1"), ("CallStatus", "in-progress"), ("Digits", "2")]))
+        #expect(two.event == .callKey(callID: call, providerCallID: "CA1", digits: "2"))
+        #expect(two.reply.map { String(decoding: $0, as: UTF8.self) }?.contains("does not accept") == true)
+        // The key is signed like any callback: a forged one is refused.
+        var forged = twilio("voice", url: url, form)
+        forged.body = Data(FormEncoding.encode(form.map { ($0.0, $0.1 == "1" ? "1" : $0.1) } + [("Extra", "x")]).utf8)
+        #expect(throws: WebhookReader.Failure.unauthenticated) { try reader.read(forged) }
     }
 
     @Test("Orange: the notifyURL's key authenticates; receipts name our message by callbackData; inbound texts by their id")
