@@ -51,6 +51,7 @@ public enum DispatchService {
         h.register(DispatchMethods.listMyOffers) { r, ctx in try await desk.listMyOffers(r, ctx) }
         h.register(DispatchMethods.acceptSos) { r, ctx in try await desk.accept(r, ctx) }
         h.register(DispatchMethods.declineSos) { r, ctx in try await desk.decline(r, ctx) }
+        h.register(DispatchMethods.answerOffer) { r, ctx in try await desk.answer(r, ctx) }
         h.register(DispatchMethods.startSos) { r, ctx in try await desk.start(r, ctx) }
         h.register(DispatchMethods.resolveSos) { r, ctx in try await desk.resolve(r, ctx) }
         h.register(DispatchMethods.cancelSos) { r, ctx in try await desk.cancel(r, ctx) }

@@ -77,6 +77,7 @@ public enum IdentityService {
         h.register(IdentityMethods.getPatient) { r, ctx in try await people.get(r, ctx) }
         h.register(IdentityMethods.searchPatients) { r, ctx in try await people.search(r, ctx) }
         h.register(IdentityMethods.getPatientContact) { r, ctx in try await people.contact(r, ctx) }
+        h.register(IdentityMethods.getContactPoints) { r, ctx in try await accounts.contactPoints(r, ctx) }
         h.register(IdentityMethods.linkPatientAccount) { r, ctx in try await people.link(r, ctx) }
         h.register(IdentityMethods.resolvePerson) { r, ctx in try await people.resolve(r, ctx) }
         return h

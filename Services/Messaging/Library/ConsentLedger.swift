@@ -21,7 +21,7 @@ final class ConsentLedger: Sendable {
     }
 
     static let methods: [Caremesh_Messaging_V1_ConsentMethod: SmsConsent.Method] = [
-        .registration: .registration, .verbal: .verbal, .written: .written, .smsReply: .smsReply, .admin: .admin,
+        .registration: .registration, .verbal: .verbal, .written: .written, .smsReply: .smsReply, .admin: .admin, .app: .app,
     ]
 
     static let columns = """
@@ -74,7 +74,7 @@ final class ConsentLedger: Sendable {
         v.phone(r.phone, "phone")
         let patient = v.optionalUUID(r.patientID, "patient_id")
         let method = Self.methods[r.method]
-        v.check(method != nil, "method", "must be REGISTRATION, VERBAL, WRITTEN, SMS_REPLY or ADMIN")
+        v.check(method != nil, "method", "must be REGISTRATION, VERBAL, WRITTEN, SMS_REPLY, ADMIN or APP")
         v.check(r.evidence.count <= 500, "evidence", "must be at most 500 characters")
         try v.throwIfAny()
         return try await store.withTransaction { c in

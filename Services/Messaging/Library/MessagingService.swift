@@ -35,21 +35,26 @@ public enum MessagingService {
             let sender = SmsSender(store: store, outbox: outbox, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
             let voice = VoiceCalls(store: store, outbox: outbox, configuration: configuration, logger: logger)
-            let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice, logger: logger)
+            let answers = SosSmsAnswers(store: store, client: client, sender: sender, configuration: configuration, logger: logger)
+            let webhooks = Webhooks(store: store, outbox: outbox, configuration: configuration, sender: sender, voice: voice,
+                                    answers: answers.signal, logger: logger)
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
             let notifications = Notifications(store: store, outbox: outbox, logger: logger)
+            let directory = ContactDirectory(client: client)
+            let routing = NotificationRouter(store: store, directory: directory, desk: desk, sender: sender, configuration: configuration,
+                                             logger: logger)
             let chat = SosChat(store: store, outbox: outbox, notifications: notifications, logger: logger)
             let conversations = Conversations(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
             // their chats and tell the people concerned.
             let fromDispatch = EventConsumer(source: "dispatch", store: store, client: client, logger: logger,
-                                             committed: { sender.wake() }) { event, c in
+                                             committed: { sender.wake(); routing.signal.fire() }) { event, c in
                 try await conversations.apply(event, c)
                 try await reminders.apply(event, c)
                 try await chat.apply(event, c)
                 try await notifications.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch]
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {
@@ -66,7 +71,7 @@ public enum MessagingService {
                                              logger: logger)
             return ServiceHost.Parts(
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
-                                   conversations: conversations, notifications: notifications, logger: logger),
+                                   conversations: conversations, notifications: notifications, directory: directory, logger: logger),
                 jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
                 background: background,
                 prepare: [{ c in
@@ -98,7 +103,9 @@ public enum MessagingService {
     }
 
     static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,
-                         conversations: Conversations, notifications: Notifications, logger: Logger) -> RPCHandlers {
+                         conversations: Conversations, notifications: Notifications, directory: ContactDirectory, logger: Logger)
+        -> RPCHandlers
+    {
         var h = RPCHandlers()
         h.register(MessagingMethods.sendSms) { r, ctx in try await desk.send(r, ctx) }
         h.register(MessagingMethods.getSms) { r, ctx in try await desk.get(r, ctx) }
@@ -106,6 +113,7 @@ public enum MessagingService {
         h.register(MessagingMethods.cancelSms) { r, ctx in try await desk.cancel(r, ctx) }
         let consent = ConsentLedger(store: store, outbox: outbox, logger: logger)
         h.register(MessagingMethods.recordSmsConsent) { r, ctx in try await consent.record(r, ctx) }
+        h.register(MessagingMethods.recordMySmsConsent) { r, ctx in try await consent.recordMine(r, ctx, directory: directory) }
         h.register(MessagingMethods.getSmsConsent) { r, ctx in try await consent.get(r, ctx) }
         let templates = Templates(store: store, logger: logger)
         h.register(MessagingMethods.listSmsTemplates) { r, ctx in try await templates.list(r, ctx) }

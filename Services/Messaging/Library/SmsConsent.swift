@@ -11,6 +11,8 @@ public enum SmsConsent {
         /// START / STOP (and the other keywords) texted by the person.
         case smsReply = "sms_reply"
         case admin
+        /// Recorded by the person themselves in the app.
+        case app
     }
 
     public struct Entry: Sendable, Equatable {

@@ -252,14 +252,26 @@ public final class Webhooks: Service, Sendable {
     static let waitingSQL = "NOT processed AND response_status = 200 AND attempts < \(maxAttempts)"
     static let retryBase = Duration.milliseconds(500)
 
-    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls, logger: Logger) {
+    /// Wakes the worker of SOS answers texted back (`SosSmsAnswers`).
+    let answers: ChangeSignal
+
+    init(store: Store, outbox: Outbox, configuration: MessagingConfiguration, sender: SmsSender, voice: VoiceCalls,
+         answers: ChangeSignal = ChangeSignal(), logger: Logger) {
         self.store = store
+        self.answers = answers
         self.outbox = outbox
         self.voice = voice
         self.configuration = configuration
         self.reader = WebhookReader(twilioAuthToken: configuration.twilio?.authToken, orangeWebhookKey: configuration.orange?.webhookKey)
         self.sender = sender
         self.logger = logger
+    }
+
+    /// After a commit that queued replies or answers (`Outcome.wakeSender`): the sender and the
+    /// answers' worker look now.
+    func wakeWorkers() {
+        sender.wake()
+        answers.fire()
     }
 
     static let twiml = Data(#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.utf8)
@@ -277,7 +289,7 @@ public final class Webhooks: Service, Sendable {
         var duplicate = false
         var error: String?
         var related: UUID?
-        /// A reply was queued: the sender should look now.
+        /// A reply or an SOS answer was queued: the sender and the answers' worker should look now.
         var wakeSender = false
     }
 
@@ -352,7 +364,7 @@ public final class Webhooks: Service, Sendable {
                     return outcomes.contains { $0.wakeSender }
                 }
                 if let wake = applied {
-                    if wake { sender.wake() }
+                    if wake { wakeWorkers() }
                     return rows.map { _ in true }
                 }
             } catch {
@@ -489,7 +501,7 @@ public final class Webhooks: Service, Sendable {
             logger.warning("webhook batch failed; applying one by one", metadata: ["error.kind": "\(RPCError.loggableKind(of: error))"])
             (claimed, wake) = try await processOneByOne()
         }
-        if wake { sender.wake() }
+        if wake { wakeWorkers() }
         return claimed.count
     }
 
@@ -762,9 +774,13 @@ public final class Webhooks: Service, Sendable {
     /// START opts back in and confirms; HELP answers. Other texts are logged only.
     func applyInbound(providerID: String, from: String, body: String, provider: String, events: inout PendingEvents,
                       on c: PostgresConnection) async throws -> Outcome {
-        guard FieldViolations.isE164(from), let (keyword, language) = SmsKeyword.detect(body) else {
-            return Outcome()
+        guard FieldViolations.isE164(from) else { return Outcome() }
+        if let answer = SosSmsAnswer.parse(body) {
+            // An answer to an SOS offer: applied through dispatch by `SosSmsAnswers`, after this commits.
+            let fresh = try await SosSmsAnswers.record(answer, from: from, inbound: "\(provider):\(providerID)", on: c, logger: logger)
+            return Outcome(wakeSender: fresh)
         }
+        guard let (keyword, language) = SmsKeyword.detect(body) else { return Outcome() }
         let type: String
         switch keyword {
         case .optOut, .optIn:

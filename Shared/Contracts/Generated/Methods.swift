@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "422f806ff66e081e"
+public let protoFingerprint = "24801bad948ae17b"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -221,11 +221,14 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/LinkPatientAccount`
     public static let linkPatientAccount = RPCMethod<Caremesh_Identity_V1_LinkPatientAccountRequest, Caremesh_Identity_V1_LinkPatientAccountResponse>(
         path: "/caremesh.identity.v1.Identity/LinkPatientAccount", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/GetContactPoints`
+    public static let getContactPoints = RPCMethod<Caremesh_Identity_V1_GetContactPointsRequest, Caremesh_Identity_V1_GetContactPointsResponse>(
+        path: "/caremesh.identity.v1.Identity/GetContactPoints", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
     /// `/caremesh.identity.v1.Identity/ResolvePerson`
     public static let resolvePerson = RPCMethod<Caremesh_Identity_V1_ResolvePersonRequest, Caremesh_Identity_V1_ResolvePersonResponse>(
         path: "/caremesh.identity.v1.Identity/ResolvePerson", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased, linkPatientAccount.erased, resolvePerson.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased, linkPatientAccount.erased, getContactPoints.erased, resolvePerson.erased]
 }
 
 /// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
@@ -256,6 +259,9 @@ public enum DispatchMethods {
     /// `/caremesh.dispatch.v1.Dispatch/DeclineSos`
     public static let declineSos = RPCMethod<Caremesh_Dispatch_V1_DeclineSosRequest, Caremesh_Dispatch_V1_DeclineSosResponse>(
         path: "/caremesh.dispatch.v1.Dispatch/DeclineSos", serviceName: "dispatch", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.dispatch.v1.Dispatch/AnswerOffer`
+    public static let answerOffer = RPCMethod<Caremesh_Dispatch_V1_AnswerOfferRequest, Caremesh_Dispatch_V1_AnswerOfferResponse>(
+        path: "/caremesh.dispatch.v1.Dispatch/AnswerOffer", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
     /// `/caremesh.dispatch.v1.Dispatch/StartSos`
     public static let startSos = RPCMethod<Caremesh_Dispatch_V1_StartSosRequest, Caremesh_Dispatch_V1_StartSosResponse>(
         path: "/caremesh.dispatch.v1.Dispatch/StartSos", serviceName: "dispatch", idempotency: .unknown, access: .authenticated)
@@ -326,7 +332,7 @@ public enum DispatchMethods {
     public static let listAppointmentAudit = RPCMethod<Caremesh_Dispatch_V1_ListAppointmentAuditRequest, Caremesh_Dispatch_V1_ListAppointmentAuditResponse>(
         path: "/caremesh.dispatch.v1.Dispatch/ListAppointmentAudit", serviceName: "dispatch", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased, setSchedule.erased, getSchedule.erased, addBlockedTime.erased, removeBlockedTime.erased, findFreeSlots.erased, bookAppointment.erased, getAppointment.erased, confirmAppointment.erased, cancelAppointment.erased, completeAppointment.erased, listAppointments.erased, listAppointmentAudit.erased]
+    public static let all: [AnyRPCMethod] = [updateLocation.erased, setAvailability.erased, getResponder.erased, createSos.erased, getSos.erased, listMyOffers.erased, acceptSos.erased, declineSos.erased, answerOffer.erased, startSos.erased, resolveSos.erased, cancelSos.erased, submitFeedback.erased, listMySos.erased, listVolunteerSos.erased, activeBoard.erased, getVolunteerPerformance.erased, putZone.erased, listZones.erased, findZone.erased, setSchedule.erased, getSchedule.erased, addBlockedTime.erased, removeBlockedTime.erased, findFreeSlots.erased, bookAppointment.erased, getAppointment.erased, confirmAppointment.erased, cancelAppointment.erased, completeAppointment.erased, listAppointments.erased, listAppointmentAudit.erased]
 }
 
 /// The methods of `caremesh.events.v1.Events` (caremesh/events/v1/events.proto).
@@ -373,6 +379,9 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/RecordSmsConsent`
     public static let recordSmsConsent = RPCMethod<Caremesh_Messaging_V1_RecordSmsConsentRequest, Caremesh_Messaging_V1_RecordSmsConsentResponse>(
         path: "/caremesh.messaging.v1.Messaging/RecordSmsConsent", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RecordMySmsConsent`
+    public static let recordMySmsConsent = RPCMethod<Caremesh_Messaging_V1_RecordMySmsConsentRequest, Caremesh_Messaging_V1_RecordMySmsConsentResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RecordMySmsConsent", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
     /// `/caremesh.messaging.v1.Messaging/GetSmsConsent`
     public static let getSmsConsent = RPCMethod<Caremesh_Messaging_V1_GetSmsConsentRequest, Caremesh_Messaging_V1_GetSmsConsentResponse>(
         path: "/caremesh.messaging.v1.Messaging/GetSmsConsent", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
@@ -440,7 +449,7 @@ public enum MessagingMethods {
     public static let replayNotifications = RPCMethod<Caremesh_Messaging_V1_ReplayNotificationsRequest, Caremesh_Messaging_V1_ReplayNotificationsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ReplayNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -510,6 +519,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.searchPatients.erased,
     IdentityMethods.getPatientContact.erased,
     IdentityMethods.linkPatientAccount.erased,
+    IdentityMethods.getContactPoints.erased,
     IdentityMethods.resolvePerson.erased,
     DispatchMethods.updateLocation.erased,
     DispatchMethods.setAvailability.erased,
@@ -519,6 +529,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     DispatchMethods.listMyOffers.erased,
     DispatchMethods.acceptSos.erased,
     DispatchMethods.declineSos.erased,
+    DispatchMethods.answerOffer.erased,
     DispatchMethods.startSos.erased,
     DispatchMethods.resolveSos.erased,
     DispatchMethods.cancelSos.erased,
@@ -550,6 +561,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.listSms.erased,
     MessagingMethods.cancelSms.erased,
     MessagingMethods.recordSmsConsent.erased,
+    MessagingMethods.recordMySmsConsent.erased,
     MessagingMethods.getSmsConsent.erased,
     MessagingMethods.listSmsTemplates.erased,
     MessagingMethods.putSmsTemplate.erased,

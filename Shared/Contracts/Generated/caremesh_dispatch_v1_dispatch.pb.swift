@@ -841,6 +841,46 @@ public nonisolated struct Caremesh_Dispatch_V1_DeclineSosResponse: Sendable {
   fileprivate var _sos: Caremesh_Dispatch_V1_Sos? = nil
 }
 
+/// A responder's answer to their offer, given for them by messaging (an SMS reply `YES <code>`
+/// or `NO <code>` from the phone the offer was texted to): the same accept or decline as their
+/// own AcceptSos or DeclineSos, so the one-winner rule holds. For messaging only.
+public nonisolated struct Caremesh_Dispatch_V1_AnswerOfferRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sosID: String = String()
+
+  public var responderID: String = String()
+
+  public var accept: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Dispatch_V1_AnswerOfferResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sos: Caremesh_Dispatch_V1_Sos {
+    get {_sos ?? Caremesh_Dispatch_V1_Sos()}
+    set {_sos = newValue}
+  }
+  /// Returns true if `sos` has been explicitly set.
+  public var hasSos: Bool {self._sos != nil}
+  /// Clears the value of `sos`. Subsequent reads from it will return its default value.
+  public mutating func clearSos() {self._sos = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _sos: Caremesh_Dispatch_V1_Sos? = nil
+}
+
 public nonisolated struct Caremesh_Dispatch_V1_StartSosRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -3286,6 +3326,80 @@ nonisolated extension Caremesh_Dispatch_V1_DeclineSosResponse: SwiftProtobuf.Mes
   }
 
   public static func ==(lhs: Caremesh_Dispatch_V1_DeclineSosResponse, rhs: Caremesh_Dispatch_V1_DeclineSosResponse) -> Bool {
+    if lhs._sos != rhs._sos {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_AnswerOfferRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AnswerOfferRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sos_id\0\u{3}responder_id\0\u{1}accept\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sosID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.responderID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.accept) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sosID.isEmpty {
+      try visitor.visitSingularStringField(value: self.sosID, fieldNumber: 1)
+    }
+    if !self.responderID.isEmpty {
+      try visitor.visitSingularStringField(value: self.responderID, fieldNumber: 2)
+    }
+    if self.accept != false {
+      try visitor.visitSingularBoolField(value: self.accept, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_AnswerOfferRequest, rhs: Caremesh_Dispatch_V1_AnswerOfferRequest) -> Bool {
+    if lhs.sosID != rhs.sosID {return false}
+    if lhs.responderID != rhs.responderID {return false}
+    if lhs.accept != rhs.accept {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Dispatch_V1_AnswerOfferResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AnswerOfferResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sos\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._sos) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._sos {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Dispatch_V1_AnswerOfferResponse, rhs: Caremesh_Dispatch_V1_AnswerOfferResponse) -> Bool {
     if lhs._sos != rhs._sos {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -1940,6 +1940,70 @@ public nonisolated struct Caremesh_Identity_V1_LinkPatientAccountResponse: Senda
 /// alerts raising a care alert): a patient or client record, or an active account, with the
 /// links between them. Ids only, no PHI; for services only. NOT_FOUND naming id when it names
 /// neither.
+/// How to reach account holders (volunteers, requesters, staff) for notifications: for the
+/// messaging service only, and only these fields. An id that names no account is left out.
+public nonisolated struct Caremesh_Identity_V1_GetContactPointsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// At most 100.
+  public var userIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Identity_V1_ContactPoints: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  /// E.164, or empty.
+  public var phone: String = String()
+
+  public var email: String = String()
+
+  public var emailVerified: Bool = false
+
+  /// BCP 47, or empty.
+  public var language: String = String()
+
+  /// The channels the person chose in their profile (`Preferences.notifications`); a person
+  /// who never chose has push and email, not SMS.
+  public var channels: Caremesh_Identity_V1_NotificationPreferences {
+    get {_channels ?? Caremesh_Identity_V1_NotificationPreferences()}
+    set {_channels = newValue}
+  }
+  /// Returns true if `channels` has been explicitly set.
+  public var hasChannels: Bool {self._channels != nil}
+  /// Clears the value of `channels`. Subsequent reads from it will return its default value.
+  public mutating func clearChannels() {self._channels = nil}
+
+  public var active: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _channels: Caremesh_Identity_V1_NotificationPreferences? = nil
+}
+
+public nonisolated struct Caremesh_Identity_V1_GetContactPointsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var contacts: [Caremesh_Identity_V1_ContactPoints] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Caremesh_Identity_V1_ResolvePersonRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -5188,6 +5252,130 @@ nonisolated extension Caremesh_Identity_V1_LinkPatientAccountResponse: SwiftProt
 
   public static func ==(lhs: Caremesh_Identity_V1_LinkPatientAccountResponse, rhs: Caremesh_Identity_V1_LinkPatientAccountResponse) -> Bool {
     if lhs._patient != rhs._patient {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_GetContactPointsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetContactPointsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.userIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.userIds, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_GetContactPointsRequest, rhs: Caremesh_Identity_V1_GetContactPointsRequest) -> Bool {
+    if lhs.userIds != rhs.userIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_ContactPoints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ContactPoints"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}phone\0\u{1}email\0\u{3}email_verified\0\u{1}language\0\u{1}channels\0\u{1}active\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.phone) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.email) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.emailVerified) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.language) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._channels) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.active) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.phone.isEmpty {
+      try visitor.visitSingularStringField(value: self.phone, fieldNumber: 2)
+    }
+    if !self.email.isEmpty {
+      try visitor.visitSingularStringField(value: self.email, fieldNumber: 3)
+    }
+    if self.emailVerified != false {
+      try visitor.visitSingularBoolField(value: self.emailVerified, fieldNumber: 4)
+    }
+    if !self.language.isEmpty {
+      try visitor.visitSingularStringField(value: self.language, fieldNumber: 5)
+    }
+    try { if let v = self._channels {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.active != false {
+      try visitor.visitSingularBoolField(value: self.active, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_ContactPoints, rhs: Caremesh_Identity_V1_ContactPoints) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.phone != rhs.phone {return false}
+    if lhs.email != rhs.email {return false}
+    if lhs.emailVerified != rhs.emailVerified {return false}
+    if lhs.language != rhs.language {return false}
+    if lhs._channels != rhs._channels {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Identity_V1_GetContactPointsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetContactPointsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}contacts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.contacts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.contacts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.contacts, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Identity_V1_GetContactPointsResponse, rhs: Caremesh_Identity_V1_GetContactPointsResponse) -> Bool {
+    if lhs.contacts != rhs.contacts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

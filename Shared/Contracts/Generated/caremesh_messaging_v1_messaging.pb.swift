@@ -206,6 +206,10 @@ public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum,
   /// A keyword texted by the person (STOP, START, ...).
   case smsReply // = 4
   case admin // = 5
+
+  /// Recorded by the person themselves in the app (RecordMySmsConsent); the evidence names the
+  /// account, the request and its trace.
+  case app // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -220,6 +224,7 @@ public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum,
     case 3: self = .written
     case 4: self = .smsReply
     case 5: self = .admin
+    case 6: self = .app
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -232,6 +237,7 @@ public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum,
     case .written: return 3
     case .smsReply: return 4
     case .admin: return 5
+    case .app: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -244,6 +250,7 @@ public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum,
     .written,
     .smsReply,
     .admin,
+    .app,
   ]
 
 }
@@ -1376,6 +1383,41 @@ public nonisolated struct Caremesh_Messaging_V1_RecordSmsConsentResponse: Sendab
   fileprivate var _entry: Caremesh_Messaging_V1_ConsentEntry? = nil
 }
 
+/// The caller's own SMS consent, for the phone on their profile: in (texts such as an SOS
+/// offered to a volunteer who chose SMS) or out. Recorded as APP with the request's evidence.
+public nonisolated struct Caremesh_Messaging_V1_RecordMySmsConsentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var optedIn: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_RecordMySmsConsentResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entry: Caremesh_Messaging_V1_ConsentEntry {
+    get {_entry ?? Caremesh_Messaging_V1_ConsentEntry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _entry: Caremesh_Messaging_V1_ConsentEntry? = nil
+}
+
 public nonisolated struct Caremesh_Messaging_V1_GetSmsConsentRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1824,7 +1866,7 @@ nonisolated extension Caremesh_Messaging_V1_SmsEncoding: SwiftProtobuf._ProtoNam
 }
 
 nonisolated extension Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONSENT_METHOD_UNSPECIFIED\0\u{1}CONSENT_METHOD_REGISTRATION\0\u{1}CONSENT_METHOD_VERBAL\0\u{1}CONSENT_METHOD_WRITTEN\0\u{1}CONSENT_METHOD_SMS_REPLY\0\u{1}CONSENT_METHOD_ADMIN\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONSENT_METHOD_UNSPECIFIED\0\u{1}CONSENT_METHOD_REGISTRATION\0\u{1}CONSENT_METHOD_VERBAL\0\u{1}CONSENT_METHOD_WRITTEN\0\u{1}CONSENT_METHOD_SMS_REPLY\0\u{1}CONSENT_METHOD_ADMIN\0\u{1}CONSENT_METHOD_APP\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_CallStatus: SwiftProtobuf._ProtoNameProviding {
@@ -3739,6 +3781,70 @@ nonisolated extension Caremesh_Messaging_V1_RecordSmsConsentResponse: SwiftProto
   }
 
   public static func ==(lhs: Caremesh_Messaging_V1_RecordSmsConsentResponse, rhs: Caremesh_Messaging_V1_RecordSmsConsentResponse) -> Bool {
+    if lhs._entry != rhs._entry {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_RecordMySmsConsentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordMySmsConsentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}opted_in\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.optedIn) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.optedIn != false {
+      try visitor.visitSingularBoolField(value: self.optedIn, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_RecordMySmsConsentRequest, rhs: Caremesh_Messaging_V1_RecordMySmsConsentRequest) -> Bool {
+    if lhs.optedIn != rhs.optedIn {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_RecordMySmsConsentResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordMySmsConsentResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_RecordMySmsConsentResponse, rhs: Caremesh_Messaging_V1_RecordMySmsConsentResponse) -> Bool {
     if lhs._entry != rhs._entry {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

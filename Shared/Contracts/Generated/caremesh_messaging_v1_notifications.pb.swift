@@ -199,6 +199,9 @@ public nonisolated struct Caremesh_Messaging_V1_NotificationDelivery: Sendable {
   /// Clears the value of `updatedAt`. Subsequent reads from it will return its default value.
   public mutating func clearUpdatedAt() {self._updatedAt = nil}
 
+  /// Why it failed, when it did ("no SMS consent for this number").
+  public var error: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -484,7 +487,7 @@ nonisolated extension Caremesh_Messaging_V1_DeliveryStatus: SwiftProtobuf._Proto
 
 nonisolated extension Caremesh_Messaging_V1_NotificationDelivery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NotificationDelivery"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}channel\0\u{1}status\0\u{1}attempts\0\u{3}updated_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}channel\0\u{1}status\0\u{1}attempts\0\u{3}updated_at\0\u{1}error\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -496,6 +499,7 @@ nonisolated extension Caremesh_Messaging_V1_NotificationDelivery: SwiftProtobuf.
       case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.attempts) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._updatedAt) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.error) }()
       default: break
       }
     }
@@ -518,6 +522,9 @@ nonisolated extension Caremesh_Messaging_V1_NotificationDelivery: SwiftProtobuf.
     try { if let v = self._updatedAt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -526,6 +533,7 @@ nonisolated extension Caremesh_Messaging_V1_NotificationDelivery: SwiftProtobuf.
     if lhs.status != rhs.status {return false}
     if lhs.attempts != rhs.attempts {return false}
     if lhs._updatedAt != rhs._updatedAt {return false}
+    if lhs.error != rhs.error {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -73,23 +73,42 @@ final class SSEStream: Sendable {
 /// Notifications end to end (issue 33): dispatch's SOS events become notifications at
 /// messaging, which the router's HTTP edge streams to each person as Server-Sent Events.
 extension SmsTests {
+    static let paris = (lat: 48.8566, lon: 2.3522)
+
+    /// Makes `volunteers` verified, active, available responders, each a little north of `here`
+    /// (the first nearest), as dispatch's own tables hold them.
+    static func placeVolunteers(_ volunteers: [TestAccount], near here: (lat: Double, lon: Double), _ db: TestDatabase) async throws {
+        for (i, v) in volunteers.enumerated() {
+            _ = try await db.sql("""
+                INSERT INTO dispatch.responders (user_id, role, verified, verified_at, active, credential_expired, available, skills)
+                VALUES (\(v.id), 'volunteer', true, now(), true, false, true, \([String]()))
+                ON CONFLICT (user_id) DO UPDATE SET verified = true, verified_at = now(), active = true, available = true
+                """)
+            _ = try await db.sql("""
+                INSERT INTO dispatch.user_locations (user_id, location, updated_at)
+                VALUES (\(v.id), ST_SetSRID(ST_MakePoint(\(here.lon), \(here.lat + 0.001 * Double(i + 1))), 4326)::geography, now())
+                """)
+        }
+    }
+
+    /// An SOS of the requester's at `here`, its description saying something private.
+    static func createSos(_ s: Stack, by requester: TestAccount, at here: (lat: Double, lon: Double)) async throws -> Caremesh_Dispatch_V1_Sos {
+        var create = Caremesh_Dispatch_V1_CreateSosRequest()
+        create.emergencyType = .medical
+        create.priority = .high
+        create.location.latitude = here.lat
+        create.location.longitude = here.lon
+        create.description_p = "chest pain, diabetic"
+        return try await s.client.call(DispatchMethods.createSos, request: create, options: requester.auth).sos
+    }
+
     @Test func sosNotificationsReachTheirPeoplesStreamsOnceAndResumeExactly() async throws {
         try await withStack(["DISPATCH_WAVE_SIZE": "2"], dispatch: true) { s in
             let requester = try await TestAccount.make(s.client, s.db, role: "user")
             let first = try await TestAccount.make(s.client, s.db, role: "volunteer")
             let second = try await TestAccount.make(s.client, s.db, role: "volunteer")
-            let here = (lat: 48.8566, lon: 2.3522)
-            for (i, v) in [first, second].enumerated() {
-                _ = try await s.db.sql("""
-                    INSERT INTO dispatch.responders (user_id, role, verified, verified_at, active, credential_expired, available, skills)
-                    VALUES (\(v.id), 'volunteer', true, now(), true, false, true, \([String]()))
-                    ON CONFLICT (user_id) DO UPDATE SET verified = true, verified_at = now(), active = true, available = true
-                    """)
-                _ = try await s.db.sql("""
-                    INSERT INTO dispatch.user_locations (user_id, location, updated_at)
-                    VALUES (\(v.id), ST_SetSRID(ST_MakePoint(\(here.lon), \(here.lat + 0.001 * Double(i + 1))), 4326)::geography, now())
-                    """)
-            }
+            let here = Self.paris
+            try await Self.placeVolunteers([first, second], near: here, s.db)
             let url = s.edgeURL + "/v1/notifications/stream"
             func bearer(_ who: TestAccount) -> [(String, String)] { [("Authorization", who.auth.metadata["authorization"]!)] }
 
@@ -108,13 +127,7 @@ extension SmsTests {
             #expect(firstStream.status == 200 && requesterStream.status == 200)
 
             // An SOS offered to both volunteers: each stream gets its own offer, seq 1.
-            var create = Caremesh_Dispatch_V1_CreateSosRequest()
-            create.emergencyType = .medical
-            create.priority = .high
-            create.location.latitude = here.lat
-            create.location.longitude = here.lon
-            create.description_p = "chest pain, diabetic"
-            let sos = try await s.client.call(DispatchMethods.createSos, request: create, options: requester.auth).sos
+            let sos = try await Self.createSos(s, by: requester, at: here)
             for (stream, who) in [(firstStream, first), (secondStream, second)] {
                 let got = try await stream.waitFor(1)
                 #expect(got.count == 1 && got[0].seq == 1 && got[0].kind == .sosOffered && got[0].critical)

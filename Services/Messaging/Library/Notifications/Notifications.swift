@@ -111,20 +111,28 @@ final class Notifications: Sendable {
         return n
     }
 
-    /// Each notification's deliveries, read in one statement.
+    /// Each notification's deliveries, read in one statement. An SMS delivery's status is its
+    /// message's, as the SMS path and the provider's receipts move it.
     func deliveries(_ c: PostgresConnection, of notifications: inout [Caremesh_Messaging_V1_Notification]) async throws {
         guard !notifications.isEmpty else { return }
         var byID: [String: [Caremesh_Messaging_V1_NotificationDelivery]] = [:]
         let rows = try await c.query("""
-            SELECT notification_id, channel, status, attempts, extract(epoch FROM updated_at)::float8 FROM notification_deliveries
-            WHERE notification_id = ANY(\(notifications.compactMap { UUID(uuidString: $0.id) })::uuid[]) ORDER BY notification_id, channel
+            SELECT d.notification_id, d.channel,
+                   CASE WHEN m.id IS NULL THEN d.status WHEN m.status IN ('scheduled', 'pending') THEN 'queued'
+                        WHEN m.status IN ('failed', 'cancelled') THEN 'failed' ELSE m.status END,
+                   d.attempts + coalesce(m.retry_count, 0), extract(epoch FROM greatest(d.updated_at, m.updated_at))::float8,
+                   CASE WHEN m.id IS NULL THEN d.last_error ELSE coalesce(m.error_message, m.delivery_description, '') END
+            FROM notification_deliveries d LEFT JOIN sms_messages m ON m.id = d.sms_message_id
+            WHERE d.notification_id = ANY(\(notifications.compactMap { UUID(uuidString: $0.id) })::uuid[])
+            ORDER BY d.notification_id, d.channel
             """, logger: logger)
-        for try await (id, channel, status, attempts, updated) in rows.decode((UUID, String, String, Int32, Double).self) {
+        for try await (id, channel, status, attempts, updated, error) in rows.decode((UUID, String, String, Int32, Double, String).self) {
             byID[id.text, default: []].append(.with {
                 $0.channel = .init(storedName: channel)
                 $0.status = .init(storedName: status)
                 $0.attempts = UInt32(attempts)
                 $0.updatedAt = Google_Protobuf_Timestamp(epochSeconds: updated)
+                $0.error = error
             })
         }
         for i in notifications.indices { notifications[i].deliveries = byID[notifications[i].id] ?? [] }

@@ -1,0 +1,38 @@
+import CareMeshContracts
+import Foundation
+
+/// Which channels beyond the live stream a notification goes on, and what it says there: a
+/// pure function of the notification and its person's contact points (identity's
+/// `GetContactPoints`), tested without I/O.
+enum NotificationChannels {
+    /// Kinds texted to people who chose SMS: an SOS offered to them, or news of their own SOS.
+    /// A chat message never goes by SMS (the app is where its text is read).
+    static let smsKinds: Set<Caremesh_Messaging_V1_NotificationKind> = [.sosOffered, .sosAccepted, .sosUpdated]
+
+    /// How long an SOS offer's reply code can be answered.
+    static let replyCodeLifetime: Duration = .seconds(2 * 3_600)
+
+    /// The number to text `kind` to, or nil: an active person who chose SMS and has a phone.
+    /// (Their number's consent is checked when the SMS is recorded.)
+    static func smsNumber(_ kind: Caremesh_Messaging_V1_NotificationKind, _ contact: Caremesh_Identity_V1_ContactPoints?) -> String? {
+        guard smsKinds.contains(kind), let contact, contact.active, contact.channels.sms, !contact.phone.isEmpty else { return nil }
+        return contact.phone
+    }
+
+    /// Whether the SMS of `kind` asks for an answer (`YES <code>` / `NO <code>`).
+    static func takesReply(_ kind: Caremesh_Messaging_V1_NotificationKind) -> Bool { kind == .sosOffered }
+
+    /// The SMS: the notification's own short text, never PHI; an offer with how to answer it.
+    static func smsText(kind: Caremesh_Messaging_V1_NotificationKind, title: String, body: String, data: [String: String],
+                        code: String?) -> String {
+        guard kind == .sosOffered, let code else { return "CareMesh: \(title). \(body)" }
+        let words = { (name: String?) in (name ?? "other").lowercased().replacingOccurrences(of: "_", with: " ") }
+        return "CareMesh: SOS near you (\(words(data["emergency_type"])), \(words(data["priority"])) priority). "
+            + "Reply YES \(code) to go, or NO \(code) to decline."
+    }
+
+    /// A fresh reply code: four digits, not starting with 0.
+    static func newCode<G: RandomNumberGenerator>(using generator: inout G) -> String {
+        String(Int.random(in: 1_000...9_999, using: &generator))
+    }
+}
