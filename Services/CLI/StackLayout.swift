@@ -32,7 +32,7 @@ struct StackLayout {
 
     /// The sandbox provider's settings and messaging's, pointing at each other: the sandbox on
     /// `SANDBOX_PORT` (8090) with this stack's own credentials, messaging sending there with
-    /// Twilio first and Orange as failover, callbacks to the router's HTTP edge. Values already
+    /// Twilio first and Orange as failover, emails through its SendGrid, callbacks to the router's HTTP edge. Values already
     /// in `env` are kept.
     func sandboxEnvironment(_ env: inout [String: String]) throws {
         func hex(_ name: String) throws -> String {
@@ -52,10 +52,14 @@ struct StackLayout {
             "MESSAGING_ORANGE_SENDER": "+33700000000",
             "MESSAGING_ORANGE_WEBHOOK_KEY": try hex("sandbox-orange-webhook-key"),
             "MESSAGING_WEBHOOK_BASE_URL": "http://" + (env["CAREMESH_HTTP_ADDRESS"] ?? "127.0.0.1:8080"),
+            "SANDBOX_SENDGRID_API_KEY": "SG." + (try hex("sandbox-sendgrid-key")),
+            "MESSAGING_SENDGRID_URL": base,
+            "MESSAGING_EMAIL_FROM": "no-reply@caremesh.local",
         ]
         for (key, value) in values where (env[key] ?? "").isEmpty { env[key] = value }
         env["MESSAGING_TWILIO_AUTH_TOKEN"] = env["SANDBOX_TWILIO_AUTH_TOKEN"]
         env["MESSAGING_ORANGE_CLIENT_SECRET"] = env["SANDBOX_ORANGE_CLIENT_SECRET"]
+        env["MESSAGING_SENDGRID_API_KEY"] = env["SANDBOX_SENDGRID_API_KEY"]
     }
 
     /// The bus's keys, made once under `$CAREMESH_HOME/bus/` (`BusKeyFiles.makeStack`: the

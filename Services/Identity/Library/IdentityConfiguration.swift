@@ -15,6 +15,12 @@ public struct IdentityConfiguration: Sendable {
         HKDF<SHA256>.deriveKey(inputKeyMaterial: keyEncryptionKey, info: Data("caremesh identity refresh successor v1".utf8),
                                outputByteCount: 32)
     }
+    /// Keys the hashes of emailed account codes (password reset, email verification), derived
+    /// as the successor key is.
+    public var accountCodeKey: SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: keyEncryptionKey, info: Data("caremesh identity account codes v1".utf8),
+                               outputByteCount: 32)
+    }
     /// Access-token life (`IDENTITY_ACCESS_TOKEN_TTL_S`, 900).
     public var accessTokenTTL: Int64 = 900
     /// Refresh-token life (`IDENTITY_REFRESH_TOKEN_TTL_S`, 30 days).

@@ -20,11 +20,15 @@ public enum IdentityService {
     public static func make(environment: [String: String] = ProcessInfo.processInfo.environment,
                             logger: Logger = Logger(label: "caremesh.identity")) async throws -> ServiceHost {
         let configuration = try IdentityConfiguration(environment: environment)
+        // Identity calls messaging (account emails) with tokens it signs itself: no service secret.
+        let client = RPCClient(configuration: try ClientConfiguration(environment: environment, service: name), logger: logger)
         return try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let credentials = Credentials(store: store, outbox: outbox, logger: logger)
             return ServiceHost.Parts(
-                handlers: handlers(configuration: configuration, store: store, outbox: outbox, credentials: credentials, logger: logger),
-                jobs: [Credentials.expiryJob: { job, c in try await credentials.expire(job, c) }])
+                handlers: handlers(configuration: configuration, store: store, outbox: outbox, credentials: credentials, client: client,
+                                   logger: logger),
+                jobs: [Credentials.expiryJob: { job, c in try await credentials.expire(job, c) }],
+                background: [ClientLifetime(client)])
         }
     }
 
@@ -42,12 +46,25 @@ public enum IdentityService {
         }
     }
 
-    static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, credentials: Credentials,
+    static func handlers(configuration: IdentityConfiguration, store: Store, outbox: Outbox, credentials: Credentials, client: RPCClient,
                          logger: Logger) -> RPCHandlers {
         let keyring = Keyring(configuration: configuration, store: store, logger: logger)
         let accounts = Accounts(store: store, outbox: outbox, keyring: keyring, configuration: configuration, logger: logger)
+        let recovery = Recovery(accounts: accounts, client: client, logger: logger)
         var h = RPCHandlers()
-        h.register(IdentityMethods.register) { r, _ in try await accounts.register(r) }
+        h.register(IdentityMethods.register) { r, _ in
+            let registered = try await accounts.register(r)
+            // The code confirming the email goes out after the answer; a failure only means asking again.
+            if let id = UUID(uuidString: registered.user.id) {
+                try? await recovery.issueAndMail(.emailVerification, user: id, email: registered.user.email)
+            }
+            return registered
+        }
+        h.register(IdentityMethods.requestPasswordReset) { r, _ in try await recovery.requestReset(r) }
+        h.register(IdentityMethods.resetPassword) { r, _ in try await recovery.reset(r) }
+        h.register(IdentityMethods.changePassword) { r, ctx in try await recovery.change(r, ctx) }
+        h.register(IdentityMethods.requestEmailVerification) { _, ctx in try await recovery.requestVerification(ctx) }
+        h.register(IdentityMethods.verifyEmail) { r, ctx in try await recovery.verify(r, ctx) }
         h.register(IdentityMethods.login) { r, _ in try await accounts.login(r) }
         h.register(IdentityMethods.refresh) { r, _ in try await accounts.refresh(r) }
         h.register(IdentityMethods.getSigningKeys) { _, _ in try await keyring.signingKeysResponse() }

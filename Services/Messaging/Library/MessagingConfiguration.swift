@@ -11,6 +11,8 @@ import Foundation
 /// | `MESSAGING_ORANGE_URL` | Orange's API (`https://api.orange.com`) |
 /// | `MESSAGING_ORANGE_CLIENT_ID`, `MESSAGING_ORANGE_CLIENT_SECRET`, `MESSAGING_ORANGE_SENDER` | OAuth client, sender number |
 /// | `MESSAGING_ORANGE_WEBHOOK_KEY` | the secret in the receipts' `notifyURL` (Orange signs nothing) |
+/// | `MESSAGING_SENDGRID_URL` | SendGrid's API (`https://api.sendgrid.com`) |
+/// | `MESSAGING_SENDGRID_API_KEY`, `MESSAGING_EMAIL_FROM` | the API key, and the address emails come from |
 /// | `MESSAGING_WEBHOOK_BASE_URL` | where providers reach the router's HTTP edge, e.g. `https://edge.example.org` |
 /// | `MESSAGING_SEND_TIMEOUT_MS` | one provider request (10000) |
 /// | `MESSAGING_RETRY_BACKOFF_MS` | the first retry's delay, doubled each time (2000) |
@@ -34,8 +36,16 @@ public struct MessagingConfiguration: Sendable {
         public var webhookKey: String
     }
 
+    public struct SendGrid: Sendable, Equatable {
+        public var baseURL = "https://api.sendgrid.com"
+        public var apiKey: String
+        public var from: String
+    }
+
     public var twilio: Twilio?
     public var orange: Orange?
+    /// The email provider, or nil (emails wait, queued, until one is configured).
+    public var sendGrid: SendGrid?
     /// Provider names in failover order.
     public var providerOrder: [String] = []
     public var webhookBaseURL: String?
@@ -89,6 +99,13 @@ public struct MessagingConfiguration: Sendable {
             }
             orange = Orange(clientID: id, clientSecret: secret, sender: sender, webhookKey: key)
             if let url = value("MESSAGING_ORANGE_URL") { orange!.baseURL = url }
+        }
+        if let key = value("MESSAGING_SENDGRID_API_KEY") {
+            guard let from = value("MESSAGING_EMAIL_FROM"), from.contains("@") else {
+                throw BadValue(key: "MESSAGING_EMAIL_FROM", why: "must be an email address")
+            }
+            sendGrid = SendGrid(apiKey: key, from: from)
+            if let url = value("MESSAGING_SENDGRID_URL") { sendGrid!.baseURL = url }
         }
         if let order = value("MESSAGING_SMS_PROVIDERS") {
             providerOrder = order.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

@@ -10,7 +10,9 @@ import ServiceLifecycle
 /// SMS with consent, templates and delivery through the providers (`SmsSender`), voice calls
 /// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
 /// (`Reminders`), SOS chat (`SosChat`), patient–practitioner conversations (`Conversations`),
-/// company announcements (`Announcements`), and the providers' webhooks.
+/// company announcements (`Announcements`), notifications on the channels people chose
+/// (`Notifications`, `NotificationRouter`, `SosSmsAnswers`), identity's account emails
+/// (`Emails`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
     public static let name = MessagingMethods.serviceName!
@@ -41,6 +43,7 @@ public enum MessagingService {
             let reminders = Reminders(desk: desk, client: client, configuration: configuration, logger: logger)
             let notifications = Notifications(store: store, outbox: outbox, logger: logger)
             let directory = ContactDirectory(client: client)
+            let emails = Emails(store: store, configuration: configuration, logger: logger)
             let routing = NotificationRouter(store: store, directory: directory, desk: desk, sender: sender, configuration: configuration,
                                              logger: logger)
             let chat = SosChat(store: store, outbox: outbox, notifications: notifications, logger: logger)
@@ -54,7 +57,7 @@ public enum MessagingService {
                 try await chat.apply(event, c)
                 try await notifications.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers]
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers, emails]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {
@@ -71,7 +74,8 @@ public enum MessagingService {
                                              logger: logger)
             return ServiceHost.Parts(
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
-                                   conversations: conversations, notifications: notifications, directory: directory, logger: logger),
+                                   conversations: conversations, notifications: notifications, directory: directory, emails: emails,
+                                   logger: logger),
                 jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
                 background: background,
                 prepare: [{ c in
@@ -103,7 +107,8 @@ public enum MessagingService {
     }
 
     static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,
-                         conversations: Conversations, notifications: Notifications, directory: ContactDirectory, logger: Logger)
+                         conversations: Conversations, notifications: Notifications, directory: ContactDirectory, emails: Emails,
+                         logger: Logger)
         -> RPCHandlers
     {
         var h = RPCHandlers()
@@ -114,6 +119,7 @@ public enum MessagingService {
         let consent = ConsentLedger(store: store, outbox: outbox, logger: logger)
         h.register(MessagingMethods.recordSmsConsent) { r, ctx in try await consent.record(r, ctx) }
         h.register(MessagingMethods.recordMySmsConsent) { r, ctx in try await consent.recordMine(r, ctx, directory: directory) }
+        h.register(MessagingMethods.sendEmail) { r, ctx in try await emails.send(r, ctx) }
         h.register(MessagingMethods.getSmsConsent) { r, ctx in try await consent.get(r, ctx) }
         let templates = Templates(store: store, logger: logger)
         h.register(MessagingMethods.listSmsTemplates) { r, ctx in try await templates.list(r, ctx) }

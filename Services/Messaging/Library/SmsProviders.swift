@@ -67,10 +67,17 @@ enum ProviderHTTP {
     /// `ProviderError` with code "network".
     static func execute(_ request: HTTPClientRequest, provider: String, timeout: Duration,
                         maxBody: Int = 1 << 20) async throws(ProviderError) -> (status: HTTPResponseStatus, body: Data) {
+        let (status, _, body) = try await exchange(request, provider: provider, timeout: timeout, maxBody: maxBody)
+        return (status, body)
+    }
+
+    /// `execute`, with the response's headers.
+    static func exchange(_ request: HTTPClientRequest, provider: String, timeout: Duration,
+                         maxBody: Int = 1 << 20) async throws(ProviderError) -> (status: HTTPResponseStatus, headers: HTTPHeaders, body: Data) {
         do {
             let response = try await client.execute(request, timeout: .nanoseconds(Int64(timeout.nanoseconds)))
             let body = try await response.body.collect(upTo: maxBody)
-            return (response.status, Data(body.readableBytesView))
+            return (response.status, response.headers, Data(body.readableBytesView))
         } catch {
             throw ProviderError(provider: provider, retryable: true, code: "network", message: "\(type(of: error))")
         }

@@ -14,6 +14,7 @@ enum ProviderJSON: Sendable, ExpressibleByStringInterpolation, ExpressibleByInte
     case string(String)
     case int(Int)
     case object([(String, ProviderJSON)])
+    case array([ProviderJSON])
 
     init(stringLiteral value: String) { self = .string(value) }
     init(stringInterpolation: DefaultStringInterpolation) { self = .string(String(stringInterpolation: stringInterpolation)) }
@@ -41,6 +42,13 @@ enum ProviderJSON: Sendable, ExpressibleByStringInterpolation, ExpressibleByInte
                 value.write(into: &out)
             }
             out.append(UInt8(ascii: "}"))
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                item.write(into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
         }
     }
 }

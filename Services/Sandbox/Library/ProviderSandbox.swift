@@ -26,6 +26,7 @@ public final class ProviderSandbox: Service, Sendable {
         public var twilioAuthToken = "sandbox-twilio-auth-token"
         public var orangeClientID = "sandbox-orange-client"
         public var orangeClientSecret = "sandbox-orange-secret"
+        public var sendGridAPIKey = "SG.sandbox-sendgrid-key"
         /// Before each status callback.
         public var callbackDelay: Duration = .milliseconds(20)
 
@@ -40,6 +41,7 @@ public final class ProviderSandbox: Service, Sendable {
             if let v = env["SANDBOX_TWILIO_AUTH_TOKEN"] { twilioAuthToken = v }
             if let v = env["SANDBOX_ORANGE_CLIENT_ID"] { orangeClientID = v }
             if let v = env["SANDBOX_ORANGE_CLIENT_SECRET"] { orangeClientSecret = v }
+            if let v = env["SANDBOX_SENDGRID_API_KEY"] { sendGridAPIKey = v }
             if let v = env["SANDBOX_CALLBACK_DELAY_MS"].flatMap(Int.init) { callbackDelay = .milliseconds(v) }
         }
     }
@@ -99,6 +101,15 @@ public final class ProviderSandbox: Service, Sendable {
         public var clientCorrelator: String?
     }
 
+    /// An email the sandbox took (SendGrid's v3 mail send).
+    public struct ReceivedEmail: Sendable, Codable, Equatable {
+        public var id: String
+        public var to: String
+        public var from: String
+        public var subject: String
+        public var text: String
+    }
+
     /// A call the sandbox placed.
     public struct ReceivedCall: Sendable, Codable, Equatable {
         public var id: String
@@ -113,6 +124,7 @@ public final class ProviderSandbox: Service, Sendable {
         var outcomes: [String: Outcome] = [:]
         var voiceOutcomes: [String: VoiceOutcome] = [:]
         var calls: [ReceivedCall] = []
+        var emails: [ReceivedEmail] = []
         var hangups: [String] = []
         var delays: [String: Int] = [:]
         var received: [Received] = []
@@ -155,6 +167,11 @@ public final class ProviderSandbox: Service, Sendable {
 
     /// Every message taken, oldest first.
     public var received: [Received] { state.withLock { $0.received } }
+
+    /// Every email taken, oldest first.
+    public var emails: [ReceivedEmail] { state.withLock { $0.emails } }
+
+    func recordEmail(_ email: ReceivedEmail) { state.withLock { $0.emails.append(email) } }
 
     /// Every call placed, oldest first, and the ids of those hung up.
     public var calls: [ReceivedCall] { state.withLock { $0.calls } }
@@ -202,6 +219,8 @@ public final class ProviderSandbox: Service, Sendable {
             do { return try await self.twilioHangUp(request, context) } catch let r as Refusal { return r.response }
         }
         router.post("/oauth/v3/token") { request, context in try await self.orangeToken(request, context) }
+        router.post("/v3/mail/send") { request, context in try await self.sendGridSend(request, context) }
+        router.get("/sandbox/emails") { _, _ in Self.json(.ok, try JSONEncoder().encode(self.emails)) }
         router.post("/smsmessaging/v1/outbound/:sender/requests") { request, context in
             try await self.orangeSend(request, context)
         }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "24801bad948ae17b"
+public let protoFingerprint = "fa5a029f8ab33063"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -155,6 +155,21 @@ public enum IdentityMethods {
     /// `/caremesh.identity.v1.Identity/LogoutEverywhere`
     public static let logoutEverywhere = RPCMethod<Caremesh_Identity_V1_LogoutEverywhereRequest, Caremesh_Identity_V1_LogoutEverywhereResponse>(
         path: "/caremesh.identity.v1.Identity/LogoutEverywhere", serviceName: "identity", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/RequestPasswordReset`
+    public static let requestPasswordReset = RPCMethod<Caremesh_Identity_V1_RequestPasswordResetRequest, Caremesh_Identity_V1_RequestPasswordResetResponse>(
+        path: "/caremesh.identity.v1.Identity/RequestPasswordReset", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/ResetPassword`
+    public static let resetPassword = RPCMethod<Caremesh_Identity_V1_ResetPasswordRequest, Caremesh_Identity_V1_ResetPasswordResponse>(
+        path: "/caremesh.identity.v1.Identity/ResetPassword", serviceName: "identity", idempotency: .unknown, access: .public)
+    /// `/caremesh.identity.v1.Identity/ChangePassword`
+    public static let changePassword = RPCMethod<Caremesh_Identity_V1_ChangePasswordRequest, Caremesh_Identity_V1_ChangePasswordResponse>(
+        path: "/caremesh.identity.v1.Identity/ChangePassword", serviceName: "identity", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/RequestEmailVerification`
+    public static let requestEmailVerification = RPCMethod<Caremesh_Identity_V1_RequestEmailVerificationRequest, Caremesh_Identity_V1_RequestEmailVerificationResponse>(
+        path: "/caremesh.identity.v1.Identity/RequestEmailVerification", serviceName: "identity", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.identity.v1.Identity/VerifyEmail`
+    public static let verifyEmail = RPCMethod<Caremesh_Identity_V1_VerifyEmailRequest, Caremesh_Identity_V1_VerifyEmailResponse>(
+        path: "/caremesh.identity.v1.Identity/VerifyEmail", serviceName: "identity", idempotency: .unknown, access: .authenticated)
     /// `/caremesh.identity.v1.Identity/WhoAmI`
     public static let whoAmI = RPCMethod<Caremesh_Identity_V1_WhoAmIRequest, Caremesh_Identity_V1_WhoAmIResponse>(
         path: "/caremesh.identity.v1.Identity/WhoAmI", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
@@ -228,7 +243,7 @@ public enum IdentityMethods {
     public static let resolvePerson = RPCMethod<Caremesh_Identity_V1_ResolvePersonRequest, Caremesh_Identity_V1_ResolvePersonResponse>(
         path: "/caremesh.identity.v1.Identity/ResolvePerson", serviceName: "identity", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased, linkPatientAccount.erased, getContactPoints.erased, resolvePerson.erased]
+    public static let all: [AnyRPCMethod] = [register.erased, login.erased, refresh.erased, issueServiceToken.erased, getSigningKeys.erased, logout.erased, logoutEverywhere.erased, requestPasswordReset.erased, resetPassword.erased, changePassword.erased, requestEmailVerification.erased, verifyEmail.erased, whoAmI.erased, updateProfile.erased, submitVolunteerCredentials.erased, submitProfessionalCredentials.erased, addDocument.erased, getVerification.erased, verifyUser.erased, revokeVerification.erased, listPendingVerifications.erased, listUsers.erased, setUserRole.erased, deactivateUser.erased, listRoleReviews.erased, recordSuspiciousActivity.erased, listSuspiciousActivities.erased, listAuditEntries.erased, createPatient.erased, updatePatient.erased, getPatient.erased, searchPatients.erased, getPatientContact.erased, linkPatientAccount.erased, getContactPoints.erased, resolvePerson.erased]
 }
 
 /// The methods of `caremesh.dispatch.v1.Dispatch` (caremesh/dispatch/v1/dispatch.proto).
@@ -382,6 +397,9 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/RecordMySmsConsent`
     public static let recordMySmsConsent = RPCMethod<Caremesh_Messaging_V1_RecordMySmsConsentRequest, Caremesh_Messaging_V1_RecordMySmsConsentResponse>(
         path: "/caremesh.messaging.v1.Messaging/RecordMySmsConsent", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/SendEmail`
+    public static let sendEmail = RPCMethod<Caremesh_Messaging_V1_SendEmailRequest, Caremesh_Messaging_V1_SendEmailResponse>(
+        path: "/caremesh.messaging.v1.Messaging/SendEmail", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.messaging.v1.Messaging/GetSmsConsent`
     public static let getSmsConsent = RPCMethod<Caremesh_Messaging_V1_GetSmsConsentRequest, Caremesh_Messaging_V1_GetSmsConsentResponse>(
         path: "/caremesh.messaging.v1.Messaging/GetSmsConsent", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
@@ -449,7 +467,7 @@ public enum MessagingMethods {
     public static let replayNotifications = RPCMethod<Caremesh_Messaging_V1_ReplayNotificationsRequest, Caremesh_Messaging_V1_ReplayNotificationsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ReplayNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, sendEmail.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -497,6 +515,11 @@ public let allRPCMethods: [AnyRPCMethod] = [
     IdentityMethods.getSigningKeys.erased,
     IdentityMethods.logout.erased,
     IdentityMethods.logoutEverywhere.erased,
+    IdentityMethods.requestPasswordReset.erased,
+    IdentityMethods.resetPassword.erased,
+    IdentityMethods.changePassword.erased,
+    IdentityMethods.requestEmailVerification.erased,
+    IdentityMethods.verifyEmail.erased,
     IdentityMethods.whoAmI.erased,
     IdentityMethods.updateProfile.erased,
     IdentityMethods.submitVolunteerCredentials.erased,
@@ -562,6 +585,7 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.cancelSms.erased,
     MessagingMethods.recordSmsConsent.erased,
     MessagingMethods.recordMySmsConsent.erased,
+    MessagingMethods.sendEmail.erased,
     MessagingMethods.getSmsConsent.erased,
     MessagingMethods.listSmsTemplates.erased,
     MessagingMethods.putSmsTemplate.erased,

@@ -255,6 +255,55 @@ public nonisolated enum Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf.Enum,
 
 }
 
+/// What an email sent for another service says (its text is messaging's, per kind).
+public nonisolated enum Caremesh_Messaging_V1_EmailKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// A password-reset code (variables: "code", "minutes").
+  case passwordReset // = 1
+
+  /// The code that verifies an account's email (variables: "code", "minutes").
+  case emailVerification // = 2
+
+  /// Too many failed sign-ins locked the account (variables: "minutes").
+  case accountLocked // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .passwordReset
+    case 2: self = .emailVerification
+    case 3: self = .accountLocked
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .passwordReset: return 1
+    case .emailVerification: return 2
+    case .accountLocked: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Caremesh_Messaging_V1_EmailKind] = [
+    .unspecified,
+    .passwordReset,
+    .emailVerification,
+    .accountLocked,
+  ]
+
+}
+
 /// A voice call's status as the provider reports it (Twilio's CallStatus, with answering-machine
 /// detection folded in).
 public nonisolated enum Caremesh_Messaging_V1_CallStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1418,6 +1467,45 @@ public nonisolated struct Caremesh_Messaging_V1_RecordMySmsConsentResponse: Send
   fileprivate var _entry: Caremesh_Messaging_V1_ConsentEntry? = nil
 }
 
+/// An email for identity (account recovery and security): messaging renders it from its kind,
+/// keeps it and sends it through the email provider (SendGrid's v3 mail send), retried with
+/// backoff until it expires. A code in it is blanked once sent. For identity only.
+public nonisolated struct Caremesh_Messaging_V1_SendEmailRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var to: String = String()
+
+  public var kind: Caremesh_Messaging_V1_EmailKind = .unspecified
+
+  public var variables: Dictionary<String,String> = [:]
+
+  /// The same correlator again is the same email (nothing is sent twice). Required.
+  public var clientCorrelator: String = String()
+
+  /// Not sent after this many seconds (a code that expired is of no use): 60 to 86400, 900 by default.
+  public var expiresInS: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Caremesh_Messaging_V1_SendEmailResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var emailID: String = String()
+
+  public var created: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Caremesh_Messaging_V1_GetSmsConsentRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1867,6 +1955,10 @@ nonisolated extension Caremesh_Messaging_V1_SmsEncoding: SwiftProtobuf._ProtoNam
 
 nonisolated extension Caremesh_Messaging_V1_ConsentMethod: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CONSENT_METHOD_UNSPECIFIED\0\u{1}CONSENT_METHOD_REGISTRATION\0\u{1}CONSENT_METHOD_VERBAL\0\u{1}CONSENT_METHOD_WRITTEN\0\u{1}CONSENT_METHOD_SMS_REPLY\0\u{1}CONSENT_METHOD_ADMIN\0\u{1}CONSENT_METHOD_APP\0")
+}
+
+nonisolated extension Caremesh_Messaging_V1_EmailKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0EMAIL_KIND_UNSPECIFIED\0\u{1}EMAIL_KIND_PASSWORD_RESET\0\u{1}EMAIL_KIND_EMAIL_VERIFICATION\0\u{1}EMAIL_KIND_ACCOUNT_LOCKED\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_CallStatus: SwiftProtobuf._ProtoNameProviding {
@@ -3846,6 +3938,91 @@ nonisolated extension Caremesh_Messaging_V1_RecordMySmsConsentResponse: SwiftPro
 
   public static func ==(lhs: Caremesh_Messaging_V1_RecordMySmsConsentResponse, rhs: Caremesh_Messaging_V1_RecordMySmsConsentResponse) -> Bool {
     if lhs._entry != rhs._entry {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SendEmailRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SendEmailRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}to\0\u{1}kind\0\u{1}variables\0\u{3}client_correlator\0\u{3}expires_in_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.variables) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.clientCorrelator) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.expiresInS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 1)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.variables.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.variables, fieldNumber: 3)
+    }
+    if !self.clientCorrelator.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientCorrelator, fieldNumber: 4)
+    }
+    if self.expiresInS != 0 {
+      try visitor.visitSingularUInt32Field(value: self.expiresInS, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SendEmailRequest, rhs: Caremesh_Messaging_V1_SendEmailRequest) -> Bool {
+    if lhs.to != rhs.to {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.variables != rhs.variables {return false}
+    if lhs.clientCorrelator != rhs.clientCorrelator {return false}
+    if lhs.expiresInS != rhs.expiresInS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Messaging_V1_SendEmailResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SendEmailResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}email_id\0\u{1}created\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.emailID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.created) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.emailID.isEmpty {
+      try visitor.visitSingularStringField(value: self.emailID, fieldNumber: 1)
+    }
+    if self.created != false {
+      try visitor.visitSingularBoolField(value: self.created, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Messaging_V1_SendEmailResponse, rhs: Caremesh_Messaging_V1_SendEmailResponse) -> Bool {
+    if lhs.emailID != rhs.emailID {return false}
+    if lhs.created != rhs.created {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -15,7 +15,7 @@ import Testing
                    "MESSAGING_SERVICE_SECRET": "messaging-secret-0123456789abcdef0123456789",
                    "ROUTER_SERVICE_SECRET": "router-secret-0123456789abcdef0123456789",
                    "SANDBOX_TWILIO_AUTH_TOKEN": "twilio-token-0123456789", "SANDBOX_ORANGE_CLIENT_SECRET": "orange-secret-0123456789",
-                   "SANDBOX_ORANGE_WEBHOOK_KEY": "orange-key-0123456789abcdef"]
+                   "SANDBOX_ORANGE_WEBHOOK_KEY": "orange-key-0123456789abcdef", "SANDBOX_SENDGRID_API_KEY": "sendgrid-key-0123456789"]
 
     @Test("docker-compose config accepts the file and lists every service; it refuses to run without secrets")
     func validates() async throws {
@@ -36,6 +36,7 @@ import Testing
         // The sandbox's credentials reach it and messaging, which sends to it and checks its signatures.
         #expect(full.stdout.components(separatedBy: "twilio-token-0123456789").count - 1 == 2)
         #expect(full.stdout.components(separatedBy: "orange-secret-0123456789").count - 1 == 2)
+        #expect(full.stdout.components(separatedBy: "sendgrid-key-0123456789").count - 1 == 2)
         #expect(full.stdout.contains("http://router:8080"))
         // The bus's keys are files (compose secrets): the router's secret key and allowlist reach
         // only the router, each service's key only that service, the router's public key all four.

@@ -28,6 +28,7 @@ func withProviderEdge(_ body: @Sendable (_ router: Router, _ sandbox: ProviderSa
             "MESSAGING_ORANGE_CLIENT_SECRET": c.orangeClientSecret, "MESSAGING_ORANGE_SENDER": "+33700000000",
             "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50",
             "MESSAGING_WEBHOOK_BASE_URL": edgeURL,
+            "MESSAGING_SENDGRID_URL": base, "MESSAGING_SENDGRID_API_KEY": c.sendGridAPIKey, "MESSAGING_EMAIL_FROM": "no-reply@caremesh.test",
         ]) { $1 }
         try await body(router, sandbox, edgeURL, env)
     }
