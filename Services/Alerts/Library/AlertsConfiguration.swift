@@ -1,3 +1,4 @@
+import CareMeshContracts
 import Foundation
 
 /// Alerts' tunables, from the environment (`ALERTS_…`).

@@ -1,3 +1,4 @@
+import CareMeshContracts
 import Foundation
 
 /// Any JSON value, decoded strictly (a number is never a boolean).

@@ -141,6 +141,8 @@ public enum MessagingService {
         h.register(MessagingMethods.listAnnouncements) { r, ctx in try await announcements.list(r, ctx) }
         h.register(MessagingMethods.listMyNotifications) { r, ctx in try await notifications.listMine(r, ctx) }
         h.register(MessagingMethods.markNotificationsRead) { r, ctx in try await notifications.markRead(r, ctx) }
+        h.register(MessagingMethods.getMyNotificationSettings) { _, ctx in try await notifications.getSettings(ctx) }
+        h.register(MessagingMethods.putMyNotificationSettings) { r, ctx in try await notifications.putSettings(r, ctx) }
         h.register(MessagingMethods.createNotificationStreamTicket) { r, ctx in try await notifications.createTicket(r, ctx) }
         h.register(MessagingMethods.openNotificationStream) { r, ctx in try await notifications.openStream(r, ctx) }
         h.register(MessagingMethods.redeemNotificationStreamTicket) { r, ctx in try await notifications.redeemTicket(r, ctx) }

@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "fa5a029f8ab33063"
+public let protoFingerprint = "6fec1e0920434f67"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -451,6 +451,12 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/ListMyNotifications`
     public static let listMyNotifications = RPCMethod<Caremesh_Messaging_V1_ListMyNotificationsRequest, Caremesh_Messaging_V1_ListMyNotificationsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ListMyNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/GetMyNotificationSettings`
+    public static let getMyNotificationSettings = RPCMethod<Caremesh_Messaging_V1_GetMyNotificationSettingsRequest, Caremesh_Messaging_V1_GetMyNotificationSettingsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/GetMyNotificationSettings", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/PutMyNotificationSettings`
+    public static let putMyNotificationSettings = RPCMethod<Caremesh_Messaging_V1_PutMyNotificationSettingsRequest, Caremesh_Messaging_V1_PutMyNotificationSettingsResponse>(
+        path: "/caremesh.messaging.v1.Messaging/PutMyNotificationSettings", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.messaging.v1.Messaging/MarkNotificationsRead`
     public static let markNotificationsRead = RPCMethod<Caremesh_Messaging_V1_MarkNotificationsReadRequest, Caremesh_Messaging_V1_MarkNotificationsReadResponse>(
         path: "/caremesh.messaging.v1.Messaging/MarkNotificationsRead", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
@@ -467,7 +473,7 @@ public enum MessagingMethods {
     public static let replayNotifications = RPCMethod<Caremesh_Messaging_V1_ReplayNotificationsRequest, Caremesh_Messaging_V1_ReplayNotificationsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ReplayNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, sendEmail.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, sendEmail.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, getMyNotificationSettings.erased, putMyNotificationSettings.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -603,6 +609,8 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.retireAnnouncement.erased,
     MessagingMethods.listAnnouncements.erased,
     MessagingMethods.listMyNotifications.erased,
+    MessagingMethods.getMyNotificationSettings.erased,
+    MessagingMethods.putMyNotificationSettings.erased,
     MessagingMethods.markNotificationsRead.erased,
     MessagingMethods.createNotificationStreamTicket.erased,
     MessagingMethods.openNotificationStream.erased,

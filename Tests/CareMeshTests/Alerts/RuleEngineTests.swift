@@ -1,4 +1,5 @@
 import AlertsService
+import CareMeshContracts
 import Foundation
 import Testing
 

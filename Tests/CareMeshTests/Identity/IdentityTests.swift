@@ -157,6 +157,10 @@ import Testing
     func routerRefuses() async throws {
         try await withIdentity { s in
             let signup = try await register(s)
+            // Counted from here: identity's own call after Register (the verification email to a
+            // messaging that is not running) is not this test's.
+            try await Task.sleep(for: .milliseconds(300))
+            let before = s.router.stats.unauthenticated
             #expect(await code { _ = try await s.client.call(IdentityMethods.whoAmI, request: .init()) } == .unauthenticated)
             let tampered = signup.session.accessToken.dropLast(4) + "AAAA"
             #expect(await code {
@@ -166,7 +170,7 @@ import Testing
             let keys = try await s.client.call(IdentityMethods.getSigningKeys, request: .init())
             #expect(keys.keys.count >= 1 && keys.keys.allSatisfy { $0.alg == "EdDSA" && $0.crv == "Ed25519" })
             #expect(Set(keys.keys.map(\.kid)) == s.router.signingKeyIDs)
-            #expect(s.router.stats.unauthenticated == 2)
+            #expect(s.router.stats.unauthenticated - before == 2)
         }
     }
 

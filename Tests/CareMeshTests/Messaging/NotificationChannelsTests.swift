@@ -76,4 +76,56 @@ struct NotificationChannelsTests {
                 .encoding == .gsm7)
         }
     }
+
+    static func at(_ text: String) -> Date { try! Date(text, strategy: .iso8601) }
+
+    @Test("quiet hours hold what is not critical until they end, across midnight and a clock change; critical goes now")
+    func quietHours() throws {
+        let paris = try #require(TimeZone(identifier: "Europe/Paris"))
+        let night = QuietWindow(start: LocalTime("22:00")!, end: LocalTime("07:00")!)
+        let settings = PersonSettings(timeZone: paris, quiet: night, off: [])
+        // 23:30 Paris (22:30Z, winter): held until 07:00 Paris the next morning.
+        #expect(settings.decide(.sosAccepted, .sms, now: Self.at("2026-12-07T22:30:00Z")) == .at(Self.at("2026-12-08T06:00:00Z")))
+        // 06:59 Paris: still held, one minute.
+        #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-12-08T05:59:00Z")) == .at(Self.at("2026-12-08T06:00:00Z")))
+        // 07:00 and 21:59 Paris: out of the window.
+        #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-12-08T06:00:00Z")) == .now)
+        #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-12-08T20:59:00Z")) == .now)
+        // The night the clocks go back (25 October 2026): 07:00 local is 06:00Z.
+        #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-10-25T01:30:00Z")) == .at(Self.at("2026-10-25T06:00:00Z")))
+        // An SOS offer is critical, and the stream is never held.
+        #expect(settings.decide(.sosOffered, .sms, now: Self.at("2026-12-07T22:30:00Z")) == .now)
+        #expect(settings.decide(.sosAccepted, .stream, now: Self.at("2026-12-07T22:30:00Z")) == .now)
+        // A daytime window that does not wrap.
+        let lunch = PersonSettings(timeZone: .gmt, quiet: QuietWindow(start: LocalTime("12:00")!, end: LocalTime("13:30")!), off: [])
+        #expect(lunch.decide(.chatMessage, .push, now: Self.at("2026-12-07T12:10:00Z")) == .at(Self.at("2026-12-07T13:30:00Z")))
+        #expect(lunch.decide(.chatMessage, .push, now: Self.at("2026-12-07T13:30:00Z")) == .now)
+        // A channel turned off for a kind is off for it only, and never for a critical kind.
+        let off = PersonSettings(timeZone: .gmt, quiet: nil, off: [PersonSettings.key(.sosUpdated, .sms)])
+        #expect(off.decide(.sosUpdated, .sms, now: Date()) == .off)
+        #expect(off.decide(.sosAccepted, .sms, now: Date()) == .now)
+        #expect(off.decide(.sosUpdated, .push, now: Date()) == .now)
+    }
+
+    @Test("settings are validated field by field; a critical kind cannot be turned off")
+    func settingsValidation() throws {
+        var s = Caremesh_Messaging_V1_NotificationSettings()
+        s.timeZone = "Mars/Olympus"
+        s.quietHours = .with { $0.start = "22:00"; $0.end = "7:00" }
+        s.kinds = [.with { $0.kind = .sosOffered; $0.off = [.sms] }, .with { $0.kind = .chatMessage; $0.off = [.stream] }]
+        do {
+            _ = try Notifications.validated(s)
+            Issue.record("accepted")
+        } catch {
+            #expect(Set(error.details.flatMap(\.badRequest.fieldViolations).map(\.field))
+                    == ["settings.time_zone", "settings.quiet_hours.end", "settings.kinds[0].kind", "settings.kinds[1].off[0]"])
+        }
+        s.timeZone = "Europe/Paris"
+        s.quietHours.end = "07:00"
+        s.kinds = [.with { $0.kind = .chatMessage; $0.off = [.push, .sms] }]
+        let ok = try Notifications.validated(s)
+        #expect(ok.quiet == QuietWindow(start: LocalTime("22:00")!, end: LocalTime("07:00")!) && ok.off.count == 2)
+        #expect(Notifications.proto(ok) == s)
+        #expect(Notifications.proto(.defaults).timeZone == "UTC" && !Notifications.proto(.defaults).hasQuietHours)
+    }
 }

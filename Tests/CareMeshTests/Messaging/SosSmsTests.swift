@@ -114,4 +114,76 @@ extension SmsTests {
             #expect(outcomes == ["accepted", "taken"])
         }
     }
+
+    /// Quiet hours from an hour ago to an hour from now, in UTC.
+    static func quietNow() -> Caremesh_Messaging_V1_NotificationSettings {
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = .gmt
+        func hhmm(_ d: Date) -> String { String(format: "%02d:%02d", utc.component(.hour, from: d), utc.component(.minute, from: d)) }
+        return .with {
+            $0.timeZone = "UTC"
+            $0.quietHours = .with { $0.start = hhmm(Date().addingTimeInterval(-3_600)); $0.end = hhmm(Date().addingTimeInterval(3_600)) }
+        }
+    }
+
+    @Test func quietHoursHoldTheRequestersNewsButNotAVolunteersOfferAndAKindTurnedOffIsNotTexted() async throws {
+        try await withStack(["DISPATCH_WAVE_SIZE": "1"], dispatch: true) { s in
+            let requester = try await TestAccount.make(s.client, s.db, role: "user")
+            let volunteer = try await TestAccount.make(s.client, s.db, role: "volunteer")
+            let requesterPhone = try await chooseSms(s, requester, sms: true)
+            let volunteerPhone = try await chooseSms(s, volunteer, sms: true)
+            for who in [requester, volunteer] {
+                let saved = try await s.client.call(MessagingMethods.putMyNotificationSettings, request: .with { $0.settings = Self.quietNow() },
+                                                    options: who.auth).settings
+                #expect(saved == Self.quietNow())
+            }
+            #expect(try await s.client.call(MessagingMethods.getMyNotificationSettings, request: .init(), options: requester.auth).settings
+                    == Self.quietNow())
+            try await Self.placeVolunteers([volunteer], near: Self.paris, s.db)
+            let sos = try await Self.createSos(s, by: requester, at: Self.paris)
+            // The offer is critical: texted at once, quiet hours or not.
+            let offer = try await texts(s, to: volunteerPhone, count: 1)
+            #expect(offer[0].contains("SOS near you"))
+            // Accepted in the app: the requester's news waits for the end of their quiet hours, as a scheduled SMS.
+            _ = try await s.client.call(DispatchMethods.acceptSos, request: .with { $0.sosID = sos.id }, options: volunteer.auth)
+            let held = try await TestStack.eventually(timeout: .seconds(10)) {
+                let rows = try await s.db.sql("""
+                    SELECT status, extract(epoch FROM scheduled_at - now())::float8 FROM messaging.sms_messages
+                    WHERE phone_number = \(requesterPhone) AND message_type = 'notification'
+                    """).map { try $0.decode((String, Double).self) }
+                guard let row = rows.first else { throw RPCError(.unavailable, "no SMS for the requester yet") }
+                return row
+            }
+            #expect(held.0 == "scheduled" && held.1 > 0 && held.1 <= 3_600)
+            #expect(!s.sandbox.received.contains { $0.to == requesterPhone })
+            let accepted = try await s.client.call(MessagingMethods.listMyNotifications, request: .init(), options: requester.auth).notifications
+            #expect(accepted.first?.kind == .sosAccepted && accepted.first?.deliveries.first { $0.channel == .sms }?.status == .queued)
+
+            // SMS turned off for SOS news (no quiet hours): the volunteer dropping out reaches the stream only.
+            let off = try await s.client.call(MessagingMethods.putMyNotificationSettings, request: .with {
+                $0.settings = .with { $0.timeZone = "Europe/Paris"; $0.kinds = [.with { $0.kind = .sosUpdated; $0.off = [.sms] }] }
+            }, options: requester.auth).settings
+            #expect(!off.hasQuietHours && off.kinds.first?.off == [.sms])
+            _ = try await s.client.call(DispatchMethods.cancelSos, request: .with { $0.sosID = sos.id; $0.reason = "car broke down" },
+                                        options: volunteer.auth)
+            let updated = try await TestStack.eventually(timeout: .seconds(10)) {
+                let n = try await s.client.call(MessagingMethods.listMyNotifications, request: .init(), options: requester.auth).notifications
+                guard let first = n.first, first.kind == .sosUpdated else { throw RPCError(.unavailable, "no update yet") }
+                return first
+            }
+            // Routed (give it a moment), and no SMS for it.
+            _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                guard try await s.count("SELECT count(*) FROM messaging.notifications WHERE route_at IS NOT NULL") == 0 else {
+                    throw RPCError(.unavailable, "not routed yet")
+                }
+            }
+            #expect(try await s.count("""
+                SELECT count(*) FROM messaging.sms_messages WHERE client_correlator = \("notification:\(updated.id)")
+                """) == 0)
+            #expect(updated.deliveries.map(\.channel) == [.stream])
+            // Someone else's settings are not theirs to read: each reads their own.
+            #expect(try await s.client.call(MessagingMethods.getMyNotificationSettings, request: .init(), options: volunteer.auth).settings
+                    == Self.quietNow())
+        }
+    }
 }

@@ -71,11 +71,20 @@ final class NotificationRouter: Service, Sendable {
         }
         guard !claimed.isEmpty else { return false }
         let contacts = try await directory.contactPoints(of: claimed.filter { NotificationChannels.smsKinds.contains($0.kind) }.map(\.person))
+        let now = Date()
         let texted = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
             var texted = false
+            let settings = try await Notifications.settings(of: claimed.map(\.person), on: c, logger: self.logger)
             for n in claimed {
                 guard let phone = NotificationChannels.smsNumber(n.kind, contacts[n.person]) else { continue }
-                texted = try await self.text(n, to: phone, on: c) || texted
+                // The person's settings: now, held until their quiet hours end (a scheduled SMS), or not at all.
+                let held: Date?
+                switch (settings[n.person] ?? .defaults).decide(n.kind, .sms, now: now) {
+                case .off: continue
+                case .now: held = nil
+                case .at(let end): held = end
+                }
+                texted = try await self.text(n, to: phone, at: held, on: c) || texted
             }
             try await c.query("UPDATE notifications SET route_at = NULL WHERE id = ANY(\(claimed.map(\.id)))", logger: self.logger)
             return texted
@@ -84,16 +93,16 @@ final class NotificationRouter: Service, Sendable {
         return claimed.count == Self.batch
     }
 
-    /// Records the SMS of `n` (with a reply code if it takes one) and its delivery. True when
-    /// an SMS was queued.
-    func text(_ n: Claimed, to phone: String, on c: PostgresConnection) async throws -> Bool {
+    /// Records the SMS of `n` (with a reply code if it takes one; scheduled for `at` when held)
+    /// and its delivery. True when an SMS was queued to go now.
+    func text(_ n: Claimed, to phone: String, at: Date?, on c: PostgresConnection) async throws -> Bool {
         var code: String?
         if NotificationChannels.takesReply(n.kind), let sos = n.data["sos_id"].flatMap(UUID.init(uuidString:)) {
             code = try await replyCode(phone: phone, person: n.person, sos: sos, notification: n.id, on: c)
         }
         let text = NotificationChannels.smsText(kind: n.kind, title: n.title, body: n.body, data: n.data, code: code)
         let plan = SmsDesk.SendPlan(correlator: "notification:\(n.id.text)", to: phone, patient: nil, type: "notification", template: nil,
-                                    language: nil, variables: [:], text: text, scheduledAt: nil, callbackData: nil)
+                                    language: nil, variables: [:], text: text, scheduledAt: at, callbackData: nil)
         let recorded = try await SmsDesk.recordOne(desk.plainText(plan, by: MessagingService.actor), on: c, logger: logger)
         let message = recorded.message.flatMap { UUID(uuidString: $0.id) }
         let (status, error): (String, String) = switch recorded.outcome {
@@ -106,7 +115,7 @@ final class NotificationRouter: Service, Sendable {
             VALUES (\(n.id), 'sms', \(status), 1, \(message), \(error))
             ON CONFLICT (notification_id, channel) DO NOTHING
             """, logger: logger)
-        return recorded.outcome == "created"
+        return recorded.outcome == "created" && at == nil
     }
 
     /// A code for the offer of `sos` texted to `phone`: four digits none of the phone's live
