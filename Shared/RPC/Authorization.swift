@@ -38,6 +38,14 @@ extension RPCContext {
         return caller
     }
 
+    /// The caller, if it is one of the services `subjects` names (e.g. "service:messaging");
+    /// `PERMISSION_DENIED` with `refusal` otherwise: a method only certain services call.
+    public func requireService(_ subjects: Set<String>, _ refusal: String) throws(RPCError) -> Caller {
+        let caller = try requireRole(["service"])
+        guard subjects.contains(caller.subject) else { throw RPCError(.permissionDenied, refusal) }
+        return caller
+    }
+
     /// The user a request names in `field` (empty: the caller), if that is the caller or the
     /// caller holds one of `roles` (e.g. admins); a malformed id is `INVALID_ARGUMENT` naming
     /// the field, anyone else's `PERMISSION_DENIED`.

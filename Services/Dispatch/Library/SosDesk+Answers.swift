@@ -10,10 +10,7 @@ extension SosDesk {
     static let answerRelays: Set<String> = ["service:messaging"]
 
     func answer(_ r: Caremesh_Dispatch_V1_AnswerOfferRequest, _ context: RPCContext) async throws -> Caremesh_Dispatch_V1_AnswerOfferResponse {
-        let caller = try context.requireRole(["service"])
-        guard Self.answerRelays.contains(caller.subject) else {
-            throw RPCError(.permissionDenied, "only messaging answers offers for their responders")
-        }
+        _ = try context.requireService(Self.answerRelays, "only messaging answers offers for their responders")
         var v = FieldViolations()
         let responder = v.uuid(r.responderID, "responder_id")
         try v.throwIfAny()

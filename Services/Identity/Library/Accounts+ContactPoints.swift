@@ -20,10 +20,7 @@ extension Accounts {
     func contactPoints(_ r: Caremesh_Identity_V1_GetContactPointsRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_GetContactPointsResponse
     {
-        let caller = try context.requireRole(["service"])
-        guard Self.contactReaders.contains(caller.subject) else {
-            throw RPCError(.permissionDenied, "only messaging reads contact points")
-        }
+        _ = try context.requireService(Self.contactReaders, "only messaging reads contact points")
         var v = FieldViolations()
         v.check(r.userIds.count <= 100, "user_ids", "at most 100")
         let ids = r.userIds.enumerated().compactMap { i, id in v.uuid(id, "user_ids[\(i)]") }

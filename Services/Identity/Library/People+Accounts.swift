@@ -58,10 +58,7 @@ extension People {
     func resolve(_ r: Caremesh_Identity_V1_ResolvePersonRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_ResolvePersonResponse
     {
-        let caller = try context.requireRole(["service"])
-        guard Self.resolvers.contains(caller.subject) else {
-            throw RPCError(.permissionDenied, "only dispatch and alerts resolve people")
-        }
+        _ = try context.requireService(Self.resolvers, "only dispatch and alerts resolve people")
         var v = FieldViolations()
         let id = v.uuid(r.id, "id")
         try v.throwIfAny()

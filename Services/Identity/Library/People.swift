@@ -133,10 +133,7 @@ final class People: Sendable {
     func contact(_ r: Caremesh_Identity_V1_GetPatientContactRequest, _ context: RPCContext) async throws
         -> Caremesh_Identity_V1_GetPatientContactResponse
     {
-        let caller = try context.requireRole(["service"])
-        guard caller.subject == Self.contactReader else {
-            throw RPCError(.permissionDenied, "only the messaging service reads contacts")
-        }
+        let caller = try context.requireService([Self.contactReader], "only the messaging service reads contacts")
         var v = FieldViolations()
         let purpose = Self.purpose(r.purpose, into: &v)
         let id = UUID(uuidString: r.patientID)

@@ -157,4 +157,34 @@ extension SmsTests {
             _ = try await s.client.call(IdentityMethods.login, request: .with { $0.email = person.email; $0.password = "a changed passphrase" })
         }
     }
+
+    @Test func anEmailTheProviderRefusesForNowIsSentOnRetryAndOneThatExpiredIsNeverSent() async throws {
+        try await withStack { s in
+            let person = try await register(s)
+            _ = try await emailedCode(s, to: person.email, subject: "Confirm your CareMesh email")
+            // SendGrid answers 503 twice, then takes it: sent on the third attempt.
+            s.sandbox.apply(.init(api: "sendgrid", to: person.email, sendErrors: [503, 503]))
+            _ = try await s.client.call(IdentityMethods.requestPasswordReset, request: .with { $0.email = person.email })
+            _ = try await emailedCode(s, to: person.email, subject: "Your CareMesh password reset code")
+            let attempts = try await s.db.sql("""
+                SELECT attempts, status FROM messaging.emails WHERE to_address = \(person.email) AND kind = 'password_reset'
+                """).map { try $0.decode((Int32, String).self) }
+            #expect(attempts.count == 1 && attempts[0].0 == 3 && attempts[0].1 == "sent")
+            // One that expired while it waited is given up, blanked, never sent.
+            let before = s.sandbox.emails.count
+            _ = try await s.db.sql("""
+                INSERT INTO messaging.emails (kind, to_address, subject, body_text, client_correlator, requested_by, expires_at, next_attempt_at)
+                VALUES ('password_reset', 'late@example.org', 'Your CareMesh password reset code', 'code 12345678', 'late-1',
+                        'service:identity', now() - interval '1 second', now())
+                """)
+            let failed = try await TestStack.eventually(timeout: .seconds(10)) {
+                let rows = try await s.db.sql("SELECT status, body_text, error_message FROM messaging.emails WHERE client_correlator = 'late-1'")
+                    .map { try $0.decode((String, String, String?).self) }
+                guard rows.first?.0 == "failed" else { throw RPCError(.unavailable, "not given up yet") }
+                return rows[0]
+            }
+            #expect(!failed.1.contains("12345678") && failed.2 == "expired before it could be sent")
+            #expect(s.sandbox.emails.count == before)
+        }
+    }
 }

@@ -33,8 +33,7 @@ final class Emails: Service, Sendable {
     }
 
     func send(_ r: Caremesh_Messaging_V1_SendEmailRequest, _ context: RPCContext) async throws -> Caremesh_Messaging_V1_SendEmailResponse {
-        let caller = try context.requireRole(["service"])
-        guard Self.requesters.contains(caller.subject) else { throw RPCError(.permissionDenied, "only identity sends account emails") }
+        let caller = try context.requireService(Self.requesters, "only identity sends account emails")
         var v = FieldViolations()
         let to = r.to.trimmingCharacters(in: .whitespaces)
         v.check(to.count >= 3 && to.count <= 320 && to.contains("@") && !to.hasPrefix("@") && !to.contains(where: \.isWhitespace),

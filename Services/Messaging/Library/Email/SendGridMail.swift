@@ -11,6 +11,12 @@ struct SendGridMail: Sendable {
     let apiKey: String
     let from: String
 
+    init(baseURL: String, apiKey: String, from: String) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.apiKey = apiKey
+        self.from = from
+    }
+
     struct Body: Encodable {
         struct Address: Encodable { var email: String }
         struct Personalization: Encodable { var to: [Address] }
@@ -32,7 +38,7 @@ struct SendGridMail: Sendable {
     func send(id: UUID, to: String, subject: String, text: String, timeout: Duration) async throws(ProviderError) -> String {
         let body = Body(personalizations: [.init(to: [.init(email: to)])], from: .init(email: from), subject: subject,
                         content: [.init(type: "text/plain", value: text)], custom_args: ["email_id": id.uuidString.lowercased()])
-        var request = HTTPClientRequest(url: "\(baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL)/v3/mail/send")
+        var request = HTTPClientRequest(url: "\(baseURL)/v3/mail/send")
         request.method = .POST
         request.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
         request.headers.add(name: "Content-Type", value: "application/json")

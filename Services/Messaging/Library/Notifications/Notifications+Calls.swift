@@ -128,8 +128,7 @@ extension Notifications {
     func replay(_ r: Caremesh_Messaging_V1_ReplayNotificationsRequest, _ context: RPCContext) async throws
         -> Caremesh_Messaging_V1_ReplayNotificationsResponse
     {
-        let caller = try context.requireRole(["service"])
-        guard caller.subject == Self.streamer else { throw RPCError(.permissionDenied, "only the router's edge replays notifications") }
+        _ = try context.requireService([Self.streamer], "only the router's edge replays notifications")
         var v = FieldViolations()
         let person = v.uuid(r.personID, "person_id")
         v.check(r.afterSeq >= 0, "after_seq", "must be 0 or more")

@@ -22,6 +22,8 @@ final class SosSmsAnswers: Service, Sendable {
     let signal = ChangeSignal()
 
     static let maxAttempts = 6
+    /// Answers claimed per round.
+    static let batch = 16
 
     init(store: Store, client: RPCClient, sender: SmsSender, configuration: MessagingConfiguration, logger: Logger) {
         self.store = store
@@ -69,7 +71,7 @@ final class SosSmsAnswers: Service, Sendable {
                     UPDATE sos_sms_answers a SET attempts = a.attempts + 1,
                         next_attempt_at = now() + make_interval(secs => least(60, 2 ^ a.attempts))
                     FROM (SELECT id FROM sos_sms_answers WHERE outcome IS NULL AND next_attempt_at <= now() ORDER BY next_attempt_at
-                          LIMIT 16 FOR UPDATE SKIP LOCKED) d
+                          LIMIT \(Self.batch) FOR UPDATE SKIP LOCKED) d
                     WHERE a.id = d.id
                     RETURNING a.id, a.phone_number, a.code, a.accept, a.attempts)
                 SELECT c.id, c.phone_number, c.code, c.accept, c.attempts, r.person_id, r.sos_id,
@@ -89,7 +91,7 @@ final class SosSmsAnswers: Service, Sendable {
             replied = try await finish(answer, outcome, why: why) || replied
         }
         if replied { sender.wake() }
-        return due.count == 16
+        return due.count == Self.batch
     }
 
     /// What came of `answer` and dispatch's reason, or nil to try again later.
@@ -118,14 +120,9 @@ final class SosSmsAnswers: Service, Sendable {
         try await store.withTransaction { c in
             var reply: UUID?
             if let text = SosSmsAnswer.reply(outcome, why: why) {
-                let segments = SmsSegments(text)
-                reply = try await c.query("""
-                    INSERT INTO sms_messages (phone_number, message_content, message_type, language_code, encoding, segments,
-                                              client_correlator, sender_address, status, created_by)
-                    VALUES (\(answer.phone), \(text), 'sos_reply', 'en', \(segments.encoding.rawValue), \(Int32(segments.segments)),
-                            \("answer:\(answer.id.text)"), \(self.configuration.defaultSender), 'pending', \(MessagingService.actor))
-                    ON CONFLICT (client_correlator) DO NOTHING RETURNING id
-                    """, logger: self.logger).first(UUID.self)
+                reply = try await SmsDesk.queueReply(to: answer.phone, text, type: "sos_reply", language: "en",
+                                                     correlator: "answer:\(answer.id.text)", sender: self.configuration.defaultSender,
+                                                     on: c, logger: self.logger)
             }
             try await c.query("""
                 UPDATE sos_sms_answers SET outcome = \(outcome.rawValue), person_id = \(answer.person), sos_id = \(answer.sos),
