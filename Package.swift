@@ -118,12 +118,14 @@ let package = Package(
                           path: "Services/Alerts/Main", swiftSettings: swiftSettings),
         .target(name: "MessagingService",
                 dependencies: ["CareMeshRPC", "CareMeshStore", "CareMeshContracts", .product(name: "Crypto", package: "swift-crypto"),
+                               .product(name: "CryptoExtras", package: "swift-crypto"),
                                .product(name: "AsyncHTTPClient", package: "async-http-client")],
                 path: "Services/Messaging/Library", swiftSettings: swiftSettings),
         // The provider sandbox: a local HTTP server speaking Twilio's and Orange's APIs, posting
         // signed status callbacks with scripted outcomes (tests and `caremesh up`).
         .target(name: "ProviderSandbox",
                 dependencies: ["MessagingService", "CareMeshRPC", .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "Crypto", package: "swift-crypto"), .product(name: "CryptoExtras", package: "swift-crypto"),
                                .product(name: "AsyncHTTPClient", package: "async-http-client")],
                 path: "Services/Sandbox/Library", swiftSettings: swiftSettings),
         .executableTarget(name: "SandboxMain", dependencies: ["ProviderSandbox", "CareMeshRPC"],

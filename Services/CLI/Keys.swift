@@ -1,6 +1,7 @@
 import ArgumentParser
 import CareMeshRPC
 import Foundation
+import MessagingService
 import ZMQ
 
 /// `caremesh keys generate`: a CurveZMQ key pair for the bus, as libzmq's `curve_keygen` prints
@@ -22,14 +23,16 @@ struct Keys: ParsableCommand {
                 """)
 
         @Option(help: "Write PATH.key and PATH.pub instead of printing.") var out: String?
-        @Option(help: "Make a whole stack's keys in DIR (kept if there): router, identity, dispatch, alerts, messaging, and the router's allowlist 'workers'.")
+        @Option(help: "Make a whole stack's keys in DIR (kept if there): router, identity, dispatch, alerts, messaging, the router's allowlist 'workers', and the provider sandbox's push credentials for compose (sandbox-fcm.json, sandbox-apns.p8).")
         var stack: String?
 
         func run() throws {
             if let stack {
                 let dir = URL(fileURLWithPath: stack)
                 try BusKeyFiles.makeStack(in: dir)
-                print("\(dir.path): router.key router.pub \(StackLayout.services.map { "\($0).key" }.joined(separator: " ")) workers")
+                _ = try SandboxPushKeys.make(in: dir, sandboxURL: "http://sandbox:8090")
+                print("\(dir.path): router.key router.pub \(StackLayout.services.map { "\($0).key" }.joined(separator: " ")) workers"
+                      + " sandbox-fcm.json sandbox-apns.p8")
                 return
             }
             let pair = CurveKeyPair.generate()
@@ -85,5 +88,43 @@ enum BusKeyFiles {
         let pair = CurveKeyPair.generate()
         try write(pair, to: path)
         return pair
+    }
+}
+
+/// The provider sandbox's push credentials, made once in a folder as the providers' consoles
+/// hand them out: a Google service account's key file (`sandbox-fcm.json`, its `token_uri` the
+/// sandbox's) and an APNs auth key (`sandbox-apns.p8`); the same files serve the sandbox (to
+/// verify) and messaging (to sign).
+enum SandboxPushKeys {
+    static let apnsKeyID = "SANDBOXK01", apnsTeamID = "SANDBOXT01", apnsTopic = "org.caremesh.app"
+
+    /// The two files in `dir`, made there first if missing.
+    static func make(in dir: URL, sandboxURL: String) throws -> (fcm: URL, apns: URL) {
+        let fcm = dir.appendingPathComponent("sandbox-fcm.json"), apns = dir.appendingPathComponent("sandbox-apns.p8")
+        if !FileManager.default.fileExists(atPath: fcm.path) {
+            let account = try FcmServiceAccount.generate(projectID: "caremesh-sandbox",
+                                                         clientEmail: "messaging@caremesh-sandbox.iam.gserviceaccount.com",
+                                                         tokenURI: sandboxURL + "/token")
+            guard FileManager.default.createFile(atPath: fcm.path, contents: try account.json(), attributes: [.posixPermissions: 0o600]) else {
+                throw ValidationError("could not write \(fcm.path)")
+            }
+        }
+        if !FileManager.default.fileExists(atPath: apns.path) {
+            guard FileManager.default.createFile(atPath: apns.path, contents: Data(ApnsKey.generatePEM().utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw ValidationError("could not write \(apns.path)")
+            }
+        }
+        return (fcm, apns)
+    }
+
+    /// The sandbox's and messaging's settings for these files, messaging sending to `sandboxURL`.
+    static func environment(fcm: String, apns: String, sandboxURL: String) -> [String: String] {
+        [
+            "SANDBOX_FCM_CREDENTIALS_FILE": fcm, "MESSAGING_FCM_CREDENTIALS_FILE": fcm, "MESSAGING_FCM_URL": sandboxURL,
+            "SANDBOX_APNS_KEY_FILE": apns, "MESSAGING_APNS_KEY_FILE": apns, "MESSAGING_APNS_URL": sandboxURL,
+            "SANDBOX_APNS_KEY_ID": apnsKeyID, "MESSAGING_APNS_KEY_ID": apnsKeyID, "SANDBOX_APNS_TEAM_ID": apnsTeamID,
+            "MESSAGING_APNS_TEAM_ID": apnsTeamID, "SANDBOX_APNS_TOPIC": apnsTopic, "MESSAGING_APNS_TOPIC": apnsTopic,
+        ]
     }
 }

@@ -32,8 +32,9 @@ struct StackLayout {
 
     /// The sandbox provider's settings and messaging's, pointing at each other: the sandbox on
     /// `SANDBOX_PORT` (8090) with this stack's own credentials, messaging sending there with
-    /// Twilio first and Orange as failover, emails through its SendGrid, callbacks to the router's HTTP edge. Values already
-    /// in `env` are kept.
+    /// Twilio first and Orange as failover, emails through its SendGrid, pushes through its FCM and
+    /// APNs (credentials made once in `$CAREMESH_HOME`), callbacks to the router's HTTP edge.
+    /// Values already in `env` are kept.
     func sandboxEnvironment(_ env: inout [String: String]) throws {
         func hex(_ name: String) throws -> String {
             Data(base64Encoded: try secret(name))!.map { String(format: "%02x", $0) }.joined()
@@ -57,6 +58,11 @@ struct StackLayout {
             "MESSAGING_EMAIL_FROM": "no-reply@caremesh.local",
         ]
         for (key, value) in values where (env[key] ?? "").isEmpty { env[key] = value }
+        // Push: FCM and APNs credentials of the stack's own, which the sandbox verifies.
+        if (env["MESSAGING_FCM_CREDENTIALS_FILE"] ?? "").isEmpty && (env["MESSAGING_APNS_KEY_FILE"] ?? "").isEmpty {
+            let (fcm, apns) = try SandboxPushKeys.make(in: home, sandboxURL: base)
+            env.merge(SandboxPushKeys.environment(fcm: fcm.path, apns: apns.path, sandboxURL: base)) { $1 }
+        }
         env["MESSAGING_TWILIO_AUTH_TOKEN"] = env["SANDBOX_TWILIO_AUTH_TOKEN"]
         env["MESSAGING_ORANGE_CLIENT_SECRET"] = env["SANDBOX_ORANGE_CLIENT_SECRET"]
         env["MESSAGING_SENDGRID_API_KEY"] = env["SANDBOX_SENDGRID_API_KEY"]

@@ -68,6 +68,11 @@ extension Caremesh_Messaging_V1_DeliveryChannel: StoredNamed {
     public static let storedNames: [Self: String] = [.stream: "stream", .push: "push", .sms: "sms", .email: "email"]
 }
 
+extension Caremesh_Messaging_V1_PushPlatform: StoredNamed {
+    /// As in `messaging.push_devices.platform`.
+    public static let storedNames: [Self: String] = [.fcm: "fcm", .apns: "apns"]
+}
+
 extension Caremesh_Messaging_V1_DeliveryStatus: StoredNamed {
     /// As in `messaging.notification_deliveries.status`.
     public static let storedNames: [Self: String] = [

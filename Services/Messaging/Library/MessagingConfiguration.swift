@@ -13,6 +13,9 @@ import Foundation
 /// | `MESSAGING_ORANGE_WEBHOOK_KEY` | the secret in the receipts' `notifyURL` (Orange signs nothing) |
 /// | `MESSAGING_SENDGRID_URL` | SendGrid's API (`https://api.sendgrid.com`) |
 /// | `MESSAGING_SENDGRID_API_KEY`, `MESSAGING_EMAIL_FROM` | the API key, and the address emails come from |
+/// | `MESSAGING_FCM_CREDENTIALS_FILE`, `MESSAGING_FCM_URL` | a Google service account's key file (JSON), FCM's API (`https://fcm.googleapis.com`) |
+/// | `MESSAGING_APNS_KEY_FILE`, `MESSAGING_APNS_KEY_ID`, `MESSAGING_APNS_TEAM_ID`, `MESSAGING_APNS_TOPIC` | an APNs auth key (`.p8`), its id, the team, the app's bundle id |
+/// | `MESSAGING_APNS_URL` | APNs (`https://api.push.apple.com`; `https://api.sandbox.push.apple.com` for development builds) |
 /// | `MESSAGING_WEBHOOK_BASE_URL` | where providers reach the router's HTTP edge, e.g. `https://edge.example.org` |
 /// | `MESSAGING_SEND_TIMEOUT_MS` | one provider request (10000) |
 /// | `MESSAGING_RETRY_BACKOFF_MS` | the first retry's delay, doubled each time (2000) |
@@ -42,10 +45,23 @@ public struct MessagingConfiguration: Sendable {
         public var from: String
     }
 
+    public struct Fcm: Sendable, Equatable {
+        public var baseURL = "https://fcm.googleapis.com"
+        public var account: FcmServiceAccount
+    }
+
+    public struct Apns: Sendable, Equatable {
+        public var baseURL = "https://api.push.apple.com"
+        public var key: ApnsKey
+    }
+
     public var twilio: Twilio?
     public var orange: Orange?
     /// The email provider, or nil (emails wait, queued, until one is configured).
     public var sendGrid: SendGrid?
+    /// The push providers, each or neither (pushes for a platform not configured wait, queued).
+    public var fcm: Fcm?
+    public var apns: Apns?
     /// Provider names in failover order.
     public var providerOrder: [String] = []
     public var webhookBaseURL: String?
@@ -107,6 +123,7 @@ public struct MessagingConfiguration: Sendable {
             sendGrid = SendGrid(apiKey: key, from: from)
             if let url = value("MESSAGING_SENDGRID_URL") { sendGrid!.baseURL = url }
         }
+        try parsePush(value)
         if let order = value("MESSAGING_SMS_PROVIDERS") {
             providerOrder = order.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             for name in providerOrder {

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// for alerts' care alerts (`VoiceCalls`), appointment reminders from dispatch's events
 /// (`Reminders`), SOS chat (`SosChat`), patient–practitioner conversations (`Conversations`),
 /// company announcements (`Announcements`), notifications on the channels people chose
-/// (`Notifications`, `NotificationRouter`, `SosSmsAnswers`), identity's account emails
+/// (`Notifications`, `NotificationRouter`, `SosSmsAnswers`, `PushDevices`, `PushSender`), identity's account emails
 /// (`Emails`), and the providers' webhooks.
 public enum MessagingService {
     /// The MDP service name, and the name of its schema.
@@ -33,6 +33,7 @@ public enum MessagingService {
                             logger: Logger = Logger(label: "caremesh.messaging")) async throws -> ServiceHost {
         let configuration = try MessagingConfiguration(environment: environment)
         let client = try RPCClient.forService(name, environment: environment, logger: logger)
+        let pushProviders = try configuration.pushProviders()
         let host = try await ServiceHost.make(service: name, migrations: migrations, environment: environment, logger: logger) { store, outbox in
             let sender = SmsSender(store: store, outbox: outbox, configuration: configuration, providers: configuration.smsProviders(), logger: logger)
             let desk = SmsDesk(store: store, configuration: configuration, sender: sender, logger: logger)
@@ -44,8 +45,9 @@ public enum MessagingService {
             let notifications = Notifications(store: store, outbox: outbox, logger: logger)
             let directory = ContactDirectory(client: client)
             let emails = Emails(store: store, configuration: configuration, logger: logger)
-            let routing = NotificationRouter(store: store, directory: directory, desk: desk, sender: sender, configuration: configuration,
-                                             logger: logger)
+            let pusher = PushSender(store: store, configuration: configuration, providers: pushProviders, logger: logger)
+            let routing = NotificationRouter(store: store, directory: directory, desk: desk, sender: sender, pusher: pusher,
+                                             configuration: configuration, logger: logger)
             let chat = SosChat(store: store, outbox: outbox, notifications: notifications, logger: logger)
             let conversations = Conversations(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
@@ -57,7 +59,7 @@ public enum MessagingService {
                 try await chat.apply(event, c)
                 try await notifications.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers, emails]
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers, emails, pusher]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {
@@ -75,7 +77,7 @@ public enum MessagingService {
             return ServiceHost.Parts(
                 handlers: handlers(store: store, outbox: outbox, desk: desk, webhooks: webhooks, chat: chat,
                                    conversations: conversations, notifications: notifications, directory: directory, emails: emails,
-                                   logger: logger),
+                                   devices: PushDevices(store: store, logger: logger), logger: logger),
                 jobs: [WebhookRetention.job: { job, c in try await retention.run(job, c) }],
                 background: background,
                 prepare: [{ c in
@@ -108,7 +110,7 @@ public enum MessagingService {
 
     static func handlers(store: Store, outbox: Outbox, desk: SmsDesk, webhooks: Webhooks, chat: SosChat,
                          conversations: Conversations, notifications: Notifications, directory: ContactDirectory, emails: Emails,
-                         logger: Logger)
+                         devices: PushDevices, logger: Logger)
         -> RPCHandlers
     {
         var h = RPCHandlers()
@@ -143,6 +145,9 @@ public enum MessagingService {
         h.register(MessagingMethods.markNotificationsRead) { r, ctx in try await notifications.markRead(r, ctx) }
         h.register(MessagingMethods.getMyNotificationSettings) { _, ctx in try await notifications.getSettings(ctx) }
         h.register(MessagingMethods.putMyNotificationSettings) { r, ctx in try await notifications.putSettings(r, ctx) }
+        h.register(MessagingMethods.registerMyPushDevice) { r, ctx in try await devices.register(r, ctx) }
+        h.register(MessagingMethods.listMyPushDevices) { _, ctx in try await devices.list(ctx) }
+        h.register(MessagingMethods.removeMyPushDevice) { r, ctx in try await devices.remove(r, ctx) }
         h.register(MessagingMethods.createNotificationStreamTicket) { r, ctx in try await notifications.createTicket(r, ctx) }
         h.register(MessagingMethods.openNotificationStream) { r, ctx in try await notifications.openStream(r, ctx) }
         h.register(MessagingMethods.redeemNotificationStreamTicket) { r, ctx in try await notifications.redeemTicket(r, ctx) }

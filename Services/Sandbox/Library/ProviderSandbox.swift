@@ -10,8 +10,9 @@ import Synchronization
 
 /// A local stand-in for the SMS providers, speaking their wire formats: Twilio's Messages API
 /// (HTTP Basic with the account SID and auth token, form bodies, `X-Twilio-Signature`d status
-/// callbacks to the message's `StatusCallback`) and Orange's SMS API (OAuth 2.0 client
-/// credentials, `outboundSMSMessageRequest`, delivery receipts to the `notifyURL`).
+/// callbacks to the message's `StatusCallback`), Orange's SMS API (OAuth 2.0 client
+/// credentials, `outboundSMSMessageRequest`, delivery receipts to the `notifyURL`), Twilio's
+/// voice calls, SendGrid's mail send, and push: FCM HTTP v1 and APNs.
 ///
 /// Outcomes are scripted, per API and per destination number: the next sends may answer HTTP
 /// errors (for retries and failover), a number's messages end delivered, undelivered or
@@ -27,6 +28,10 @@ public final class ProviderSandbox: Service, Sendable {
         public var orangeClientID = "sandbox-orange-client"
         public var orangeClientSecret = "sandbox-orange-secret"
         public var sendGridAPIKey = "SG.sandbox-sendgrid-key"
+        /// FCM's service account (its `token_uri` is ignored: the sandbox's is `/token`).
+        public var fcmAccount = Self.generatedFcmAccount
+        /// APNs' auth key, its id, the team and the app's bundle id.
+        public var apnsKey = Self.generatedApnsKey
         /// Before each status callback.
         public var callbackDelay: Duration = .milliseconds(20)
 
@@ -43,7 +48,19 @@ public final class ProviderSandbox: Service, Sendable {
             if let v = env["SANDBOX_ORANGE_CLIENT_SECRET"] { orangeClientSecret = v }
             if let v = env["SANDBOX_SENDGRID_API_KEY"] { sendGridAPIKey = v }
             if let v = env["SANDBOX_CALLBACK_DELAY_MS"].flatMap(Int.init) { callbackDelay = .milliseconds(v) }
+            if let data = env["SANDBOX_FCM_CREDENTIALS_FILE"].flatMap({ FileManager.default.contents(atPath: $0) }),
+               let account = try? JSONDecoder().decode(FcmServiceAccount.self, from: data) { fcmAccount = account }
+            if let pem = env["SANDBOX_APNS_KEY_FILE"].flatMap({ try? String(contentsOfFile: $0, encoding: .utf8) }) {
+                apnsKey = ApnsKey(keyID: env["SANDBOX_APNS_KEY_ID"] ?? apnsKey.keyID, teamID: env["SANDBOX_APNS_TEAM_ID"] ?? apnsKey.teamID,
+                                  topic: env["SANDBOX_APNS_TOPIC"] ?? apnsKey.topic, privateKey: pem)
+            }
         }
+
+        /// Made once per process: a fresh service account and a fresh APNs key.
+        static let generatedFcmAccount = try! FcmServiceAccount.generate(
+            projectID: "caremesh-sandbox", clientEmail: "messaging@caremesh-sandbox.iam.gserviceaccount.com", tokenURI: "http://127.0.0.1/token")
+        static let generatedApnsKey = ApnsKey(keyID: "SANDBOXK01", teamID: "SANDBOXT01", topic: "org.caremesh.app",
+                                              privateKey: ApnsKey.generatePEM())
     }
 
     /// How a message ends.
@@ -77,11 +94,17 @@ public final class ProviderSandbox: Service, Sendable {
         public var voice: VoiceOutcome?
         /// Extra delay before the final callback.
         public var delayMs: Int?
+        /// A push token (`api` "fcm" or "apns", `to` the token) no longer valid: FCM answers
+        /// `UNREGISTERED`, APNs 410 `Unregistered`.
+        public var pushGone: Bool?
 
-        enum CodingKeys: String, CodingKey { case api, to, sendErrors = "send_errors", outcome, voice, delayMs = "delay_ms" }
+        enum CodingKeys: String, CodingKey {
+            case api, to, sendErrors = "send_errors", outcome, voice, delayMs = "delay_ms", pushGone = "push_gone"
+        }
 
         public init(api: String? = nil, to: String? = nil, sendErrors: [Int]? = nil, outcome: Outcome? = nil, voice: VoiceOutcome? = nil,
-                    delayMs: Int? = nil) {
+                    delayMs: Int? = nil, pushGone: Bool? = nil) {
+            self.pushGone = pushGone
             self.api = api
             self.to = to
             self.sendErrors = sendErrors
@@ -110,6 +133,19 @@ public final class ProviderSandbox: Service, Sendable {
         public var text: String
     }
 
+    /// A push the sandbox took (FCM or APNs).
+    public struct ReceivedPush: Sendable, Codable, Equatable {
+        /// "fcm" or "apns".
+        public var platform: String
+        public var id: String
+        public var token: String
+        public var title: String
+        public var body: String
+        public var data: [String: String]
+        /// FCM's android priority (HIGH, NORMAL), or APNs' (10, 5).
+        public var priority: String
+    }
+
     /// A call the sandbox placed.
     public struct ReceivedCall: Sendable, Codable, Equatable {
         public var id: String
@@ -125,6 +161,9 @@ public final class ProviderSandbox: Service, Sendable {
         var voiceOutcomes: [String: VoiceOutcome] = [:]
         var calls: [ReceivedCall] = []
         var emails: [ReceivedEmail] = []
+        var pushes: [ReceivedPush] = []
+        var pushGone: [String: Bool] = [:]
+        var fcmTokens: [String: Date] = [:]
         var hangups: [String] = []
         var delays: [String: Int] = [:]
         var received: [Received] = []
@@ -158,6 +197,7 @@ public final class ProviderSandbox: Service, Sendable {
                 if let outcome = script.outcome { s.outcomes[key] = outcome }
                 if let voice = script.voice { s.voiceOutcomes[key] = voice }
                 if let delay = script.delayMs { s.delays[key] = delay }
+                if let gone = script.pushGone { s.pushGone[key] = gone }
             }
         }
     }
@@ -172,6 +212,11 @@ public final class ProviderSandbox: Service, Sendable {
     public var emails: [ReceivedEmail] { state.withLock { $0.emails } }
 
     func recordEmail(_ email: ReceivedEmail) { state.withLock { $0.emails.append(email) } }
+
+    /// Every push taken, oldest first.
+    public var pushes: [ReceivedPush] { state.withLock { $0.pushes } }
+
+    func recordPush(_ push: ReceivedPush) { state.withLock { $0.pushes.append(push) } }
 
     /// Every call placed, oldest first, and the ids of those hung up.
     public var calls: [ReceivedCall] { state.withLock { $0.calls } }
@@ -221,6 +266,10 @@ public final class ProviderSandbox: Service, Sendable {
         router.post("/oauth/v3/token") { request, context in try await self.orangeToken(request, context) }
         router.post("/v3/mail/send") { request, context in try await self.sendGridSend(request, context) }
         router.get("/sandbox/emails") { _, _ in Self.json(.ok, try JSONEncoder().encode(self.emails)) }
+        router.post("/token") { request, context in try await self.fcmToken(request, context) }
+        router.post("/v1/projects/:project/messages:send") { request, context in try await self.fcmSend(request, context) }
+        router.post("/3/device/:token") { request, context in try await self.apnsSend(request, context) }
+        router.get("/sandbox/pushes") { _, _ in Self.json(.ok, try JSONEncoder().encode(self.pushes)) }
         router.post("/smsmessaging/v1/outbound/:sender/requests") { request, context in
             try await self.orangeSend(request, context)
         }

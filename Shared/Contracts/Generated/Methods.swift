@@ -4,7 +4,7 @@
 import SwiftProtobuf
 
 /// The fingerprint of proto/ these files were generated from (FNV-1a 64; see the script).
-public let protoFingerprint = "6fec1e0920434f67"
+public let protoFingerprint = "8b5f2d6938906c80"
 
 /// The methods of `caremesh.alerts.v1.Alerts` (caremesh/alerts/v1/alerts.proto).
 public enum AlertsMethods {
@@ -460,6 +460,15 @@ public enum MessagingMethods {
     /// `/caremesh.messaging.v1.Messaging/MarkNotificationsRead`
     public static let markNotificationsRead = RPCMethod<Caremesh_Messaging_V1_MarkNotificationsReadRequest, Caremesh_Messaging_V1_MarkNotificationsReadResponse>(
         path: "/caremesh.messaging.v1.Messaging/MarkNotificationsRead", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RegisterMyPushDevice`
+    public static let registerMyPushDevice = RPCMethod<Caremesh_Messaging_V1_RegisterMyPushDeviceRequest, Caremesh_Messaging_V1_RegisterMyPushDeviceResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RegisterMyPushDevice", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/ListMyPushDevices`
+    public static let listMyPushDevices = RPCMethod<Caremesh_Messaging_V1_ListMyPushDevicesRequest, Caremesh_Messaging_V1_ListMyPushDevicesResponse>(
+        path: "/caremesh.messaging.v1.Messaging/ListMyPushDevices", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
+    /// `/caremesh.messaging.v1.Messaging/RemoveMyPushDevice`
+    public static let removeMyPushDevice = RPCMethod<Caremesh_Messaging_V1_RemoveMyPushDeviceRequest, Caremesh_Messaging_V1_RemoveMyPushDeviceResponse>(
+        path: "/caremesh.messaging.v1.Messaging/RemoveMyPushDevice", serviceName: "messaging", idempotency: .idempotent, access: .authenticated)
     /// `/caremesh.messaging.v1.Messaging/CreateNotificationStreamTicket`
     public static let createNotificationStreamTicket = RPCMethod<Caremesh_Messaging_V1_CreateNotificationStreamTicketRequest, Caremesh_Messaging_V1_CreateNotificationStreamTicketResponse>(
         path: "/caremesh.messaging.v1.Messaging/CreateNotificationStreamTicket", serviceName: "messaging", idempotency: .unknown, access: .authenticated)
@@ -473,7 +482,7 @@ public enum MessagingMethods {
     public static let replayNotifications = RPCMethod<Caremesh_Messaging_V1_ReplayNotificationsRequest, Caremesh_Messaging_V1_ReplayNotificationsResponse>(
         path: "/caremesh.messaging.v1.Messaging/ReplayNotifications", serviceName: "messaging", idempotency: .noSideEffects, access: .authenticated)
     /// Every method above, for registries.
-    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, sendEmail.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, getMyNotificationSettings.erased, putMyNotificationSettings.erased, markNotificationsRead.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
+    public static let all: [AnyRPCMethod] = [sendSms.erased, getSms.erased, listSms.erased, cancelSms.erased, recordSmsConsent.erased, recordMySmsConsent.erased, sendEmail.erased, getSmsConsent.erased, listSmsTemplates.erased, putSmsTemplate.erased, handleWebhook.erased, listWebhookLogs.erased, sendChatMessage.erased, listChatMessages.erased, markChatRead.erased, listChats.erased, listConversations.erased, postConversationMessage.erased, listConversationMessages.erased, listConversationAudit.erased, publishAnnouncement.erased, retireAnnouncement.erased, listAnnouncements.erased, listMyNotifications.erased, getMyNotificationSettings.erased, putMyNotificationSettings.erased, markNotificationsRead.erased, registerMyPushDevice.erased, listMyPushDevices.erased, removeMyPushDevice.erased, createNotificationStreamTicket.erased, openNotificationStream.erased, redeemNotificationStreamTicket.erased, replayNotifications.erased]
 }
 
 /// Every method of every contract, for the CLI's `call` and the HTTP edge.
@@ -612,6 +621,9 @@ public let allRPCMethods: [AnyRPCMethod] = [
     MessagingMethods.getMyNotificationSettings.erased,
     MessagingMethods.putMyNotificationSettings.erased,
     MessagingMethods.markNotificationsRead.erased,
+    MessagingMethods.registerMyPushDevice.erased,
+    MessagingMethods.listMyPushDevices.erased,
+    MessagingMethods.removeMyPushDevice.erased,
     MessagingMethods.createNotificationStreamTicket.erased,
     MessagingMethods.openNotificationStream.erased,
     MessagingMethods.redeemNotificationStreamTicket.erased,

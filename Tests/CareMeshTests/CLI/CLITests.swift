@@ -45,6 +45,9 @@ struct CLITests {
                    "CAREMESH_ROUTER_CLIENT_ENDPOINT": "tcp://127.0.0.1:\(port)",
                    "CAREMESH_ROUTER_WORKER_ENDPOINT": "tcp://127.0.0.1:\(workerPort)",
                    "CAREMESH_HTTP_ADDRESS": "127.0.0.1:\(httpPort)", "SANDBOX_PORT": "\(sandboxPort)",
+                   // scrypt at its production cost takes ~4 s a password in a debug build on two
+                   // busy vCPUs, which a Register's 5 s deadline cannot be sure of.
+                   "IDENTITY_SCRYPT_LN": "12",
                    // The stack's own bus keys (made under CAREMESH_HOME), not the test routers'.
                    BusSettings.routerPublicKey: ""]
         let up = try await TestStack.run(caremesh, ["up", "--detach"], environment: env, timeout: .seconds(90))

@@ -29,6 +29,31 @@ import Testing
         #expect(reversed.defaultSender == "+33700000000")
     }
 
+    @Test("push: FCM from a service account's key file, APNs from a .p8 and its ids; a bad file or id refused by name")
+    func push() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-push-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let account = try FcmServiceAccount.generate(projectID: "p", clientEmail: "m@p.iam.gserviceaccount.com", tokenURI: "https://oauth2.googleapis.com/token")
+        let fcm = dir.appendingPathComponent("fcm.json"), p8 = dir.appendingPathComponent("AuthKey.p8"), junk = dir.appendingPathComponent("junk")
+        try account.json().write(to: fcm)
+        try Data(ApnsKey.generatePEM().utf8).write(to: p8)
+        try Data("not a key".utf8).write(to: junk)
+        let apns = ["MESSAGING_APNS_KEY_FILE": p8.path, "MESSAGING_APNS_KEY_ID": "ABC123DEFG", "MESSAGING_APNS_TEAM_ID": "DEF123GHIJ",
+                    "MESSAGING_APNS_TOPIC": "org.example.app"]
+        let both = try MessagingConfiguration(environment: apns.merging(["MESSAGING_FCM_CREDENTIALS_FILE": fcm.path]) { $1 })
+        #expect(both.fcm?.account == account && both.fcm?.baseURL == "https://fcm.googleapis.com")
+        #expect(both.apns?.key.topic == "org.example.app" && both.apns?.baseURL == "https://api.push.apple.com")
+        #expect(try both.pushProviders().map(\.platform) == [.fcm, .apns])
+        #expect(try MessagingConfiguration(environment: [:]).pushProviders().isEmpty)
+        #expect(key(["MESSAGING_FCM_CREDENTIALS_FILE": dir.appendingPathComponent("missing").path]) == "MESSAGING_FCM_CREDENTIALS_FILE")
+        #expect(key(["MESSAGING_FCM_CREDENTIALS_FILE": junk.path]) == "MESSAGING_FCM_CREDENTIALS_FILE")
+        #expect(key(apns.merging(["MESSAGING_APNS_KEY_FILE": junk.path]) { $1 }) == "MESSAGING_APNS_KEY_FILE")
+        #expect(key(apns.merging(["MESSAGING_APNS_KEY_ID": "short"]) { $1 }) == "MESSAGING_APNS_KEY_ID")
+        #expect(key(apns.merging(["MESSAGING_APNS_TEAM_ID": ""]) { $1 }) == "MESSAGING_APNS_TEAM_ID")
+        #expect(key(apns.merging(["MESSAGING_APNS_TOPIC": "app"]) { $1 }) == "MESSAGING_APNS_TOPIC")
+    }
+
     @Test("retries wait the backoff, then twice as long each time")
     func retryDelays() throws {
         let c = try MessagingConfiguration(environment: ["MESSAGING_RETRY_BACKOFF_MS": "500"])

@@ -1,6 +1,7 @@
 import CareMeshRouter
 import CareMeshTesting
 import Foundation
+import MessagingService
 import ProviderSandbox
 
 /// The provider side of a messaging stack: a router that requires tokens, its HTTP edge (for
@@ -20,6 +21,13 @@ func withProviderEdge(_ body: @Sendable (_ router: Router, _ sandbox: ProviderSa
         let base = "http://127.0.0.1:\(await sandbox.port())"
         let edgeURL = "http://127.0.0.1:\(await edge.port())"
         let c = sandbox.configuration
+        // The push providers' key files, as their consoles hand them out.
+        let keys = FileManager.default.temporaryDirectory.appendingPathComponent("caremesh-push-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: keys) }
+        let fcmFile = keys.appendingPathComponent("service-account.json"), apnsFile = keys.appendingPathComponent("AuthKey.p8")
+        try sandbox.fcmServiceAccount().json().write(to: fcmFile)
+        try Data(c.apnsKey.privateKey.utf8).write(to: apnsFile)
         let env = TestStack.workerEnvironment(router).merging([
             "IDENTITY_SCRYPT_LN": "10", "CAREMESH_ROUTER": router.boundEndpoints.client,
             "MESSAGING_TWILIO_URL": base, "MESSAGING_TWILIO_ACCOUNT_SID": c.twilioAccountSID,
@@ -29,6 +37,9 @@ func withProviderEdge(_ body: @Sendable (_ router: Router, _ sandbox: ProviderSa
             "MESSAGING_ORANGE_WEBHOOK_KEY": "a-sandbox-webhook-key", "MESSAGING_RETRY_BACKOFF_MS": "50",
             "MESSAGING_WEBHOOK_BASE_URL": edgeURL,
             "MESSAGING_SENDGRID_URL": base, "MESSAGING_SENDGRID_API_KEY": c.sendGridAPIKey, "MESSAGING_EMAIL_FROM": "no-reply@caremesh.test",
+            "MESSAGING_FCM_CREDENTIALS_FILE": fcmFile.path, "MESSAGING_FCM_URL": base,
+            "MESSAGING_APNS_KEY_FILE": apnsFile.path, "MESSAGING_APNS_KEY_ID": c.apnsKey.keyID, "MESSAGING_APNS_TEAM_ID": c.apnsKey.teamID,
+            "MESSAGING_APNS_TOPIC": c.apnsKey.topic, "MESSAGING_APNS_URL": base,
         ]) { $1 }
         try await body(router, sandbox, edgeURL, env)
     }

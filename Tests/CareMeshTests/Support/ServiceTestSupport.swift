@@ -62,6 +62,11 @@ func statusCode(of body: () async throws -> Void) async -> StatusCode? {
     do { try await body(); return nil } catch let e as RPCError { return e.code } catch { return .unknown }
 }
 
+/// The RPC error `body` failed with (nil if it did not).
+func rpcError(of body: () async throws -> Void) async -> RPCError? {
+    do { try await body(); return nil } catch { return rpcError(error) }
+}
+
 /// The fields the `INVALID_ARGUMENT` that `body` failed with names (empty if it did not fail).
 func fieldViolations(of body: () async throws -> Void) async -> Set<String> {
     do {

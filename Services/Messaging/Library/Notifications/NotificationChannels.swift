@@ -19,6 +19,19 @@ enum NotificationChannels {
         return contact.phone
     }
 
+    /// Whether `kind` goes to the person's push devices: every kind does, to an active person who
+    /// chose push (the devices are messaging's own: `push_devices`).
+    static func wantsPush(_ kind: Caremesh_Messaging_V1_NotificationKind, _ contact: Caremesh_Identity_V1_ContactPoints?) -> Bool {
+        guard let contact, contact.active, contact.channels.push else { return false }
+        return kind != .unspecified
+    }
+
+    /// How long after it may go a push is still worth showing: an offer is answered in minutes
+    /// or taken by someone else; news and messages keep for a day.
+    static func pushLifetime(_ kind: Caremesh_Messaging_V1_NotificationKind) -> Duration {
+        kind == .sosOffered ? .seconds(15 * 60) : .seconds(86_400)
+    }
+
     /// Whether the SMS of `kind` asks for an answer (`YES <code>` / `NO <code>`).
     static func takesReply(_ kind: Caremesh_Messaging_V1_NotificationKind) -> Bool { kind == .sosOffered }
 

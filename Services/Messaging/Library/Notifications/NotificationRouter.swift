@@ -11,15 +11,17 @@ import ServiceLifecycle
 ///
 /// A round claims due notifications (leased, so a crash or a failed round only delays them),
 /// reads their people's contact points from identity (`GetContactPoints`, outside any
-/// transaction), and then, in one transaction: `NotificationChannels` decides; an SMS is
-/// recorded through the SMS path (consent, segments, failover: `record_sms`), an SOS offer with
-/// a reply code (`sos_reply_codes`); each becomes a delivery, and the notification is marked
-/// routed. Identity unreachable: the round fails and the claims are tried again after the lease.
+/// transaction), and then, in one transaction: `NotificationChannels` and the person's settings
+/// decide; an SMS is recorded through the SMS path (consent, segments, failover: `record_sms`),
+/// an SOS offer with a reply code (`sos_reply_codes`); a push is queued for each of the
+/// person's devices (`push_sends`, sent by `PushSender`); each channel becomes a delivery, and
+/// the notification is marked routed. Identity unreachable: the round fails and the claims are tried again after the lease.
 final class NotificationRouter: Service, Sendable {
     let store: Store
     let directory: ContactDirectory
     let desk: SmsDesk
     let sender: SmsSender
+    let pusher: PushSender
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
@@ -28,8 +30,9 @@ final class NotificationRouter: Service, Sendable {
     /// How long a claimed notification waits before another round may take it again.
     static let lease = Duration.seconds(10)
 
-    init(store: Store, directory: ContactDirectory, desk: SmsDesk, sender: SmsSender, configuration: MessagingConfiguration,
-         logger: Logger) {
+    init(store: Store, directory: ContactDirectory, desk: SmsDesk, sender: SmsSender, pusher: PushSender,
+         configuration: MessagingConfiguration, logger: Logger) {
+        self.pusher = pusher
         self.store = store
         self.directory = directory
         self.desk = desk
@@ -70,26 +73,28 @@ final class NotificationRouter: Service, Sendable {
             }
         }
         guard !claimed.isEmpty else { return false }
-        let contacts = try await directory.contactPoints(of: claimed.filter { NotificationChannels.smsKinds.contains($0.kind) }.map(\.person))
+        let contacts = try await directory.contactPoints(of: claimed.map(\.person))
         let now = Date()
-        let texted = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
-            var texted = false
+        let (texted, pushed) = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
+            var texted = false, pushed = false
             let settings = try await Notifications.settings(of: claimed.map(\.person), on: c, logger: self.logger)
             for n in claimed {
-                guard let phone = NotificationChannels.smsNumber(n.kind, contacts[n.person]) else { continue }
-                // The person's settings: now, held until their quiet hours end (a scheduled SMS), or not at all.
-                let held: Date?
-                switch (settings[n.person] ?? .defaults).decide(n.kind, .sms, now: now) {
-                case .off: continue
-                case .now: held = nil
-                case .at(let end): held = end
+                let person = settings[n.person] ?? .defaults
+                // Each channel: now, held until their quiet hours end, or not at all.
+                let sms = person.decide(n.kind, .sms, now: now), push = person.decide(n.kind, .push, now: now)
+                if sms.goes, let phone = NotificationChannels.smsNumber(n.kind, contacts[n.person]) {
+                    texted = try await self.text(n, to: phone, at: sms.heldUntil, on: c) || texted
                 }
-                texted = try await self.text(n, to: phone, at: held, on: c) || texted
+                if push.goes, NotificationChannels.wantsPush(n.kind, contacts[n.person]) {
+                    let queued = try await self.push(n, at: push.heldUntil ?? now, on: c)
+                    pushed = pushed || (queued && push.heldUntil == nil)
+                }
             }
             try await c.query("UPDATE notifications SET route_at = NULL WHERE id = ANY(\(claimed.map(\.id)))", logger: self.logger)
-            return texted
+            return (texted, pushed)
         }
         if texted { sender.wake() }
+        if pushed { pusher.wake() }
         return claimed.count == Self.batch
     }
 
@@ -116,6 +121,21 @@ final class NotificationRouter: Service, Sendable {
             ON CONFLICT (notification_id, channel) DO NOTHING
             """, logger: logger)
         return recorded.outcome == "created" && at == nil
+    }
+
+    /// Queues `n` for each of its person's push devices, from `at`, and records its push
+    /// delivery. True when there was a device.
+    func push(_ n: Claimed, at: Date, on c: PostgresConnection) async throws -> Bool {
+        let expires = at.addingTimeInterval(NotificationChannels.pushLifetime(n.kind).seconds)
+        return try await c.query("""
+            WITH sends AS (
+                INSERT INTO push_sends (notification_id, device_id, next_attempt_at, expires_at)
+                SELECT \(n.id), id, \(at), \(expires) FROM push_devices WHERE person_id = \(n.person)
+                ON CONFLICT (notification_id, device_id) DO NOTHING RETURNING 1)
+            INSERT INTO notification_deliveries (notification_id, channel, status)
+            SELECT \(n.id), 'push', 'queued' WHERE EXISTS (SELECT 1 FROM sends)
+            ON CONFLICT (notification_id, channel) DO NOTHING RETURNING 1
+            """, logger: logger).first(Int32.self) != nil
     }
 
     /// A code for the offer of `sos` texted to `phone`: four digits none of the phone's live

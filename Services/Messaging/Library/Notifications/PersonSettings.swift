@@ -16,6 +16,10 @@ struct PersonSettings: Sendable, Equatable {
         /// Held until then (the end of quiet hours).
         case at(Date)
         case off
+
+        var goes: Bool { self != .off }
+        /// The end of the quiet hours it waits for, if it does.
+        var heldUntil: Date? { if case .at(let end) = self { end } else { nil } }
     }
 
     /// Critical kinds go now, whatever the settings (as Novu's critical workflows); the stream is
