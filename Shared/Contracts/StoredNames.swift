@@ -59,7 +59,8 @@ extension Caremesh_Dispatch_V1_Priority: StoredNamed {
 extension Caremesh_Messaging_V1_NotificationKind: StoredNamed {
     /// As in `messaging.notifications.kind`.
     public static let storedNames: [Self: String] = [
-        .sosOffered: "SOS_OFFERED", .sosAccepted: "SOS_ACCEPTED", .sosUpdated: "SOS_UPDATED", .chatMessage: "CHAT_MESSAGE",
+        .sosOffered: "SOS_OFFERED", .sosAccepted: "SOS_ACCEPTED", .sosUpdated: "SOS_UPDATED", .chatMessage: "CHAT_MESSAGE", .accountLocked: "ACCOUNT_LOCKED",
+        .credentialUpdated: "CREDENTIAL_UPDATED",
     ]
 }
 

@@ -47,7 +47,7 @@ public enum MessagingService {
             let emails = Emails(store: store, configuration: configuration, logger: logger)
             let pusher = PushSender(store: store, configuration: configuration, providers: pushProviders, logger: logger)
             let routing = NotificationRouter(store: store, directory: directory, desk: desk, sender: sender, pusher: pusher,
-                                             configuration: configuration, logger: logger)
+                                             emails: emails, configuration: configuration, logger: logger)
             let chat = SosChat(store: store, outbox: outbox, notifications: notifications, logger: logger)
             let conversations = Conversations(store: store, outbox: outbox, logger: logger)
             // Dispatch's events: appointments become reminders and open conversations, SOS make
@@ -59,7 +59,13 @@ public enum MessagingService {
                 try await chat.apply(event, c)
                 try await notifications.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, routing, answers, emails, pusher]
+            // Identity's events that tell an account's holder something (a lock, their credentials).
+            let fromIdentity = EventConsumer(source: "identity", types: NotificationRules.typesBySource["identity"], store: store, client: client,
+                                             logger: logger, committed: { routing.signal.fire() }) { event, c in
+                try await notifications.apply(event, c)
+            }
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, fromIdentity, routing, answers, emails,
+                                             pusher]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {

@@ -42,6 +42,13 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
 
   /// A new message in an SOS chat, for its other participants.
   case chatMessage // = 4
+
+  /// The person's account was locked after repeated failed sign-ins (a security notice: by email
+  /// whatever the settings, at any hour).
+  case accountLocked // = 5
+
+  /// A volunteer's verification was granted or withdrawn, or one of their certifications expired.
+  case credentialUpdated // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -55,6 +62,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case 2: self = .sosAccepted
     case 3: self = .sosUpdated
     case 4: self = .chatMessage
+    case 5: self = .accountLocked
+    case 6: self = .credentialUpdated
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -66,6 +75,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case .sosAccepted: return 2
     case .sosUpdated: return 3
     case .chatMessage: return 4
+    case .accountLocked: return 5
+    case .credentialUpdated: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -77,6 +88,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     .sosAccepted,
     .sosUpdated,
     .chatMessage,
+    .accountLocked,
+    .credentialUpdated,
   ]
 
 }
@@ -266,7 +279,7 @@ public nonisolated struct Caremesh_Messaging_V1_Notification: Sendable {
 
   public var kind: Caremesh_Messaging_V1_NotificationKind = .unspecified
 
-  /// Critical kinds ignore quiet hours.
+  /// Critical kinds (SOS offers, account locks) ignore quiet hours and channels turned off.
   public var critical: Bool = false
 
   /// Short, and never PHI: "An SOS near you".
@@ -784,7 +797,7 @@ public nonisolated struct Caremesh_Messaging_V1_NotificationCreated: Sendable {
 fileprivate nonisolated let _protobuf_package = "caremesh.messaging.v1"
 
 nonisolated extension Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0\u{1}NOTIFICATION_KIND_CHAT_MESSAGE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0\u{1}NOTIFICATION_KIND_CHAT_MESSAGE\0\u{1}NOTIFICATION_KIND_ACCOUNT_LOCKED\0\u{1}NOTIFICATION_KIND_CREDENTIAL_UPDATED\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_DeliveryChannel: SwiftProtobuf._ProtoNameProviding {

@@ -28,6 +28,38 @@ struct NotificationChannelsTests {
         #expect(NotificationChannels.takesReply(.sosOffered) && !NotificationChannels.takesReply(.sosAccepted))
     }
 
+    @Test("email to an active person who chose it and verified their address, for their SOS and their account; an account lock whatever")
+    func whoIsEmailed() {
+        var chose = Self.contact()
+        chose.email = "ana@example.org"
+        chose.emailVerified = true
+        chose.channels.email = true
+        var didNot = chose
+        didNot.channels.email = false
+        for kind in [Caremesh_Messaging_V1_NotificationKind.sosOffered, .sosAccepted, .sosUpdated, .credentialUpdated, .accountLocked] {
+            #expect(NotificationChannels.emailAddress(kind, chose) == "ana@example.org", "\(kind)")
+            #expect(NotificationChannels.emailAddress(kind, didNot) == (kind == .accountLocked ? "ana@example.org" : nil), "\(kind)")
+        }
+        #expect(NotificationChannels.emailAddress(.chatMessage, chose) == nil)
+        var unverified = chose
+        unverified.emailVerified = false
+        #expect(NotificationChannels.emailAddress(.sosAccepted, unverified) == nil)
+        #expect(NotificationChannels.emailAddress(.accountLocked, unverified) == "ana@example.org")
+        var inactive = chose
+        inactive.active = false
+        var noAddress = chose
+        noAddress.email = ""
+        #expect(NotificationChannels.emailAddress(.accountLocked, inactive) == nil && NotificationChannels.emailAddress(.accountLocked, noAddress) == nil)
+        let (subject, text) = NotificationChannels.email(title: "Your account is locked", body: "Reset your password.")
+        #expect(subject == "CareMesh: Your account is locked" && text.hasPrefix("Reset your password.\n\nOpen CareMesh"))
+        // Push: every kind, to an active person who chose it.
+        #expect(NotificationChannels.wantsPush(.chatMessage, chose) && !NotificationChannels.wantsPush(.chatMessage, inactive))
+        var noPush = chose
+        noPush.channels.push = false
+        #expect(!NotificationChannels.wantsPush(.sosOffered, noPush) && !NotificationChannels.wantsPush(.sosOffered, nil))
+        #expect(NotificationChannels.lifetime(.sosOffered) == .seconds(900) && NotificationChannels.lifetime(.chatMessage) == .seconds(86_400))
+    }
+
     @Test("the offer's text names the kind and priority and how to answer; others their own short text")
     func texts() {
         let offer = NotificationChannels.smsText(kind: .sosOffered, title: "SOS near you", body: "ignored",

@@ -6,8 +6,11 @@ import Testing
 
 /// Who is told what, without I/O: each rule from its event.
 @Suite struct NotificationRulesTests {
-    func drafts(_ message: some SwiftProtobuf.Message) throws -> [NotificationRules.Draft] {
-        try NotificationRules.drafts(type: type(of: message).protoMessageName, payload: message.serializedData())
+    static let now = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func drafts(_ message: some SwiftProtobuf.Message, age: TimeInterval = 1) throws -> [NotificationRules.Draft] {
+        try NotificationRules.drafts(type: type(of: message).protoMessageName, payload: message.serializedData(),
+                                     occurred: Self.now.addingTimeInterval(-age), now: Self.now)
     }
 
     @Test func anOfferTellsEachResponderOnceCriticallyAndNeverMorePHIThanTheKindAndPriority() throws {
@@ -54,7 +57,7 @@ import Testing
         #expect(try changed(.accepted, from: .pending, by: volunteer).isEmpty)
         #expect(try changed(.inProgress, from: .accepted, by: volunteer).isEmpty)
         // Other events: nobody.
-        #expect(try NotificationRules.drafts(type: Caremesh_Dispatch_V1_SosCreated.protoMessageName, payload: Data()).isEmpty)
+        #expect(try NotificationRules.drafts(type: Caremesh_Dispatch_V1_SosCreated.protoMessageName, payload: Data(), occurred: Self.now, now: Self.now).isEmpty)
     }
 
     @Test func aChatMessageTellsTheOtherParticipantsButNeverItsText() throws {
@@ -68,5 +71,35 @@ import Testing
         let out = try drafts(e)
         #expect(out.map(\.person) == [other] && out[0].kind == .chatMessage && !out[0].kind.isCritical)
         #expect(out[0].data == ["sos_id": "s", "message_id": "m", "number": "7"])
+    }
+
+    @Test func anAccountsHolderHearsOfALockWhileItLastsAndOfTheirCredentialsWhileTheNewsIsFresh() throws {
+        let person = UUID()
+        let locked = Caremesh_Identity_V1_AccountLocked.with {
+            $0.userID = person.uuidString
+            $0.lockedUntil = Google_Protobuf_Timestamp(date: Self.now.addingTimeInterval(900))
+        }
+        let lock = try #require(try drafts(locked).first)
+        #expect(lock.person == person && lock.kind == .accountLocked && lock.kind.isCritical)
+        #expect(lock.body == "After several failed sign-ins your CareMesh account is locked for 15 minutes. If this was not you, reset your password.")
+        // A lock already over, or a day-old event, tells nobody.
+        #expect(try drafts(Caremesh_Identity_V1_AccountLocked.with {
+            $0.userID = person.uuidString
+            $0.lockedUntil = Google_Protobuf_Timestamp(date: Self.now.addingTimeInterval(-1))
+        }).isEmpty)
+        #expect(try drafts(locked, age: 86_400).isEmpty)
+
+        let verified = try drafts(Caremesh_Identity_V1_VolunteerVerified.with { $0.userID = person.uuidString; $0.verifiedBy = UUID().uuidString })
+        #expect(verified.map(\.kind) == [.credentialUpdated] && verified[0].data == ["change": "verified"] && !verified[0].kind.isCritical)
+        let revoked = try drafts(Caremesh_Identity_V1_VerificationRevoked.with { $0.userID = person.uuidString; $0.reason = "complaint from a patient" })
+        #expect(revoked[0].title == "Your verification was withdrawn" && !revoked[0].body.contains("complaint"))
+        let expired = try drafts(Caremesh_Identity_V1_CredentialExpired.with {
+            $0.userID = person.uuidString
+            $0.credential = "First aid"
+            $0.expiredOn = "2026-12-01"
+        })
+        #expect(expired[0].body == "Your First aid certification expired on 2026-12-01. Renew it in CareMesh to keep being offered SOS.")
+        #expect(expired[0].data == ["change": "expired", "expired_on": "2026-12-01"])
+        #expect(try drafts(Caremesh_Identity_V1_VolunteerVerified.with { $0.userID = "nobody" }).isEmpty)
     }
 }

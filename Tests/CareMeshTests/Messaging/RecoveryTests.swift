@@ -10,8 +10,11 @@ import Testing
 /// change, and the email verified at registration.
 extension SmsTests {
     /// Registers an account; its email, password and session.
-    func register(_ s: Stack) async throws -> (email: String, password: String, session: Caremesh_Identity_V1_Session, id: String) {
+    func register(_ s: Stack, role: Caremesh_Identity_V1_Role = .user) async throws
+        -> (email: String, password: String, session: Caremesh_Identity_V1_Session, id: String)
+    {
         var r = Caremesh_Identity_V1_RegisterRequest()
+        r.role = role
         r.email = "person.\(UInt32.random(in: 0...UInt32.max))@example.org"
         r.password = "the first long passphrase"
         r.name = "Recovering Person"

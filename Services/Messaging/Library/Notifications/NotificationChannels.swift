@@ -26,10 +26,37 @@ enum NotificationChannels {
         return kind != .unspecified
     }
 
-    /// How long after it may go a push is still worth showing: an offer is answered in minutes
-    /// or taken by someone else; news and messages keep for a day.
-    static func pushLifetime(_ kind: Caremesh_Messaging_V1_NotificationKind) -> Duration {
+    /// How long after it may go a push or an email is still worth sending: an offer is answered
+    /// in minutes or taken by someone else; news and messages keep for a day.
+    static func lifetime(_ kind: Caremesh_Messaging_V1_NotificationKind) -> Duration {
         kind == .sosOffered ? .seconds(15 * 60) : .seconds(86_400)
+    }
+
+    /// Kinds emailed to people who chose email: what is about their SOS or their account (a chat
+    /// message is read in the app).
+    static let emailKinds: Set<Caremesh_Messaging_V1_NotificationKind> = [
+        .sosOffered, .sosAccepted, .sosUpdated, .accountLocked, .credentialUpdated,
+    ]
+    /// Kinds emailed whatever the person chose: security notices.
+    static let alwaysEmailed: Set<Caremesh_Messaging_V1_NotificationKind> = [.accountLocked]
+
+    /// The address to email `kind` to, or nil: an active person's verified address if they chose
+    /// email (an unverified one may be a stranger's, mistyped), their address whatever they chose
+    /// for a security notice (as a password reset goes to it).
+    static func emailAddress(_ kind: Caremesh_Messaging_V1_NotificationKind, _ contact: Caremesh_Identity_V1_ContactPoints?) -> String? {
+        guard emailKinds.contains(kind), let contact, contact.active, contact.email.contains("@") else { return nil }
+        return alwaysEmailed.contains(kind) || (contact.channels.email && contact.emailVerified) ? contact.email : nil
+    }
+
+    /// The email: the notification's own short text (never PHI), and why it came.
+    static func email(title: String, body: String) -> (subject: String, text: String) {
+        ("CareMesh: \(title)", """
+            \(body)
+
+            Open CareMesh to see more.
+
+            You receive this email because of your CareMesh notification settings; security notices about your account are always sent.
+            """)
     }
 
     /// Whether the SMS of `kind` asks for an answer (`YES <code>` / `NO <code>`).

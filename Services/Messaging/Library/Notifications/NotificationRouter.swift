@@ -14,7 +14,8 @@ import ServiceLifecycle
 /// transaction), and then, in one transaction: `NotificationChannels` and the person's settings
 /// decide; an SMS is recorded through the SMS path (consent, segments, failover: `record_sms`),
 /// an SOS offer with a reply code (`sos_reply_codes`); a push is queued for each of the
-/// person's devices (`push_sends`, sent by `PushSender`); each channel becomes a delivery, and
+/// person's devices (`push_sends`, sent by `PushSender`), an email for the address of a person
+/// who chose email (`emails`, sent by `Emails`); each channel becomes a delivery, and
 /// the notification is marked routed. Identity unreachable: the round fails and the claims are tried again after the lease.
 final class NotificationRouter: Service, Sendable {
     let store: Store
@@ -22,6 +23,7 @@ final class NotificationRouter: Service, Sendable {
     let desk: SmsDesk
     let sender: SmsSender
     let pusher: PushSender
+    let emails: Emails
     let configuration: MessagingConfiguration
     let logger: Logger
     let signal = ChangeSignal()
@@ -30,9 +32,10 @@ final class NotificationRouter: Service, Sendable {
     /// How long a claimed notification waits before another round may take it again.
     static let lease = Duration.seconds(10)
 
-    init(store: Store, directory: ContactDirectory, desk: SmsDesk, sender: SmsSender, pusher: PushSender,
+    init(store: Store, directory: ContactDirectory, desk: SmsDesk, sender: SmsSender, pusher: PushSender, emails: Emails,
          configuration: MessagingConfiguration, logger: Logger) {
         self.pusher = pusher
+        self.emails = emails
         self.store = store
         self.directory = directory
         self.desk = desk
@@ -75,13 +78,14 @@ final class NotificationRouter: Service, Sendable {
         guard !claimed.isEmpty else { return false }
         let contacts = try await directory.contactPoints(of: claimed.map(\.person))
         let now = Date()
-        let (texted, pushed) = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
-            var texted = false, pushed = false
+        let (texted, pushed, emailed) = try await store.withActor(MessagingService.actor, roles: ["service"]) { c in
+            var texted = false, pushed = false, emailed = false
             let settings = try await Notifications.settings(of: claimed.map(\.person), on: c, logger: self.logger)
             for n in claimed {
                 let person = settings[n.person] ?? .defaults
                 // Each channel: now, held until their quiet hours end, or not at all.
                 let sms = person.decide(n.kind, .sms, now: now), push = person.decide(n.kind, .push, now: now)
+                let email = person.decide(n.kind, .email, now: now)
                 if sms.goes, let phone = NotificationChannels.smsNumber(n.kind, contacts[n.person]) {
                     texted = try await self.text(n, to: phone, at: sms.heldUntil, on: c) || texted
                 }
@@ -89,12 +93,17 @@ final class NotificationRouter: Service, Sendable {
                     let queued = try await self.push(n, at: push.heldUntil ?? now, on: c)
                     pushed = pushed || (queued && push.heldUntil == nil)
                 }
+                if email.goes, let address = NotificationChannels.emailAddress(n.kind, contacts[n.person]) {
+                    let queued = try await self.email(n, to: address, at: email.heldUntil ?? now, on: c)
+                    emailed = emailed || (queued && email.heldUntil == nil)
+                }
             }
             try await c.query("UPDATE notifications SET route_at = NULL WHERE id = ANY(\(claimed.map(\.id)))", logger: self.logger)
-            return (texted, pushed)
+            return (texted, pushed, emailed)
         }
         if texted { sender.wake() }
         if pushed { pusher.wake() }
+        if emailed { emails.signal.fire() }
         return claimed.count == Self.batch
     }
 
@@ -126,7 +135,7 @@ final class NotificationRouter: Service, Sendable {
     /// Queues `n` for each of its person's push devices, from `at`, and records its push
     /// delivery. True when there was a device.
     func push(_ n: Claimed, at: Date, on c: PostgresConnection) async throws -> Bool {
-        let expires = at.addingTimeInterval(NotificationChannels.pushLifetime(n.kind).seconds)
+        let expires = at.addingTimeInterval(NotificationChannels.lifetime(n.kind).seconds)
         return try await c.query("""
             WITH sends AS (
                 INSERT INTO push_sends (notification_id, device_id, next_attempt_at, expires_at)
@@ -134,6 +143,22 @@ final class NotificationRouter: Service, Sendable {
                 ON CONFLICT (notification_id, device_id) DO NOTHING RETURNING 1)
             INSERT INTO notification_deliveries (notification_id, channel, status)
             SELECT \(n.id), 'push', 'queued' WHERE EXISTS (SELECT 1 FROM sends)
+            ON CONFLICT (notification_id, channel) DO NOTHING RETURNING 1
+            """, logger: logger).first(Int32.self) != nil
+    }
+
+    /// Queues `n`'s email to `address`, from `at`, and records its email delivery. True when queued.
+    func email(_ n: Claimed, to address: String, at: Date, on c: PostgresConnection) async throws -> Bool {
+        let (subject, text) = NotificationChannels.email(title: n.title, body: n.body)
+        let expires = at.addingTimeInterval(NotificationChannels.lifetime(n.kind).seconds)
+        return try await c.query("""
+            WITH made AS (
+                INSERT INTO emails (kind, to_address, subject, body_text, client_correlator, requested_by, next_attempt_at, expires_at)
+                VALUES ('notification', \(address), \(subject), \(text), \("notification:\(n.id.text)"), \(MessagingService.actor), \(at),
+                        \(expires))
+                ON CONFLICT (client_correlator) DO NOTHING RETURNING id)
+            INSERT INTO notification_deliveries (notification_id, channel, status, email_id)
+            SELECT \(n.id), 'email', 'queued', id FROM made
             ON CONFLICT (notification_id, channel) DO NOTHING RETURNING 1
             """, logger: logger).first(Int32.self) != nil
     }

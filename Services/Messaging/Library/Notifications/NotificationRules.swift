@@ -13,14 +13,24 @@ enum NotificationRules {
         var data: [String: String]
     }
 
-    /// The event types that notify someone (what messaging's consumers need to look at).
-    static let types: Set<String> = [
-        Caremesh_Dispatch_V1_SosOffered.protoMessageName, Caremesh_Dispatch_V1_SosAccepted.protoMessageName,
-        Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName, Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName,
+    /// The event types that notify someone, by the service that emits them (what messaging's
+    /// consumers ask each for).
+    static let typesBySource: [String: Set<String>] = [
+        "dispatch": [Caremesh_Dispatch_V1_SosOffered.protoMessageName, Caremesh_Dispatch_V1_SosAccepted.protoMessageName,
+                     Caremesh_Dispatch_V1_SosStatusChanged.protoMessageName],
+        "messaging": [Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName],
+        "identity": [Caremesh_Identity_V1_AccountLocked.protoMessageName, Caremesh_Identity_V1_VolunteerVerified.protoMessageName,
+                     Caremesh_Identity_V1_VerificationRevoked.protoMessageName, Caremesh_Identity_V1_CredentialExpired.protoMessageName],
     ]
+    static let types = typesBySource.values.reduce(into: Set<String>()) { $0.formUnion($1) }
 
-    /// The notifications `type`'s event `payload` makes: one per person at most.
-    static func drafts(type: String, payload: Data) throws -> [Draft] {
+    /// News about one's account older than this is not told (a consumer starting on an old
+    /// event log, or catching up after a long outage, does not email last month's lock).
+    static let staleAfter: TimeInterval = 86_400
+
+    /// The notifications `type`'s event `payload` makes: one per person at most. `occurred` is
+    /// when the event committed, `now` the clock.
+    static func drafts(type: String, payload: Data, occurred: Date, now: Date) throws -> [Draft] {
         switch type {
         case Caremesh_Dispatch_V1_SosOffered.protoMessageName:
             return offered(try Caremesh_Dispatch_V1_SosOffered(serializedBytes: payload))
@@ -30,6 +40,9 @@ enum NotificationRules {
             return statusChanged(try Caremesh_Dispatch_V1_SosStatusChanged(serializedBytes: payload))
         case Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName:
             return chatPosted(try Caremesh_Messaging_V1_ChatMessagePosted(serializedBytes: payload))
+        case _ where typesBySource["identity"]!.contains(type):
+            guard now.timeIntervalSince(occurred) < staleAfter else { return [] }
+            return try account(type: type, payload: payload, now: now)
         default:
             return []
         }
@@ -86,5 +99,36 @@ enum NotificationRules {
                       body: "You have a new message in the SOS chat. Open CareMesh to read it.",
                       data: ["sos_id": e.sosID, "message_id": e.messageID, "number": "\(e.number)"])
             }
+    }
+
+    /// The account's holder: locked (while it still is), verified, withdrawn, a certification expired.
+    static func account(type: String, payload: Data, now: Date) throws -> [Draft] {
+        let person: String, kind: Caremesh_Messaging_V1_NotificationKind, title: String, body: String, data: [String: String]
+        switch type {
+        case Caremesh_Identity_V1_AccountLocked.protoMessageName:
+            let e = try Caremesh_Identity_V1_AccountLocked(serializedBytes: payload)
+            let until = e.lockedUntil.date
+            guard until > now else { return [] }
+            (person, kind, title) = (e.userID, .accountLocked, "Your account is locked")
+            body = "After several failed sign-ins your CareMesh account is locked for \(max(1, Int(until.timeIntervalSince(now) / 60 + 0.5))) "
+                + "minutes. If this was not you, reset your password."
+            data = ["locked_until": "\(Int(until.timeIntervalSince1970))"]
+        case Caremesh_Identity_V1_VolunteerVerified.protoMessageName:
+            let e = try Caremesh_Identity_V1_VolunteerVerified(serializedBytes: payload)
+            (person, kind, title, data) = (e.userID, .credentialUpdated, "You are verified", ["change": "verified"])
+            body = "Your account is verified: you can now be offered SOS near you."
+        case Caremesh_Identity_V1_VerificationRevoked.protoMessageName:
+            let e = try Caremesh_Identity_V1_VerificationRevoked(serializedBytes: payload)
+            (person, kind, title, data) = (e.userID, .credentialUpdated, "Your verification was withdrawn", ["change": "revoked"])
+            body = "Your verification was withdrawn: you are no longer offered SOS. Your coordinator can tell you more."
+        case Caremesh_Identity_V1_CredentialExpired.protoMessageName:
+            let e = try Caremesh_Identity_V1_CredentialExpired(serializedBytes: payload)
+            (person, kind, title, data) = (e.userID, .credentialUpdated, "A certification expired", ["change": "expired", "expired_on": e.expiredOn])
+            body = "Your \(e.credential.prefix(60)) certification expired on \(e.expiredOn). Renew it in CareMesh to keep being offered SOS."
+        default:
+            return []
+        }
+        guard let id = UUID(uuidString: person) else { return [] }
+        return [Draft(person: id, kind: kind, title: title, body: body, data: data)]
     }
 }

@@ -28,17 +28,18 @@ final class Notifications: Sendable {
     /// The notifications another service's `event` makes, recorded in the consumer's transaction.
     func apply(_ event: Event, _ c: PostgresConnection) async throws {
         guard let id = UUID(uuidString: event.id) else { return }
-        try await notify(type: event.type, payload: Data(event.payload), event: id, on: c)
+        try await notify(type: event.type, payload: Data(event.payload), event: id,
+                         occurred: Date(timeIntervalSince1970: Double(event.occurredAtUs) / 1_000_000), on: c)
     }
 
     /// The notifications one of messaging's own events makes, in the transaction that emits it.
     func announce(_ message: some SwiftProtobuf.Message, event: UUID, on c: PostgresConnection) async throws {
-        try await notify(type: type(of: message).protoMessageName, payload: try message.serializedData(), event: event, on: c)
+        try await notify(type: type(of: message).protoMessageName, payload: try message.serializedData(), event: event, occurred: Date(), on: c)
     }
 
-    private func notify(type: String, payload: Data, event: UUID, on c: PostgresConnection) async throws {
+    private func notify(type: String, payload: Data, event: UUID, occurred: Date, on c: PostgresConnection) async throws {
         guard NotificationRules.types.contains(type) else { return }
-        let drafts = try NotificationRules.drafts(type: type, payload: payload)
+        let drafts = try NotificationRules.drafts(type: type, payload: payload, occurred: occurred, now: Date())
         guard !drafts.isEmpty else { return }
         // Written as the service (row-level security), then the transaction is left as it was.
         try await Store.setActor(MessagingService.actor, roles: ["service"], on: c, logger: logger)
@@ -112,17 +113,21 @@ final class Notifications: Sendable {
     }
 
     /// Each notification's deliveries, read in one statement. An SMS delivery's status is its
-    /// message's, as the SMS path and the provider's receipts move it.
+    /// message's, as the SMS path and the provider's receipts move it; an email delivery's its
+    /// email's.
     func deliveries(_ c: PostgresConnection, of notifications: inout [Caremesh_Messaging_V1_Notification]) async throws {
         guard !notifications.isEmpty else { return }
         var byID: [String: [Caremesh_Messaging_V1_NotificationDelivery]] = [:]
         let rows = try await c.query("""
             SELECT d.notification_id, d.channel,
-                   CASE WHEN m.id IS NULL THEN d.status WHEN m.status IN ('scheduled', 'pending') THEN 'queued'
+                   CASE WHEN e.id IS NOT NULL THEN e.status
+                        WHEN m.id IS NULL THEN d.status WHEN m.status IN ('scheduled', 'pending') THEN 'queued'
                         WHEN m.status IN ('failed', 'cancelled') THEN 'failed' ELSE m.status END,
-                   d.attempts + coalesce(m.retry_count, 0), extract(epoch FROM greatest(d.updated_at, m.updated_at))::float8,
-                   CASE WHEN m.id IS NULL THEN d.last_error ELSE coalesce(m.error_message, m.delivery_description, '') END
-            FROM notification_deliveries d LEFT JOIN sms_messages m ON m.id = d.sms_message_id
+                   d.attempts + coalesce(m.retry_count, 0) + coalesce(e.attempts, 0),
+                   extract(epoch FROM greatest(d.updated_at, m.updated_at, e.updated_at))::float8,
+                   CASE WHEN e.id IS NOT NULL THEN coalesce(e.error_message, '')
+                        WHEN m.id IS NULL THEN d.last_error ELSE coalesce(m.error_message, m.delivery_description, '') END
+            FROM notification_deliveries d LEFT JOIN sms_messages m ON m.id = d.sms_message_id LEFT JOIN emails e ON e.id = d.email_id
             WHERE d.notification_id = ANY(\(notifications.compactMap { UUID(uuidString: $0.id) })::uuid[])
             ORDER BY d.notification_id, d.channel
             """, logger: logger)
