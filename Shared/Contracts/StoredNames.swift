@@ -60,7 +60,7 @@ extension Caremesh_Messaging_V1_NotificationKind: StoredNamed {
     /// As in `messaging.notifications.kind`.
     public static let storedNames: [Self: String] = [
         .sosOffered: "SOS_OFFERED", .sosAccepted: "SOS_ACCEPTED", .sosUpdated: "SOS_UPDATED", .chatMessage: "CHAT_MESSAGE", .accountLocked: "ACCOUNT_LOCKED",
-        .credentialUpdated: "CREDENTIAL_UPDATED",
+        .credentialUpdated: "CREDENTIAL_UPDATED", .ruleAlert: "RULE_ALERT", .careAlertUpdated: "CARE_ALERT_UPDATED",
     ]
 }
 

@@ -27,6 +27,10 @@ public struct EventConsumer: Service {
     public typealias Handler = @Sendable (Event, PostgresConnection) async throws -> Void
 
     public let source: String
+    /// Names this consumer among the service's consumers of `source` (nil: the only one).
+    public let name: String?
+    /// The key of its cursor and of its records of applied events: `source`, or `source/name`.
+    public let cursorKey: String
     public let store: Store
     public let client: RPCClient
     public let handler: Handler
@@ -42,10 +46,14 @@ public struct EventConsumer: Service {
     /// that acts on what the handler wrote (a wake-up before the commit finds nothing to do).
     let committed: @Sendable () -> Void
 
-    public init(source: String, types: Set<String>? = nil, store: Store, client: RPCClient, logger: Logger,
+    /// `name` gives a second consumer of one source its own cursor (and its own place in the
+    /// source's retention): e.g. one that waits for a provider and one that must always run.
+    public init(source: String, name: String? = nil, types: Set<String>? = nil, store: Store, client: RPCClient, logger: Logger,
                 committed: @escaping @Sendable () -> Void = {}, handler: @escaping Handler) {
         self.committed = committed
         self.source = source
+        self.name = name
+        self.cursorKey = name.map { "\(source)/\($0)" } ?? source
         self.types = types
         self.wanted = types.map { $0.sorted() } ?? []
         self.store = store
@@ -54,7 +62,7 @@ public struct EventConsumer: Service {
         self.handler = handler
     }
 
-    /// Where this consumer is in `source`'s outbox.
+    /// Where the consumer keyed `source` (its `cursorKey`) is in its source's outbox.
     public static func cursor(source: String, store: Store) async throws -> Int64 {
         let rows = try await store.query("SELECT position FROM event_cursors WHERE source = \(source)")
         return try rows.first?.decode(Int64.self) ?? 0
@@ -65,9 +73,10 @@ public struct EventConsumer: Service {
             var failures = 0
             while !Task.isCancelled {
                 do {
-                    let after = try await Self.cursor(source: source, store: store)
+                    let after = try await Self.cursor(source: cursorKey, store: store)
                     var request = Caremesh_Events_V1_PullEventsRequest()
                     request.after = after
+                    request.consumer = name ?? ""
                     request.limit = batch
                     request.waitMs = waitMs
                     request.types = wanted
@@ -141,7 +150,7 @@ public struct EventConsumer: Service {
             return id
         }
         let seqs = events.map(\.seq)
-        let source = self.source, handler = self.handler, logger = self.logger
+        let source = self.cursorKey, handler = self.handler, logger = self.logger
         try await store.withTransaction { c in
             var fresh = Set<UUID>()
             if !ids.isEmpty {

@@ -171,8 +171,10 @@ public final class Outbox: Service, Sendable {
         guard request.after >= 0 else { throw RPCError.invalidArgument(field: "after", "must be 0 or a seq from an earlier pull") }
         let limit = request.limit == 0 ? 100 : Int(request.limit)
         guard limit <= 1_000 else { throw RPCError.invalidArgument(field: "limit", "at most 1000") }
+        guard request.consumer.count <= 40, request.consumer.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+        else { throw RPCError.invalidArgument(field: "consumer", "letters, digits, '-' and '_', at most 40") }
         if let caller = context.caller, caller.roles.contains("service"), !caller.subject.isEmpty {
-            try await recordConsumer(caller.subject, position: request.after)
+            try await recordConsumer(request.consumer.isEmpty ? caller.subject : "\(caller.subject)/\(request.consumer)", position: request.after)
         }
         // Leave time for the answer to travel back before the caller's deadline.
         let waitEnd = min(monotonicNanos() + UInt64(request.waitMs) * 1_000_000, context.answerBy)

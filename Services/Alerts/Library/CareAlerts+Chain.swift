@@ -140,6 +140,7 @@ extension CareAlerts {
         e.previousStatus = before.state.proto
         e.actorID = actor?.text ?? ""
         e.endedCallIds = ended
+        e.staffID = before.staff.text
         try events.add(e, key: before.alert.id)
     }
 

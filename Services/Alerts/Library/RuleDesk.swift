@@ -396,6 +396,7 @@ final class RuleDesk: Sendable {
                 event.ruleVersion = alert.ruleVersion
                 event.severity = alert.severity
                 event.title = alert.title
+                event.notifyIds = try await Self.coordinators(of: pairing.id, c, logger: logger).map(\.text)
                 _ = try await outbox.append(event, key: alert.pairingID, on: c)
                 raised.append(alert)
                 any = true
@@ -511,6 +512,16 @@ final class RuleDesk: Sendable {
         }
     }
 
+    /// The pairing's coordinators: the active coordinators of its client's zone (who look at its
+    /// alerts until one is assigned).
+    static func coordinators(of pairing: UUID, _ c: PostgresConnection, logger: Logger) async throws -> [UUID] {
+        try await c.query("""
+            SELECT k.user_id FROM pairings p JOIN client_zones z ON z.client_id = p.client_id
+            JOIN coordinators k ON k.zone_id = z.zone_id AND k.is_active AND k.tier = 'coordinator'
+            WHERE p.id = \(pairing) ORDER BY k.user_id
+            """, logger: logger).collect().map { try $0.decode(UUID.self) }
+    }
+
     /// Assign, acknowledge, resolve or dismiss (`RuleAlertTriage` says what may follow what).
     func triage(_ idText: String, _ action: RuleAlertAction, assignee assigneeText: String = "", notes: String = "",
                 _ context: RPCContext) async throws -> Caremesh_Alerts_V1_RuleAlertResponse {
@@ -544,6 +555,17 @@ final class RuleDesk: Sendable {
                 \(unescaped: Self.alertSelect(from: "a"))
                 """, logger: self.logger).first else { throw RPCError(.internal, "the update returned no row") }
             if !next.isOpen { try await Self.refreshHealth(pairing, c, logger: self.logger) }
+            if action == .assign, let assignee, assignee.text != context.caller?.userID?.text {
+                let event = Caremesh_Alerts_V1_RuleAlertAssigned.with {
+                    $0.alertID = alert.id
+                    $0.pairingID = alert.pairingID
+                    $0.assignedTo = assignee.text
+                    $0.assignedBy = context.caller?.userID?.text ?? ""
+                    $0.severity = alert.severity
+                    $0.title = alert.title
+                }
+                _ = try await self.outbox.append(event, key: alert.pairingID, on: c)
+            }
             return alert
         }
         return response

@@ -41,6 +41,7 @@ final class Announcements: Sendable {
                 """).first else { throw RPCError(.internal, "the insert returned no row") }
             var e = Caremesh_Messaging_V1_AnnouncementPublished()
             e.announcementID = a.id
+            e.title = a.title
             _ = try await self.outbox.append(e, key: a.id, on: c)
             var response = Caremesh_Messaging_V1_PublishAnnouncementResponse()
             response.announcement = a

@@ -64,8 +64,14 @@ public enum MessagingService {
                                              logger: logger, committed: { routing.signal.fire() }) { event, c in
                 try await notifications.apply(event, c)
             }
-            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, fromIdentity, routing, answers, emails,
-                                             pusher]
+            // Alerts' events that tell someone (a rule alert, a caregiver's care alert): a consumer
+            // of its own, as the calls' consumer waits for a voice provider.
+            let fromAlerts = EventConsumer(source: "alerts", name: "notifications", types: NotificationRules.typesBySource["alerts"], store: store,
+                                           client: client, logger: logger, committed: { routing.signal.fire() }) { event, c in
+                try await notifications.apply(event, c)
+            }
+            var background: [any Service] = [ClientLifetime(client), sender, voice, webhooks, fromDispatch, fromIdentity, fromAlerts, routing, answers,
+                                             emails, pusher]
             // Care-alert calls need a voice provider: without one, alerts' requests stay in its
             // outbox until messaging runs with one (nothing is consumed, nothing is lost).
             if voice.provider != nil {

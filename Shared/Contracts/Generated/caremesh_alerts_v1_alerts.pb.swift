@@ -2682,6 +2682,9 @@ public nonisolated struct Caremesh_Alerts_V1_CareAlertStatusChanged: Sendable {
   /// Calls still live that messaging should hang up (someone answered, or the alert ended).
   public var endedCallIds: [String] = []
 
+  /// The caregiver who raised it (told when it is answered, escalated, or nobody answered).
+  public var staffID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2702,6 +2705,35 @@ public nonisolated struct Caremesh_Alerts_V1_RuleAlertRaised: Sendable {
   public var ruleID: String = String()
 
   public var ruleVersion: UInt32 = 0
+
+  public var severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
+
+  public var title: String = String()
+
+  /// Who should look at it: the pairing's coordinators (the active coordinators of its client's
+  /// zone), as a new alert has no assignee.
+  public var notifyIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A rule alert was assigned to someone (for their notification).
+public nonisolated struct Caremesh_Alerts_V1_RuleAlertAssigned: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alertID: String = String()
+
+  public var pairingID: String = String()
+
+  /// The user it is assigned to.
+  public var assignedTo: String = String()
+
+  /// Who assigned it.
+  public var assignedBy: String = String()
 
   public var severity: Caremesh_Alerts_V1_RuleSeverity = .unspecified
 
@@ -6510,7 +6542,7 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertEscalated: SwiftProtobuf.Messa
 
 nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CareAlertStatusChanged"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{1}status\0\u{3}previous_status\0\u{3}actor_id\0\u{3}ended_call_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{1}status\0\u{3}previous_status\0\u{3}actor_id\0\u{3}ended_call_ids\0\u{3}staff_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6523,6 +6555,7 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.M
       case 3: try { try decoder.decodeSingularEnumField(value: &self.previousStatus) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.actorID) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.endedCallIds) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.staffID) }()
       default: break
       }
     }
@@ -6544,6 +6577,9 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.M
     if !self.endedCallIds.isEmpty {
       try visitor.visitRepeatedStringField(value: self.endedCallIds, fieldNumber: 5)
     }
+    if !self.staffID.isEmpty {
+      try visitor.visitSingularStringField(value: self.staffID, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6553,6 +6589,7 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.M
     if lhs.previousStatus != rhs.previousStatus {return false}
     if lhs.actorID != rhs.actorID {return false}
     if lhs.endedCallIds != rhs.endedCallIds {return false}
+    if lhs.staffID != rhs.staffID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6560,7 +6597,7 @@ nonisolated extension Caremesh_Alerts_V1_CareAlertStatusChanged: SwiftProtobuf.M
 
 nonisolated extension Caremesh_Alerts_V1_RuleAlertRaised: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RuleAlertRaised"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}rule_id\0\u{3}rule_version\0\u{1}severity\0\u{1}title\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{3}pairing_id\0\u{3}ea_id\0\u{3}rule_id\0\u{3}rule_version\0\u{1}severity\0\u{1}title\0\u{3}notify_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6575,6 +6612,7 @@ nonisolated extension Caremesh_Alerts_V1_RuleAlertRaised: SwiftProtobuf.Message,
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.ruleVersion) }()
       case 6: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.title) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.notifyIds) }()
       default: break
       }
     }
@@ -6602,6 +6640,9 @@ nonisolated extension Caremesh_Alerts_V1_RuleAlertRaised: SwiftProtobuf.Message,
     if !self.title.isEmpty {
       try visitor.visitSingularStringField(value: self.title, fieldNumber: 7)
     }
+    if !self.notifyIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.notifyIds, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6611,6 +6652,62 @@ nonisolated extension Caremesh_Alerts_V1_RuleAlertRaised: SwiftProtobuf.Message,
     if lhs.eaID != rhs.eaID {return false}
     if lhs.ruleID != rhs.ruleID {return false}
     if lhs.ruleVersion != rhs.ruleVersion {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.title != rhs.title {return false}
+    if lhs.notifyIds != rhs.notifyIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Caremesh_Alerts_V1_RuleAlertAssigned: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleAlertAssigned"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}alert_id\0\u{3}pairing_id\0\u{3}assigned_to\0\u{3}assigned_by\0\u{1}severity\0\u{1}title\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.alertID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pairingID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.assignedTo) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.assignedBy) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.title) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.alertID.isEmpty {
+      try visitor.visitSingularStringField(value: self.alertID, fieldNumber: 1)
+    }
+    if !self.pairingID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pairingID, fieldNumber: 2)
+    }
+    if !self.assignedTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignedTo, fieldNumber: 3)
+    }
+    if !self.assignedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignedBy, fieldNumber: 4)
+    }
+    if self.severity != .unspecified {
+      try visitor.visitSingularEnumField(value: self.severity, fieldNumber: 5)
+    }
+    if !self.title.isEmpty {
+      try visitor.visitSingularStringField(value: self.title, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Caremesh_Alerts_V1_RuleAlertAssigned, rhs: Caremesh_Alerts_V1_RuleAlertAssigned) -> Bool {
+    if lhs.alertID != rhs.alertID {return false}
+    if lhs.pairingID != rhs.pairingID {return false}
+    if lhs.assignedTo != rhs.assignedTo {return false}
+    if lhs.assignedBy != rhs.assignedBy {return false}
     if lhs.severity != rhs.severity {return false}
     if lhs.title != rhs.title {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -79,6 +79,11 @@ public nonisolated struct Caremesh_Events_V1_PullEventsRequest: Sendable {
   /// others for the consumer, which moves its cursor to `scanned_through`.
   public var types: [String] = []
 
+  /// Names this consumer within the calling service when the service reads this producer with
+  /// several consumers (each its own cursor): each then holds the producer's retention back on
+  /// its own. Empty: the service's one consumer. Letters, digits, '-' and '_'; at most 40.
+  public var consumer: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -163,7 +168,7 @@ nonisolated extension Caremesh_Events_V1_Event: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullEventsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}limit\0\u{3}wait_ms\0\u{1}types\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}limit\0\u{3}wait_ms\0\u{1}types\0\u{1}consumer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -175,6 +180,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.types) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.consumer) }()
       default: break
       }
     }
@@ -193,6 +199,9 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
     if !self.types.isEmpty {
       try visitor.visitRepeatedStringField(value: self.types, fieldNumber: 4)
     }
+    if !self.consumer.isEmpty {
+      try visitor.visitSingularStringField(value: self.consumer, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -201,6 +210,7 @@ nonisolated extension Caremesh_Events_V1_PullEventsRequest: SwiftProtobuf.Messag
     if lhs.limit != rhs.limit {return false}
     if lhs.waitMs != rhs.waitMs {return false}
     if lhs.types != rhs.types {return false}
+    if lhs.consumer != rhs.consumer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1869,6 +1869,9 @@ public nonisolated struct Caremesh_Messaging_V1_AnnouncementPublished: Sendable 
 
   public var announcementID: String = String()
 
+  /// Its title (the router's edge sends it on every open notification stream).
+  public var title: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4743,7 +4746,7 @@ nonisolated extension Caremesh_Messaging_V1_SmsStatusChanged: SwiftProtobuf.Mess
 
 nonisolated extension Caremesh_Messaging_V1_AnnouncementPublished: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AnnouncementPublished"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}announcement_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}announcement_id\0\u{1}title\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4752,6 +4755,7 @@ nonisolated extension Caremesh_Messaging_V1_AnnouncementPublished: SwiftProtobuf
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.announcementID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.title) }()
       default: break
       }
     }
@@ -4761,11 +4765,15 @@ nonisolated extension Caremesh_Messaging_V1_AnnouncementPublished: SwiftProtobuf
     if !self.announcementID.isEmpty {
       try visitor.visitSingularStringField(value: self.announcementID, fieldNumber: 1)
     }
+    if !self.title.isEmpty {
+      try visitor.visitSingularStringField(value: self.title, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Caremesh_Messaging_V1_AnnouncementPublished, rhs: Caremesh_Messaging_V1_AnnouncementPublished) -> Bool {
     if lhs.announcementID != rhs.announcementID {return false}
+    if lhs.title != rhs.title {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

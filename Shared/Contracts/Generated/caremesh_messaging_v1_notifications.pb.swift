@@ -49,6 +49,12 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
 
   /// A volunteer's verification was granted or withdrawn, or one of their certifications expired.
   case credentialUpdated // = 6
+
+  /// A rule alert for its assignee, or for the pairing's coordinators while it has none.
+  case ruleAlert // = 7
+
+  /// The caregiver's care alert was answered, escalated, or nobody answered (critical).
+  case careAlertUpdated // = 8
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -64,6 +70,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case 4: self = .chatMessage
     case 5: self = .accountLocked
     case 6: self = .credentialUpdated
+    case 7: self = .ruleAlert
+    case 8: self = .careAlertUpdated
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -77,6 +85,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     case .chatMessage: return 4
     case .accountLocked: return 5
     case .credentialUpdated: return 6
+    case .ruleAlert: return 7
+    case .careAlertUpdated: return 8
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -90,6 +100,8 @@ public nonisolated enum Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf.En
     .chatMessage,
     .accountLocked,
     .credentialUpdated,
+    .ruleAlert,
+    .careAlertUpdated,
   ]
 
 }
@@ -279,7 +291,7 @@ public nonisolated struct Caremesh_Messaging_V1_Notification: Sendable {
 
   public var kind: Caremesh_Messaging_V1_NotificationKind = .unspecified
 
-  /// Critical kinds (SOS offers, account locks) ignore quiet hours and channels turned off.
+  /// Critical kinds (SOS offers, care alerts, account locks) ignore quiet hours and channels turned off.
   public var critical: Bool = false
 
   /// Short, and never PHI: "An SOS near you".
@@ -797,7 +809,7 @@ public nonisolated struct Caremesh_Messaging_V1_NotificationCreated: Sendable {
 fileprivate nonisolated let _protobuf_package = "caremesh.messaging.v1"
 
 nonisolated extension Caremesh_Messaging_V1_NotificationKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0\u{1}NOTIFICATION_KIND_CHAT_MESSAGE\0\u{1}NOTIFICATION_KIND_ACCOUNT_LOCKED\0\u{1}NOTIFICATION_KIND_CREDENTIAL_UPDATED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NOTIFICATION_KIND_UNSPECIFIED\0\u{1}NOTIFICATION_KIND_SOS_OFFERED\0\u{1}NOTIFICATION_KIND_SOS_ACCEPTED\0\u{1}NOTIFICATION_KIND_SOS_UPDATED\0\u{1}NOTIFICATION_KIND_CHAT_MESSAGE\0\u{1}NOTIFICATION_KIND_ACCOUNT_LOCKED\0\u{1}NOTIFICATION_KIND_CREDENTIAL_UPDATED\0\u{1}NOTIFICATION_KIND_RULE_ALERT\0\u{1}NOTIFICATION_KIND_CARE_ALERT_UPDATED\0")
 }
 
 nonisolated extension Caremesh_Messaging_V1_DeliveryChannel: SwiftProtobuf._ProtoNameProviding {

@@ -102,4 +102,39 @@ import Testing
         #expect(expired[0].data == ["change": "expired", "expired_on": "2026-12-01"])
         #expect(try drafts(Caremesh_Identity_V1_VolunteerVerified.with { $0.userID = "nobody" }).isEmpty)
     }
+
+    @Test func alertsNewsReachesTheCoordinatorsTheAssigneeAndTheCaregiver() throws {
+        let k1 = UUID(), k2 = UUID(), caregiver = UUID(), coordinator = UUID()
+        let raised = try drafts(Caremesh_Alerts_V1_RuleAlertRaised.with {
+            $0.alertID = "a1"
+            $0.pairingID = "p1"
+            $0.severity = .high
+            $0.title = "Needs support three days running"
+            $0.notifyIds = [k1.uuidString, k2.uuidString, k1.uuidString]
+        })
+        #expect(raised.map(\.person) == [k1, k2] && raised.allSatisfy { $0.kind == .ruleAlert && !$0.kind.isCritical })
+        #expect(raised[0].body == "High alert: Needs support three days running. Open CareMesh to triage it.")
+        #expect(raised[0].data == ["alert_id": "a1", "pairing_id": "p1", "severity": "HIGH"])
+        let assigned = try drafts(Caremesh_Alerts_V1_RuleAlertAssigned.with { $0.alertID = "a1"; $0.assignedTo = k2.uuidString; $0.severity = .critical })
+        #expect(assigned.map(\.person) == [k2] && assigned[0].title == "A rule alert is yours" && assigned[0].body.hasPrefix("Critical alert"))
+
+        func changed(_ status: Caremesh_Alerts_V1_CareAlertStatus, actor: UUID?) throws -> [NotificationRules.Draft] {
+            try drafts(Caremesh_Alerts_V1_CareAlertStatusChanged.with {
+                $0.alertID = "c1"
+                $0.status = status
+                $0.staffID = caregiver.uuidString
+                $0.actorID = actor?.uuidString ?? ""
+            })
+        }
+        #expect(try changed(.answered, actor: coordinator).map(\.data) == [["alert_id": "c1", "status": "ANSWERED"]])
+        #expect(try changed(.escalated, actor: nil).first?.title == "Your care alert is escalated")
+        let none = try #require(try changed(.noAnswer, actor: nil).first)
+        #expect(none.person == caregiver && none.kind == .careAlertUpdated && none.kind.isCritical && none.body.contains("emergency services"))
+        // Ringing, resolved, cancelled: nothing; nor what the caregiver did themselves.
+        for status in [Caremesh_Alerts_V1_CareAlertStatus.ringing, .resolved, .cancelled, .initiated] { #expect(try changed(status, actor: nil).isEmpty) }
+        #expect(try changed(.answered, actor: caregiver).isEmpty)
+        // Stale news of any kind is not told.
+        #expect(try drafts(Caremesh_Alerts_V1_CareAlertStatusChanged.with { $0.status = .noAnswer; $0.staffID = caregiver.uuidString }, age: 90_000)
+            .isEmpty)
+    }
 }

@@ -16,6 +16,8 @@ final class SSEStream: Sendable {
     struct Event: Sendable, Equatable {
         let id: String
         let data: String
+        /// The `event:` field ("notification", "announcement").
+        var name = ""
     }
 
     let status: Int
@@ -35,13 +37,14 @@ final class SSEStream: Sendable {
                         while let end = s.text.range(of: "\n\n") {
                             let block = String(s.text[..<end.lowerBound])
                             s.text.removeSubrange(..<end.upperBound)
-                            var id = "", data = ""
+                            var id = "", data = "", name = ""
                             for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
                                 if line.hasPrefix(":") { s.comments += 1 }
                                 if line.hasPrefix("id: ") { id = String(line.dropFirst(4)) }
+                                if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
                                 if line.hasPrefix("data: ") { data = String(line.dropFirst(6)) }
                             }
-                            if !data.isEmpty { s.events.append(Event(id: id, data: data)) }
+                            if !data.isEmpty { s.events.append(Event(id: id, data: data, name: name)) }
                         }
                     }
                 }
@@ -196,5 +199,43 @@ extension SmsTests {
             #expect(try await s.db.count(as: "messaging", "SELECT count(*) FROM messaging.notifications") == 0)
             for stream in [none, badResume, secondStream, firstStream, resumed, fromStart] { stream.close() }
         }
+    }
+
+    @Test func anAnnouncementReachesEveryOpenStreamWithoutAnId() async throws {
+        try await withStack { s in
+            let a = try await TestAccount.make(s.client, s.db, role: "user")
+            let b = try await TestAccount.make(s.client, s.db, role: "volunteer")
+            let url = s.edgeURL + "/v1/notifications/stream"
+            let streams = try await [a, b].asyncMap { try await SSEStream(url, headers: [("Authorization", $0.auth.metadata["authorization"]!)]) }
+            // Both streams are open (a heartbeat came) before it is published.
+            for stream in streams {
+                _ = try await TestStack.eventually(timeout: .seconds(10)) {
+                    guard stream.comments >= 1 else { throw RPCError(.deadlineExceeded, "no heartbeat yet") }
+                }
+            }
+            let published = try await s.client.call(MessagingMethods.publishAnnouncement, request: .with {
+                $0.title = "Office closed on Friday"
+                $0.content = "The office is closed on Friday; SOS work as always."
+            }, options: s.admin.auth).announcement
+            for stream in streams {
+                let event = try await TestStack.eventually(timeout: .seconds(10)) {
+                    guard let e = stream.events.first(where: { $0.name == "announcement" }) else { throw RPCError(.unavailable, "no announcement yet") }
+                    return e
+                }
+                let body = try Caremesh_Messaging_V1_AnnouncementPublished(jsonString: event.data)
+                #expect(event.id.isEmpty && body.announcementID == published.id && body.title == "Office closed on Friday")
+                stream.close()
+            }
+            // It is no one's notification.
+            #expect(try await s.count("SELECT count(*) FROM messaging.notifications") == 0)
+        }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }

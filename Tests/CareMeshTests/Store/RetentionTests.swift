@@ -19,12 +19,13 @@ import ZMQ
     }
 
     /// `Events.Pull` called in-process as `subject` with `roles` (the router sets the caller).
-    func pull(_ outbox: Outbox, after: Int64, as subject: String, roles: [String]) async throws {
+    func pull(_ outbox: Outbox, after: Int64, as subject: String, roles: [String], consumer: String = "") async throws {
         var caller = Caremesh_Rpc_V1_Caller()
         caller.subject = subject
         caller.roles = roles
         var r = Caremesh_Events_V1_PullEventsRequest()
         r.after = after
+        r.consumer = consumer
         r.limit = 1
         _ = try await outbox.pull(r, context: RPCContext(method: EventsMethods.pull.path, requestID: 1,
                                                          deadline: monotonicNanos() + 5_000_000_000, caller: caller))
@@ -60,14 +61,21 @@ import ZMQ
 
                 // alerts (a service) has read up to seqs[4]; "gone" was last seen a month ago at 0;
                 // an admin's pull does not count as a consumer's.
+                // alerts reads with a second consumer too (its own cursor, its own place here).
                 try await pull(host.outbox, after: seqs[4], as: "service:alerts", roles: ["service"])
+                try await pull(host.outbox, after: seqs[6], as: "service:alerts", roles: ["service"], consumer: "notifications")
+                let badName = await #expect(throws: RPCError.self) {
+                    try await pull(host.outbox, after: 0, as: "service:alerts", roles: ["service"], consumer: "no/slash")
+                }
+                #expect(badName?.code == .invalidArgument && badName?.message.hasPrefix("consumer:") == true)
                 try await pull(host.outbox, after: 0, as: "some-admin", roles: ["admin"])
                 _ = try await rows(url, """
                     INSERT INTO event_consumers (consumer, position, seen_at) VALUES ('service:gone', 0, now() - interval '30 days')
                     """)
                 let consumers = try await rows(url, "SELECT consumer, position FROM event_consumers ORDER BY consumer")
                     .map { try $0.decode((String, Int64).self) }
-                #expect(consumers.map(\.0) == ["service:alerts", "service:gone"] && consumers.map(\.1) == [seqs[4], 0])
+                #expect(consumers.map(\.0) == ["service:alerts", "service:alerts/notifications", "service:gone"])
+                #expect(consumers.map(\.1) == [seqs[4], seqs[6], 0])
 
                 // Old, and read by alerts: seqs[0...4] go. Old but unread by alerts: kept.
                 #expect(try await prune().events == 5)
@@ -96,7 +104,9 @@ import ZMQ
 
                 // alerts reads on: the old rest goes, the two young events stay.
                 try await pull(host.outbox, after: seqs[9], as: "service:alerts", roles: ["service"])
-                #expect(try await prune().events == 3)
+                #expect(try await prune().events == 2)  // up to the named consumer's seqs[6]
+                try await pull(host.outbox, after: seqs[9], as: "service:alerts", roles: ["service"], consumer: "notifications")
+                #expect(try await prune().events == 1)
                 #expect(try await remaining() == Array(seqs[8...]))
                 #expect(try await horizon() == seqs[7])
                 #expect(try await prune().events == 0)

@@ -5,9 +5,10 @@ import Foundation
 /// pure function of the notification and its person's contact points (identity's
 /// `GetContactPoints`), tested without I/O.
 enum NotificationChannels {
-    /// Kinds texted to people who chose SMS: an SOS offered to them, or news of their own SOS.
+    /// Kinds texted to people who chose SMS: an SOS offered to them, news of their own SOS or of
+    /// the care alert they raised.
     /// A chat message never goes by SMS (the app is where its text is read).
-    static let smsKinds: Set<Caremesh_Messaging_V1_NotificationKind> = [.sosOffered, .sosAccepted, .sosUpdated]
+    static let smsKinds: Set<Caremesh_Messaging_V1_NotificationKind> = [.sosOffered, .sosAccepted, .sosUpdated, .careAlertUpdated]
 
     /// How long an SOS offer's reply code can be answered.
     static let replyCodeLifetime: Duration = .seconds(2 * 3_600)
@@ -32,10 +33,10 @@ enum NotificationChannels {
         kind == .sosOffered ? .seconds(15 * 60) : .seconds(86_400)
     }
 
-    /// Kinds emailed to people who chose email: what is about their SOS or their account (a chat
-    /// message is read in the app).
+    /// Kinds emailed to people who chose email: what is about their SOS, their account, their
+    /// alerts (a chat message is read in the app).
     static let emailKinds: Set<Caremesh_Messaging_V1_NotificationKind> = [
-        .sosOffered, .sosAccepted, .sosUpdated, .accountLocked, .credentialUpdated,
+        .sosOffered, .sosAccepted, .sosUpdated, .accountLocked, .credentialUpdated, .ruleAlert, .careAlertUpdated,
     ]
     /// Kinds emailed whatever the person chose: security notices.
     static let alwaysEmailed: Set<Caremesh_Messaging_V1_NotificationKind> = [.accountLocked]

@@ -21,16 +21,19 @@ enum NotificationRules {
         "messaging": [Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName],
         "identity": [Caremesh_Identity_V1_AccountLocked.protoMessageName, Caremesh_Identity_V1_VolunteerVerified.protoMessageName,
                      Caremesh_Identity_V1_VerificationRevoked.protoMessageName, Caremesh_Identity_V1_CredentialExpired.protoMessageName],
+        "alerts": [Caremesh_Alerts_V1_RuleAlertRaised.protoMessageName, Caremesh_Alerts_V1_RuleAlertAssigned.protoMessageName,
+                   Caremesh_Alerts_V1_CareAlertStatusChanged.protoMessageName],
     ]
     static let types = typesBySource.values.reduce(into: Set<String>()) { $0.formUnion($1) }
 
-    /// News about one's account older than this is not told (a consumer starting on an old
-    /// event log, or catching up after a long outage, does not email last month's lock).
+    /// News older than this is not told (a consumer starting on an old event log, or catching up
+    /// after a long outage, does not email last month's lock or last week's alerts).
     static let staleAfter: TimeInterval = 86_400
 
     /// The notifications `type`'s event `payload` makes: one per person at most. `occurred` is
     /// when the event committed, `now` the clock.
     static func drafts(type: String, payload: Data, occurred: Date, now: Date) throws -> [Draft] {
+        guard now.timeIntervalSince(occurred) < staleAfter else { return [] }
         switch type {
         case Caremesh_Dispatch_V1_SosOffered.protoMessageName:
             return offered(try Caremesh_Dispatch_V1_SosOffered(serializedBytes: payload))
@@ -41,8 +44,9 @@ enum NotificationRules {
         case Caremesh_Messaging_V1_ChatMessagePosted.protoMessageName:
             return chatPosted(try Caremesh_Messaging_V1_ChatMessagePosted(serializedBytes: payload))
         case _ where typesBySource["identity"]!.contains(type):
-            guard now.timeIntervalSince(occurred) < staleAfter else { return [] }
             return try account(type: type, payload: payload, now: now)
+        case _ where typesBySource["alerts"]!.contains(type):
+            return try alerts(type: type, payload: payload)
         default:
             return []
         }
@@ -99,36 +103,5 @@ enum NotificationRules {
                       body: "You have a new message in the SOS chat. Open CareMesh to read it.",
                       data: ["sos_id": e.sosID, "message_id": e.messageID, "number": "\(e.number)"])
             }
-    }
-
-    /// The account's holder: locked (while it still is), verified, withdrawn, a certification expired.
-    static func account(type: String, payload: Data, now: Date) throws -> [Draft] {
-        let person: String, kind: Caremesh_Messaging_V1_NotificationKind, title: String, body: String, data: [String: String]
-        switch type {
-        case Caremesh_Identity_V1_AccountLocked.protoMessageName:
-            let e = try Caremesh_Identity_V1_AccountLocked(serializedBytes: payload)
-            let until = e.lockedUntil.date
-            guard until > now else { return [] }
-            (person, kind, title) = (e.userID, .accountLocked, "Your account is locked")
-            body = "After several failed sign-ins your CareMesh account is locked for \(max(1, Int(until.timeIntervalSince(now) / 60 + 0.5))) "
-                + "minutes. If this was not you, reset your password."
-            data = ["locked_until": "\(Int(until.timeIntervalSince1970))"]
-        case Caremesh_Identity_V1_VolunteerVerified.protoMessageName:
-            let e = try Caremesh_Identity_V1_VolunteerVerified(serializedBytes: payload)
-            (person, kind, title, data) = (e.userID, .credentialUpdated, "You are verified", ["change": "verified"])
-            body = "Your account is verified: you can now be offered SOS near you."
-        case Caremesh_Identity_V1_VerificationRevoked.protoMessageName:
-            let e = try Caremesh_Identity_V1_VerificationRevoked(serializedBytes: payload)
-            (person, kind, title, data) = (e.userID, .credentialUpdated, "Your verification was withdrawn", ["change": "revoked"])
-            body = "Your verification was withdrawn: you are no longer offered SOS. Your coordinator can tell you more."
-        case Caremesh_Identity_V1_CredentialExpired.protoMessageName:
-            let e = try Caremesh_Identity_V1_CredentialExpired(serializedBytes: payload)
-            (person, kind, title, data) = (e.userID, .credentialUpdated, "A certification expired", ["change": "expired", "expired_on": e.expiredOn])
-            body = "Your \(e.credential.prefix(60)) certification expired on \(e.expiredOn). Renew it in CareMesh to keep being offered SOS."
-        default:
-            return []
-        }
-        guard let id = UUID(uuidString: person) else { return [] }
-        return [Draft(person: id, kind: kind, title: title, body: body, data: data)]
     }
 }

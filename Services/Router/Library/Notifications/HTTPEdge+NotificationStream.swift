@@ -61,6 +61,8 @@ extension HTTPEdge {
                     sent = n.seq
                 case .notification(let n):
                     behind = n.seq > sent
+                case .announcement(let a):
+                    try await writer.write(try Self.event(a))
                 case .resync:
                     behind = true
                 case .heartbeat:
@@ -103,6 +105,23 @@ extension HTTPEdge {
     /// One SSE event: the notification's seq as its id, its JSON as the data (one line).
     static func event(_ n: Caremesh_Messaging_V1_Notification) throws -> ByteBuffer {
         ByteBuffer(string: "id: \(n.seq)\nevent: notification\ndata: \(try n.jsonString())\n\n")
+    }
+
+    /// An announcement's SSE event, for everyone: no id (it is not one of the person's
+    /// notifications, and a resumed stream does not replay it; `ListAnnouncements` lists them).
+    static func event(_ a: Caremesh_Messaging_V1_AnnouncementPublished) throws -> ByteBuffer {
+        ByteBuffer(string: "event: announcement\ndata: \(try a.jsonString())\n\n")
+    }
+
+    /// Follows messaging's `AnnouncementPublished` events and hands each to every open stream.
+    func followAnnouncements(_ service: RPCClient) async {
+        let follower = EventFollower(client: service, service: "messaging", type: Caremesh_Messaging_V1_AnnouncementPublished.protoMessageName,
+                                     start: .newest, what: "messaging's announcements", logger: logger)
+        await follower.run(deliver: { payloads in
+            for payload in payloads {
+                if let e = try? Caremesh_Messaging_V1_AnnouncementPublished(serializedBytes: payload) { self.hub.broadcast(.announcement(e)) }
+            }
+        })
     }
 
     /// Follows messaging's `NotificationCreated` events by long polls, as the service "router",

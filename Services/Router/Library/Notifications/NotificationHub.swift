@@ -11,6 +11,8 @@ import Synchronization
 final class NotificationHub: Sendable {
     enum Item: Sendable {
         case notification(Caremesh_Messaging_V1_Notification)
+        /// An announcement was published: for everyone's streams.
+        case announcement(Caremesh_Messaging_V1_AnnouncementPublished)
         /// Live events may have been missed (the pull failed for a while): ask messaging.
         case resync
         /// Time to show the connection is alive.
