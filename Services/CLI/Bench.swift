@@ -9,7 +9,7 @@ import ZMQ
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks (record results in BENCHMARKS.md).",
-        subcommands: [RPC.self, IdentityBench.self, SosBench.self, AlertsBench.self, MessagingBench.self]
+        subcommands: [RPC.self, IdentityBench.self, SosBench.self, AlertsBench.self, MessagingBench.self, NotifyBench.self]
     )
 
     struct RPC: AsyncParsableCommand {

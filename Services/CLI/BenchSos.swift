@@ -53,10 +53,11 @@ struct SosBench: AsyncParsableCommand {
         }
     }
 
-    static func randomPoint() -> Caremesh_Dispatch_V1_LatLng {
+    /// A point in the city, or in its middle `spread` (a fraction of its size).
+    static func randomPoint(spread: Double = 1) -> Caremesh_Dispatch_V1_LatLng {
         var p = Caremesh_Dispatch_V1_LatLng()
-        p.latitude = center.lat + Double.random(in: -halfLat...halfLat)
-        p.longitude = center.lon + Double.random(in: -halfLon...halfLon)
+        p.latitude = center.lat + Double.random(in: -halfLat...halfLat) * spread
+        p.longitude = center.lon + Double.random(in: -halfLon...halfLon) * spread
         return p
     }
 
@@ -146,18 +147,7 @@ struct SosBench: AsyncParsableCommand {
         // Close the bench's SOS and cancel their wave timers (left scheduled, they would fire
         // during a later run and load the box it measures); keep or drop the city.
         try await Store.withSingleConnection(database, timeout: .seconds(10), logger: logger) { conn in
-            try await conn.query("""
-                WITH closed AS (
-                    UPDATE sos_requests SET status = 'CANCELLED', cancelled_at = now()
-                    WHERE description = 'bench' AND status IN ('PENDING', 'ESCALATED') RETURNING id)
-                UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now()
-                WHERE sos_id IN (SELECT id FROM closed) AND response = 'PENDING'
-                """, logger: logger)
-            try await conn.query("""
-                UPDATE jobs SET state = 'cancelled', finished_at = now()
-                WHERE kind = 'sos-wave' AND state = 'scheduled'
-                  AND lower(split_part(unique_key, ':', 1)) IN (SELECT id::text FROM sos_requests WHERE description = 'bench')
-                """, logger: logger)
+            try await Self.closeBenchSos(conn, logger: logger)
             if remove {
                 try await conn.query("""
                     DELETE FROM user_locations WHERE user_id IN (SELECT md5('caremesh-bench-' || i)::uuid FROM generate_series(1, \(volunteers)) i)
@@ -167,6 +157,23 @@ struct SosBench: AsyncParsableCommand {
                     """, logger: logger)
             }
         }
+    }
+
+    /// Closes the SOS a bench raised (description 'bench') and cancels their wave timers: left
+    /// open, their waves would go on offering them during a later run and load the box it measures.
+    static func closeBenchSos(_ conn: PostgresConnection, logger: Logger) async throws {
+        try await conn.query("""
+            WITH closed AS (
+                UPDATE sos_requests SET status = 'CANCELLED', cancelled_at = now()
+                WHERE description = 'bench' AND status IN ('PENDING', 'ESCALATED') RETURNING id)
+            UPDATE sos_offers SET response = 'WITHDRAWN', responded_at = now()
+            WHERE sos_id IN (SELECT id FROM closed) AND response = 'PENDING'
+            """, logger: logger)
+        try await conn.query("""
+            UPDATE jobs SET state = 'cancelled', finished_at = now()
+            WHERE kind = 'sos-wave' AND state = 'scheduled'
+              AND lower(split_part(unique_key, ':', 1)) IN (SELECT id::text FROM sos_requests WHERE description = 'bench')
+            """, logger: logger)
     }
 
     /// Offers per SOS over a run.
