@@ -141,6 +141,10 @@ public final class ServiceWorker: Service, Sendable {
         }
     }
 
+    /// Methods that wait for something to happen (`Events.Pull`): cancelled when draining begins,
+    /// they answer at once.
+    static let longPolls: Set<String> = [EventsMethods.pull.path]
+
     static let cancelledAtDeadline = RPCError(.deadlineExceeded, "the deadline passed while the call ran; it was cancelled")
 
     /// How long a cancelled handler may take to finish before the worker answers for it.
@@ -252,6 +256,9 @@ public final class ServiceWorker: Service, Sendable {
             if drainRequested && !machine.draining {
                 logger.info("worker draining", metadata: ["in.flight": "\(machine.inFlight)"])
                 apply(machine.beginDrain(now: monotonicNanos()))
+                // Long polls end now with what they have (nothing): a consumer's pull would
+                // otherwise hold the drain for its whole wait, and timers due meanwhile with it.
+                for r in running.values where Self.longPolls.contains(r.job.header.method) { r.task.cancel() }
             }
             let now = monotonicNanos()
             for reply in replies {

@@ -189,6 +189,8 @@ public final class Outbox: Service, Sendable {
             // far this pull looked, so the consumer's cursor moves past them).
             after = max(after, response.scannedThrough)
             await changes.wait(after: seen, timeout: .nanoseconds(Int64(waitEnd - now)))
+            // Cancelled (the worker drains): answer with what this pull has, at once.
+            if Task.isCancelled { return response }
         }
     }
 

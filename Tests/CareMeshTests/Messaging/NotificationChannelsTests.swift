@@ -125,7 +125,14 @@ struct NotificationChannelsTests {
         #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-12-08T20:59:00Z")) == .now)
         // The night the clocks go back (25 October 2026): 07:00 local is 06:00Z.
         #expect(settings.decide(.sosUpdated, .sms, now: Self.at("2026-10-25T01:30:00Z")) == .at(Self.at("2026-10-25T06:00:00Z")))
-        // An SOS offer is critical, and the stream is never held.
+        // A rule alert waits on every channel; an SOS offer, a care alert's news and an account
+        // lock are critical; the stream is never held.
+        for channel in [Caremesh_Messaging_V1_DeliveryChannel.push, .sms, .email] {
+            #expect(settings.decide(.ruleAlert, channel, now: Self.at("2026-12-07T22:30:00Z")) == .at(Self.at("2026-12-08T06:00:00Z")))
+            for critical in [Caremesh_Messaging_V1_NotificationKind.sosOffered, .careAlertUpdated, .accountLocked] {
+                #expect(settings.decide(critical, channel, now: Self.at("2026-12-07T22:30:00Z")) == .now)
+            }
+        }
         #expect(settings.decide(.sosOffered, .sms, now: Self.at("2026-12-07T22:30:00Z")) == .now)
         #expect(settings.decide(.sosAccepted, .stream, now: Self.at("2026-12-07T22:30:00Z")) == .now)
         // A daytime window that does not wrap.
