@@ -54,8 +54,10 @@ struct CLITests {
         defer { _ = try? FileManager.default.contentsOfDirectory(atPath: home.path) }
         // On failure, the stack's own logs say why (they go with the temporary home).
         let logs = ["supervisor", "router", "identity"].map { name in
-            let text = (try? String(contentsOf: home.appendingPathComponent("logs/\(name).log"), encoding: .utf8)) ?? ""
-            return "--- \(name).log (last lines)\n" + text.split(separator: "\n").suffix(15).joined(separator: "\n")
+            let lines = ((try? String(contentsOf: home.appendingPathComponent("logs/\(name).log"), encoding: .utf8)) ?? "").split(separator: "\n")
+            // A crash's first lines say what trapped and where (its backtrace's end is registers).
+            let crash = lines.filter { $0.contains("Fatal error") || $0.contains("Crash") || $0.hasPrefix("0 ") || $0.hasPrefix("1 ") }
+            return "--- \(name).log (crash lines, then last lines)\n" + (crash.prefix(10) + lines.suffix(15)).joined(separator: "\n")
         }.joined(separator: "\n")
         #expect(up.status == 0, "\(up.stdout)\n\(up.stderr)\n\(logs)")
         #expect(up.stdout.contains("CareMesh is up"))
