@@ -134,7 +134,7 @@ public struct MessagingConfiguration: Sendable {
         } else {
             providerOrder = (twilio == nil ? [] : ["twilio"]) + (orange == nil ? [] : ["orange"])
         }
-        webhookBaseURL = value("MESSAGING_WEBHOOK_BASE_URL").map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        webhookBaseURL = value("MESSAGING_WEBHOOK_BASE_URL").map(ProviderHTTP.base)
         if let text = value("MESSAGING_SEND_TIMEOUT_MS") {
             guard let ms = Int(text), (100...120_000).contains(ms) else { throw BadValue(key: "MESSAGING_SEND_TIMEOUT_MS", why: "must be 100 to 120000") }
             sendTimeout = .milliseconds(ms)

@@ -83,6 +83,9 @@ enum ProviderHTTP {
         }
     }
 
+    /// A provider's base URL without its trailing slash (paths are appended with their own).
+    static func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
+
     static func basic(_ user: String, _ password: String) -> String {
         "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
     }
@@ -126,7 +129,7 @@ struct TwilioAPI: Sendable {
     let authToken: String
 
     init(baseURL: String, accountSID: String, authToken: String) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = ProviderHTTP.base(baseURL)
         self.accountSID = accountSID
         self.authToken = authToken
     }
@@ -169,7 +172,7 @@ public final class OrangeSmsProvider: SmsProvider {
     private let token = Mutex<(value: String, expires: ContinuousClock.Instant)?>(nil)
 
     public init(baseURL: String, clientID: String, clientSecret: String, sender: String, senderName: String? = nil, notifyURL: String?) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = ProviderHTTP.base(baseURL)
         self.clientID = clientID
         self.clientSecret = clientSecret
         self.sender = sender

@@ -118,7 +118,6 @@ public final class HTTPEdge: Service, Sendable {
             group.addTask { try await app.run() }
             if let service {
                 group.addTask { await self.followNotifications(service) }
-                group.addTask { await self.followAnnouncements(service) }
                 group.addTask { await self.beatStreams() }
             }
             try await group.next()

@@ -15,11 +15,7 @@ extension SmsTests {
     func chooseSms(_ s: Stack, _ who: TestAccount, sms: Bool) async throws -> String {
         let phone = try await s.db.sql("SELECT phone FROM identity.user_profiles WHERE user_id = \(who.id)")[0].decode(String.self)
         guard sms else { return phone }
-        var update = Caremesh_Identity_V1_UpdateProfileRequest()
-        update.profile.name = "Test volunteer"
-        update.profile.phone = phone
-        update.profile.preferences.notifications = .with { $0.sms = true; $0.push = true }
-        _ = try await s.client.call(IdentityMethods.updateProfile, request: update, options: who.auth)
+        try await choose(s, who.auth, phone: phone, sms: true, push: true)
         let entry = try await s.client.call(MessagingMethods.recordMySmsConsent, request: .with { $0.optedIn = true }, options: who.auth).entry
         #expect(entry.phone == phone && entry.optedIn && entry.method == .app && entry.evidence.contains(who.id.text))
         return phone

@@ -12,7 +12,7 @@ struct SendGridMail: Sendable {
     let from: String
 
     init(baseURL: String, apiKey: String, from: String) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = ProviderHTTP.base(baseURL)
         self.apiKey = apiKey
         self.from = from
     }

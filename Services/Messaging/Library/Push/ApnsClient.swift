@@ -27,7 +27,7 @@ final class ApnsClient: PushProvider {
 
     init(key: ApnsKey, baseURL: String) throws {
         self.key = key
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = ProviderHTTP.base(baseURL)
         signingKey = try key.signingKey()
     }
 
@@ -66,10 +66,9 @@ final class ApnsClient: PushProvider {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         guard let body = try? encoder.encode(Self.payload(message)) else { return .refused("the payload could not be encoded") }
-        var refreshed = false
-        while true {
+        return await reauthenticatingOnce { refresh in
             let bearer: String
-            do { bearer = try providerToken(refresh: refreshed) } catch { return .refused("the APNs key cannot sign") }
+            do { bearer = try providerToken(refresh: refresh) } catch { return .refused("the APNs key cannot sign") }
             var request = HTTPClientRequest(url: "\(baseURL)/3/device/\(deviceToken)")
             request.method = .POST
             request.headers.add(name: "authorization", value: "bearer \(bearer)")
@@ -80,18 +79,12 @@ final class ApnsClient: PushProvider {
             request.headers.add(name: "apns-id", value: message.id.uuidString)
             request.headers.add(name: "content-type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
-            let outcome: PushOutcome
             do {
                 let (status, headers, answer) = try await ProviderHTTP.exchange(request, provider: "apns", timeout: timeout)
-                outcome = Self.classify(status: Int(status.code), body: answer, apnsID: headers.first(name: "apns-id"))
+                return Self.classify(status: Int(status.code), body: answer, apnsID: headers.first(name: "apns-id"))
             } catch {
-                return .retry(error.description, reauthenticate: false)
+                return .retry((error as? ProviderError)?.description ?? "apns \(type(of: error))", reauthenticate: false)
             }
-            if case .retry(_, reauthenticate: true) = outcome, !refreshed {
-                refreshed = true
-                continue
-            }
-            return outcome
         }
     }
 

@@ -23,7 +23,7 @@ final class FcmClient: PushProvider {
 
     init(account: FcmServiceAccount, baseURL: String) throws {
         self.account = account
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = ProviderHTTP.base(baseURL)
         key = try account.signingKey()
     }
 
@@ -55,7 +55,8 @@ final class FcmClient: PushProvider {
         var request = HTTPClientRequest(url: account.tokenURI)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-        request.body = .bytes(ByteBuffer(string: "grant_type=\(Self.formEncoded("urn:ietf:params:oauth:grant-type:jwt-bearer"))&assertion=\(signed)"))
+        request.body = .bytes(ByteBuffer(string: FormEncoding.encode([("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                                                                      ("assertion", signed)])))
         let (status, body) = try await ProviderHTTP.execute(request, provider: "fcm", timeout: timeout)
         guard status == .ok, let answer = try? JSONDecoder().decode(TokenAnswer.self, from: body) else {
             throw ProviderError(provider: "fcm", retryable: ProviderHTTP.isRetryable(status), code: "token",
@@ -63,10 +64,6 @@ final class FcmClient: PushProvider {
         }
         token.withLock { $0 = (answer.accessToken, .now + .seconds(max(answer.expiresIn - 60, 1))) }
         return answer.accessToken
-    }
-
-    static func formEncoded(_ s: String) -> String {
-        s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? s
     }
 
     struct Request: Encodable {
@@ -91,24 +88,20 @@ final class FcmClient: PushProvider {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         guard let body = try? encoder.encode(Self.request(message, token: deviceToken)) else { return .refused("the message could not be encoded") }
-        var refreshed = false
-        while true {
+        return await reauthenticatingOnce { refresh in
             do {
-                let bearer = try await accessToken(timeout: timeout, refresh: refreshed)
+                let bearer = try await accessToken(timeout: timeout, refresh: refresh)
                 var request = HTTPClientRequest(url: "\(baseURL)/v1/projects/\(account.projectID)/messages:send")
                 request.method = .POST
                 request.headers.add(name: "Authorization", value: "Bearer \(bearer)")
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.body = .bytes(ByteBuffer(bytes: body))
                 let (status, answer) = try await ProviderHTTP.execute(request, provider: "fcm", timeout: timeout)
-                let outcome = Self.classify(status: Int(status.code), body: answer)
-                if case .retry(_, reauthenticate: true) = outcome, !refreshed {
-                    refreshed = true
-                    continue
-                }
-                return outcome
-            } catch {
+                return Self.classify(status: Int(status.code), body: answer)
+            } catch let error as ProviderError {
                 return error.retryable ? .retry(error.description, reauthenticate: false) : .refused(error.description)
+            } catch {
+                return .retry("fcm \(type(of: error))", reauthenticate: false)
             }
         }
     }

@@ -40,3 +40,13 @@ protocol PushProvider: Sendable {
     var platform: Caremesh_Messaging_V1_PushPlatform { get }
     func send(_ message: PushMessage, to token: String, timeout: Duration) async -> PushOutcome
 }
+
+extension PushProvider {
+    /// `attempt` with the cached credential, and once more with a fresh one (`refresh` true)
+    /// when the provider refused the credential.
+    func reauthenticatingOnce(_ attempt: (_ refresh: Bool) async -> PushOutcome) async -> PushOutcome {
+        let outcome = await attempt(false)
+        guard case .retry(_, reauthenticate: true) = outcome else { return outcome }
+        return await attempt(true)
+    }
+}

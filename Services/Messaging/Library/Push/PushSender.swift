@@ -114,21 +114,25 @@ final class PushSender: Service, Sendable {
                 WHERE id = \(push.id)
                 """, logger: logger)
         default:
-            let why: String
-            switch outcome {
-            case .invalidToken(let reason)?:
-                why = "the device's token is no longer valid (removed): \(reason)"
+            if case .invalidToken? = outcome {
                 // Whatever else is queued for it fails with it (its sends lose their device).
                 try await c.query("DELETE FROM push_devices WHERE id = \(push.device)", logger: logger)
                 logger.info("push device removed: its provider no longer knows its token",
                             metadata: ["device.id": "\(push.device?.text ?? "")", "platform": "\(push.platform ?? "")"])
-            case .refused(let reason)?, .retry(let reason, _)?: why = reason
-            case .sent?: return
-            case nil: why = push.device == nil ? "the device was removed" : "expired before it could be sent"
             }
             try await c.query("""
-                UPDATE push_sends SET status = 'failed', lease_until = NULL, last_error = left(\(why), 500) WHERE id = \(push.id)
+                UPDATE push_sends SET status = 'failed', lease_until = NULL, last_error = left(\(Self.failure(push, outcome)), 500)
+                WHERE id = \(push.id)
                 """, logger: logger)
+        }
+    }
+
+    /// Why a send failed for good (nil outcome: it was not sent, its device gone or its time past).
+    static func failure(_ push: Due, _ outcome: PushOutcome?) -> String {
+        switch outcome {
+        case .invalidToken(let reason)?: "the device's token is no longer valid (removed): \(reason)"
+        case .refused(let reason)?, .retry(let reason, _)?, .sent(let reason)?: reason
+        case nil: push.device == nil ? "the device was removed" : "expired before it could be sent"
         }
     }
 

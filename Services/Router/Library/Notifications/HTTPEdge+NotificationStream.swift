@@ -113,26 +113,21 @@ extension HTTPEdge {
         ByteBuffer(string: "event: announcement\ndata: \(try a.jsonString())\n\n")
     }
 
-    /// Follows messaging's `AnnouncementPublished` events and hands each to every open stream.
-    func followAnnouncements(_ service: RPCClient) async {
-        let follower = EventFollower(client: service, service: "messaging", type: Caremesh_Messaging_V1_AnnouncementPublished.protoMessageName,
-                                     start: .newest, what: "messaging's announcements", logger: logger)
-        await follower.run(deliver: { payloads in
-            for payload in payloads {
-                if let e = try? Caremesh_Messaging_V1_AnnouncementPublished(serializedBytes: payload) { self.hub.broadcast(.announcement(e)) }
-            }
-        })
-    }
-
-    /// Follows messaging's `NotificationCreated` events by long polls, as the service "router",
-    /// from the newest at start (a stream resumes from messaging itself), and hands each to the
-    /// hub. After a failed pull, every stream re-syncs from messaging.
+    /// Follows messaging's `NotificationCreated` and `AnnouncementPublished` events by long
+    /// polls (one for both), as the service "router", from the newest at start (a stream resumes
+    /// from messaging itself): a notification to its person's streams, an announcement to every
+    /// stream. After a failed pull, every stream re-syncs from messaging.
     func followNotifications(_ service: RPCClient) async {
-        let follower = EventFollower(client: service, service: "messaging", type: Self.notificationType, start: .newest,
+        let announcementType = Caremesh_Messaging_V1_AnnouncementPublished.protoMessageName
+        let follower = EventFollower(client: service, service: "messaging", types: [Self.notificationType, announcementType], start: .newest,
                                      what: "messaging's notifications", logger: logger)
-        await follower.run(deliver: { payloads in
-            for payload in payloads {
-                if let e = try? Caremesh_Messaging_V1_NotificationCreated(serializedBytes: payload) { self.hub.publish(e.notification) }
+        await follower.run(deliver: { events in
+            for event in events {
+                if event.type == announcementType {
+                    if let e = try? Caremesh_Messaging_V1_AnnouncementPublished(serializedBytes: event.payload) { self.hub.broadcast(.announcement(e)) }
+                } else if let e = try? Caremesh_Messaging_V1_NotificationCreated(serializedBytes: event.payload) {
+                    self.hub.publish(e.notification)
+                }
             }
         }, missed: { self.hub.broadcast(.resync) })
     }

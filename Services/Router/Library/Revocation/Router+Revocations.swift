@@ -18,10 +18,10 @@ extension Router {
             logger.warning("ROUTER_SERVICE_SECRET is not set: the router cannot follow identity's token revocations, so a deactivated, signed-out or re-roled user's access token works until it expires")
             return
         }
-        let follower = EventFollower(client: client, service: "identity", type: Self.revocationType, start: .beginning,
+        let follower = EventFollower(client: client, service: "identity", types: [Self.revocationType], start: .beginning,
                                      what: "identity's token revocations", logger: logger)
-        await follower.run { payloads in
-            let events = payloads.compactMap { try? Caremesh_Identity_V1_TokensRevoked(serializedBytes: $0) }
+        await follower.run { pulled in
+            let events = pulled.compactMap { try? Caremesh_Identity_V1_TokensRevoked(serializedBytes: $0.payload) }
             guard !events.isEmpty else { return }
             self.pulledRevocations.withLock { $0.append(contentsOf: events) }
             self.signalIOThread()
