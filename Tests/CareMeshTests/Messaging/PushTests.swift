@@ -137,4 +137,41 @@ extension SmsTests {
             #expect(!s.sandbox.received.contains { $0.to == requesterPhone && $0.body.contains("message") })
         }
     }
+
+    @Test func aPushThatExpiredOrLostItsDeviceFailsAndIsNeverSent() async throws {
+        try await withStack { s in
+            let person = try await TestAccount.make(s.client, s.db, role: "user")
+            let token = Self.fcmToken()
+            let device = try await register(s, person, .fcm, token).device
+            let note = try await s.db.sql("""
+                WITH p AS (INSERT INTO messaging.notification_people (person_id, last_seq) VALUES (\(person.id), 1))
+                INSERT INTO messaging.notifications (person_id, seq, kind, critical, title, body, event_id, route_at)
+                VALUES (\(person.id), 1, 'CHAT_MESSAGE', false, 'New message', 'Open CareMesh to read it.', gen_random_uuid(), NULL)
+                RETURNING id
+                """)[0].decode(UUID.self)
+            // One send past its time on a device still there; another whose device its person removes.
+            let kept = try await register(s, person, .apns, Self.apnsToken()).device
+            @Sendable func send(_ device: String, due: String, expires: String) async throws -> UUID {
+                try await s.db.sql("""
+                    INSERT INTO messaging.push_sends (notification_id, device_id, next_attempt_at, expires_at)
+                    VALUES (\(note), \(UUID(uuidString: device)!), now() + \(due)::interval, now() + \(expires)::interval) RETURNING id
+                    """)[0].decode(UUID.self)
+            }
+            _ = try await s.db.sql("INSERT INTO messaging.notification_deliveries (notification_id, channel, status) VALUES (\(note), 'push', 'queued')")
+            let expired = try await send(kept.id, due: "0 seconds", expires: "-1 second")
+            // Not due before its device is gone.
+            let orphan = try await send(device.id, due: "3 seconds", expires: "1 hour")
+            _ = try await s.client.call(MessagingMethods.removeMyPushDevice, request: .with { $0.deviceID = device.id }, options: person.auth)
+            for (id, why) in [(expired, "expired before it could be sent"), (orphan, "the device was removed")] {
+                _ = try await TestStack.eventually(timeout: .seconds(15)) {
+                    let row = try await s.db.sql("SELECT status, last_error FROM messaging.push_sends WHERE id = \(id)")[0].decode((String, String).self)
+                    guard row.0 == "failed" else { throw RPCError(.unavailable, "still \(row.0)") }
+                    #expect(row.1 == why)
+                }
+            }
+            #expect(s.sandbox.pushes.isEmpty)
+            let delivery = try await s.db.sql("SELECT status FROM messaging.notification_deliveries WHERE notification_id = \(note) AND channel = 'push'")
+            #expect(try delivery[0].decode(String.self) == "failed")
+        }
+    }
 }
